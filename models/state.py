@@ -1,0 +1,112 @@
+"""Per-user latent state that one rating event updates in O(hidden) time.
+
+The hybrid VAE's encoder is ``h = tanh(W_in^T x / ||x|| + b_in)`` followed by
+linear heads for ``mu`` and ``log sigma^2``. Because the first layer is linear in
+``x``, a user's state keeps the *un-normalised pre-activation sum*
+``pre = sum_i w_i * W_in[i]`` and the squared input norm ``norm2 = sum_i w_i^2``.
+A rating event changes one ``w_i``, so :func:`fold_in` costs one row of
+``W_in`` however long the user's history is, and :func:`encode` gives exactly what
+re-encoding the full vector gives (``pre`` is kept in float64 so thousands of
+updates do not drift).
+
+This module is numpy-only: the Faust worker and the gateway import it without
+torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["FoldInWeights", "UserState", "cold_state", "encode", "fold_in", "rating_weight"]
+
+
+def rating_weight(rating: float | None) -> float:
+    """The encoder input weight of one rating (``None``: not rated).
+
+    Positives (>= 4 stars) are interactions; other ratings only mark the movie
+    as seen (they are excluded from lists but do not move the latent state).
+
+    >>> rating_weight(5.0), rating_weight(4.0), rating_weight(3.5), rating_weight(None)
+    (1.0, 1.0, 0.0, 0.0)
+    """
+    if rating is None:
+        return 0.0
+    return 1.0 if rating >= 4.0 else 0.0
+
+
+@dataclass(frozen=True)
+class FoldInWeights:
+    """The encoder weights, exported from the torch model as numpy arrays.
+
+    ``w_in[i]`` is item ``i``'s effective input row (its free embedding plus its
+    side-feature projection), so a cold item with side features has a row too.
+    """
+
+    w_in: np.ndarray  #: float32 [n_items, hidden]
+    b_in: np.ndarray  #: float32 [hidden]
+    w_mu: np.ndarray  #: float32 [hidden, latent]
+    b_mu: np.ndarray  #: float32 [latent]
+    w_logvar: np.ndarray  #: float32 [hidden, latent]
+    b_logvar: np.ndarray  #: float32 [latent]
+
+    @property
+    def hidden(self) -> int:
+        return int(self.b_in.shape[0])
+
+    @property
+    def latent(self) -> int:
+        return int(self.b_mu.shape[0])
+
+    @property
+    def n_items(self) -> int:
+        return int(self.w_in.shape[0])
+
+
+@dataclass(frozen=True)
+class UserState:
+    """A user's encoder state: enough to recompute ``mu`` and ``log sigma^2`` exactly."""
+
+    pre: np.ndarray  #: float64 [hidden], sum_i w_i * w_in[i]
+    norm2: float = 0.0  #: sum_i w_i^2
+    n_events: int = 0  #: events folded in (any rating, positive or not)
+    extra: dict[str, float] = field(default_factory=dict)  #: reserved for model-specific scalars
+
+
+def cold_state(weights: FoldInWeights) -> UserState:
+    """The state of a user with no events."""
+    return UserState(pre=np.zeros(weights.hidden, dtype=np.float64))
+
+
+def fold_in(
+    weights: FoldInWeights,
+    state: UserState,
+    item_idx: int,
+    rating: float,
+    previous_rating: float | None = None,
+) -> UserState:
+    """Apply one rating of ``item_idx``; ``previous_rating`` is the user's earlier rating of it, if any.
+
+    A re-rating replaces the old contribution, so applying the same rating twice
+    with ``previous_rating`` set to it changes nothing (idempotent).
+    """
+    w_new = rating_weight(rating)
+    w_old = rating_weight(previous_rating)
+    n_events = state.n_events + (0 if previous_rating is not None else 1)
+    delta = w_new - w_old
+    if delta == 0.0:
+        return UserState(pre=state.pre, norm2=state.norm2, n_events=n_events, extra=state.extra)
+    pre = state.pre + delta * weights.w_in[item_idx].astype(np.float64)
+    norm2 = max(state.norm2 + w_new * w_new - w_old * w_old, 0.0)
+    return UserState(pre=pre, norm2=norm2, n_events=n_events, extra=state.extra)
+
+
+def encode(weights: FoldInWeights, state: UserState) -> tuple[np.ndarray, np.ndarray]:
+    """``(mu, log sigma^2)`` of the user's latent posterior, float32 [latent] each."""
+    if state.norm2 > 0.0:
+        z = state.pre / np.sqrt(state.norm2)
+    else:
+        z = np.zeros_like(state.pre)
+    h = np.tanh(z.astype(np.float32) + weights.b_in)
+    return h @ weights.w_mu + weights.b_mu, h @ weights.w_logvar + weights.b_logvar

@@ -1,0 +1,38 @@
+"""The ``reelstream`` command line: one entry point, one sub-command per job.
+
+Every :class:`~reelstream.errors.ReelstreamError` becomes a one-line message on
+stderr and exit code 2; nothing is printed as a traceback for bad input.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from reelstream.commands import infra
+from reelstream.errors import ReelstreamError
+
+app = typer.Typer(
+    name="reelstream",
+    help="Event-driven streaming movie recommender: MovieLens -> Kafka -> Faust -> Redis -> FastAPI.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(infra.app, name="infra")
+
+# Command groups register below, one line each (keep alphabetical).
+
+
+def main() -> None:
+    """Console-script entry point: maps our errors to a clean message and exit code 2."""
+    try:
+        app()
+    except ReelstreamError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

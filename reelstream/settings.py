@@ -1,0 +1,94 @@
+"""Typed settings for every reelstream process: the one place each fact lives.
+
+Every command, the Faust worker and the gateway read the same :class:`Settings`,
+built from the environment (or a ``.env`` file in the working folder). Topic
+names, ports and folders are fields here and nowhere else.
+
+``KAFKA_BOOTSTRAP`` and ``REDIS_URL`` are read without a prefix (they are what
+docker-compose and most tooling call them); every other field is read as
+``REELSTREAM_<FIELD>``, e.g. ``REELSTREAM_TOPIC_PARTITIONS=16``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The repository root (the folder holding ``pyproject.toml``).
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    """All configuration, validated once at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REELSTREAM_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    # --- infrastructure -------------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "REELSTREAM_KAFKA_BOOTSTRAP")
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL", "REELSTREAM_REDIS_URL")
+    )
+
+    # --- folders --------------------------------------------------------------------
+    #: The dataset the bootstrap reads by default (the bundled ml-latest-small).
+    data_path: Path = PROJECT_ROOT / "data" / "ml-latest-small"
+    #: Everything the system writes: feature store, models, reports, pids and logs.
+    var_dir: Path = PROJECT_ROOT / "var"
+
+    # --- topics -----------------------------------------------------------------
+    topic_ratings: str = "reelstream.ratings"
+    topic_movies: str = "reelstream.movies"
+    topic_dead_letters: str = "reelstream.dead-letters"
+    topic_partitions: int = Field(8, ge=1)
+    topic_replication: int = Field(1, ge=1)
+
+    # --- worker -------------------------------------------------------------------
+    app_id: str = "reelstream"
+    worker_web_port: int = 6066
+    #: Faust group join waits half of this on a new group (INFRA.md, defect 4).
+    broker_session_timeout: float = 6.0
+    broker_heartbeat_interval: float = 1.0
+
+    # --- gateway --------------------------------------------------------------------
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    admin_token: str = "change-me"
+
+    # --- derived folders ------------------------------------------------------------
+    @property
+    def store_dir(self) -> Path:
+        """Versioned feature-store folders (``v0001``, ``v0002``...) live here."""
+        return self.var_dir / "store"
+
+    @property
+    def models_dir(self) -> Path:
+        """Versioned model folders live here."""
+        return self.var_dir / "models"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Data-quality and evaluation reports."""
+        return self.var_dir / "reports"
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid files, logs and the local brokers' state."""
+        return self.var_dir / "run"
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """Every topic the system uses, for creation and lag monitoring."""
+        return (self.topic_ratings, self.topic_movies, self.topic_dead_letters)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests clear it with ``get_settings.cache_clear()``)."""
+    return Settings()

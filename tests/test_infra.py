@@ -1,0 +1,93 @@
+"""``reelstream infra up|down|status`` against the real Tansu and redis-server binaries."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reelstream import infra
+from reelstream.errors import InfraError
+from reelstream.settings import Settings
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "reelstream.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["KAFKA_BOOTSTRAP"] = f"127.0.0.1:{infra.free_port()}"
+    env["REDIS_URL"] = f"redis://127.0.0.1:{infra.free_port()}/0"
+    env["REELSTREAM_VAR_DIR"] = str(tmp_path / "var")
+    return env
+
+
+def test_up_status_down_lifecycle(cli_env: dict[str, str], tmp_path: Path) -> None:
+    run_dir = tmp_path / "var" / "run"
+    status = _cli(cli_env, "infra", "status")
+    assert status.returncode == 1
+    assert "down" in status.stdout
+
+    up = _cli(cli_env, "infra", "up")
+    assert up.returncode == 0, up.stderr
+    assert "started (Tansu" in up.stdout and "redis" in up.stdout
+    assert infra.broker_answers(cli_env["KAFKA_BOOTSTRAP"])
+    assert infra.redis_answers(cli_env["REDIS_URL"])
+    pids = [int((run_dir / f"{n}.pid").read_text()) for n in ("broker", "redis")]
+    assert (run_dir / "broker.log").exists() and (run_dir / "redis.log").exists()
+    try:
+        again = _cli(cli_env, "infra", "up")
+        assert again.returncode == 0
+        assert again.stdout.count("already answering") == 2
+
+        status = _cli(cli_env, "infra", "status")
+        assert status.returncode == 0
+        assert all(f"pid {p}" in status.stdout for p in pids)
+    finally:
+        down = _cli(cli_env, "infra", "down")
+    assert down.returncode == 0
+    assert down.stdout.count("stopped") == 2
+    assert not infra.broker_answers(cli_env["KAFKA_BOOTSTRAP"])
+    assert not infra.redis_answers(cli_env["REDIS_URL"])
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not (run_dir / "broker.pid").exists()
+
+
+def test_up_uses_services_that_already_answer(live_infra, tmp_path: Path) -> None:
+    settings = Settings(
+        kafka_bootstrap=live_infra.kafka_bootstrap, redis_url=live_infra.redis_url, var_dir=tmp_path / "var"
+    )
+    lines = infra.up(settings)
+    assert all("already answering" in line for line in lines)
+    assert not (settings.run_dir / "broker.pid").exists()
+    assert "was not started by reelstream" in infra.down(settings)[0]
+    assert infra.broker_answers(live_infra.kafka_bootstrap)
+
+
+def test_up_refuses_to_start_for_a_remote_address(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No packet may leave loopback in tests: the remote broker is simply "not answering".
+    monkeypatch.setattr(infra, "broker_answers", lambda bootstrap, timeout=1.0: False)
+    settings = Settings(kafka_bootstrap="kafka.example.internal:9092", var_dir=tmp_path / "var")
+    with pytest.raises(InfraError, match="not local"):
+        infra.up(settings)
+
+
+@pytest.mark.parametrize("bad", ["nohostport", "host:notaport"])
+def test_bad_bootstrap_is_a_clear_error(bad: str) -> None:
+    with pytest.raises(InfraError, match="KAFKA_BOOTSTRAP"):
+        infra.kafka_address(bad)
+
+
+def test_probes_say_no_when_nothing_listens() -> None:
+    port = infra.free_port()
+    assert not infra.broker_answers(f"127.0.0.1:{port}", timeout=0.2)
+    assert not infra.redis_answers(f"redis://127.0.0.1:{port}/0", timeout=0.2)
