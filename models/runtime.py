@@ -1,0 +1,203 @@
+"""The serving-side model: numpy arrays only, loaded once by the worker and the gateway.
+
+``reelstream train`` writes a model folder; this module reads its ``runtime.npz``
+and ``metadata.json`` without importing torch::
+
+    var/models/CURRENT            -> "m0001"
+    var/models/m0001/metadata.json  model_version, data_version, hyper-parameters, metrics, timings
+    var/models/m0001/weights.safetensors   the torch state dict (training side only)
+    var/models/m0001/runtime.npz    the arrays below
+
+``runtime.npz`` holds the encoder (:class:`~models.state.FoldInWeights` fields),
+the item decoder ``item_decoder`` [n_items, latent] and ``item_bias`` [n_items],
+``movie_ids`` [n_items] (item_idx -> MovieLens id), and the side-feature
+projections ``side_in`` [n_side, hidden] / ``side_dec`` [n_side, latent] /
+``side_bias`` [n_side] that give a never-rated movie its rows from its content.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.state import FoldInWeights
+from reelstream.errors import ModelError
+
+__all__ = ["ModelRuntime", "current_model_dir"]
+
+_ENCODER_KEYS = ("w_in", "b_in", "w_mu", "b_mu", "w_logvar", "b_logvar")
+_REQUIRED = (*_ENCODER_KEYS, "item_decoder", "item_bias", "movie_ids", "side_in", "side_dec", "side_bias")
+
+
+def current_model_dir(models_dir: Path) -> Path:
+    """The folder named by ``models_dir/CURRENT``; ModelError when no model was trained yet."""
+    pointer = models_dir / "CURRENT"
+    try:
+        name = pointer.read_text().strip()
+    except OSError:
+        raise ModelError(f"no trained model in {models_dir}: run `reelstream train` first") from None
+    path = models_dir / name
+    if not path.is_dir():
+        raise ModelError(f"{pointer} names {name!r}, which is not a folder")
+    return path
+
+
+@dataclass
+class ModelRuntime:
+    """Encoder weights, item decoder and id mappings; cheap to query, no torch."""
+
+    weights: FoldInWeights
+    item_decoder: np.ndarray  #: float32 [n_items, latent]
+    item_bias: np.ndarray  #: float32 [n_items]
+    movie_ids: np.ndarray  #: int64 [n_items]
+    side_in: np.ndarray  #: float32 [n_side, hidden]
+    side_dec: np.ndarray  #: float32 [n_side, latent]
+    side_bias: np.ndarray  #: float32 [n_side]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    index_of: dict[int, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.index_of = {int(m): i for i, m in enumerate(self.movie_ids.tolist())}
+
+    # --- identity -----------------------------------------------------------------------
+    @property
+    def version(self) -> str:
+        return str(self.metadata.get("model_version", "unversioned"))
+
+    @property
+    def data_version(self) -> int | None:
+        value = self.metadata.get("data_version")
+        return int(value) if value is not None else None
+
+    @property
+    def n_items(self) -> int:
+        return int(self.movie_ids.shape[0])
+
+    def item_index(self, movie_id: int) -> int | None:
+        """Dense index of a MovieLens id, or None for a movie the model has never seen."""
+        return self.index_of.get(int(movie_id))
+
+    # --- scoring ------------------------------------------------------------------------
+    def scores(self, mu: np.ndarray) -> np.ndarray:
+        """Decoder logits over the whole catalogue for one latent vector (float32 [n_items])."""
+        return self.item_decoder @ mu.astype(np.float32, copy=False) + self.item_bias
+
+    def add_item(self, movie_id: int, side: np.ndarray) -> int:
+        """Give a never-rated movie encoder and decoder rows from its side features; returns its index.
+
+        ``side`` is a dense float32 vector over the model's side features. An
+        already-known movie keeps its learned rows and its index.
+        """
+        known = self.item_index(movie_id)
+        if known is not None:
+            return known
+        side = side.astype(np.float32, copy=False)
+        w_row = side @ self.side_in
+        d_row = side @ self.side_dec
+        bias = float(side @ self.side_bias)
+        w = self.weights
+        self.weights = FoldInWeights(
+            np.vstack([w.w_in, w_row[None, :]]), w.b_in, w.w_mu, w.b_mu, w.w_logvar, w.b_logvar
+        )
+        self.item_decoder = np.vstack([self.item_decoder, d_row[None, :]])
+        self.item_bias = np.append(self.item_bias, np.float32(bias))
+        self.movie_ids = np.append(self.movie_ids, np.int64(movie_id))
+        index = self.n_items - 1
+        self.index_of[int(movie_id)] = index
+        return index
+
+    # --- persistence --------------------------------------------------------------------
+    def save(self, folder: Path) -> None:
+        """Write ``runtime.npz`` and ``metadata.json`` into ``folder`` (no pickles)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {k: getattr(self.weights, k) for k in _ENCODER_KEYS}
+        arrays.update(
+            item_decoder=self.item_decoder, item_bias=self.item_bias, movie_ids=self.movie_ids,
+            side_in=self.side_in, side_dec=self.side_dec, side_bias=self.side_bias,
+        )  # fmt: skip
+        np.savez(folder / "runtime.npz", **arrays)
+        (folder / "metadata.json").write_text(json.dumps(self.metadata, indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, folder: Path, *, expect_data_version: int | None = None) -> ModelRuntime:
+        """Load a model folder; ModelError names what is missing, corrupt or mismatched."""
+        npz_path, meta_path = folder / "runtime.npz", folder / "metadata.json"
+        try:
+            metadata = json.loads(meta_path.read_text())
+        except FileNotFoundError:
+            raise ModelError(f"{meta_path}: missing; is {folder} a model folder?") from None
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{meta_path}: corrupt JSON ({exc})") from None
+        try:
+            with np.load(npz_path, allow_pickle=False) as data:
+                missing = [k for k in _REQUIRED if k not in data.files]
+                if missing:
+                    raise ModelError(f"{npz_path}: corrupt artifact, missing arrays {missing}")
+                arrays = {k: data[k] for k in _REQUIRED}
+        except FileNotFoundError:
+            raise ModelError(f"{npz_path}: missing") from None
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise ModelError(f"{npz_path}: corrupt artifact ({exc})") from None
+        runtime = cls(
+            weights=FoldInWeights(*(arrays[k].astype(np.float32) for k in _ENCODER_KEYS)),
+            item_decoder=arrays["item_decoder"].astype(np.float32),
+            item_bias=arrays["item_bias"].astype(np.float32),
+            movie_ids=arrays["movie_ids"].astype(np.int64),
+            side_in=arrays["side_in"].astype(np.float32),
+            side_dec=arrays["side_dec"].astype(np.float32),
+            side_bias=arrays["side_bias"].astype(np.float32),
+            metadata=metadata,
+        )
+        runtime._check_shapes(npz_path)
+        if expect_data_version is not None and runtime.data_version != expect_data_version:
+            raise ModelError(
+                f"{folder}: model was trained on data version {runtime.data_version}, "
+                f"but the feature store is at version {expect_data_version}; run `reelstream train`"
+            )
+        return runtime
+
+    def _check_shapes(self, where: Path) -> None:
+        w, n = self.weights, self.n_items
+        problems = []
+        if w.w_in.shape != (n, w.hidden):
+            problems.append(f"w_in {w.w_in.shape} != ({n}, {w.hidden})")
+        if self.item_decoder.shape != (n, w.latent):
+            problems.append(f"item_decoder {self.item_decoder.shape} != ({n}, {w.latent})")
+        if self.item_bias.shape != (n,):
+            problems.append(f"item_bias {self.item_bias.shape} != ({n},)")
+        if w.w_mu.shape != (w.hidden, w.latent) or w.w_logvar.shape != (w.hidden, w.latent):
+            problems.append("encoder heads do not match hidden x latent")
+        if self.side_in.shape[1:] != (w.hidden,) or self.side_dec.shape[1:] != (w.latent,):
+            problems.append("side projections do not match hidden/latent")
+        if problems:
+            raise ModelError(f"{where}: corrupt artifact, " + "; ".join(problems))
+
+    # --- test support -------------------------------------------------------------------
+    @classmethod
+    def random(
+        cls, movie_ids: np.ndarray, *, hidden: int = 16, latent: int = 8, n_side: int = 4, seed: int = 0
+    ) -> ModelRuntime:
+        """A small random model over ``movie_ids`` (unit tests and demos without training).
+
+        >>> rt = ModelRuntime.random(np.array([10, 20, 30]), seed=1)
+        >>> rt.n_items, rt.item_index(20), rt.item_index(99)
+        (3, 1, None)
+        """
+        rng = np.random.default_rng(seed)
+        n = len(movie_ids)
+
+        def f32(*shape: int) -> np.ndarray:
+            return (rng.standard_normal(shape) * 0.3).astype(np.float32)
+
+        return cls(
+            weights=FoldInWeights(f32(n, hidden), f32(hidden), f32(hidden, latent), f32(latent),
+                                  f32(hidden, latent), f32(latent)),
+            item_decoder=f32(n, latent), item_bias=f32(n), movie_ids=np.asarray(movie_ids, dtype=np.int64),
+            side_in=f32(n_side, hidden), side_dec=f32(n_side, latent), side_bias=f32(n_side),
+            metadata={"model_version": f"random-{seed}", "data_version": None},
+        )  # fmt: skip

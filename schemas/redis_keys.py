@@ -1,0 +1,89 @@
+"""The Redis key layout: the contract between the stream worker (writer) and the gateway (reader).
+
+Every key the system touches is built here and nowhere else. ``docs/redis-keys.md``
+documents the same layout for operators. All keys share the ``rs:`` prefix so a
+deployment can share a Redis with other apps.
+
+=============================  ======  =============================================================
+key                            type    fields / members
+=============================  ======  =============================================================
+``rs:user:{uid}``              hash    ``version`` (events applied; bumps on every applied event),
+                                       ``pre`` (float64 bytes), ``norm2``, ``n_events``, ``mu`` and
+                                       ``logvar`` (float32 bytes), ``n``, ``sum``, ``sumsq``,
+                                       ``first_ms``, ``last_ms``, ``model_version``
+``rs:user:{uid}:rated``        hash    movie_id -> rating
+``rs:user:{uid}:recent``       list    newest first, ``movie_id:rating:ts_ms``, capped
+``rs:item:{mid}``              hash    ``n``, ``sum``, ``mean``
+``rs:items:trending``          zset    movie_id -> log-space decayed event score
+``rs:items:popular``           zset    movie_id -> rating count
+``rs:movie:{mid}``             hash    movies added by ``MovieEvent``: title, genres, year, tags
+``rs:offsets:{topic}``         hash    partition -> highest applied offset (exactly-once effect)
+``rs:online``                  hash    river online model metrics (mae, rmse, n, drifts)
+``rs:worker:{name}``           string  heartbeat (epoch ms), expires
+``rs:stats``                   hash    events_applied, dead_letters, duplicates_skipped
+=============================  ======  =============================================================
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ITEMS_POPULAR",
+    "ITEMS_TRENDING",
+    "ONLINE",
+    "PREFIX",
+    "RECENT_MAX",
+    "STATS",
+    "item",
+    "movie",
+    "offsets",
+    "user",
+    "user_rated",
+    "user_recent",
+    "worker",
+]
+
+PREFIX = "rs"
+ITEMS_TRENDING = f"{PREFIX}:items:trending"
+ITEMS_POPULAR = f"{PREFIX}:items:popular"
+ONLINE = f"{PREFIX}:online"
+STATS = f"{PREFIX}:stats"
+#: How many recent ratings a user's ``recent`` list keeps.
+RECENT_MAX = 50
+
+
+def user(user_id: int) -> str:
+    """The user's state and statistics hash.
+
+    >>> user(42)
+    'rs:user:42'
+    """
+    return f"{PREFIX}:user:{user_id}"
+
+
+def user_rated(user_id: int) -> str:
+    return f"{PREFIX}:user:{user_id}:rated"
+
+
+def user_recent(user_id: int) -> str:
+    return f"{PREFIX}:user:{user_id}:recent"
+
+
+def item(movie_id: int) -> str:
+    return f"{PREFIX}:item:{movie_id}"
+
+
+def movie(movie_id: int) -> str:
+    return f"{PREFIX}:movie:{movie_id}"
+
+
+def offsets(topic: str) -> str:
+    """Highest applied offset per partition of ``topic``.
+
+    >>> offsets("reelstream.ratings")
+    'rs:offsets:reelstream.ratings'
+    """
+    return f"{PREFIX}:offsets:{topic}"
+
+
+def worker(name: str) -> str:
+    return f"{PREFIX}:worker:{name}"
