@@ -104,9 +104,6 @@ def fold_in(
 
 def encode(weights: FoldInWeights, state: UserState) -> tuple[np.ndarray, np.ndarray]:
     """``(mu, log sigma^2)`` of the user's latent posterior, float32 [latent] each."""
-    if state.norm2 > 0.0:
-        z = state.pre / np.sqrt(state.norm2)
-    else:
-        z = np.zeros_like(state.pre)
+    z = state.pre / np.sqrt(state.norm2) if state.norm2 > 0.0 else np.zeros_like(state.pre)
     h = np.tanh(z.astype(np.float32) + weights.b_in)
     return h @ weights.w_mu + weights.b_mu, h @ weights.w_logvar + weights.b_logvar

@@ -9,6 +9,7 @@ Pid and log files live in ``var/run/``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import ipaddress
 import os
@@ -262,10 +263,8 @@ def _stop(run_dir: Path, name: str) -> bool:
     pid = _read_pid(run_dir, name)
     if pid is None:
         return False
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
 
     def gone() -> bool:
         try:
@@ -282,10 +281,8 @@ def _stop(run_dir: Path, name: str) -> bool:
     try:
         wait_until(gone, STOP_TIMEOUT_S, f"{name} (pid {pid}) stop")
     except InfraError:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         wait_until(gone, STOP_TIMEOUT_S, f"{name} (pid {pid}) kill")
     _pidfile(run_dir, name).unlink(missing_ok=True)
     return True
