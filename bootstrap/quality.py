@@ -1,0 +1,269 @@
+"""Data-quality rules, thresholds and the quality report.
+
+Each rating rule is a small named function returning a polars boolean expression
+("is this row bad?"). :func:`rating_rules` alone fixes their order: the first rule
+a row breaks is its quarantine ``reason``. Nothing is dropped silently:
+
+    ratings in = kept + quarantined + duplicates superseded
+
+and the report states that equation. Duplicate (user, movie) pairs among valid
+rows keep the latest (highest ts, then the later line) and count the others as
+superseded; superseded rows are written to the quarantine file too, with reason
+``duplicate_superseded``, so they can be inspected.
+
+The clock is an argument (``now_ts``), so rules are deterministic in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from bootstrap.store import QUARANTINE_SCHEMA
+from reelstream.errors import QualityError
+
+__all__ = [
+    "MIN_TS",
+    "QualityResult",
+    "QualityThresholds",
+    "build_report",
+    "check_ratings",
+    "enforce",
+    "movie_issues",
+    "rating_rules",
+]
+
+#: MovieLens started collecting in 1995; anything earlier is a broken clock.
+MIN_TS = int(datetime(1995, 1, 1, tzinfo=UTC).timestamp())
+DUPLICATE_REASON = "duplicate_superseded"
+
+
+class QualityThresholds(BaseModel):
+    """Limits beyond which the run fails and writes nothing (fractions in [0, 1])."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: quarantined ratings / ratings in.
+    max_bad_fraction: float = Field(0.01, ge=0, le=1)
+    #: superseded duplicate (user, movie) ratings / ratings in.
+    max_duplicate_fraction: float = Field(0.01, ge=0, le=1)
+    #: movies without genres / movies (ml-32m has ~8% "(no genres listed)").
+    max_no_genre_fraction: float = Field(0.25, ge=0, le=1)
+    #: movies with an empty title / movies.
+    max_empty_title_fraction: float = Field(0.01, ge=0, le=1)
+
+
+# --------------------------------------------------------------------------- rules (ratings)
+
+
+# Rule 1 - every field is present.
+def is_missing_value() -> pl.Expr:
+    return pl.any_horizontal(pl.col(c).is_null() for c in ("user_id", "movie_id", "rating", "ts"))
+
+
+# Rule 2 - ratings lie in MovieLens' 0.5..5 range.
+def is_rating_out_of_range() -> pl.Expr:
+    return (pl.col("rating") < 0.5) | (pl.col("rating") > 5.0) | pl.col("rating").is_nan()
+
+
+# Rule 3 - ratings are on the half-star scale.
+def is_not_half_star() -> pl.Expr:
+    twice = pl.col("rating") * 2
+    return twice != twice.round(0)
+
+
+# Rule 4 - no timestamp before MovieLens existed.
+def is_before_1995() -> pl.Expr:
+    return pl.col("ts") < MIN_TS
+
+
+# Rule 5 - no timestamp in the future (``now_ts`` is passed in).
+def is_in_future(now_ts: int) -> Callable[[], pl.Expr]:
+    return lambda: pl.col("ts") > now_ts
+
+
+# Rule 6 - the rated movie is in the catalogue.
+def is_unknown_movie(movie_ids: pl.Series) -> Callable[[], pl.Expr]:
+    return lambda: ~pl.col("movie_id").is_in(movie_ids.implode())
+
+
+def rating_rules(now_ts: int, movie_ids: pl.Series) -> list[tuple[str, Callable[[], pl.Expr]]]:
+    """The rules in order of precedence (a row's reason is the first it breaks)."""
+    return [
+        ("missing_value", is_missing_value),
+        ("rating_out_of_range", is_rating_out_of_range),
+        ("rating_not_half_star", is_not_half_star),
+        ("ts_before_1995", is_before_1995),
+        ("ts_in_future", is_in_future(now_ts)),
+        ("unknown_movie", is_unknown_movie(movie_ids)),
+    ]
+
+
+def _reason_expr(rules: list[tuple[str, Callable[[], pl.Expr]]]) -> pl.Expr:
+    expr: Any = pl
+    for name, rule in rules:
+        expr = expr.when(rule().fill_null(True)).then(pl.lit(name))
+    return expr.otherwise(pl.lit(None, dtype=pl.String)).alias("reason")
+
+
+# --------------------------------------------------------------------------- checking
+
+
+@dataclass(frozen=True)
+class QualityResult:
+    """Kept ratings (file order), the quarantine frame and the counts behind the report."""
+
+    kept: pl.DataFrame
+    quarantine: pl.DataFrame
+    rows_in: int
+    reasons: dict[str, int]
+    duplicates_superseded: int
+
+    @property
+    def quarantined(self) -> int:
+        """Rows rejected by a rule (duplicates are counted separately)."""
+        return sum(self.reasons.values())
+
+    def counts(self) -> dict[str, Any]:
+        """The conservation equation as a report section."""
+        kept = self.kept.height
+        return {
+            "in": self.rows_in,
+            "kept": kept,
+            "quarantined": self.quarantined,
+            "duplicates_superseded": self.duplicates_superseded,
+            "equation": f"{self.rows_in} = {kept} + {self.quarantined} + {self.duplicates_superseded}",
+            "balanced": self.rows_in == kept + self.quarantined + self.duplicates_superseded,
+        }
+
+
+def _pair_key() -> pl.Expr:
+    """One int64 per (user, movie): hashing one column is much cheaper than two."""
+    return (pl.col("user_id") * (1 << 31) + pl.col("movie_id")).alias("_pair")
+
+
+def check_ratings(
+    ratings: pl.DataFrame,
+    movie_ids: pl.Series,
+    now_ts: int,
+    first_line: int,
+) -> QualityResult:
+    """Apply the rating rules and resolve duplicate pairs; never raises on bad rows.
+
+    ``first_line`` is the file line of the first row, so quarantined rows carry their line.
+    """
+    rows_in = ratings.height
+    rules = rating_rules(now_ts, movie_ids)
+    lf = ratings.lazy().with_row_index("_row").with_columns(_reason_expr(rules))
+    flagged = lf.collect()
+    bad_mask = flagged["reason"].is_not_null()
+    n_bad = int(bad_mask.sum())
+    valid = flagged.filter(~bad_mask).drop("reason") if n_bad else flagged.drop("reason")
+    bad = flagged.filter(bad_mask) if n_bad else flagged.clear()
+    reasons = dict(bad.group_by("reason").len().sort("reason").iter_rows()) if n_bad else {}
+
+    valid = valid.with_columns(_pair_key())
+    dup_mask = valid["_pair"].is_duplicated()
+    n_dup_rows = int(dup_mask.sum())
+    if n_dup_rows:
+        dups = valid.filter(dup_mask)
+        winners = dups.sort(["_pair", "ts", "_row"]).unique(subset="_pair", keep="last", maintain_order=True)
+        losers = dups.join(winners.select("_row"), on="_row", how="anti")
+        kept = pl.concat([valid.filter(~dup_mask), winners]).sort("_row")
+    else:
+        losers = valid.clear()
+        kept = valid
+
+    line = (pl.col("_row").cast(pl.Int64) + first_line).alias("line")
+    quarantine = pl.concat(
+        [
+            bad.with_columns(line),
+            losers.with_columns(line, pl.lit(DUPLICATE_REASON).alias("reason")),
+        ],
+        how="diagonal",
+    ).select([pl.col(c).cast(t) for c, t in QUARANTINE_SCHEMA.items()])
+    return QualityResult(
+        kept=kept.drop("_row", "_pair"),
+        quarantine=quarantine,
+        rows_in=rows_in,
+        reasons=reasons,
+        duplicates_superseded=losers.height,
+    )
+
+
+def movie_issues(movies: pl.DataFrame) -> dict[str, Any]:
+    """Catalogue-level findings (movies are kept; these feed thresholds and the report)."""
+    no_genre = movies.filter(pl.col("genres").list.len() == 0)
+    empty_title = movies.filter(pl.col("title").str.len_chars() == 0)
+    dup_ids = movies.filter(pl.col("movie_id").is_duplicated())
+    return {
+        "count": movies.height,
+        "no_genres": no_genre.height,
+        "no_genres_sample": no_genre["movie_id"].head(10).to_list(),
+        "empty_titles": empty_title.height,
+        "empty_titles_sample": empty_title["movie_id"].head(10).to_list(),
+        "duplicate_ids": dup_ids["movie_id"].n_unique() if dup_ids.height else 0,
+        "without_year": int(movies["year"].null_count()),
+    }
+
+
+def build_report(
+    *,
+    dataset: str,
+    result: QualityResult,
+    movies: dict[str, Any],
+    tags: dict[str, Any],
+    schema: dict[str, dict[str, str]],
+    thresholds: QualityThresholds,
+    ts_range: tuple[int | None, int | None],
+    now_ts: int,
+) -> dict[str, Any]:
+    """Assemble the report and evaluate the thresholds (``passed``, ``violations``)."""
+    n = max(result.rows_in, 1)
+    n_movies = max(movies["count"], 1)
+    fractions = {
+        "bad": result.quarantined / n,
+        "duplicate": result.duplicates_superseded / n,
+        "no_genre": movies["no_genres"] / n_movies,
+        "empty_title": movies["empty_titles"] / n_movies,
+    }
+    limits = {
+        "bad": thresholds.max_bad_fraction,
+        "duplicate": thresholds.max_duplicate_fraction,
+        "no_genre": thresholds.max_no_genre_fraction,
+        "empty_title": thresholds.max_empty_title_fraction,
+    }
+    violations = [
+        f"{name} fraction {fractions[name]:.2%} exceeds limit {limits[name]:.2%}"
+        for name in fractions
+        if fractions[name] > limits[name]
+    ]
+    return {
+        "dataset": dataset,
+        "checked_at": datetime.fromtimestamp(now_ts, UTC).isoformat(),
+        "passed": not violations,
+        "violations": violations,
+        "thresholds": thresholds.model_dump(),
+        "fractions": fractions,
+        "ratings": result.counts(),
+        "reasons": result.reasons,
+        "timestamps": {"min": ts_range[0], "max": ts_range[1], "not_before": MIN_TS, "not_after": now_ts},
+        "movies": movies,
+        "tags": tags,
+        "schema": schema,
+    }
+
+
+def enforce(report: dict[str, Any], source: str) -> None:
+    """Raise :class:`QualityError` (carrying the report) when a threshold is exceeded."""
+    if report["violations"]:
+        err = QualityError(
+            "data-quality thresholds exceeded, nothing written: " + "; ".join(report["violations"]), path=source
+        )
+        err.report = report  # type: ignore[attr-defined]
+        raise err
