@@ -11,6 +11,7 @@ import sys
 import typer
 from rich.console import Console
 
+from reelstream.commands import bootstrap as bootstrap_cmd
 from reelstream.commands import infra
 from reelstream.errors import ReelstreamError
 
@@ -23,6 +24,7 @@ app = typer.Typer(
 app.add_typer(infra.app, name="infra")
 
 # Command groups register below, one line each (keep alphabetical).
+app.command("bootstrap")(bootstrap_cmd.run)
 
 
 def main() -> None:
