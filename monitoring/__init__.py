@@ -1,0 +1,1 @@
+"""Operational monitoring: consumer lag with a Burrow-style verdict, freshness and metrics."""
