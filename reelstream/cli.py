@@ -13,6 +13,8 @@ from rich.console import Console
 
 from reelstream.commands import bootstrap as bootstrap_cmd
 from reelstream.commands import infra
+from reelstream.commands import lag as lag_cmd
+from reelstream.commands import synth as synth_cmd
 from reelstream.errors import ReelstreamError
 
 app = typer.Typer(
@@ -25,6 +27,8 @@ app.add_typer(infra.app, name="infra")
 
 # Command groups register below, one line each (keep alphabetical).
 app.command("bootstrap")(bootstrap_cmd.run)
+app.command("lag")(lag_cmd.lag)
+app.command("synth")(synth_cmd.run)
 
 
 def main() -> None:

@@ -1,0 +1,68 @@
+"""``reelstream lag``: consumer lag per partition with a Burrow-style verdict."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from monitoring.lag import GroupLag, LagMonitor
+from monitoring.liveness import worker_heartbeats
+from reelstream.settings import get_settings
+
+console = Console()
+VERDICT_STYLE = {"OK": "green", "WARN": "yellow", "STALL": "magenta", "STOP": "red", "REWIND": "cyan"}
+
+
+def render(result: GroupLag) -> Table:
+    """A rich table of one sample."""
+    style = VERDICT_STYLE.get(result.verdict, "")
+    table = Table(title=f"group {result.group}: [{style}]{result.verdict}[/]  (total lag {result.total_lag:,})")
+    for column in ("topic", "partition", "committed", "log end", "lag", "lag s", "rate/s", "verdict"):
+        table.add_column(column, justify="left" if column in {"topic", "verdict"} else "right")
+    for r in result.partitions:
+        table.add_row(
+            r.topic, str(r.partition), f"{r.committed:,}", f"{r.end:,}", f"{r.lag:,}", f"{r.lag_seconds:.1f}",
+            f"{r.rate:,.1f}", f"[{VERDICT_STYLE.get(r.verdict, '')}]{r.verdict}[/]",
+        )  # fmt: skip
+    return table
+
+
+def lag(
+    group: str = typer.Option(None, help="Consumer group (default: the worker's, the app id)."),
+    watch: bool = typer.Option(False, "--watch", help="Keep sampling and redraw until Ctrl-C."),
+    interval: float = typer.Option(2.0, min=0.2, help="Seconds between samples with --watch."),
+    window: int = typer.Option(10, min=2, help="Samples the verdict looks at."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON sample instead of a table."),
+) -> None:
+    """Committed offset, log end, lag (messages and seconds), rate and verdict per partition."""
+    settings = get_settings()
+    monitor = LagMonitor(
+        settings.kafka_bootstrap,
+        group or settings.app_id,
+        (settings.topic_ratings, settings.topic_movies),
+        window=window,
+        liveness=worker_heartbeats(settings.redis_url),
+    )
+
+    async def run() -> None:
+        async with monitor:
+            result = await monitor.sample()
+            if as_json:
+                console.print_json(json.dumps(result.as_dict()))
+                return
+            if not watch:
+                console.print(render(result))
+                return
+            with Live(render(result), console=console, refresh_per_second=4) as live:
+                while True:
+                    await asyncio.sleep(interval)  # the sampling period, not a synchronisation
+                    live.update(render(await monitor.sample()))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
