@@ -35,9 +35,12 @@ __all__ = [
     "down",
     "free_port",
     "redis_answers",
+    "running_pid",
+    "spawn",
     "start_broker",
     "start_redis",
     "status",
+    "stop_process",
     "up",
     "wait_until",
 ]
@@ -182,7 +185,8 @@ def _pidfile(run_dir: Path, name: str) -> Path:
     return run_dir / f"{name}.pid"
 
 
-def _read_pid(run_dir: Path, name: str) -> int | None:
+def running_pid(run_dir: Path, name: str) -> int | None:
+    """The pid in ``run_dir/name.pid`` if that process is alive (a stale pid file is removed)."""
     path = _pidfile(run_dir, name)
     try:
         pid = int(path.read_text().strip())
@@ -198,7 +202,8 @@ def _read_pid(run_dir: Path, name: str) -> int | None:
     return pid
 
 
-def _spawn(run_dir: Path, name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
+def spawn(run_dir: Path, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in its own session, logging to ``run_dir/name.log``; records ``run_dir/name.pid``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     log = (run_dir / f"{name}.log").open("ab")
     proc = subprocess.Popen(
@@ -212,7 +217,7 @@ def _spawn(run_dir: Path, name: str, argv: list[str], env: dict[str, str] | None
     )
     log.close()
     _pidfile(run_dir, name).write_text(f"{proc.pid}\n")
-    return proc.pid
+    return proc
 
 
 def start_broker(run_dir: Path, host: str, port: int) -> int:
@@ -224,7 +229,7 @@ def start_broker(run_dir: Path, host: str, port: int) -> int:
         "--advertised-listener-url", url,
         "--storage-engine", "memory://tansu/",
     ]  # fmt: skip
-    pid = _spawn(run_dir, "broker", argv, env={"RUST_LOG": "warn"})
+    pid = spawn(run_dir, "broker", argv, env={"RUST_LOG": "warn"}).pid
     _wait_for_process(run_dir, "broker", pid, lambda: broker_answers(f"{host}:{port}"))
     return pid
 
@@ -239,14 +244,14 @@ def start_redis(run_dir: Path, host: str, port: int) -> int:
         "--dir", str(data_dir), "--save", "", "--appendonly", "no",
         "--protected-mode", "no", "--daemonize", "no",
     ]  # fmt: skip
-    pid = _spawn(run_dir, "redis", argv)
+    pid = spawn(run_dir, "redis", argv).pid
     _wait_for_process(run_dir, "redis", pid, lambda: redis_answers(f"redis://{host}:{port}/0"))
     return pid
 
 
 def _wait_for_process(run_dir: Path, name: str, pid: int, ready: Callable[[], bool]) -> None:
     def alive_and_ready() -> bool:
-        if _read_pid(run_dir, name) is None:
+        if running_pid(run_dir, name) is None:
             log = (run_dir / f"{name}.log").read_text(errors="replace")[-500:]
             raise InfraError(f"{name} exited during start-up; log tail:\n{log}")
         return ready()
@@ -254,13 +259,13 @@ def _wait_for_process(run_dir: Path, name: str, pid: int, ready: Callable[[], bo
     try:
         wait_until(alive_and_ready, READY_TIMEOUT_S, name)
     except InfraError:
-        _stop(run_dir, name)
+        stop_process(run_dir, name)
         raise
 
 
-def _stop(run_dir: Path, name: str) -> bool:
+def stop_process(run_dir: Path, name: str) -> bool:
     """Stop our process ``name`` (TERM, then KILL after a deadline). False when none ran."""
-    pid = _read_pid(run_dir, name)
+    pid = running_pid(run_dir, name)
     if pid is None:
         return False
     with contextlib.suppress(ProcessLookupError):
@@ -318,7 +323,7 @@ def down(settings: Settings) -> list[str]:
     """Stop the services this project started (never external ones)."""
     lines = []
     for name in ("broker", "redis"):
-        stopped = _stop(settings.run_dir, name)
+        stopped = stop_process(settings.run_dir, name)
         lines.append(f"{name:<7} {'stopped' if stopped else 'was not started by reelstream'}")
     return lines
 
@@ -326,8 +331,8 @@ def down(settings: Settings) -> list[str]:
 def status(settings: Settings) -> list[ServiceStatus]:
     host, port = kafka_address(settings.kafka_bootstrap)
     rhost, rport = redis_address(settings.redis_url)
-    broker_pid = _read_pid(settings.run_dir, "broker")
-    redis_pid = _read_pid(settings.run_dir, "redis")
+    broker_pid = running_pid(settings.run_dir, "broker")
+    redis_pid = running_pid(settings.run_dir, "redis")
     return [
         ServiceStatus("broker", f"{host}:{port}", broker_answers(settings.kafka_bootstrap), broker_pid,
                       broker_pid is not None),

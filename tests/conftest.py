@@ -36,13 +36,13 @@ def live_infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveInfra]:
     try:
         infra.start_redis(run_dir, "127.0.0.1", redis_port)
     except BaseException:
-        infra._stop(run_dir, "broker")
+        infra.stop_process(run_dir, "broker")
         raise
     try:
         yield LiveInfra(f"127.0.0.1:{kafka_port}", f"redis://127.0.0.1:{redis_port}/0", run_dir)
     finally:
-        infra._stop(run_dir, "broker")
-        infra._stop(run_dir, "redis")
+        infra.stop_process(run_dir, "broker")
+        infra.stop_process(run_dir, "redis")
 
 
 @pytest.fixture
