@@ -12,9 +12,11 @@ import typer
 from rich.console import Console
 
 from reelstream.commands import bootstrap as bootstrap_cmd
+from reelstream.commands import gateway as gateway_cmd
 from reelstream.commands import infra
 from reelstream.commands import lag as lag_cmd
 from reelstream.commands import synth as synth_cmd
+from reelstream.commands import system as system_cmd
 from reelstream.errors import ReelstreamError
 
 app = typer.Typer(
@@ -27,8 +29,11 @@ app.add_typer(infra.app, name="infra")
 
 # Command groups register below, one line each (keep alphabetical).
 app.command("bootstrap")(bootstrap_cmd.run)
+app.command("gateway")(gateway_cmd.gateway_cmd)
 app.command("lag")(lag_cmd.lag)
 app.command("synth")(synth_cmd.run)
+app.command("up")(system_cmd.up)
+app.command("down")(system_cmd.down)
 
 
 def main() -> None:
