@@ -198,7 +198,15 @@ def running_pid(run_dir: Path, name: str) -> int | None:
         path.unlink(missing_ok=True)
         return None
     except PermissionError:
-        pass
+        return pid
+    # A child of this process that exited is a zombie until reaped: reap it and report it gone.
+    try:
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return pid
+    if reaped == pid:
+        path.unlink(missing_ok=True)
+        return None
     return pid
 
 
