@@ -60,6 +60,18 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
     admin_token: str = "change-me"
+    #: The business-rules YAML the gateway serves and hot-reloads (seeded from the bundled default).
+    gateway_rules_path: Path | None = None
+    #: Candidate pool taken from the full-catalogue scores before rules and MMR run.
+    gateway_candidate_pool: int = Field(400, ge=20, le=5000)
+    #: Cached responses kept in the gateway's in-process LRU.
+    gateway_cache_size: int = Field(20_000, ge=0)
+    #: Redis socket timeout (seconds) on the request path; beyond it the gateway degrades.
+    gateway_redis_timeout: float = Field(0.25, gt=0)
+    #: A worker heartbeat older than this (ms) counts as dead in /health.
+    gateway_worker_stale_ms: int = Field(15_000, ge=1)
+    #: Seconds a client is told to wait (Retry-After) when the broker is unreachable.
+    gateway_retry_after_s: int = Field(5, ge=1)
 
     # --- derived folders ------------------------------------------------------------
     @property
@@ -81,6 +93,11 @@ class Settings(BaseSettings):
     def run_dir(self) -> Path:
         """Pid files, logs and the local brokers' state."""
         return self.var_dir / "run"
+
+    @property
+    def rules_path(self) -> Path:
+        """The gateway's live rules file (``gateway_rules_path`` or ``var/gateway/rules.yaml``)."""
+        return self.gateway_rules_path or self.var_dir / "gateway" / "rules.yaml"
 
     @property
     def topics(self) -> tuple[str, ...]:

@@ -1,0 +1,1 @@
+"""HTTP layer: dependencies, response models and one router per resource."""

@@ -1,0 +1,49 @@
+"""Dependencies, defined once as ``Annotated`` aliases; auth failures become HTTP errors here.
+
+The app keeps its collaborators on ``app.state`` (built in :func:`gateway.app.create_app`);
+tests swap settings through ``app.dependency_overrides[get_settings]``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from gateway.producer import RatingsProducer
+from gateway.service import Gateway
+from reelstream.settings import Settings, get_settings
+
+__all__ = ["AdminDep", "GatewayDep", "ProducerDep", "SettingsDep"]
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def _gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+def _producer(request: Request) -> RatingsProducer:
+    return request.app.state.producer
+
+
+GatewayDep = Annotated[Gateway, Depends(_gateway)]
+ProducerDep = Annotated[RatingsProducer, Depends(_producer)]
+
+_bearer = HTTPBearer(auto_error=False, description="The admin token from the settings (REELSTREAM_ADMIN_TOKEN).")
+
+
+def require_admin(
+    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    if credentials is None or not secrets.compare_digest(
+        credentials.credentials.encode(), settings.admin_token.encode()
+    ):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
+AdminDep = Annotated[None, Depends(require_admin)]

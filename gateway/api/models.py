@@ -1,0 +1,169 @@
+"""Request and response shapes: every route declares one of these as its output."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ComponentHealth",
+    "Health",
+    "MovieDetail",
+    "ProfileRating",
+    "RatingAccepted",
+    "RatingCreate",
+    "RecommendationList",
+    "RecommendedMovie",
+    "RulesPublic",
+    "SimilarList",
+    "SimilarMovie",
+    "Stats",
+    "UserProfile",
+]
+
+
+class RecommendedMovie(BaseModel):
+    movie_id: int
+    title: str
+    genres: list[str]
+    year: int | None
+    score: float = Field(description="Relevance after soft preferences, in the user's score standard deviations.")
+    reasons: list[str]
+
+
+class RecommendationList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": 1, "k": 2, "source": "personalised", "degraded": False, "cached": False,
+                    "segment": "heavy", "variant": "control", "rule_set": "default", "rules_version": "v1-3f2a9c1b",
+                    "state_version": 232, "model_version": "m0001",
+                    "items": [
+                        {"movie_id": 1221, "title": "Godfather: Part II, The (1974)", "genres": ["Crime", "Drama"],
+                         "year": 1974, "score": 3.1, "reasons": ["because you rated Heat (1995) 5/5"]},
+                        {"movie_id": 2571, "title": "Matrix, The (1999)", "genres": ["Action", "Sci-Fi"],
+                         "year": 1999, "score": 2.7, "reasons": ["because you rated Heat (1995) 5/5",
+                                                                  "diversity pick"]},
+                    ],
+                }
+            ]
+        }
+    )  # fmt: skip
+
+    user_id: int
+    k: int
+    items: list[RecommendedMovie]
+    source: Literal["personalised", "trending", "popularity"]
+    degraded: bool = Field(description="True when Redis was unreachable and the list is store popularity.")
+    cached: bool
+    segment: Literal["new", "casual", "heavy"]
+    variant: str = Field(description="A/B arm, by a deterministic hash of the user id.")
+    rule_set: str
+    rules_version: str
+    state_version: int = Field(description="The user's state version in Redis (0: no state, or degraded).")
+    model_version: str
+
+
+class ProfileRating(BaseModel):
+    movie_id: int
+    title: str
+    rating: float
+    ts_ms: int
+
+
+class UserProfile(BaseModel):
+    user_id: int
+    state_version: int
+    segment: Literal["new", "casual", "heavy"]
+    n_ratings: int
+    mean_rating: float | None
+    rating_std: float | None
+    first_ms: int | None
+    last_ms: int | None
+    top_genres: list[tuple[str, int]] = Field(description="Genres of the user's liked (>= 4 stars) movies, counted.")
+    recent: list[ProfileRating]
+    latent_uncertainty: float | None = Field(
+        description="Mean posterior variance exp(logvar) over latent dimensions (high: little evidence yet)."
+    )
+    model_version: str
+
+
+class MovieDetail(BaseModel):
+    movie_id: int
+    title: str
+    genres: list[str]
+    year: int | None
+    n_ratings: int = Field(description="Ratings in the bootstrap history.")
+    mean_rating: float | None
+    live_n: int | None = Field(None, description="Ratings applied by the stream worker (None when unknown).")
+    live_mean: float | None = None
+    in_model: bool = Field(description="False for movies scored through side features only.")
+
+
+class SimilarMovie(BaseModel):
+    movie_id: int
+    title: str
+    genres: list[str]
+    similarity: float
+
+
+class SimilarList(BaseModel):
+    movie_id: int
+    items: list[SimilarMovie]
+    model_version: str
+
+
+class RatingCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"user_id": 1, "movie_id": 6, "rating": 4.5}]}
+    )
+
+    user_id: int = Field(ge=1, le=2**53)
+    movie_id: int = Field(ge=1, le=2**53)
+    rating: float = Field(ge=0.5, le=5.0, multiple_of=0.5, description="Stars, 0.5 to 5.0 in half steps.")
+    event_ts: int | None = Field(
+        None, ge=0, le=2**53, description="Epoch ms of the rating; defaults to the time of the request."
+    )
+
+
+class RatingAccepted(BaseModel):
+    event_id: str
+    user_id: int
+    movie_id: int
+    rating: float
+    topic: str
+    partition: int
+    offset: int
+
+
+class ComponentHealth(BaseModel):
+    ok: bool
+    detail: str
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    broker: ComponentHealth
+    redis: ComponentHealth
+    model: ComponentHealth
+    worker: ComponentHealth
+    rules: ComponentHealth
+
+
+class Stats(BaseModel):
+    requests: list[dict[str, Any]]
+    latency_ms: dict[str, dict[str, float]]
+    cache: dict[str, float]
+    recommendations_by_variant: dict[str, int]
+    events_applied: int | None
+    worker_stats: dict[str, str]
+
+
+class RulesPublic(BaseModel):
+    name: str
+    version: int
+    rules_version: str
+    reload_error: str | None
+    document: dict[str, Any]

@@ -1,0 +1,30 @@
+"""GET and PUT /rules (bearer token)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from gateway.api.deps import AdminDep, GatewayDep
+from gateway.api.models import RulesPublic
+from gateway.rules import LoadedRules, RulesDocument
+
+router = APIRouter(prefix="/rules", tags=["rules"])
+
+
+def _public(loaded: LoadedRules, error: str | None) -> RulesPublic:
+    return RulesPublic(
+        name=loaded.doc.name, version=loaded.doc.version, rules_version=loaded.version, reload_error=error,
+        document=loaded.doc.model_dump(mode="json"),
+    )  # fmt: skip
+
+
+@router.get("", response_model=RulesPublic, responses={401: {}})
+def get_rules(gateway: GatewayDep, _: AdminDep) -> RulesPublic:
+    """The live rules document and its version."""
+    return _public(gateway.rules.current(), gateway.rules.last_error)
+
+
+@router.put("", response_model=RulesPublic, responses={401: {}})
+def put_rules(body: RulesDocument, gateway: GatewayDep, _: AdminDep) -> RulesPublic:
+    """Replace the rules (validated; ``version`` becomes at least the current one plus one)."""
+    return _public(gateway.rules.replace(body), None)

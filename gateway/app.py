@@ -1,0 +1,100 @@
+"""The FastAPI application: wiring only (collaborators, routers, error mapping, middleware).
+
+``create_app()`` builds everything from the settings at start-up (model, feature
+store, rules file, Redis, producer). Tests and the benchmark pass a ready
+:class:`~gateway.service.Gateway` and producer instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from gateway.api.routes import movies, ratings, recommendations, rules, system, users
+from gateway.catalog import Catalog
+from gateway.errors import BrokerUnavailable, StateUnavailable, http_status
+from gateway.producer import KafkaRatingsProducer, RatingsProducer
+from gateway.rules import RulesStore
+from gateway.service import Gateway
+from gateway.state import RedisState
+from gateway.telemetry import Telemetry, TelemetryMiddleware
+from reelstream.errors import DataError, ReelstreamError
+from reelstream.settings import Settings, get_settings
+
+__all__ = ["build_gateway", "create_app"]
+
+#: Seconds between scans for movies added by MovieEvents.
+MOVIE_REFRESH_S = 30.0
+
+
+def build_gateway(settings: Settings) -> Gateway:
+    """Load the current model and feature store once and wire the live collaborators."""
+    from bootstrap.store import load_store
+    from models.runtime import ModelRuntime, current_model_dir
+
+    runtime = ModelRuntime.load(current_model_dir(settings.models_dir))
+    try:
+        store = load_store(settings.store_dir)
+        catalog = Catalog.build(runtime, store.items, side_names=store.side_names, store_side=store.item_side)
+    except DataError:
+        catalog = Catalog.build(runtime, None)
+    state = RedisState(settings.redis_url, timeout=settings.gateway_redis_timeout)
+    return Gateway(settings, catalog, RulesStore(settings.rules_path), state)
+
+
+async def _refresh_movies(gateway: Gateway) -> None:
+    while True:
+        with contextlib.suppress(StateUnavailable):
+            await run_in_threadpool(gateway.refresh_movies)
+        await asyncio.sleep(MOVIE_REFRESH_S)
+
+
+def create_app(
+    settings: Settings | None = None, *, gateway: Gateway | None = None, producer: RatingsProducer | None = None
+) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if getattr(app.state, "gateway", None) is None:
+            app.state.gateway = await run_in_threadpool(build_gateway, settings)
+        if getattr(app.state, "producer", None) is None:
+            app.state.producer = KafkaRatingsProducer(settings)
+        app.state.gateway.telemetry = telemetry
+        task = asyncio.create_task(_refresh_movies(app.state.gateway))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await app.state.producer.close()
+
+    app = FastAPI(
+        title="reelstream gateway",
+        version="0.1.0",
+        summary="Rule-filtered, explained movie recommendations served from live Redis state.",
+        lifespan=lifespan,
+    )
+    telemetry = gateway.telemetry if gateway is not None else Telemetry()
+    app.state.gateway = gateway
+    app.state.producer = producer
+    app.dependency_overrides = {}
+    for module in (recommendations, users, movies, ratings, rules, system):
+        app.include_router(module.router)
+
+    @app.exception_handler(ReelstreamError)
+    async def _reelstream_error(request: Request, exc: ReelstreamError) -> JSONResponse:
+        code = http_status(exc)
+        headers = {"Retry-After": str(settings.gateway_retry_after_s)} if isinstance(exc, BrokerUnavailable) else None
+        if isinstance(exc, BrokerUnavailable):
+            app.state.gateway.telemetry.ratings.labels("broker_unavailable").inc()
+        return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
+
+    app.add_middleware(TelemetryMiddleware, telemetry=telemetry)
+    return app

@@ -1,0 +1,199 @@
+"""The serving catalogue: model rows and movie metadata aligned by one dense index.
+
+Built once at start-up from the :class:`~models.runtime.ModelRuntime` and the
+feature store's ``items`` frame. Store movies the model has no row for, and
+movies added later by ``MovieEvent`` (``rs:movie:{mid}``), get decoder rows from
+their side features (``side @ side_dec``), so they are scored like any other.
+A :class:`Catalog` is immutable: additions build a new one, swapped atomically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from models.runtime import ModelRuntime
+
+__all__ = ["Catalog", "NewMovie", "side_vector"]
+
+
+@dataclass(frozen=True)
+class NewMovie:
+    """A movie known only from a ``MovieEvent`` (or the store) and scored through its side features."""
+
+    movie_id: int
+    title: str
+    genres: tuple[str, ...]
+    year: int | None
+    side: np.ndarray  #: float32 [n_side]
+
+
+def side_vector(side_names: Sequence[str], genres: Iterable[str], tags: Iterable[str] = ()) -> np.ndarray:
+    """A dense side-feature vector from genres and tags, by feature name (``genre:X`` / ``tag:x``).
+
+    >>> side_vector(["genre:Drama", "genre:Comedy", "tag:heist"], ["Comedy"], ["Heist"]).tolist()
+    [0.0, 1.0, 1.0]
+    """
+    index = {name.lower(): i for i, name in enumerate(side_names)}
+    out = np.zeros(len(side_names), dtype=np.float32)
+    for prefix, values in (("genre", genres), ("tag", tags)):
+        for value in values:
+            for sep in (":", "=", "_"):
+                i = index.get(f"{prefix}{sep}{value}".lower())
+                if i is not None:
+                    out[i] = 1.0
+                    break
+    return out
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Everything the ranking needs per item, indexed by the same dense position."""
+
+    model_version: str
+    movie_ids: np.ndarray  #: int64 [n]
+    titles: list[str]
+    genres: list[tuple[str, ...]]
+    genre_names: tuple[str, ...]
+    genre_matrix: np.ndarray  #: float32 [n, n_genres], 1.0 where the item has the genre
+    years: np.ndarray  #: int32 [n], 0 when unknown
+    n_ratings: np.ndarray  #: float32 [n] (store history counts)
+    mean_rating: np.ndarray  #: float32 [n], NaN when unknown
+    decoder: np.ndarray  #: float32 [n, latent]
+    bias: np.ndarray  #: float32 [n]
+    unit: np.ndarray  #: float32 [n, latent], decoder rows scaled to unit length
+    log_pop: np.ndarray  #: float32 [n], log1p(n_ratings) scaled to [0, 1]
+    popularity_order: np.ndarray  #: int64 [n], most rated first
+    side_dec: np.ndarray
+    side_bias: np.ndarray
+    side_names: tuple[str, ...]
+    in_model: np.ndarray  #: bool [n], False for side-feature-only rows
+    index_of: dict[int, int] = field(repr=False)
+
+    @property
+    def n(self) -> int:
+        return int(self.movie_ids.shape[0])
+
+    @property
+    def latent(self) -> int:
+        return int(self.decoder.shape[1])
+
+    @property
+    def version(self) -> str:
+        """Changes when the model or the set of movies changes (part of every cache key)."""
+        return f"{self.model_version}/{self.n}"
+
+    @property
+    def max_year(self) -> int:
+        return int(self.years.max()) if self.n else 0
+
+    def index(self, movie_id: int) -> int | None:
+        return self.index_of.get(int(movie_id))
+
+    def genre_index(self, name: str) -> int | None:
+        try:
+            return self.genre_names.index(name)
+        except ValueError:
+            return None
+
+    # --- construction ---------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        runtime: ModelRuntime,
+        items: pl.DataFrame | None = None,
+        *,
+        side_names: Sequence[str] = (),
+        store_side: Any = None,
+    ) -> Catalog:
+        """Align ``runtime`` rows with ``items`` metadata; store movies without a model row get side rows.
+
+        ``store_side`` is the store's CSR item-side matrix (rows by the store's ``item_idx``).
+        """
+        ids = runtime.movie_ids.astype(np.int64)
+        meta: dict[int, tuple[str, tuple[str, ...], int | None, float, float]] = {}
+        extra: list[NewMovie] = []
+        if items is not None and items.height:
+            cols = items.select("item_idx", "movie_id", "title", "genres", "year", "n_ratings", "mean_rating")
+            for idx, mid, title, genres, year, n, mean in cols.iter_rows():
+                g = tuple(genres or ())
+                meta[int(mid)] = (title or f"movie {mid}", g, year, float(n or 0), np.nan if mean is None else mean)
+                if runtime.item_index(int(mid)) is None and store_side is not None and runtime.side_dec.shape[0]:
+                    row = np.asarray(store_side[int(idx)].todense(), dtype=np.float32).ravel()
+                    if row.shape[0] == runtime.side_dec.shape[0]:
+                        extra.append(NewMovie(int(mid), title or f"movie {mid}", g, year, row))
+        base = cls._assemble(runtime, ids, meta, side_names)
+        return base.with_new_movies(extra, from_store=meta) if extra else base
+
+    @classmethod
+    def _assemble(cls, runtime: ModelRuntime, ids: np.ndarray, meta: dict, side_names: Sequence[str]) -> Catalog:
+        n = ids.shape[0]
+        titles, genres = [], []
+        years = np.zeros(n, dtype=np.int32)
+        n_ratings = np.zeros(n, dtype=np.float32)
+        mean = np.full(n, np.nan, dtype=np.float32)
+        for i, mid in enumerate(ids.tolist()):
+            title, g, year, cnt, avg = meta.get(mid, (f"movie {mid}", (), None, 0.0, np.nan))
+            titles.append(title)
+            genres.append(g)
+            years[i] = year or 0
+            n_ratings[i] = cnt
+            mean[i] = avg
+        return cls._finish(
+            runtime.version, ids, titles, genres, years, n_ratings, mean,
+            runtime.item_decoder.astype(np.float32), runtime.item_bias.astype(np.float32),
+            runtime.side_dec, runtime.side_bias, tuple(side_names), np.ones(n, dtype=bool),
+        )  # fmt: skip
+
+    @classmethod
+    def _finish(
+        cls, model_version, ids, titles, genres, years, n_ratings, mean, decoder, bias,
+        side_dec, side_bias, side_names, in_model,
+    ) -> Catalog:  # fmt: skip
+        names = tuple(sorted({g for gs in genres for g in gs}))
+        col = {g: j for j, g in enumerate(names)}
+        gm = np.zeros((len(ids), len(names)), dtype=np.float32)
+        for i, gs in enumerate(genres):
+            for g in gs:
+                gm[i, col[g]] = 1.0
+        norms = np.linalg.norm(decoder, axis=1, keepdims=True)
+        unit = (decoder / np.maximum(norms, 1e-12)).astype(np.float32)
+        lp = np.log1p(n_ratings)
+        log_pop = (lp / lp.max()).astype(np.float32) if lp.size and lp.max() > 0 else np.zeros_like(lp)
+        order = np.argsort(-n_ratings, kind="stable")
+        return cls(
+            model_version=model_version, movie_ids=ids, titles=titles, genres=genres, genre_names=names,
+            genre_matrix=gm, years=years, n_ratings=n_ratings, mean_rating=mean,
+            decoder=np.ascontiguousarray(decoder), bias=bias, unit=unit, log_pop=log_pop,
+            popularity_order=order, side_dec=side_dec, side_bias=side_bias, side_names=side_names,
+            in_model=in_model, index_of={int(m): i for i, m in enumerate(ids.tolist())},
+        )  # fmt: skip
+
+    def with_new_movies(self, movies: Sequence[NewMovie], *, from_store: dict | None = None) -> Catalog:
+        """A new catalogue with ``movies`` appended (known ids are skipped), rows from side features."""
+        fresh = [m for m in movies if int(m.movie_id) not in self.index_of]
+        if not fresh:
+            return self
+        side = np.stack([m.side.astype(np.float32) for m in fresh])
+        dec = side @ self.side_dec
+        bias = side @ self.side_bias
+        stats = from_store or {}
+        n_r = np.array([stats.get(m.movie_id, (0, 0, 0, 0.0))[3] for m in fresh], dtype=np.float32)
+        mean = np.array([stats.get(m.movie_id, (0, 0, 0, 0.0, np.nan))[4] for m in fresh], dtype=np.float32)
+        return self._finish(
+            self.model_version,
+            np.concatenate([self.movie_ids, np.array([m.movie_id for m in fresh], dtype=np.int64)]),
+            self.titles + [m.title for m in fresh],
+            self.genres + [tuple(m.genres) for m in fresh],
+            np.concatenate([self.years, np.array([m.year or 0 for m in fresh], dtype=np.int32)]),
+            np.concatenate([self.n_ratings, n_r]),
+            np.concatenate([self.mean_rating, mean]),
+            np.vstack([self.decoder, dec.astype(np.float32)]),
+            np.concatenate([self.bias, bias.astype(np.float32)]),
+            self.side_dec, self.side_bias, self.side_names,
+            np.concatenate([self.in_model, np.zeros(len(fresh), dtype=bool)]),
+        )  # fmt: skip

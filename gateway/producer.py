@@ -1,0 +1,75 @@
+"""Producing rating events for POST /ratings, behind a small protocol.
+
+:class:`KafkaRatingsProducer` wraps the streams engineer's
+:class:`streams.events.RatingProducer` (the one Avro encoding and key rule the
+CLI uses too). It starts lazily, bounds every broker call by a timeout, and turns
+any broker failure into :class:`~gateway.errors.BrokerUnavailable`; the next
+call tries a fresh connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiokafka.errors import KafkaError
+
+from gateway.errors import BrokerUnavailable
+from reelstream.settings import Settings
+
+__all__ = ["KafkaRatingsProducer", "RatingsProducer", "Sent"]
+
+
+@dataclass(frozen=True)
+class Sent:
+    event_id: str
+    partition: int
+    offset: int
+
+
+class RatingsProducer(Protocol):
+    async def send(self, user_id: int, movie_id: int, rating: float, ts_ms: int | None) -> Sent: ...
+    async def close(self) -> None: ...
+
+
+class KafkaRatingsProducer:
+    """Rating events to ``settings.topic_ratings`` with ``source="api"``."""
+
+    def __init__(self, settings: Settings, timeout_s: float = 3.0) -> None:
+        self.settings = settings
+        self.timeout_s = timeout_s
+        self._inner: Any = None
+        self._lock = asyncio.Lock()
+
+    async def send(self, user_id: int, movie_id: int, rating: float, ts_ms: int | None) -> Sent:
+        from streams.events import RatingProducer
+
+        try:
+            async with self._lock:
+                if self._inner is None:
+                    inner = RatingProducer(self.settings)
+                    try:
+                        await asyncio.wait_for(inner.__aenter__(), self.timeout_s)
+                    except BaseException:
+                        await self._stop(inner)
+                        raise
+                    self._inner = inner
+            sent = await asyncio.wait_for(
+                self._inner.send(user_id, movie_id, rating, source="api", ts_ms=ts_ms), self.timeout_s
+            )
+        except (KafkaError, TimeoutError, OSError) as exc:
+            await self.close()
+            where = self.settings.kafka_bootstrap
+            raise BrokerUnavailable(f"broker {where} unreachable: {type(exc).__name__}") from None
+        return Sent(sent.event_id, sent.partition, sent.offset)
+
+    async def _stop(self, inner: Any) -> None:
+        with contextlib.suppress(KafkaError, TimeoutError, OSError):  # best effort: the broker is gone
+            await asyncio.wait_for(inner.__aexit__(None, None, None), self.timeout_s)
+
+    async def close(self) -> None:
+        inner, self._inner = self._inner, None
+        if inner is not None:
+            await self._stop(inner)

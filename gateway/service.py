@@ -1,0 +1,441 @@
+"""The gateway's use cases: state + rules + catalogue + cache -> response models.
+
+:class:`Gateway` is what the routes call (through ``gateway.api.deps``). It is
+synchronous on purpose: routes run it in Starlette's threadpool, where Redis
+round trips block only a worker thread and the numpy mat-vec releases the GIL.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from gateway.api.models import (
+    ComponentHealth,
+    Health,
+    MovieDetail,
+    ProfileRating,
+    RecommendationList,
+    RecommendedMovie,
+    SimilarList,
+    SimilarMovie,
+    Stats,
+    UserProfile,
+)
+from gateway.cache import ResponseCache
+from gateway.catalog import Catalog, NewMovie, side_vector
+from gateway.decisions import (
+    Source,
+    choose_source,
+    rule_3_unknown_user,
+    rule_4_state_does_not_fit_model,
+    rule_6_worker_alive,
+)
+from gateway.engine import (
+    Pick,
+    candidate_pool,
+    explain,
+    personal_scores,
+    preference_boost,
+    select,
+    static_adjustment,
+    too_similar_to_dislikes,
+)
+from gateway.errors import MovieNotFound, StateUnavailable, UserNotFound
+from gateway.rules import LoadedRules, RuleSet, RulesStore
+from gateway.state import StateReader
+from gateway.telemetry import Telemetry
+from reelstream import infra
+from reelstream.settings import Settings
+
+__all__ = ["Gateway"]
+
+#: How long a cold-start list is cached (it follows trending, which has no version).
+COLD_TTL_S = 1.0
+#: Weight of one ``genres=`` preference, in score standard deviations.
+PREFERENCE_WEIGHT = 1.0
+#: How long a /health probe of the broker or the worker heartbeats is reused.
+PROBE_TTL_S = 1.0
+
+
+class _Probe:
+    """A value recomputed at most every ``ttl`` seconds."""
+
+    def __init__(self, fn: Callable[[], Any], ttl: float, clock: Callable[[], float]) -> None:
+        self.fn, self.ttl, self.clock = fn, ttl, clock
+        self.at = -math.inf
+        self.value: Any = None
+        self.lock = threading.Lock()
+
+    def get(self) -> Any:
+        with self.lock:
+            if self.clock() - self.at >= self.ttl:
+                self.value = self.fn()
+                self.at = self.clock()
+            return self.value
+
+
+def _split(raw: str | None) -> tuple[str, ...]:
+    if not raw:
+        return ()
+    sep = "|" if "|" in raw else ","
+    return tuple(p.strip() for p in raw.split(sep) if p.strip() and p.strip() != "(no genres listed)")
+
+
+class Gateway:
+    """Recommendations, profiles, movies, health and stats."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        rules: RulesStore,
+        state: StateReader,
+        *,
+        telemetry: Telemetry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.rules = rules
+        self.state = state
+        self.telemetry = telemetry or Telemetry()
+        self.cache = ResponseCache(settings.gateway_cache_size, clock=clock)
+        self.clock = clock
+        self.wall_ms = wall_ms
+        self._adjust: dict[tuple[str, str, str, str], np.ndarray] = {}
+        self._adjust_lock = threading.Lock()
+        self._broker = _Probe(self._probe_broker, PROBE_TTL_S, clock)
+        self._workers = _Probe(self._probe_workers, PROBE_TTL_S, clock)
+
+    # --- recommendations ------------------------------------------------------------------
+    def adjustment(self, cat: Catalog, rules: LoadedRules, segment: str, variant: str) -> np.ndarray:
+        """The static per-item adjustment of one effective rule set (computed once per version)."""
+        key = (cat.version, rules.version, segment, variant)
+        adj = self._adjust.get(key)
+        if adj is None:
+            adj = static_adjustment(cat, rules.rules_for(segment, variant))
+            with self._adjust_lock:
+                if len(self._adjust) > 64:
+                    self._adjust.clear()
+                self._adjust[key] = adj
+        return adj
+
+    def recommend(
+        self, user_id: int, k: int, genres: Sequence[str] = (), exclude_genres: Sequence[str] = ()
+    ) -> RecommendationList:
+        rules = self.rules.current()
+        cat = self.catalog
+        variant = rules.variant_for(str(user_id))
+        params = (k, tuple(sorted(set(genres))), tuple(sorted(set(exclude_genres))))
+        try:
+            version = self.state.user_version(user_id)
+            key = ("rec", user_id, version or 0, rules.version, cat.version, params)
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.telemetry.cache_events.labels("hit").inc()
+                self.telemetry.served(hit.variant, hit.segment, hit.source, False, True)
+                return hit.model_copy(update={"cached": True})
+            self.telemetry.cache_events.labels("miss").inc()
+            snap = self.state.user(user_id, details=False)
+            cold = rule_3_unknown_user(snap.exists, snap.mu) or rule_4_state_does_not_fit_model(snap.mu, cat.latent)
+            trending = self.state.trending(self.settings.gateway_candidate_pool) if cold else []
+        except StateUnavailable:
+            return self._degraded(user_id, k, genres, exclude_genres, rules, variant)
+        source, degraded = choose_source(
+            redis_ok=True, exists=snap.exists, mu=snap.mu, latent=cat.latent, n_trending=len(trending)
+        )
+        segment = rules.segment_for(snap.n)
+        ruleset = rules.rules_for(segment, variant)
+        adj = self.adjustment(cat, rules, segment, variant)
+        rated_idx = [i for i in (cat.index(m) for m in snap.rated) if i is not None]
+        if source is Source.PERSONALISED:
+            assert snap.mu is not None
+            total = personal_scores(cat, snap.mu)
+            total += adj
+            pool_source = None
+        else:
+            total, pool_source = None, self._cold_pool(cat, trending, source)
+        picks = self._rank(cat, ruleset, total, pool_source, adj, k, genres, exclude_genres, rated_idx, snap.rated)
+        liked = {}
+        for mid, r in snap.rated.items():
+            i = cat.index(mid)
+            if i is not None and r >= 4.0:
+                liked[i] = r
+        result = self._render(
+            cat, picks, liked, genres, user_id=user_id, k=k, source=source.value, degraded=degraded,
+            segment=segment, variant=variant, rules=rules, state_version=snap.version,
+        )  # fmt: skip
+        self.cache.put(key, result, ttl_s=COLD_TTL_S if source is not Source.PERSONALISED else None)
+        self.telemetry.served(variant, segment, source.value, degraded, False)
+        return result
+
+    def _cold_pool(
+        self, cat: Catalog, trending: list[tuple[int, float]], source: Source
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(pool indices, relevance) for a cold start: trending scores, else store popularity."""
+        if source is Source.TRENDING:
+            pairs = [(i, s) for i, s in ((cat.index(m), s) for m, s in trending) if i is not None]
+            if pairs:
+                idx = np.array([p[0] for p in pairs], dtype=np.int64)
+                rel = np.array([p[1] for p in pairs], dtype=np.float32)
+                std = float(rel.std())
+                rel = (rel - rel.mean()) / std if std > 1e-9 else np.zeros_like(rel)
+                return idx, rel.astype(np.float32)
+        idx = cat.popularity_order[: self.settings.gateway_candidate_pool]
+        rel = cat.log_pop[idx]
+        std = float(rel.std())
+        return idx, ((rel - rel.mean()) / std if std > 1e-9 else np.zeros_like(rel)).astype(np.float32)
+
+    def _rank(
+        self,
+        cat: Catalog,
+        ruleset: RuleSet,
+        total: np.ndarray | None,
+        cold: tuple[np.ndarray, np.ndarray] | None,
+        adj: np.ndarray,
+        k: int,
+        genres: Sequence[str],
+        exclude_genres: Sequence[str],
+        rated_idx: list[int],
+        rated: dict[int, float],
+    ) -> list[Pick]:
+        pref = preference_boost(cat, genres, PREFERENCE_WEIGHT) if genres else None
+        excluded = [j for j in (cat.genre_index(g) for g in exclude_genres) if j is not None]
+        if total is not None:
+            if pref is not None:
+                total += pref
+            if excluded:
+                total[cat.genre_matrix[:, excluded].any(axis=1)] = -np.inf
+            if ruleset.avoid.rated and rated_idx:
+                total[rated_idx] = -np.inf
+            pool = candidate_pool(total, self.settings.gateway_candidate_pool)
+            rel = total[pool]
+        else:
+            assert cold is not None
+            pool, rel = cold
+            rel = rel + adj[pool]
+            if pref is not None:
+                rel = rel + pref[pool]
+            keep = np.isfinite(rel)
+            if excluded:
+                keep &= ~cat.genre_matrix[np.ix_(pool, excluded)].any(axis=1)
+            if ruleset.avoid.rated and rated_idx:
+                keep &= ~np.isin(pool, rated_idx)
+            pool, rel = pool[keep], rel[keep]
+        dislikes = np.array(
+            [i for i in (cat.index(m) for m, r in rated.items() if r <= ruleset.avoid.dislike_max_rating)
+             if i is not None], dtype=np.int64,
+        )  # fmt: skip
+        if dislikes.size and pool.size:
+            keep = ~too_similar_to_dislikes(cat, pool, dislikes, ruleset.avoid.dislike_similarity)
+            pool, rel = pool[keep], rel[keep]
+        return select(cat, pool, rel, k, ruleset)
+
+    def _render(
+        self, cat: Catalog, picks: list[Pick], liked: dict[int, float], genres: Sequence[str], *,
+        user_id: int, k: int, source: str, degraded: bool, segment: str, variant: str, rules: LoadedRules,
+        state_version: int,
+    ) -> RecommendationList:  # fmt: skip
+        reasons = explain(cat, picks, liked, genres)
+        if source != "personalised":
+            for r in reasons:
+                r.insert(0, "trending now" if source == "trending" else "popular")
+        items = [
+            RecommendedMovie(
+                movie_id=int(cat.movie_ids[p.index]), title=cat.titles[p.index], genres=list(cat.genres[p.index]),
+                year=int(cat.years[p.index]) or None, score=round(p.score, 4), reasons=why,
+            )
+            for p, why in zip(picks, reasons, strict=True)
+        ]
+        return RecommendationList(
+            user_id=user_id, k=k, items=items, source=source, degraded=degraded, cached=False, segment=segment,
+            variant=variant, rule_set=rules.doc.name, rules_version=rules.version, state_version=state_version,
+            model_version=cat.model_version,
+        )  # fmt: skip
+
+    def _degraded(
+        self, user_id: int, k: int, genres: Sequence[str], exclude_genres: Sequence[str], rules: LoadedRules,
+        variant: str,
+    ) -> RecommendationList:  # fmt: skip
+        """Rule 2: Redis is unreachable, serve store popularity under the "new" rule set."""
+        cat = self.catalog
+        ruleset = rules.rules_for("new", variant)
+        adj = self.adjustment(cat, rules, "new", variant)
+        pool = self._cold_pool(cat, [], Source.POPULARITY)
+        picks = self._rank(cat, ruleset, None, pool, adj, k, genres, exclude_genres, [], {})
+        self.telemetry.served(variant, "new", Source.POPULARITY.value, True, False)
+        return self._render(
+            cat, picks, {}, genres, user_id=user_id, k=k, source=Source.POPULARITY.value, degraded=True,
+            segment="new", variant=variant, rules=rules, state_version=0,
+        )  # fmt: skip
+
+    # --- users and movies -----------------------------------------------------------------
+    def profile(self, user_id: int) -> UserProfile:
+        snap = self.state.user(user_id, details=True)  # StateUnavailable -> 503: no fallback for a profile
+        if not snap.exists:
+            raise UserNotFound(f"user {user_id} has no state")
+        cat = self.catalog
+        rules = self.rules.current()
+        f = snap.fields
+        n = snap.n
+        mean = std = None
+        try:
+            total, sumsq = float(f["sum"]), float(f.get("sumsq", "nan"))
+            if n > 0:
+                mean = total / n
+                var = sumsq / n - mean * mean
+                std = math.sqrt(max(var, 0.0)) if math.isfinite(var) else None
+        except (KeyError, ValueError):
+            pass
+        genre_counts: Counter[str] = Counter()
+        for mid, r in snap.rated.items():
+            i = cat.index(mid)
+            if i is not None and r >= 4.0:
+                genre_counts.update(cat.genres[i])
+        recent = []
+        for mid, r, ts in snap.recent:
+            i = cat.index(mid)
+            recent.append(ProfileRating(movie_id=mid, title=cat.titles[i] if i is not None else f"movie {mid}",
+                                        rating=r, ts_ms=ts))  # fmt: skip
+        unc = None
+        if snap.logvar is not None and snap.logvar.size and np.isfinite(snap.logvar).all():
+            unc = float(np.exp(snap.logvar.astype(np.float64)).mean())
+
+        def opt_int(name: str) -> int | None:
+            try:
+                return int(float(f[name]))
+            except (KeyError, ValueError):
+                return None
+
+        return UserProfile(
+            user_id=user_id, state_version=snap.version, segment=rules.segment_for(n), n_ratings=n,
+            mean_rating=mean, rating_std=std, first_ms=opt_int("first_ms"), last_ms=opt_int("last_ms"),
+            top_genres=genre_counts.most_common(5), recent=recent, latent_uncertainty=unc,
+            model_version=f.get("model_version", cat.model_version),
+        )  # fmt: skip
+
+    def movie(self, movie_id: int) -> MovieDetail:
+        cat = self.catalog
+        i = cat.index(movie_id)
+        if i is None:
+            raise MovieNotFound(f"movie {movie_id} is not in the catalogue")
+        live_n = live_mean = None
+        try:
+            stats = self.state.item_stats(movie_id)
+            if stats:
+                live_n = int(float(stats.get("n", 0)))
+                live_mean = float(stats["mean"]) if "mean" in stats else None
+        except (StateUnavailable, ValueError):
+            pass
+        mean = float(cat.mean_rating[i])
+        return MovieDetail(
+            movie_id=movie_id, title=cat.titles[i], genres=list(cat.genres[i]), year=int(cat.years[i]) or None,
+            n_ratings=int(cat.n_ratings[i]), mean_rating=mean if math.isfinite(mean) else None,
+            live_n=live_n, live_mean=live_mean, in_model=bool(cat.in_model[i]),
+        )  # fmt: skip
+
+    def similar(self, movie_id: int, k: int) -> SimilarList:
+        cat = self.catalog
+        i = cat.index(movie_id)
+        if i is None:
+            raise MovieNotFound(f"movie {movie_id} is not in the catalogue")
+        key = ("similar", movie_id, k, cat.version)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        sims = cat.unit @ cat.unit[i]
+        sims[i] = -np.inf
+        pool = candidate_pool(sims, min(k, cat.n))
+        pool = pool[np.argsort(-sims[pool])][:k]
+        out = SimilarList(
+            movie_id=movie_id, model_version=cat.model_version,
+            items=[SimilarMovie(movie_id=int(cat.movie_ids[j]), title=cat.titles[j], genres=list(cat.genres[j]),
+                                similarity=round(float(sims[j]), 4)) for j in pool],
+        )  # fmt: skip
+        self.cache.put(key, out)
+        return out
+
+    def refresh_movies(self) -> int:
+        """Add movies announced by MovieEvents (``rs:movie:*``) to the catalogue; returns how many."""
+        cat = self.catalog
+        fresh = []
+        for doc in self.state.movie_events():
+            try:
+                mid = int(doc["movie_id"])
+            except (KeyError, ValueError):
+                continue
+            if cat.index(mid) is not None:
+                continue
+            genres = _split(doc.get("genres"))
+            try:
+                year = int(doc["year"]) if doc.get("year") else None
+            except ValueError:
+                year = None
+            side = side_vector(cat.side_names, genres, _split(doc.get("tags")))
+            fresh.append(NewMovie(mid, doc.get("title") or f"movie {mid}", genres, year, side))
+        if fresh:
+            self.catalog = cat.with_new_movies(fresh)
+        return len(fresh)
+
+    # --- health and stats -----------------------------------------------------------------
+    def _probe_broker(self) -> ComponentHealth:
+        ok = infra.broker_answers(self.settings.kafka_bootstrap, timeout=0.5)
+        return ComponentHealth(ok=ok, detail=f"{self.settings.kafka_bootstrap} {'answers' if ok else 'unreachable'}")
+
+    def _probe_workers(self) -> ComponentHealth:
+        try:
+            beats = self.state.workers()
+        except StateUnavailable:
+            return ComponentHealth(ok=False, detail="unknown: Redis unreachable")
+        now = self.wall_ms()
+        stale = self.settings.gateway_worker_stale_ms
+        alive = sorted(n for n, ms in beats.items() if rule_6_worker_alive(ms, now, stale))
+        if not alive:
+            return ComponentHealth(ok=False, detail="no worker heartbeat")
+        return ComponentHealth(ok=True, detail="alive: " + ", ".join(alive))
+
+    def health(self) -> Health:
+        try:
+            self.state.ping()
+            redis_h = ComponentHealth(ok=True, detail="answers PING")
+        except StateUnavailable as exc:
+            redis_h = ComponentHealth(ok=False, detail=str(exc))
+        cat = self.catalog
+        model_h = ComponentHealth(ok=True, detail=f"{cat.model_version}: {cat.n} items, latent {cat.latent}")
+        rules = self.rules.current()
+        err = self.rules.last_error
+        rules_h = ComponentHealth(ok=err is None, detail=err or f"{rules.doc.name} {rules.version}")
+        broker_h, worker_h = self._broker.get(), self._workers.get()
+        parts = (broker_h, redis_h, model_h, worker_h, rules_h)
+        return Health(
+            status="ok" if all(p.ok for p in parts) else "degraded",
+            broker=broker_h, redis=redis_h, model=model_h, worker=worker_h, rules=rules_h,
+        )  # fmt: skip
+
+    def stats(self) -> Stats:
+        t = self.telemetry
+        with t._lock:
+            counts = [{"method": m, "route": r, "status": s, "count": c} for (m, r, s), c in sorted(t.counts.items())]
+            by_variant = dict(t.by_variant)
+        try:
+            worker_stats = self.state.stats()
+        except StateUnavailable:
+            worker_stats = {}
+        try:
+            applied = int(float(worker_stats["events_applied"])) if "events_applied" in worker_stats else None
+        except ValueError:
+            applied = None
+        c = self.cache
+        return Stats(
+            requests=counts, latency_ms=t.percentiles(),
+            cache={"hits": c.hits, "misses": c.misses, "hit_rate": c.hit_rate, "size": len(c)},
+            recommendations_by_variant=by_variant, events_applied=applied, worker_stats=worker_stats,
+        )  # fmt: skip

@@ -1,0 +1,203 @@
+"""Reading the live state the stream worker keeps in Redis (keys from :mod:`schemas.redis_keys` only).
+
+:class:`RedisState` is the only place the gateway talks to Redis. Every
+connection or timeout error becomes :class:`~gateway.errors.StateUnavailable`;
+after one, calls fail fast for ``retry_s`` seconds (Rule 1 in
+:mod:`gateway.decisions`) so a dead Redis costs one timeout, not one per request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+import redis
+
+from gateway.decisions import rule_1_redis_backing_off
+from gateway.errors import StateUnavailable
+from schemas import redis_keys as keys
+
+__all__ = ["RedisState", "StateReader", "UserSnapshot", "parse_recent"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class UserSnapshot:
+    """One read of a user's state hash (plus, optionally, the rated hash and recent list)."""
+
+    user_id: int
+    exists: bool
+    version: int = 0
+    n: int = 0
+    mu: np.ndarray | None = None
+    logvar: np.ndarray | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+    rated: dict[int, float] = field(default_factory=dict)
+    recent: list[tuple[int, float, int]] = field(default_factory=list)
+
+
+def _f32(raw: bytes | None) -> np.ndarray | None:
+    if not raw or len(raw) % 4:
+        return None
+    return np.frombuffer(raw, dtype=np.float32)
+
+
+def _int(raw: Any, default: int = 0) -> int:
+    try:
+        return int(float(raw))
+    except (TypeError, ValueError):
+        return default
+
+
+def parse_recent(entries: list[bytes]) -> list[tuple[int, float, int]]:
+    """``movie_id:rating:ts_ms`` strings (newest first) -> tuples; malformed entries are skipped.
+
+    >>> parse_recent([b"31:4.5:1000", b"junk"])
+    [(31, 4.5, 1000)]
+    """
+    out = []
+    for e in entries:
+        try:
+            mid, rating, ts = e.decode().split(":")
+            out.append((int(mid), float(rating), int(ts)))
+        except (ValueError, UnicodeDecodeError):
+            continue
+    return out
+
+
+class StateReader(Protocol):
+    """What the gateway needs from the live state (Redis here; an in-memory fake is easy to write)."""
+
+    def user_version(self, user_id: int) -> int | None: ...
+    def user(self, user_id: int, *, details: bool) -> UserSnapshot: ...
+    def trending(self, n: int) -> list[tuple[int, float]]: ...
+    def item_stats(self, movie_id: int) -> dict[str, str]: ...
+    def stats(self) -> dict[str, str]: ...
+    def ping(self) -> bool: ...
+    def workers(self) -> dict[str, int]: ...
+    def movie_events(self) -> list[dict[str, str]]: ...
+
+
+class RedisState:
+    """Synchronous Redis reads (hiredis parser, pooled connections, short timeouts)."""
+
+    def __init__(
+        self, url: str, *, timeout: float = 0.25, retry_s: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, max_connections=64, retry=None
+        )
+        self.retry_s = retry_s
+        self.clock = clock
+        self.down_until = 0.0
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        if rule_1_redis_backing_off(self.clock(), self.down_until):
+            raise StateUnavailable("Redis is unreachable (backing off)")
+        try:
+            return fn()
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            self.down_until = self.clock() + self.retry_s
+            raise StateUnavailable(f"Redis is unreachable: {exc}") from None
+
+    # --- users ----------------------------------------------------------------------------
+    def user_version(self, user_id: int) -> int | None:
+        """The state version alone (one round trip; the cache key), None for an unknown user."""
+        raw = self._call(lambda: self.client.hget(keys.user(user_id), "version"))
+        return None if raw is None else _int(raw)
+
+    def user(self, user_id: int, *, details: bool) -> UserSnapshot:
+        """The state hash, and with ``details`` the rated hash and the recent list, in one pipeline."""
+
+        def read() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hgetall(keys.user(user_id))
+            pipe.hgetall(keys.user_rated(user_id))
+            if details:
+                pipe.lrange(keys.user_recent(user_id), 0, keys.RECENT_MAX - 1)
+            return pipe.execute()
+
+        result = self._call(read)
+        state: dict[bytes, bytes] = result[0]
+        rated = {}
+        for k, v in result[1].items():
+            try:
+                rated[int(k)] = float(v)
+            except ValueError:
+                continue
+        recent = parse_recent(result[2]) if details else []
+        if not state:
+            return UserSnapshot(user_id, exists=bool(rated), rated=rated, recent=recent)
+        binary = (b"mu", b"logvar", b"pre")
+        fields = {k.decode(): v.decode(errors="replace") for k, v in state.items() if k not in binary}
+        return UserSnapshot(
+            user_id=user_id,
+            exists=True,
+            version=_int(state.get(b"version")),
+            n=_int(state.get(b"n", state.get(b"n_events")), len(rated)),
+            mu=_f32(state.get(b"mu")),
+            logvar=_f32(state.get(b"logvar")),
+            fields=fields,
+            rated=rated,
+            recent=recent,
+        )
+
+    # --- items and system -----------------------------------------------------------------
+    def trending(self, n: int) -> list[tuple[int, float]]:
+        rows = self._call(lambda: self.client.zrevrange(keys.ITEMS_TRENDING, 0, n - 1, withscores=True))
+        out = []
+        for member, score in rows:
+            try:
+                out.append((int(member), float(score)))
+            except ValueError:
+                continue
+        return out
+
+    def item_stats(self, movie_id: int) -> dict[str, str]:
+        raw = self._call(lambda: self.client.hgetall(keys.item(movie_id)))
+        return {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
+
+    def stats(self) -> dict[str, str]:
+        raw = self._call(lambda: self.client.hgetall(keys.STATS))
+        return {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
+
+    def ping(self) -> bool:
+        return bool(self._call(self.client.ping))
+
+    def workers(self) -> dict[str, int]:
+        """Worker name -> last heartbeat (epoch ms) for every live ``rs:worker:*`` key."""
+
+        def read() -> dict[str, int]:
+            prefix = keys.worker("")
+            names = [k for k in self.client.scan_iter(match=prefix + "*", count=1000)]
+            if not names:
+                return {}
+            values = self.client.mget(names)
+            return {k.decode()[len(prefix) :]: _int(v) for k, v in zip(names, values, strict=True) if v is not None}
+
+        return self._call(read)
+
+    def movie_events(self) -> list[dict[str, str]]:
+        """Every ``rs:movie:{mid}`` hash (movies announced by MovieEvents), with ``movie_id`` added."""
+
+        def read() -> list[dict[str, str]]:
+            prefix = keys.movie(0)[:-1]
+            names = list(self.client.scan_iter(match=prefix + "*", count=1000))
+            pipe = self.client.pipeline(transaction=False)
+            for name in names:
+                pipe.hgetall(name)
+            out = []
+            for name, raw in zip(names, pipe.execute() if names else [], strict=True):
+                doc = {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
+                doc["movie_id"] = name.decode()[len(prefix) :]
+                out.append(doc)
+            return out
+
+        return self._call(read)

@@ -1,0 +1,96 @@
+"""Request accounting: Prometheus metrics (own registry per app) and the numbers /stats reports.
+
+:class:`TelemetryMiddleware` is a plain ASGI middleware (cheaper than Starlette's
+``BaseHTTPMiddleware``): it times every request and labels it by route template,
+so ``/recommendations/{user_id}`` is one series, not one per user.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import Counter as PromCounter
+
+__all__ = ["Telemetry", "TelemetryMiddleware"]
+
+_WINDOW = 4096
+_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class Telemetry:
+    """Counters and a sliding latency window per route."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = PromCounter(
+            "gateway_requests_total", "HTTP requests", ["method", "route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "gateway_request_seconds", "Request latency", ["route"], buckets=_BUCKETS, registry=self.registry
+        )
+        self.recommendations = PromCounter(
+            "gateway_recommendations_total", "Recommendation lists served",
+            ["variant", "segment", "source", "degraded", "cached"], registry=self.registry,
+        )  # fmt: skip
+        self.cache_events = PromCounter("gateway_cache_total", "Cache lookups", ["result"], registry=self.registry)
+        self.ratings = PromCounter("gateway_ratings_total", "POST /ratings", ["result"], registry=self.registry)
+        self._lock = threading.Lock()
+        self.counts: Counter[tuple[str, str, int]] = Counter()
+        self.by_variant: Counter[str] = Counter()
+        self.windows: dict[str, deque[float]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+        with self._lock:
+            self.counts[(method, route, status)] += 1
+            window = self.windows.get(route)
+            if window is None:
+                window = self.windows[route] = deque(maxlen=_WINDOW)
+            window.append(seconds)
+
+    def served(self, variant: str, segment: str, source: str, degraded: bool, cached: bool) -> None:
+        self.recommendations.labels(variant, segment, source, str(degraded).lower(), str(cached).lower()).inc()
+        with self._lock:
+            self.by_variant[variant] += 1
+
+    def percentiles(self) -> dict[str, dict[str, float]]:
+        with self._lock:
+            snap = {route: np.fromiter(w, dtype=np.float64) for route, w in self.windows.items()}
+        out = {}
+        for route, arr in snap.items():
+            if arr.size:
+                p50, p95, p99 = np.percentile(arr, [50, 95, 99]) * 1000.0
+                out[route] = {"n": int(arr.size), "p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99)}
+        return out
+
+
+class TelemetryMiddleware:
+    def __init__(self, app: Any, telemetry: Telemetry) -> None:
+        self.app = app
+        self.telemetry = telemetry
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            name = getattr(route, "path", None) or "unmatched"
+            self.telemetry.observe(scope.get("method", "?"), name, status, time.perf_counter() - start)

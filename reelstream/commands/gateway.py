@@ -1,0 +1,27 @@
+"""``reelstream gateway``: serve the recommendation API with uvicorn."""
+
+from __future__ import annotations
+
+import typer
+
+from reelstream.settings import get_settings
+
+
+def gateway_cmd(
+    host: str | None = typer.Option(None, help="Bind address (default: settings.gateway_host)."),
+    port: int | None = typer.Option(None, help="Port (default: settings.gateway_port)."),
+    log_level: str = typer.Option("warning", help="uvicorn log level."),
+) -> None:
+    """Serve GET /recommendations, /users, /movies, POST /ratings, /rules, /health, /stats and /metrics."""
+    import uvicorn
+
+    from gateway.app import create_app
+
+    settings = get_settings()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.gateway_host,
+        port=port or settings.gateway_port,
+        log_level=log_level,
+        access_log=False,
+    )
