@@ -13,7 +13,6 @@ from rich.console import Console
 
 from reelstream.commands import bootstrap as bootstrap_cmd
 from reelstream.commands import gateway as gateway_cmd
-from reelstream.commands import gateway as gateway_cmd
 from reelstream.commands import infra
 from reelstream.commands import lag as lag_cmd
 from reelstream.commands import synth as synth_cmd
@@ -30,7 +29,6 @@ app.add_typer(infra.app, name="infra")
 
 # Command groups register below, one line each (keep alphabetical).
 app.command("bootstrap")(bootstrap_cmd.run)
-app.command("gateway")(gateway_cmd.gateway_cmd)
 app.command("gateway")(gateway_cmd.gateway_cmd)
 app.command("lag")(lag_cmd.lag)
 app.command("synth")(synth_cmd.run)
