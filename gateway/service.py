@@ -59,7 +59,7 @@ __all__ = ["Gateway"]
 #: How long a cold-start list is cached (it follows trending, which has no version).
 COLD_TTL_S = 1.0
 #: Weight of one ``genres=`` preference, in score standard deviations.
-PREFERENCE_WEIGHT = 1.0
+PREFERENCE_WEIGHT = 2.0
 #: How long a /health probe of the broker or the worker heartbeats is reused.
 PROBE_TTL_S = 1.0
 
@@ -379,7 +379,11 @@ class Gateway:
                 year = int(doc["year"]) if doc.get("year") else None
             except ValueError:
                 year = None
-            side = side_vector(cat.side_names, genres, _split(doc.get("tags")))
+            n_side = cat.side_dec.shape[0]
+            if len(cat.side_names) == n_side:
+                side = side_vector(cat.side_names, genres, _split(doc.get("tags")))
+            else:  # no store side-feature names to map onto: the movie gets the bias-only row
+                side = np.zeros(n_side, dtype=np.float32)
             fresh.append(NewMovie(mid, doc.get("title") or f"movie {mid}", genres, year, side))
         if fresh:
             self.catalog = cat.with_new_movies(fresh)
