@@ -15,8 +15,12 @@ from reelstream.commands import bootstrap as bootstrap_cmd
 from reelstream.commands import gateway as gateway_cmd
 from reelstream.commands import infra
 from reelstream.commands import lag as lag_cmd
+from reelstream.commands import rate as rate_cmd
+from reelstream.commands import replay as replay_cmd
 from reelstream.commands import synth as synth_cmd
 from reelstream.commands import system as system_cmd
+from reelstream.commands import topics as topics_cmd
+from reelstream.commands import worker as worker_cmd
 from reelstream.errors import ReelstreamError
 
 app = typer.Typer(
@@ -31,7 +35,11 @@ app.add_typer(infra.app, name="infra")
 app.command("bootstrap")(bootstrap_cmd.run)
 app.command("gateway")(gateway_cmd.gateway_cmd)
 app.command("lag")(lag_cmd.lag)
+app.command("rate")(rate_cmd.rate)
+app.command("replay")(replay_cmd.run)
 app.command("synth")(synth_cmd.run)
+app.add_typer(topics_cmd.app, name="topics")
+app.command("worker")(worker_cmd.run)
 app.command("up")(system_cmd.up)
 app.command("down")(system_cmd.down)
 

@@ -55,6 +55,23 @@ class Settings(BaseSettings):
     #: Faust group join waits half of this on a new group (INFRA.md, defect 4).
     broker_session_timeout: float = 6.0
     broker_heartbeat_interval: float = 1.0
+    #: This worker's name (heartbeat key, logs); empty: ``{hostname}-{pid}``.
+    worker_name: str = ""
+    #: Events per batch: one Redis transaction each (Faust ``take_events`` max).
+    stream_batch_max: int = Field(1000, ge=1, le=5000)
+    #: Longest a batch waits to fill before it is applied anyway (freshness bound).
+    stream_batch_within_s: float = Field(0.02, gt=0)
+    #: aiokafka fetch wait (Faust hard-codes 1,500 ms; INFRA.md: freshness vs broker CPU).
+    stream_fetch_max_wait_ms: int = Field(100, ge=1)
+    #: Trending score half-life in event time (seconds).
+    trending_half_life_s: float = Field(7 * 24 * 3600.0, gt=0)
+    #: Event times before this (epoch ms) are refused as bad timestamps (1990-01-01).
+    event_min_ts_ms: int = 631_152_000_000
+    #: Event times more than this beyond the worker's clock are refused (ms).
+    event_max_future_ms: int = Field(24 * 3600 * 1000, ge=0)
+    #: Worker heartbeat period and time-to-live of its Redis key (seconds).
+    worker_heartbeat_s: float = Field(1.0, gt=0)
+    worker_heartbeat_ttl_s: int = Field(10, ge=1)
 
     # --- gateway --------------------------------------------------------------------
     gateway_host: str = "127.0.0.1"
@@ -98,6 +115,11 @@ class Settings(BaseSettings):
     def rules_path(self) -> Path:
         """The gateway's live rules file (``gateway_rules_path`` or ``var/gateway/rules.yaml``)."""
         return self.gateway_rules_path or self.var_dir / "gateway" / "rules.yaml"
+
+    @property
+    def replay_checkpoint(self) -> Path:
+        """Where ``reelstream replay`` records how far the broker acknowledged it."""
+        return self.run_dir / "replay.checkpoint.json"
 
     @property
     def topics(self) -> tuple[str, ...]:

@@ -7,6 +7,7 @@ from rich.console import Console
 
 from reelstream import infra
 from reelstream.settings import get_settings
+from streams.admin import ensure_topics_sync
 
 app = typer.Typer(help="Start, stop and inspect the local Kafka-protocol broker and Redis server.")
 console = Console()
@@ -14,10 +15,12 @@ console = Console()
 
 @app.command("up")
 def up_cmd() -> None:
-    """Start a local broker (Tansu) and Redis unless something already answers there."""
+    """Start a local broker (Tansu) and Redis unless something already answers there; create the topics."""
     settings = get_settings()
     for line in infra.up(settings):
         console.print(line)
+    for status in ensure_topics_sync(settings):
+        console.print(status.summary)
 
 
 @app.command("down")

@@ -1,0 +1,105 @@
+"""The worker's agents: read a batch, call the processor (pure), write to Redis in one atomic step.
+
+Delivery is at-least-once (Tansu has no transactions, INFRA.md); the effect is
+exactly-once because each commit stores the highest applied offset per
+partition and the processor skips anything at or below it. Dead letters are
+sent and acknowledged *before* the batch commits, so a crash can repeat a dead
+letter (same key ``topic:partition:offset``) but never lose one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from functools import cache
+from typing import Any
+
+import redis
+
+from models.runtime import ModelRuntime, current_model_dir
+from schemas import redis_keys as keys
+from streams.app import app, settings, worker_name
+from streams.online import OnlineRatingModel
+from streams.processor import DeadLetterOut, Message, MovieProcessor, RatingProcessor
+from streams.records import DeadLetterRecord
+from streams.store import RedisFeatureStore
+from streams.topics import dead_letters_topic, movies_topic, ratings_topic
+
+__all__ = ["apply_movies", "apply_ratings", "heartbeat"]
+
+MOVIE_BATCH_MAX = 100
+MOVIE_BATCH_WITHIN_S = 0.2
+
+
+@cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.redis_url)
+
+
+@cache
+def _runtime() -> ModelRuntime:
+    return ModelRuntime.load(current_model_dir(settings.models_dir))
+
+
+@cache
+def rating_processor() -> RatingProcessor:
+    return RatingProcessor(
+        _runtime(), RedisFeatureStore(_redis()), topic=settings.topic_ratings,
+        min_ts_ms=settings.event_min_ts_ms, max_future_ms=settings.event_max_future_ms,
+        half_life_s=settings.trending_half_life_s, online=OnlineRatingModel(seed=0),
+    )  # fmt: skip
+
+
+@cache
+def movie_processor() -> MovieProcessor:
+    return MovieProcessor(_runtime(), RedisFeatureStore(_redis()), topic=settings.topic_movies)
+
+
+async def _send_dead(dead: list[DeadLetterOut]) -> None:
+    futures = [await dead_letters_topic.send(key=d.key, value=DeadLetterRecord(**d.record)) for d in dead]
+    await asyncio.gather(*futures)
+
+
+async def _apply(processor: RatingProcessor | MovieProcessor, events: list[Any]) -> None:
+    msgs = [Message(e.message.topic, e.message.partition, e.message.offset, e.value) for e in events]
+    while True:  # re-plan while the offset fence fails (another worker wrote a partition meanwhile)
+        plan = processor.plan(msgs)
+        if plan.dead:
+            await _send_dead(plan.dead)
+        if processor.commit(plan):
+            return
+
+
+@app.agent(ratings_topic)
+async def apply_ratings(stream: Any) -> None:
+    async for events in stream.take_events(settings.stream_batch_max, settings.stream_batch_within_s):
+        await _apply(rating_processor(), events)
+
+
+@app.agent(movies_topic)
+async def apply_movies(stream: Any) -> None:
+    async for events in stream.take_events(MOVIE_BATCH_MAX, MOVIE_BATCH_WITHIN_S):
+        await _apply(movie_processor(), events)
+
+
+@app.timer(interval=settings.worker_heartbeat_s)
+async def heartbeat() -> None:
+    """``rs:worker:{name}`` = now (epoch ms), expiring: the gateway's liveness signal."""
+    _redis().set(keys.worker(worker_name), int(time.time() * 1000), ex=settings.worker_heartbeat_ttl_s)
+
+
+@app.task
+async def warm_up() -> None:
+    """Load the model and connect to Redis at start, not on the first event."""
+    rating_processor()
+    movie_processor()
+    await heartbeat()
+
+
+@app.page("/online")
+async def online_metrics(web: Any, request: Any) -> Any:
+    """The online model's running metrics (the same numbers as ``rs:online``, this process only)."""
+    m = rating_processor().online
+    n = max(m.n, 1)
+    return web.json({"model": repr(m), "n": m.n, "mae": m.abs_sum / n, "rmse": (m.sq_sum / n) ** 0.5,
+                     "drifts": m.drifts, "worker": worker_name})  # fmt: skip

@@ -1,0 +1,157 @@
+"""Avro wire format for every reelstream event, and the Faust codec that uses it.
+
+Wire format (one message value)::
+
+    byte 0      0xA7  magic: "reelstream Avro", so foreign bytes fail fast
+    byte 1      schema version of the writer (1..255)
+    bytes 2..   Avro binary, schemaless (fastavro ``schemaless_writer``)
+
+Why not Confluent's 5-byte header: there is no schema registry here. The
+schemas ship with the code (``schemas/*.avsc``) and the version byte names the
+writer schema; readers keep every version they know.
+
+Evolution rules (tested in ``tests/test_stream_schemas.py``):
+
+* a new version only **appends** fields, each with a default;
+* a newer reader decodes older bytes with Avro schema resolution (writer =
+  the old version, reader = its own), filling defaults;
+* an older reader decodes bytes of a version it does not know with its newest
+  schema: appended fields sit after every field it knows, so it reads its
+  fields and ignores the rest.
+
+Schemas are parsed once and cached (:func:`parsed_schema`). :class:`AvroCodec`
+is the one Faust codec class; :func:`register_codecs` registers one instance per
+event type under the names in :data:`CODEC_NAMES`, once per process.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from faust.serializers import codecs as faust_codecs
+
+from reelstream.errors import DataError
+
+__all__ = [
+    "CODEC_NAMES",
+    "MAGIC",
+    "AvroCodec",
+    "DecodeError",
+    "SchemaCodec",
+    "codec_for",
+    "parsed_schema",
+    "register_codecs",
+]
+
+MAGIC = 0xA7
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
+#: Event type -> (schema file, Faust codec name).
+CODEC_NAMES: dict[str, str] = {
+    "RatingEvent": "reelstream.rating",
+    "MovieEvent": "reelstream.movie",
+    "DeadLetter": "reelstream.dead_letter",
+}
+_FILES = {"RatingEvent": "rating_event.avsc", "MovieEvent": "movie_event.avsc", "DeadLetter": "dead_letter.avsc"}
+
+
+class DecodeError(DataError):
+    """Bytes that are not a reelstream Avro event of the expected type."""
+
+
+@cache
+def _schema_doc(name: str) -> dict[str, Any]:
+    return json.loads((SCHEMA_DIR / _FILES[name]).read_text(encoding="utf-8"))
+
+
+@cache
+def parsed_schema(name: str) -> dict[str, Any]:
+    """The current schema of event type ``name``, parsed by fastavro once."""
+    return fastavro.parse_schema(_schema_doc(name))
+
+
+class SchemaCodec:
+    """Encode/decode one event type; knows every version of its schema it was given.
+
+    >>> c = codec_for("MovieEvent")
+    >>> c.decode(c.encode({"movie_id": 1, "title": "Toy Story", "genres": ["Animation"], "year": 1995}))["tags"]
+    []
+    """
+
+    def __init__(self, schema: dict[str, Any], older: tuple[dict[str, Any], ...] = ()) -> None:
+        self.schema = fastavro.parse_schema(schema)
+        self.version = int(schema.get("version", 1))
+        if not 1 <= self.version <= 255:
+            raise ValueError(f"schema version {self.version} outside 1..255")
+        self.known: dict[int, Any] = {self.version: self.schema}
+        for old in older:
+            self.known[int(old.get("version", 1))] = fastavro.parse_schema(old)
+        self._header = bytes((MAGIC, self.version))
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        buf = io.BytesIO()
+        buf.write(self._header)
+        fastavro.schemaless_writer(buf, self.schema, record)
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        """The record as a dict; :class:`DecodeError` for anything else."""
+        if not isinstance(data, bytes | bytearray | memoryview) or len(data) < 3 or data[0] != MAGIC:
+            raise DecodeError("not a reelstream Avro message (bad magic byte or too short)")
+        version = data[1]
+        writer = self.known.get(version)
+        buf = io.BytesIO(data)
+        buf.seek(2)
+        try:
+            if writer is None:
+                if version < self.version:
+                    raise DecodeError(f"writer schema version {version} is unknown to this reader")
+                # A newer writer only appended fields: read ours, ignore the tail.
+                return fastavro.schemaless_reader(buf, self.schema, None)
+            if writer is self.schema:
+                return fastavro.schemaless_reader(buf, self.schema, None)
+            return fastavro.schemaless_reader(buf, writer, self.schema)
+        except DecodeError:
+            raise
+        except Exception as exc:  # untrusted bytes: fastavro raises many types; none may escape
+            raise DecodeError(f"Avro decode failed: {type(exc).__name__}: {exc}") from None
+
+
+@cache
+def codec_for(name: str) -> SchemaCodec:
+    """The cached codec of event type ``name`` (RatingEvent, MovieEvent, DeadLetter)."""
+    return SchemaCodec(_schema_doc(name))
+
+
+class AvroCodec(faust_codecs.Codec):
+    """Faust codec: a record's dict <-> our Avro wire format (``AvroCodec(event_type="RatingEvent")``)."""
+
+    def __init__(self, event_type: str = "RatingEvent", **kwargs: Any) -> None:
+        self.event_type = event_type
+        self._codec = codec_for(event_type)
+        super().__init__(event_type=event_type, **kwargs)
+
+    def _dumps(self, obj: Any) -> bytes:
+        if hasattr(obj, "asdict"):
+            obj = obj.asdict()
+        return self._codec.encode(dict(obj))
+
+    def _loads(self, s: bytes) -> Any:
+        return self._codec.decode(s)
+
+
+_registered = False
+
+
+def register_codecs() -> None:
+    """Register one :class:`AvroCodec` per event type with Faust (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    for event_type, codec_name in CODEC_NAMES.items():
+        faust_codecs.register(codec_name, AvroCodec(event_type=event_type))
+    _registered = True

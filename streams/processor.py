@@ -1,0 +1,342 @@
+"""Turning a batch of Kafka messages into one atomic feature-store write: the worker's pure core.
+
+The Faust agents (``streams/agents.py``) only collect a batch, call
+:meth:`RatingProcessor.plan`, send the plan's dead letters, and call
+:meth:`RatingProcessor.commit`. Everything here runs without Kafka, against
+either store (:mod:`streams.store`), which is how the tests compute the expected
+Redis contents "directly in Python from the same events".
+
+Per batch:
+
+1. decode and validate each message (:mod:`streams.rules`); refused ones become
+   dead letters with their reason;
+2. movies the model does not know are looked up among the MovieEvent-announced
+   movies (``rs:movie:{mid}``) and given rows from their side features;
+3. one pipelined read: the stored offsets, the batch's users' state, and their
+   earlier ratings of the batch's movies;
+4. messages at or below the stored offset of their partition are skipped
+   (already applied before a crash or rebalance);
+5. each event is folded into its user's state (``models.state.fold_in``), the
+   user's statistics, rated set and recent list, the item aggregates and the
+   trending score, and scored then learned by the online model;
+6. the result is a list of ops plus a fence ``{partition: (offset read, new
+   highest offset)}`` that :meth:`commit` applies atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from models.runtime import ModelRuntime
+from models.state import UserState, cold_state, encode, fold_in
+from schemas import redis_keys as keys
+from streams.codecs import DecodeError, codec_for
+from streams.events import dead_letter_key
+from streams.online import OnlineRatingModel
+from streams.rules import movie_event_problem, rating_verdict
+from streams.store import FeatureStoreIO, Op, logaddexp
+
+__all__ = ["BatchPlan", "DeadLetterOut", "Message", "MovieProcessor", "RatingProcessor", "side_vector"]
+
+
+@dataclass(slots=True)
+class Message:
+    """One consumed message, as the processor needs it."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+
+
+@dataclass(slots=True)
+class DeadLetterOut:
+    """A dead letter to send before the batch commits."""
+
+    key: bytes
+    record: dict[str, Any]
+
+
+@dataclass
+class BatchPlan:
+    topic: str
+    fence: dict[int, tuple[int | None, int]] = field(default_factory=dict)
+    ops: list[Op] = field(default_factory=list)
+    dead: list[DeadLetterOut] = field(default_factory=list)
+    applied: int = 0
+    skipped: int = 0
+    #: user ids whose state this batch changed (gateway cache invalidation, freshness probes)
+    users: list[int] = field(default_factory=list)
+
+
+def side_vector(runtime: ModelRuntime, genres: Iterable[str]) -> np.ndarray:
+    """A movie's side-feature vector from its genres, by the model's ``metadata["side_features"]`` names.
+
+    A name matches a genre written plainly (``Action``) or prefixed (``genre:Action``);
+    a model without named side features gives a zero vector (the item then
+    starts from the side projection's bias only).
+    """
+    names = runtime.metadata.get("side_features") or []
+    vec = np.zeros(runtime.side_in.shape[0], dtype=np.float32)
+    wanted = set()
+    for g in genres:
+        wanted |= {g, f"genre:{g}", f"genre={g}"}
+    for i, name in enumerate(names[: vec.shape[0]]):
+        if name in wanted:
+            vec[i] = 1.0
+    return vec
+
+
+def _dead(msg: Message, reason: str, error: str, now_ms: int) -> DeadLetterOut:
+    record = {
+        "original": bytes(msg.value), "topic": msg.topic, "partition": msg.partition, "offset": msg.offset,
+        "reason": reason, "error": error[:1000], "dead_at": now_ms,
+    }  # fmt: skip
+    return DeadLetterOut(dead_letter_key(msg.topic, msg.partition, msg.offset), record)
+
+
+class _UserWork:
+    """One user's state while a batch is folded in."""
+
+    __slots__ = ("first_ms", "last_ms", "n", "rated", "recent", "state", "sum", "sumsq", "version")
+
+    def __init__(self, row: list[Any], cold: UserState) -> None:
+        version, pre, norm2, n_events, n, total, sumsq, first_ms, last_ms = row
+        if pre is None:
+            self.state = cold
+        else:
+            self.state = UserState(np.frombuffer(pre, dtype=np.float64).copy(), float(norm2), int(n_events))
+        self.version = int(version or 0)
+        self.n = int(n or 0)
+        self.sum = float(total or 0.0)
+        self.sumsq = float(sumsq or 0.0)
+        self.first_ms = int(first_ms) if first_ms is not None else None
+        self.last_ms = int(last_ms) if last_ms is not None else None
+        self.rated: dict[int, float] = {}
+        self.recent: list[str] = []
+
+
+class RatingProcessor:
+    """Plans and commits batches of RatingEvents (see the module docstring)."""
+
+    def __init__(
+        self,
+        runtime: ModelRuntime,
+        store: FeatureStoreIO,
+        *,
+        topic: str,
+        min_ts_ms: int,
+        max_future_ms: int,
+        half_life_s: float,
+        online: OnlineRatingModel | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.runtime = runtime
+        self.store = store
+        self.topic = topic
+        self.min_ts_ms = min_ts_ms
+        self.max_future_ms = max_future_ms
+        self.decay = math.log(2.0) / half_life_s
+        self.online = online if online is not None else OnlineRatingModel()
+        self.clock = clock
+        self._codec = codec_for("RatingEvent")
+        self._cold = cold_state(runtime.weights)
+
+    # --- the plan -------------------------------------------------------------------
+    def plan(self, msgs: list[Message]) -> BatchPlan:
+        now_ms = int(self.clock() * 1000)
+        plan = BatchPlan(self.topic)
+        decoded: list[tuple[Message, dict[str, Any]]] = []
+        dead: list[tuple[Message, DeadLetterOut]] = []
+        decode = self._codec.decode
+        for m in msgs:
+            try:
+                ev = decode(m.value)
+            except DecodeError as exc:
+                dead.append((m, _dead(m, "undecodable", str(exc), now_ms)))
+                continue
+            verdict = rating_verdict(ev, now_ms, self.min_ts_ms, self.max_future_ms)
+            if verdict is not None:
+                dead.append((m, _dead(m, verdict[0], verdict[1], now_ms)))
+                continue
+            decoded.append((m, ev))
+
+        index_of = self.runtime.index_of
+        unknown = sorted({ev["movie_id"] for _, ev in decoded if ev["movie_id"] not in index_of})
+        if unknown:
+            for mid, row in self.store.read_movies(unknown).items():
+                self.runtime.add_item(mid, side_vector(self.runtime, row.get("genres", "").split("|")))
+        valid: list[tuple[Message, dict[str, Any]]] = []
+        for m, ev in decoded:
+            if ev["movie_id"] in index_of:
+                valid.append((m, ev))
+            else:
+                dead.append((m, _dead(m, "unknown_movie", f"movie {ev['movie_id']} is not in the catalogue", now_ms)))
+
+        pairs: dict[int, list[int]] = {}
+        for _, ev in valid:
+            pairs.setdefault(ev["user_id"], []).append(ev["movie_id"])
+        users = list(pairs)
+        offsets, rows, earlier = self.store.read(self.topic, users, pairs)
+
+        # Rule: a message at or below its partition's stored offset was applied already.
+        for m in msgs:
+            stored = offsets.get(m.partition, -1)
+            if m.offset <= stored:
+                plan.skipped += 1
+                continue
+            _, new = plan.fence.get(m.partition, (None, -1))
+            plan.fence[m.partition] = (offsets.get(m.partition), max(new, m.offset))
+        plan.dead = [d for m, d in dead if m.offset > offsets.get(m.partition, -1)]
+        fresh = [(m, ev) for m, ev in valid if m.offset > offsets.get(m.partition, -1)]
+        self._fold(fresh, rows, earlier, plan)
+        return plan
+
+    def _fold(
+        self,
+        events: list[tuple[Message, dict[str, Any]]],
+        rows: dict[int, list[Any]],
+        earlier: dict[int, dict[int, float]],
+        plan: BatchPlan,
+    ) -> None:
+        weights = self.runtime.weights
+        index_of = self.runtime.index_of
+        decay = self.decay
+        online = self.online
+        work: dict[int, _UserWork] = {}
+        items: dict[int, list[float]] = {}  # mid -> [count, sum, trending x]
+        abs_sum = sq_sum = 0.0
+        drifts = 0
+        for _m, ev in events:
+            uid, mid, r, ts = ev["user_id"], ev["movie_id"], ev["rating"], ev["event_ts"]
+            w = work.get(uid)
+            if w is None:
+                w = work[uid] = _UserWork(rows[uid], self._cold)
+            prev = w.rated.get(mid)
+            if prev is None:
+                prev = earlier[uid].get(mid)
+            w.state = fold_in(weights, w.state, index_of[mid], r, prev)
+            w.version += 1
+            w.n += 1
+            w.sum += r
+            w.sumsq += r * r
+            w.first_ms = ts if w.first_ms is None or ts < w.first_ms else w.first_ms
+            w.last_ms = ts if w.last_ms is None or ts > w.last_ms else w.last_ms
+            w.rated[mid] = r
+            w.recent.append(f"{mid}:{r}:{ts}")
+            x = decay * ts / 1000.0
+            agg = items.get(mid)
+            if agg is None:
+                items[mid] = [1, r, x]
+            else:
+                agg[0] += 1
+                agg[1] += r
+                agg[2] = logaddexp(agg[2], x)
+            step = online.learn_one(uid, mid, r)
+            abs_sum += step.abs_error
+            sq_sum += step.abs_error * step.abs_error
+            drifts += step.drift
+
+        ops = plan.ops
+        model_version = self.runtime.version
+        for uid, w in work.items():
+            mu, logvar = encode(weights, w.state)
+            ops.append(("H", keys.user(uid), [
+                "version", w.version, "pre", w.state.pre.tobytes(), "norm2", w.state.norm2,
+                "n_events", w.state.n_events, "mu", mu.astype(np.float32).tobytes(),
+                "logvar", logvar.astype(np.float32).tobytes(), "n", w.n, "sum", w.sum, "sumsq", w.sumsq,
+                "first_ms", w.first_ms, "last_ms", w.last_ms, "model_version", model_version,
+            ]))  # fmt: skip
+            rated: list[Any] = []
+            for mid, r in w.rated.items():
+                rated += [mid, r]
+            ops.append(("H", keys.user_rated(uid), rated))
+            ops.append(("L", keys.user_recent(uid), w.recent[-keys.RECENT_MAX :]))
+        for mid, (cnt, total, x) in items.items():
+            ops.append(("I", keys.item(mid), mid, cnt, total))
+            ops.append(("T", mid, x))
+        applied = len(events)
+        if applied:
+            ops.append(("C", keys.STATS, "events_applied", applied))
+            ops.append(("C", keys.ONLINE, "n", applied))
+            ops.append(("F", keys.ONLINE, "abs_sum", abs_sum))
+            ops.append(("F", keys.ONLINE, "sq_sum", sq_sum))
+            if drifts:
+                ops.append(("C", keys.ONLINE, "drifts", drifts))
+            ops.append(("O",))
+        if plan.dead:
+            ops.append(("C", keys.STATS, "dead_letters", len(plan.dead)))
+        if plan.skipped:
+            ops.append(("C", keys.STATS, "duplicates_skipped", plan.skipped))
+        plan.applied = applied
+        plan.users = list(work)
+
+    # --- the commit -----------------------------------------------------------------
+    def commit(self, plan: BatchPlan) -> bool:
+        """Apply the plan atomically; False when the fence failed (re-plan and retry)."""
+        if not plan.fence:
+            return True
+        return self.store.commit(plan.topic, plan.fence, plan.ops)
+
+    def run(self, msgs: list[Message], send_dead: Callable[[list[DeadLetterOut]], None] | None = None) -> BatchPlan:
+        """Plan, send dead letters, commit; re-plan while the fence fails (the synchronous path)."""
+        while True:
+            plan = self.plan(msgs)
+            if send_dead is not None and plan.dead:
+                send_dead(plan.dead)
+            if self.commit(plan):
+                return plan
+
+
+class MovieProcessor:
+    """Plans and commits batches of MovieEvents: ``rs:movie:{mid}`` plus the model's new item rows."""
+
+    def __init__(self, runtime: ModelRuntime, store: FeatureStoreIO, *, topic: str,
+                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+        self.runtime = runtime
+        self.store = store
+        self.topic = topic
+        self.clock = clock
+        self._codec = codec_for("MovieEvent")
+
+    def plan(self, msgs: list[Message]) -> BatchPlan:
+        now_ms = int(self.clock() * 1000)
+        plan = BatchPlan(self.topic)
+        offsets, _, _ = self.store.read(self.topic, [], {})
+        for m in msgs:
+            if m.offset <= offsets.get(m.partition, -1):
+                plan.skipped += 1
+                continue
+            _, new = plan.fence.get(m.partition, (None, -1))
+            plan.fence[m.partition] = (offsets.get(m.partition), max(new, m.offset))
+            try:
+                ev = self._codec.decode(m.value)
+            except DecodeError as exc:
+                plan.dead.append(_dead(m, "undecodable", str(exc), now_ms))
+                continue
+            problem = movie_event_problem(ev)
+            if problem is not None:
+                plan.dead.append(_dead(m, "bad_movie_event", problem, now_ms))
+                continue
+            plan.ops.append(("H", keys.movie(ev["movie_id"]), [
+                "title", ev["title"], "genres", "|".join(ev["genres"]),
+                "year", "" if ev["year"] is None else ev["year"], "tags", "|".join(ev["tags"]),
+                "updated_ms", now_ms,
+            ]))  # fmt: skip
+            plan.applied += 1
+        if plan.applied:
+            plan.ops.append(("C", keys.STATS, "movies_applied", plan.applied))
+        if plan.dead:
+            plan.ops.append(("C", keys.STATS, "dead_letters", len(plan.dead)))
+        return plan
+
+    def commit(self, plan: BatchPlan) -> bool:
+        if not plan.fence:
+            return True
+        return self.store.commit(plan.topic, plan.fence, plan.ops)

@@ -1,0 +1,220 @@
+"""Replaying the STREAM part of the feature store into the ratings topic, resumably.
+
+Events go out in the store's replay order (ts, user_id, movie_id), keyed by user
+id, with deterministic ids (:func:`streams.events.replay_event_id`).
+
+**Checkpoint** (``settings.replay_checkpoint``, JSON, replaced atomically):
+``next`` is the index of the first event the broker has *not* acknowledged
+in an unbroken prefix, and ``offsets`` the highest acknowledged offset per
+partition (or the partition's end before the replay began). Only acknowledged
+sends move it.
+
+**Resume** neither skips nor duplicates: events from ``next`` on may have reached
+the broker before the interruption (in flight, acknowledged out of order, or a
+``kill -9`` before the checkpoint was written). The resume reads each partition
+from its checkpoint offset to its high watermark, collects the event ids found,
+and skips those events while re-sending from ``next``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from reelstream.errors import ReelstreamError
+from reelstream.settings import Settings
+from streams.admin import high_watermarks
+from streams.codecs import DecodeError, codec_for
+from streams.events import replay_event_id, user_key
+
+__all__ = ["CheckpointError", "Pace", "ReplaySummary", "read_checkpoint", "replay"]
+
+CHECKPOINT_EVERY_S = 0.5
+
+
+class CheckpointError(ReelstreamError):
+    """The replay checkpoint does not belong to this stream (another store version, topic or limit)."""
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How fast to replay: ``rate`` events/s, ``speed`` x event time, or neither (as fast as possible)."""
+
+    rate: float | None = None
+    speed: float | None = None
+
+
+@dataclass(frozen=True)
+class ReplaySummary:
+    events: int  #: sent (and acknowledged) by this run
+    skipped: int  #: found already in the topic on resume
+    seconds: float
+    start: int  #: first index this run considered
+    end: int  #: one past the last index
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+def read_checkpoint(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: corrupt checkpoint ({exc}); delete it to start over") from None
+
+
+def _write_checkpoint(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+async def _ids_after(settings: Settings, topic: str, after: dict[int, int], ends: dict[int, int]) -> set[str]:
+    """Event ids in each partition strictly after ``after[p]`` up to its high watermark."""
+    todo = {p: ends[p] for p in ends if ends[p] > after.get(p, -1) + 1}
+    if not todo:
+        return set()
+    codec = codec_for("RatingEvent")
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    found: set[str] = set()
+    try:
+        tps = {p: TopicPartition(topic, p) for p in todo}
+        consumer.assign(list(tps.values()))
+        for p, tp in tps.items():
+            consumer.seek(tp, after.get(p, -1) + 1)
+        while todo:
+            batch = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            for records in batch.values():
+                for rec in records:
+                    try:
+                        found.add(codec.decode(rec.value)["event_id"])
+                    except DecodeError:
+                        continue
+            for p in list(todo):
+                if await consumer.position(tps[p]) >= todo[p]:
+                    del todo[p]
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def replay(
+    settings: Settings,
+    stream: pl.DataFrame,
+    *,
+    fingerprint: str,
+    pace: Pace = Pace(),
+    resume: bool = False,
+    limit: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    producer_kwargs: dict[str, Any] | None = None,
+) -> ReplaySummary:
+    """Produce ``stream`` (columns user_id, movie_id, rating, ts seconds) to the ratings topic."""
+    topic = settings.topic_ratings
+    path = settings.replay_checkpoint
+    end = stream.height if limit is None else min(limit, stream.height)
+    ident = {"fingerprint": fingerprint, "topic": topic, "bootstrap": settings.kafka_bootstrap}
+    ends = await high_watermarks(settings, topic)
+    start, offsets, seen = 0, {p: hw - 1 for p, hw in ends.items()}, set()
+    if resume:
+        doc = read_checkpoint(path)
+        if doc is not None:
+            if doc.get("ident") != ident:
+                raise CheckpointError(
+                    f"{path} belongs to another replay ({doc.get('ident')}); rerun without --resume to start over"
+                )
+            start = int(doc["next"])
+            offsets = {int(p): int(o) for p, o in doc["offsets"].items()}
+            seen = await _ids_after(settings, topic, offsets, ends)
+    _write_checkpoint(path, {"ident": ident, "next": start, "offsets": offsets, "end": end})
+
+    codec = codec_for("RatingEvent")
+    encode = codec.encode
+    cols = stream.slice(start, max(end - start, 0)).select("user_id", "movie_id", "rating", "ts")
+    users, movies, ratings, tss = (cols[c].to_list() for c in ("user_id", "movie_id", "rating", "ts"))
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5, **(producer_kwargs or {})
+    )
+    await producer.start()
+    inflight: deque[tuple[int, asyncio.Future[Any]]] = deque()
+    acked_next = start
+    sent = skipped = 0
+    t0 = time.perf_counter()
+    last_ckpt = t0
+    ts0 = tss[0] if tss else 0
+
+    def drain_done(strict: bool = True) -> None:
+        nonlocal acked_next
+        while inflight and inflight[0][1].done():
+            idx, fut = inflight[0]
+            if not strict and (fut.cancelled() or fut.exception() is not None):
+                return  # the checkpoint stays before the first failed send
+            meta = fut.result()  # strict: raises the send error
+            inflight.popleft()
+            if meta.offset > offsets.get(meta.partition, -1):
+                offsets[meta.partition] = meta.offset
+            acked_next = idx + 1
+        if not inflight:
+            acked_next = max(acked_next, start + i_done)
+
+    i_done = 0
+    try:
+        for i in range(len(users)):
+            if pace.rate:
+                ahead = t0 + i / pace.rate - time.perf_counter()
+                if ahead > 0.002:
+                    await asyncio.sleep(ahead)
+            elif pace.speed:
+                ahead = t0 + (tss[i] - ts0) / pace.speed - time.perf_counter()
+                if ahead > 0.002:
+                    await asyncio.sleep(ahead)
+            uid, mid, r, ts = users[i], movies[i], ratings[i], tss[i]
+            ts_ms = ts * 1000
+            event_id = replay_event_id(uid, mid, ts_ms)
+            i_done = i + 1
+            if event_id in seen:
+                skipped += 1
+                continue
+            value = encode({"event_id": event_id, "user_id": uid, "movie_id": mid, "rating": r,
+                            "event_ts": ts_ms, "source": "replay"})  # fmt: skip
+            fut = await producer.send(topic, value, key=user_key(uid))
+            inflight.append((start + i, fut))
+            sent += 1
+            if sent % 512 == 0:
+                drain_done()
+                now = time.perf_counter()
+                if now - last_ckpt >= CHECKPOINT_EVERY_S:
+                    _write_checkpoint(path, {"ident": ident, "next": acked_next, "offsets": offsets, "end": end})
+                    last_ckpt = now
+                    if on_progress is not None:
+                        on_progress(start + i + 1)
+        await producer.flush()
+        if inflight:
+            await asyncio.gather(*(f for _, f in inflight))
+        drain_done()
+        acked_next = end
+    finally:
+        with contextlib.suppress(Exception):
+            await producer.stop()  # sends what is in flight, so more of it can be checkpointed
+        drain_done(strict=False)
+        _write_checkpoint(path, {"ident": ident, "next": acked_next, "offsets": offsets, "end": end})
+    if on_progress is not None:
+        on_progress(end)
+    return ReplaySummary(sent, skipped, time.perf_counter() - t0, start, end)

@@ -1,0 +1,318 @@
+"""Where the worker's state lives: Redis (production) or a dict (the reference and unit tests).
+
+Both stores take the same *ops*, a flat list of tuples the processor computes::
+
+    ("H", key, [field, value, ...])        HSET
+    ("L", key, [value, ...])               LPUSH (oldest first) then LTRIM to RECENT_MAX
+    ("I", item_key, movie_id, count, sum)  HINCRBY n, HINCRBYFLOAT sum, HSET mean=sum/n,
+                                           ZINCRBY rs:items:popular count movie_id
+    ("T", movie_id, x)                     rs:items:trending[movie_id] = logaddexp(old, x)
+    ("C", key, field, int)                 HINCRBY
+    ("F", key, field, float)               HINCRBYFLOAT
+    ("O",)                                 recompute rs:online mae/rmse from its sums
+
+**Exactly-once effect.** :meth:`RedisFeatureStore.commit` runs one Lua script:
+atomic like MULTI/EXEC, but it can also refuse. For every partition in the batch
+it compares ``rs:offsets:{topic}[partition]`` with the value the worker read before
+computing (a fence); if any differs, another worker has written that partition
+since (a rebalance overlap) and nothing is applied: the worker re-reads and
+recomputes. Otherwise it applies every op and stores the new highest offsets in
+the same atomic step. Redelivered events at or below a stored offset are skipped
+by the processor, so a kill -9 between the Redis commit and the Kafka commit
+applies nothing twice.
+
+Item updates are commutative increments done inside the script (items are
+shared by all partitions, hence by all workers); user state is read-modify-write
+in Python, safe because a user's events live in one partition and the fence
+rejects a stale owner. (Redis Cluster would need the keys of one batch in one
+hash slot; a single Redis or a primary/replica pair is assumed.)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+import redis
+
+from schemas import redis_keys as keys
+
+__all__ = [
+    "USER_FIELDS",
+    "FeatureStoreIO",
+    "MemoryFeatureStore",
+    "Reads",
+    "RedisFeatureStore",
+    "logaddexp",
+    "normalize",
+    "redis_snapshot",
+]
+
+#: Fields of ``rs:user:{uid}`` the processor reads back before folding in a batch.
+USER_FIELDS = ("version", "pre", "norm2", "n_events", "n", "sum", "sumsq", "first_ms", "last_ms")
+
+Op = tuple[Any, ...]
+#: (stored offsets {partition: offset}, user rows {uid: [USER_FIELDS values]}, earlier ratings {uid: {mid: r}})
+Reads = tuple[dict[int, int], dict[int, list[Any]], dict[int, dict[int, float]]]
+
+
+def logaddexp(a: float, b: float) -> float:
+    """``log(exp(a) + exp(b))`` without overflow, written exactly as the Lua script computes it.
+
+    >>> round(logaddexp(0.0, 0.0), 6)
+    0.693147
+    """
+    m = a if a > b else b
+    return m + math.log(math.exp(a - m) + math.exp(b - m))
+
+
+class FeatureStoreIO(Protocol):
+    """What the processor needs from a store."""
+
+    def read(self, topic: str, users: list[int], pairs: dict[int, list[int]]) -> Reads: ...
+
+    def read_movies(self, movie_ids: list[int]) -> dict[int, dict[str, str]]: ...
+
+    def commit(self, topic: str, fence: dict[int, tuple[int | None, int]], ops: list[Op]) -> bool: ...
+
+
+_LUA = """
+local okey = ARGV[1]
+local np = tonumber(ARGV[2])
+local i = 3
+for _ = 1, np do
+  local cur = redis.call('HGET', okey, ARGV[i])
+  local want = ARGV[i + 1]
+  if want == '' then
+    if cur then return 0 end
+  elseif cur ~= want then
+    return 0
+  end
+  i = i + 3
+end
+i = 3
+for _ = 1, np do
+  redis.call('HSET', okey, ARGV[i], ARGV[i + 2])
+  i = i + 3
+end
+local recent_max = tonumber(ARGV[i])
+local trending, popular, online = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+i = i + 4
+local n = #ARGV
+while i <= n do
+  local op = ARGV[i]
+  if op == 'H' or op == 'L' then
+    local key, c = ARGV[i + 1], tonumber(ARGV[i + 2])
+    if op == 'H' then
+      redis.call('HSET', key, unpack(ARGV, i + 3, i + 2 + c))
+    else
+      redis.call('LPUSH', key, unpack(ARGV, i + 3, i + 2 + c))
+      redis.call('LTRIM', key, 0, recent_max - 1)
+    end
+    i = i + 3 + c
+  elseif op == 'I' then
+    local key, mid = ARGV[i + 1], ARGV[i + 2]
+    local cnt = redis.call('HINCRBY', key, 'n', ARGV[i + 3])
+    local sum = redis.call('HINCRBYFLOAT', key, 'sum', ARGV[i + 4])
+    redis.call('HSET', key, 'mean', tonumber(sum) / cnt)
+    redis.call('ZINCRBY', popular, ARGV[i + 3], mid)
+    i = i + 5
+  elseif op == 'T' then
+    local mid, x = ARGV[i + 1], tonumber(ARGV[i + 2])
+    local cur = redis.call('ZSCORE', trending, mid)
+    if cur then
+      local c = tonumber(cur)
+      local m = c
+      if x > m then m = x end
+      x = m + math.log(math.exp(c - m) + math.exp(x - m))
+    end
+    redis.call('ZADD', trending, x, mid)
+    i = i + 3
+  elseif op == 'C' then
+    redis.call('HINCRBY', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+    i = i + 4
+  elseif op == 'F' then
+    redis.call('HINCRBYFLOAT', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+    i = i + 4
+  elseif op == 'O' then
+    local v = redis.call('HMGET', online, 'n', 'abs_sum', 'sq_sum')
+    local cnt = tonumber(v[1] or '0')
+    if cnt > 0 then
+      redis.call('HSET', online, 'mae', tonumber(v[2]) / cnt, 'rmse', math.sqrt(tonumber(v[3]) / cnt))
+    end
+    i = i + 1
+  else
+    return redis.error_reply('unknown op ' .. tostring(op))
+  end
+end
+return 1
+"""
+
+
+def _flatten(topic: str, fence: dict[int, tuple[int | None, int]], ops: list[Op]) -> list[Any]:
+    args: list[Any] = [keys.offsets(topic), len(fence)]
+    for partition, (expected, new) in fence.items():
+        args += [partition, "" if expected is None else expected, new]
+    args += [keys.RECENT_MAX, keys.ITEMS_TRENDING, keys.ITEMS_POPULAR, keys.ONLINE]
+    for op in ops:
+        kind = op[0]
+        if kind in ("H", "L"):
+            args += [kind, op[1], len(op[2]), *op[2]]
+        else:
+            args += op
+    return args
+
+
+class RedisFeatureStore:
+    """The Redis feature tables (:mod:`schemas.redis_keys`), written by one Lua script per batch."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._apply = client.register_script(_LUA)
+
+    def read(self, topic: str, users: list[int], pairs: dict[int, list[int]]) -> Reads:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(keys.offsets(topic))
+        for uid in users:
+            pipe.hmget(keys.user(uid), USER_FIELDS)
+        for uid in users:
+            pipe.hmget(keys.user_rated(uid), pairs[uid])
+        res = pipe.execute()
+        offsets = {int(p): int(o) for p, o in res[0].items()}
+        n = len(users)
+        rows = dict(zip(users, res[1 : 1 + n], strict=True))
+        rated: dict[int, dict[int, float]] = {}
+        for uid, values in zip(users, res[1 + n :], strict=True):
+            rated[uid] = {m: float(v) for m, v in zip(pairs[uid], values, strict=True) if v is not None}
+        return offsets, rows, rated
+
+    def read_movies(self, movie_ids: list[int]) -> dict[int, dict[str, str]]:
+        pipe = self.client.pipeline(transaction=False)
+        for mid in movie_ids:
+            pipe.hgetall(keys.movie(mid))
+        out = {}
+        for mid, row in zip(movie_ids, pipe.execute(), strict=True):
+            if row:
+                out[mid] = {k.decode(): v.decode() for k, v in row.items()}
+        return out
+
+    def commit(self, topic: str, fence: dict[int, tuple[int | None, int]], ops: list[Op]) -> bool:
+        return bool(self._apply(keys=[], args=_flatten(topic, fence, ops)))
+
+
+def _num(v: Any) -> Any:
+    return repr(v) if isinstance(v, float) else v
+
+
+class MemoryFeatureStore:
+    """The same tables in dicts, applying ops exactly as the Lua script does (reference and unit tests)."""
+
+    def __init__(self) -> None:
+        self.hashes: dict[str, dict[str, Any]] = {}
+        self.lists: dict[str, list[Any]] = {}
+        self.zsets: dict[str, dict[str, float]] = {}
+
+    def _h(self, key: str) -> dict[str, Any]:
+        return self.hashes.setdefault(key, {})
+
+    def read(self, topic: str, users: list[int], pairs: dict[int, list[int]]) -> Reads:
+        offsets = {int(p): int(o) for p, o in self.hashes.get(keys.offsets(topic), {}).items()}
+        rows, rated = {}, {}
+        for uid in users:
+            h = self.hashes.get(keys.user(uid), {})
+            rows[uid] = [h.get(f) for f in USER_FIELDS]
+            r = self.hashes.get(keys.user_rated(uid), {})
+            rated[uid] = {m: float(r[str(m)]) for m in pairs[uid] if str(m) in r}
+        return offsets, rows, rated
+
+    def read_movies(self, movie_ids: list[int]) -> dict[int, dict[str, str]]:
+        return {m: dict(self.hashes[keys.movie(m)]) for m in movie_ids if keys.movie(m) in self.hashes}
+
+    def commit(self, topic: str, fence: dict[int, tuple[int | None, int]], ops: list[Op]) -> bool:
+        off = self._h(keys.offsets(topic))
+        for partition, (expected, _new) in fence.items():
+            cur = off.get(str(partition))
+            if (expected is None and cur is not None) or (expected is not None and cur != str(expected)):
+                return False
+        for partition, (_expected, new) in fence.items():
+            off[str(partition)] = str(new)
+        for op in ops:
+            kind = op[0]
+            if kind == "H":
+                h = self._h(op[1])
+                for f, v in zip(op[2][::2], op[2][1::2], strict=True):
+                    h[str(f)] = _num(v)
+            elif kind == "L":
+                lst = self.lists.setdefault(op[1], [])
+                lst[:0] = list(reversed(op[2]))
+                del lst[keys.RECENT_MAX :]
+            elif kind == "I":
+                _, key, mid, cnt, total = op
+                h = self._h(key)
+                h["n"] = int(h.get("n", 0)) + cnt
+                h["sum"] = float(h.get("sum", 0.0)) + total
+                h["mean"] = h["sum"] / h["n"]
+                pop = self.zsets.setdefault(keys.ITEMS_POPULAR, {})
+                pop[str(mid)] = pop.get(str(mid), 0.0) + cnt
+            elif kind == "T":
+                _, mid, x = op
+                z = self.zsets.setdefault(keys.ITEMS_TRENDING, {})
+                z[str(mid)] = x if str(mid) not in z else logaddexp(z[str(mid)], x)
+            elif kind == "C":
+                h = self._h(op[1])
+                h[op[2]] = int(h.get(op[2], 0)) + op[3]
+            elif kind == "F":
+                h = self._h(op[1])
+                h[op[2]] = float(h.get(op[2], 0.0)) + op[3]
+            elif kind == "O":
+                h = self._h(keys.ONLINE)
+                if int(h.get("n", 0)) > 0:
+                    h["mae"] = float(h["abs_sum"]) / int(h["n"])
+                    h["rmse"] = math.sqrt(float(h["sq_sum"]) / int(h["n"]))
+            else:
+                raise ValueError(f"unknown op {kind!r}")
+        return True
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every key, normalised as :func:`redis_snapshot` normalises Redis."""
+        out: dict[str, Any] = {}
+        for k, h in self.hashes.items():
+            out[k] = {f: normalize(v) for f, v in h.items()}
+        for k, lst in self.lists.items():
+            out[k] = [normalize(v) for v in lst]
+        for k, z in self.zsets.items():
+            out[k] = {m: float(s) for m, s in z.items()}
+        return out
+
+
+def normalize(value: Any) -> Any:
+    """A stored value as a comparable Python value: numbers as float, text as str, binary as bytes."""
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, bytes):
+        try:
+            value = value.decode()
+        except UnicodeDecodeError:
+            return value
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def redis_snapshot(client: redis.Redis, pattern: str = f"{keys.PREFIX}:*") -> dict[str, Any]:
+    """Every key matching ``pattern`` with its value, normalised (tests compare it with the reference)."""
+    out: dict[str, Any] = {}
+    for raw in client.scan_iter(match=pattern, count=1000):
+        key = raw.decode()
+        kind = client.type(raw)
+        kind = kind.decode() if isinstance(kind, bytes) else kind
+        if kind == "hash":
+            out[key] = {f.decode(): normalize(v) for f, v in client.hgetall(raw).items()}
+        elif kind == "list":
+            out[key] = [normalize(v) for v in client.lrange(raw, 0, -1)]
+        elif kind == "zset":
+            out[key] = {m.decode(): float(s) for m, s in client.zrange(raw, 0, -1, withscores=True)}
+        elif kind == "string":
+            out[key] = normalize(client.get(raw))
+    return out
