@@ -30,7 +30,7 @@ import polars as pl
 from bootstrap import features, quality
 from bootstrap.quality import QualityThresholds
 from bootstrap.readers import RawDataset, read_dataset, read_ratings_csv, sha256_file
-from bootstrap.split import SplitSpec, resolve_cut, split_ratings
+from bootstrap.split import SplitSpec, resolve_cut
 from bootstrap.store import (
     ITEM_SIDE_SCHEMA,
     SIDE_FEATURES_SCHEMA,
@@ -44,7 +44,6 @@ from bootstrap.store import (
 __all__ = ["BootstrapOptions", "BootstrapResult", "StepFn", "run_append", "run_bootstrap"]
 
 StepFn = Callable[[str], AbstractContextManager[object]]
-_SORT = ["ts", "user_id", "movie_id"]
 
 
 @dataclass(frozen=True)
@@ -124,8 +123,7 @@ def _build_frames(
     quarantine: pl.DataFrame,
 ) -> StoreFrames:
     """Index, sort into replay order, split and compute statistics."""
-    indexed = features.attach_indices(ratings, items, users).sort(_SORT, multithreaded=True)
-    history, stream = split_ratings(indexed, cut_ts)
+    history, stream = features.order_and_split(ratings, items, users, cut_ts)
     return StoreFrames(
         history=history,
         stream=stream,
