@@ -70,6 +70,13 @@ _CSV_RATINGS = {"userId": "user_id", "movieId": "movie_id", "rating": "rating", 
 _CSV_MOVIES = {"movieId": "movie_id", "title": "title", "genres": "genres"}
 _CSV_TAGS = {"userId": "user_id", "movieId": "movie_id", "tag": "tag", "timestamp": "ts"}
 _YEAR_RE = r"\((\d{4})\)\s*$"
+#: polars names header-less columns ``column_<n>``; whether n starts at 0 or 1 changed across versions.
+_AUTO_BASE = int(pl.read_csv(io.BytesIO(b"1\n"), has_header=False).columns[0].rsplit("_", 1)[1])
+
+
+def _col(i: int) -> str:
+    """polars' automatic name of the 0-based column ``i`` of a header-less file."""
+    return f"column_{i + _AUTO_BASE}"
 
 
 @dataclass(frozen=True)
@@ -255,7 +262,7 @@ def _read_100k(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     ratings = _read_table(
         rpath,
         rpath,
-        columns={f"column_{i + 1}": n for i, n in enumerate(names)},
+        columns={_col(i): n for i, n in enumerate(names)},
         types=RATINGS_COLUMNS,
         separator="\t",
         has_header=False,
@@ -266,11 +273,11 @@ def _read_100k(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     raw = _latin1(mpath)
     if not raw.strip():
         raise DataError("file is empty", path=mpath, line=1)
-    flag_cols = {f"column_{6 + i}": f"g{i}" for i in range(len(GENRES_100K))}
+    flag_cols = {_col(5 + i): f"g{i}" for i in range(len(GENRES_100K))}
     movies = _read_table(
         mpath,
         raw,
-        columns={"column_1": "movie_id", "column_2": "title", **flag_cols},
+        columns={_col(0): "movie_id", _col(1): "title", **flag_cols},
         types={"movie_id": pl.Int64(), "title": pl.String(), **{g: pl.Int8() for g in flag_cols.values()}},
         separator="|",
         has_header=False,
@@ -298,7 +305,7 @@ def _read_1m(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     ratings = _read_table(
         rpath,
         raw,
-        columns={f"column_{i + 1}": n for i, n in enumerate(["user_id", "movie_id", "rating", "ts"])},
+        columns={_col(i): n for i, n in enumerate(["user_id", "movie_id", "rating", "ts"])},
         types=RATINGS_COLUMNS,
         separator="\x1f",
         has_header=False,
@@ -312,7 +319,7 @@ def _read_1m(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     movies = _read_table(
         mpath,
         mraw,
-        columns={"column_1": "movie_id", "column_2": "title", "column_3": "genres"},
+        columns={_col(0): "movie_id", _col(1): "title", _col(2): "genres"},
         types={"movie_id": pl.Int64(), "title": pl.String(), "genres": pl.String()},
         separator="\x1f",
         has_header=False,
