@@ -1,0 +1,166 @@
+"""Helpers for the stream tests: a store and a model in a temp var folder, worker processes, the reference state."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+
+from bootstrap.store import load_store
+from models.runtime import ModelRuntime, current_model_dir
+from reelstream import infra
+from reelstream.settings import Settings
+from schemas import redis_keys as keys
+from streams.codecs import codec_for
+from streams.events import rating_event
+from streams.processor import Message, RatingProcessor
+from streams.store import MemoryFeatureStore
+
+#: Keys whose content legitimately depends on the run (who, when, how often redelivered).
+RUN_DEPENDENT = ("rs:offsets:", "rs:worker:", keys.ONLINE, keys.STATS)
+
+
+def unique_stream_env(tag: str) -> dict[str, str]:
+    """Topic names and group id of one test, so tests sharing the session's broker do not see each other."""
+    suffix = f"{tag}-{uuid.uuid4().hex[:8]}"
+    return {
+        "REELSTREAM_TOPIC_RATINGS": f"ratings-{suffix}",
+        "REELSTREAM_TOPIC_MOVIES": f"movies-{suffix}",
+        "REELSTREAM_TOPIC_DEAD_LETTERS": f"dead-{suffix}",
+        "REELSTREAM_APP_ID": f"rs-{suffix}",
+    }
+
+
+def install_model(settings: Settings, movie_ids: np.ndarray, seed: int = 0) -> ModelRuntime:
+    """A small random model saved as the CURRENT model of ``settings``."""
+    runtime = ModelRuntime.random(movie_ids, hidden=32, latent=8, seed=seed)
+    runtime.metadata["side_features"] = ["genre=Action", "genre=Comedy", "genre=Drama", "genre=Horror"]
+    runtime.save(settings.models_dir / "m0001")
+    (settings.models_dir / "CURRENT").write_text("m0001")
+    return ModelRuntime.load(current_model_dir(settings.models_dir))
+
+
+def install_store(settings: Settings, built: Path) -> None:
+    shutil.copytree(built, settings.store_dir)
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
+    """Poll ``check`` until true; fail the test with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class WorkerProcess:
+    """A real ``reelstream worker`` child process with its own web port and log file."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, name: str, workers: int = 1) -> None:
+        self.log = log_dir / f"worker-{name}.log"
+        self.name = name
+        argv = [sys.executable, "-m", "reelstream.cli", "worker", "--name", name, "--workers", str(workers),
+                "--web-port", str(infra.free_port())]  # fmt: skip
+        if workers > 1:  # children take consecutive ports from this one
+            argv[-1] = str(_free_port_range(workers))
+        with self.log.open("ab") as fh:
+            self.proc = subprocess.Popen(argv, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill9(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+
+def _free_port_range(n: int) -> int:
+    for _ in range(50):
+        base = infra.free_port()
+        if base + n < 65535 and all(_port_free(base + i) for i in range(n)):
+            return base
+    raise RuntimeError("no free port range")
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def stats(client: redis.Redis) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in client.hgetall(keys.STATS).items()}
+
+
+def reference_state(settings: Settings, runtime: ModelRuntime, rows: list[tuple[int, int, float, int]]) -> dict:
+    """The Redis contents computed directly in Python from the same events: same processor, a dict store."""
+    codec = codec_for("RatingEvent")
+    msgs = [
+        Message(settings.topic_ratings, 0, i, codec.encode(rating_event(u, m, r, ts * 1000, "replay")))
+        for i, (u, m, r, ts) in enumerate(rows)
+    ]
+    processor = RatingProcessor(
+        runtime, MemoryFeatureStore(), topic=settings.topic_ratings, min_ts_ms=settings.event_min_ts_ms,
+        max_future_ms=settings.event_max_future_ms, half_life_s=settings.trending_half_life_s,
+    )  # fmt: skip
+    processor.run(msgs)
+    return processor.store.snapshot()
+
+
+def stream_rows(settings: Settings, limit: int | None = None) -> list[tuple[int, int, float, int]]:
+    frame = load_store(settings.store_dir).stream.select("user_id", "movie_id", "rating", "ts")
+    if limit is not None:
+        frame = frame.head(limit)
+    return list(frame.iter_rows())
+
+
+def diff_states(expected: dict[str, Any], got: dict[str, Any], rel: float = 1e-9) -> list[str]:
+    """Differences between two normalised snapshots, ignoring run-dependent keys (floats compared to ``rel``)."""
+    problems: list[str] = []
+    exp = {k: v for k, v in expected.items() if not k.startswith(RUN_DEPENDENT)}
+    act = {k: v for k, v in got.items() if not k.startswith(RUN_DEPENDENT)}
+    for k in sorted(set(exp) ^ set(act)):
+        problems.append(f"{k}: only in {'expected' if k in exp else 'redis'}")
+    for k in sorted(set(exp) & set(act)):
+        a, b = exp[k], act[k]
+        if isinstance(a, dict) and isinstance(b, dict):
+            for f in sorted(set(a) | set(b)):
+                if not _same(a.get(f), b.get(f), rel):
+                    problems.append(f"{k}[{f}]: expected {a.get(f)!r}, redis {b.get(f)!r}")
+        elif a != b:
+            problems.append(f"{k}: expected {a!r:.80}, redis {b!r:.80}")
+    return problems
+
+
+def _same(x: Any, y: Any, rel: float) -> bool:
+    if isinstance(x, float) and isinstance(y, float):
+        return math.isclose(x, y, rel_tol=rel, abs_tol=1e-12)
+    return x == y
