@@ -15,7 +15,10 @@ def gateway_cmd(
     """Serve GET /recommendations, /users, /movies, POST /ratings, /rules, /health, /stats and /metrics."""
     import uvicorn
 
+    from gateway._blas import limit_blas_threads
     from gateway.app import create_app
+
+    limit_blas_threads(1)  # requests run concurrently already; see gateway/_blas.py
 
     settings = get_settings()
     uvicorn.run(

@@ -1,0 +1,252 @@
+"""Gateway benchmark: /recommendations (k=20, default rules, warm users) next to /health, over loopback.
+
+For each catalogue (ml-latest-small, and a synthetic 87,585-movie one) and each
+cache mode, it starts a dedicated redis-server on a free port, seeds warm users
+exactly as the stream worker would (``gateway.testing.write_user``), starts the
+gateway with uvicorn in a subprocess on a free port, and drives it from another
+subprocess with a small keep-alive HTTP/1.1 client (asyncio streams, far cheaper
+per request than httpx, so the client does not hide the server's cost):
+
+* latency: 1 connection, closed loop -> p50 / p99;
+* throughput: ``--concurrency`` connections -> requests/s.
+
+Writes ``bench/results/gateway.json``. Usage::
+
+    .venv/bin/python bench/gateway.py            # full run (a few minutes on 2 cores)
+    .venv/bin/python bench/gateway.py --quick    # fewer requests
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "bench" / "results" / "gateway.json"
+SYNTHETIC_N = 87_585
+
+
+# --- load generator (runs in its own process) ------------------------------------------------
+async def _load(port: int, paths: list[str], n: int, concurrency: int) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(n))
+
+    async def worker() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for i in counter:
+            path = paths[i % len(paths)]
+            t0 = time.perf_counter()
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - t0)
+            if not head.startswith(b"HTTP/1.1 200"):
+                errors += 1
+        writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - t0
+    lat = sorted(latencies)
+
+    def pct(p: float) -> float:
+        return lat[min(len(lat) - 1, int(p / 100 * len(lat)))] * 1000
+
+    return {"n": len(lat), "errors": errors, "p50_ms": pct(50), "p99_ms": pct(99), "req_per_s": len(lat) / wall}
+
+
+def load_main(args: argparse.Namespace) -> None:
+    paths = json.loads(Path(args.paths).read_text())
+    print(json.dumps(asyncio.run(_load(args.port, paths, args.n, args.concurrency))))
+
+
+# --- server (runs in its own process) ---------------------------------------------------------
+def serve_main(args: argparse.Namespace) -> None:
+    import polars as pl
+    import uvicorn
+
+    from gateway._blas import limit_blas_threads
+    from gateway.app import create_app
+    from gateway.catalog import Catalog
+    from gateway.rules import RulesStore
+    from gateway.service import Gateway
+    from gateway.state import RedisState
+    from models.runtime import ModelRuntime
+    from reelstream.settings import Settings
+
+    settings = Settings(
+        redis_url=args.redis_url, var_dir=Path(args.var_dir), gateway_cache_size=args.cache_size,
+        kafka_bootstrap=f"127.0.0.1:{args.dead_port}",
+    )  # fmt: skip
+    limit_blas_threads(1)  # as `reelstream gateway` does
+    runtime = ModelRuntime.load(Path(args.model_dir))
+    catalog = Catalog.build(runtime, pl.read_parquet(args.items))
+    gw = Gateway(settings, catalog, RulesStore(settings.rules_path), RedisState(settings.redis_url))
+    uvicorn.run(create_app(settings, gateway=gw), host="127.0.0.1", port=args.port, log_level="warning",
+                access_log=False)  # fmt: skip
+
+
+# --- orchestration --------------------------------------------------------------------------------
+def _wait_http(port: int, timeout: float = 120.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                if s.recv(12).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"gateway on {port} did not start")
+
+
+def _run_load(port: int, paths_file: Path, n: int, concurrency: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "load", "--port", str(port), "--paths", str(paths_file), "--n", str(n),
+         "--concurrency", str(concurrency)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(out.stdout)
+
+
+def bench_catalogue(name: str, items, runtime, args: argparse.Namespace, work: Path) -> dict:
+    import redis
+
+    from gateway.testing import write_user
+    from reelstream import infra
+
+    work.mkdir(parents=True, exist_ok=True)
+    model_dir = work / "model"
+    runtime.save(model_dir)
+    items_path = work / "items.parquet"
+    items.write_parquet(items_path)
+    redis_port = infra.free_port()
+    infra.start_redis(work / "run", "127.0.0.1", redis_port)
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    try:
+        client = redis.Redis.from_url(url)
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        popular = items.sort("n_ratings", descending=True)["movie_id"].to_numpy()[:2000]
+        users = list(range(1, args.users + 1))
+        for uid in users:
+            n = int(rng.integers(10, 120))
+            chosen = rng.choice(popular, size=n, replace=False)
+            ratings = [(int(m), float(rng.choice([1.0, 2.5, 3.5, 4.0, 4.5, 5.0]))) for m in chosen]
+            write_user(client, runtime, uid, ratings)
+        client.close()
+        rec_paths = work / "rec_paths.json"
+        rec_paths.write_text(json.dumps([f"/recommendations/{u}?k=20" for u in users]))
+        health_paths = work / "health_paths.json"
+        health_paths.write_text(json.dumps(["/health"]))
+        out: dict = {"catalogue": name, "n_items": int(runtime.n_items), "latent": int(runtime.weights.latent),
+                     "warm_users": len(users)}  # fmt: skip
+        for mode, cache_size in (("uncached", 0), ("cached", 100_000)):
+            port = infra.free_port()
+            server = subprocess.Popen(
+                [sys.executable, __file__, "serve", "--port", str(port), "--redis-url", url,
+                 "--model-dir", str(model_dir), "--items", str(items_path), "--var-dir", str(work / f"var-{mode}"),
+                 "--cache-size", str(cache_size), "--dead-port", str(infra.free_port())],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                _wait_http(port)
+                _run_load(port, rec_paths, len(users) * 2, 4)  # warm-up (and fills the cache)
+                _run_load(port, health_paths, 500, 4)
+                res = {}
+                for label, paths in (("recommendations", rec_paths), ("health", health_paths)):
+                    lat = _run_load(port, paths, args.n, 1)
+                    thr = _run_load(port, paths, args.n, args.concurrency)
+                    res[label] = {"p50_ms": round(lat["p50_ms"], 3), "p99_ms": round(lat["p99_ms"], 3),
+                                  "req_per_s": round(thr["req_per_s"], 1),
+                                  "errors": lat["errors"] + thr["errors"]}  # fmt: skip
+                res["throughput_vs_health"] = round(res["recommendations"]["req_per_s"] / res["health"]["req_per_s"], 3)
+                out[mode] = res
+                print(name, mode, json.dumps(res), flush=True)
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+        return out
+    finally:
+        infra.stop_process(work / "run", "redis")
+
+
+def main(args: argparse.Namespace) -> None:
+    import numpy as np
+    import polars as pl
+
+    from gateway.testing import movielens_items, synthetic_items
+    from models.runtime import ModelRuntime
+
+    results = {
+        "benchmark": "gateway", "machine": f"{os.cpu_count()} CPUs", "client": "asyncio keep-alive HTTP/1.1",
+        "requests_per_phase": args.n, "throughput_concurrency": args.concurrency,
+        "latency": "1 connection, closed loop", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "command": "python bench/gateway.py" + (" --quick" if args.quick else ""), "catalogues": [],
+    }  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="rs-bench-gw-") as tmp:
+        ml = movielens_items(ROOT / "data" / "ml-latest-small")
+        rt = ModelRuntime.random(ml["movie_id"].to_numpy(), hidden=128, latent=64, seed=1)
+        rt.metadata["model_version"] = "bench-ml-small"
+        results["catalogues"].append(bench_catalogue("ml-latest-small", ml, rt, args, Path(tmp) / "ml"))
+        ids = np.arange(1, SYNTHETIC_N + 1, dtype=np.int64)
+        syn = synthetic_items(ids.tolist(), seed=2).with_columns(pl.col("n_ratings"))
+        rt = ModelRuntime.random(ids, hidden=128, latent=64, seed=2)
+        rt.metadata["model_version"] = "bench-synthetic-87585"
+        results["catalogues"].append(bench_catalogue("synthetic-87585", syn, rt, args, Path(tmp) / "syn"))
+    big = results["catalogues"][-1]["uncached"]
+    results["goals"] = {
+        "p99_uncached_87k_ms<=15": big["recommendations"]["p99_ms"] <= 15.0,
+        "uncached_throughput>=50%_of_health": big["throughput_vs_health"] >= 0.5,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results["goals"]))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd")
+    p_load = sub.add_parser("load")
+    p_load.add_argument("--port", type=int, required=True)
+    p_load.add_argument("--paths", required=True)
+    p_load.add_argument("--n", type=int, required=True)
+    p_load.add_argument("--concurrency", type=int, default=1)
+    p_serve = sub.add_parser("serve")
+    for flag in ("--redis-url", "--model-dir", "--items", "--var-dir"):
+        p_serve.add_argument(flag, required=True)
+    p_serve.add_argument("--port", type=int, required=True)
+    p_serve.add_argument("--cache-size", type=int, default=0)
+    p_serve.add_argument("--dead-port", type=int, required=True)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--n", type=int, default=2000)
+    a = parser.parse_args()
+    if a.cmd == "load":
+        load_main(a)
+    elif a.cmd == "serve":
+        serve_main(a)
+    else:
+        if a.quick:
+            a.n, a.users = 500, 60
+        main(a)
