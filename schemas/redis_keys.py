@@ -11,16 +11,24 @@ key                            type    fields / members
                                        ``pre`` (float64 bytes), ``norm2``, ``n_events``, ``mu`` and
                                        ``logvar`` (float32 bytes), ``n``, ``sum``, ``sumsq``,
                                        ``first_ms``, ``last_ms``, ``model_version``
-``rs:user:{uid}:rated``        hash    movie_id -> rating
-``rs:user:{uid}:recent``       list    newest first, ``movie_id:rating:ts_ms``, capped
+``rs:user:{uid}:rated``        hash    movie_id -> rating (the latest one)
+``rs:user:{uid}:recent``       list    newest first, ``movie_id:rating:ts_ms``, capped at RECENT_MAX
 ``rs:item:{mid}``              hash    ``n``, ``sum``, ``mean``
-``rs:items:trending``          zset    movie_id -> log-space decayed event score
+``rs:items:trending``          zset    movie_id -> log of the decayed event count, in log space:
+                                       ``log(sum_e exp(lambda * t_e))`` with t in event seconds and
+                                       ``lambda = ln 2 / trending_half_life_s``; the order is the
+                                       trending order at any time; the decayed count at time ``t`` is
+                                       ``exp(score - lambda * t)``
 ``rs:items:popular``           zset    movie_id -> rating count
-``rs:movie:{mid}``             hash    movies added by ``MovieEvent``: title, genres, year, tags
+``rs:movie:{mid}``             hash    movies added by ``MovieEvent``: ``title``, ``genres`` and
+                                       ``tags`` (``|``-joined), ``year`` (empty: unknown),
+                                       ``updated_ms``
 ``rs:offsets:{topic}``         hash    partition -> highest applied offset (exactly-once effect)
-``rs:online``                  hash    river online model metrics (mae, rmse, n, drifts)
-``rs:worker:{name}``           string  heartbeat (epoch ms), expires
-``rs:stats``                   hash    events_applied, dead_letters, duplicates_skipped
+``rs:online``                  hash    river online model, prequential, all workers together:
+                                       ``n``, ``abs_sum``, ``sq_sum``, ``mae``, ``rmse``, ``drifts``
+``rs:worker:{name}``           string  heartbeat (epoch ms), expires after worker_heartbeat_ttl_s
+``rs:stats``                   hash    events_applied, dead_letters, duplicates_skipped,
+                                       movies_applied
 =============================  ======  =============================================================
 """
 

@@ -280,7 +280,7 @@ class RatingProcessor:
     # --- the commit -----------------------------------------------------------------
     def commit(self, plan: BatchPlan) -> bool:
         """Apply the plan atomically; False when the fence failed (re-plan and retry)."""
-        if not plan.fence:
+        if not plan.ops and not plan.fence:
             return True
         return self.store.commit(plan.topic, plan.fence, plan.ops)
 
@@ -337,6 +337,6 @@ class MovieProcessor:
         return plan
 
     def commit(self, plan: BatchPlan) -> bool:
-        if not plan.fence:
+        if not plan.ops and not plan.fence:
             return True
         return self.store.commit(plan.topic, plan.fence, plan.ops)
