@@ -174,7 +174,8 @@ def _pairs(rng: np.random.Generator, k: np.ndarray, n_movies: int) -> np.ndarray
         for chunk in chunks:  # drop pairs already accepted
             pos = np.minimum(np.searchsorted(chunk, cand), chunk.size - 1)
             cand = cand[chunk[pos] != cand]
-        chunks.append(cand)
+        if cand.size:
+            chunks.append(cand)
         need -= np.bincount(cand // n_movies, minlength=k.size)
     else:
         raise RuntimeError("pair sampling did not converge")

@@ -56,9 +56,7 @@ def test_ml_1m(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n")
     (folder / "movies.dat").write_bytes(
-        "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n661::Am\xe9lie (2001)::Comedy|Romance\n".encode(
-            "latin-1"
-        )
+        "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n661::Am\xe9lie (2001)::Comedy|Romance\n".encode("latin-1")
     )
     ds = read_dataset(folder)
     assert ds.format == "ml-1m"
