@@ -32,15 +32,20 @@ class NewMovie:
     side: np.ndarray  #: float32 [n_side]
 
 
-def side_vector(side_names: Sequence[str], genres: Iterable[str], tags: Iterable[str] = ()) -> np.ndarray:
-    """A dense side-feature vector from genres and tags, by feature name (``genre:X`` / ``tag:x``).
+def side_vector(
+    side_names: Sequence[str], genres: Iterable[str], tags: Iterable[str] = (), year: int | None = None
+) -> np.ndarray:
+    """A dense side-feature vector by feature name, as the bootstrap names them (``genre=X``, ``tag=x``,
+    ``year=1995``, ``decade=1990``; ``:`` and ``_`` separators are accepted too).
 
-    >>> side_vector(["genre:Drama", "genre:Comedy", "tag:heist"], ["Comedy"], ["Heist"]).tolist()
-    [0.0, 1.0, 1.0]
+    >>> side_vector(["genre=Drama", "genre=Comedy", "decade=1990", "tag=heist"], ["Comedy"], ["Heist"], 1995).tolist()
+    [0.0, 1.0, 1.0, 1.0]
     """
     index = {name.lower(): i for i, name in enumerate(side_names)}
     out = np.zeros(len(side_names), dtype=np.float32)
-    for prefix, values in (("genre", genres), ("tag", tags)):
+    dated = () if year is None else ((str(year),), (str(year // 10 * 10),))
+    pairs = [("genre", genres), ("tag", tags)] + ([("year", dated[0]), ("decade", dated[1])] if dated else [])
+    for prefix, values in pairs:
         for value in values:
             for sep in (":", "=", "_"):
                 i = index.get(f"{prefix}{sep}{value}".lower())

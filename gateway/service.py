@@ -381,7 +381,7 @@ class Gateway:
                 year = None
             n_side = cat.side_dec.shape[0]
             if len(cat.side_names) == n_side:
-                side = side_vector(cat.side_names, genres, _split(doc.get("tags")))
+                side = side_vector(cat.side_names, genres, _split(doc.get("tags")), year)
             else:  # no store side-feature names to map onto: the movie gets the bias-only row
                 side = np.zeros(n_side, dtype=np.float32)
             fresh.append(NewMovie(mid, doc.get("title") or f"movie {mid}", genres, year, side))
