@@ -27,6 +27,8 @@ key                            type    fields / members
 ``rs:online``                  hash    river online model, prequential, all workers together:
                                        ``n``, ``abs_sum``, ``sq_sum``, ``mae``, ``rmse``, ``drifts``
 ``rs:worker:{name}``           string  heartbeat (epoch ms), expires after worker_heartbeat_ttl_s
+``rs:worker:{name}:freshness``  hash    produce-to-commit latency (ms) of the worker's latest
+                                       events: ``n``, ``p50``, ``p99``, ``max``; expires like above
 ``rs:stats``                   hash    events_applied, dead_letters, duplicates_skipped,
                                        movies_applied
 =============================  ======  =============================================================
@@ -48,6 +50,7 @@ __all__ = [
     "user_rated",
     "user_recent",
     "worker",
+    "worker_freshness",
 ]
 
 PREFIX = "rs"
@@ -95,3 +98,8 @@ def offsets(topic: str) -> str:
 
 def worker(name: str) -> str:
     return f"{PREFIX}:worker:{name}"
+
+
+def worker_freshness(name: str) -> str:
+    """Freshness percentiles of one worker's latest events."""
+    return f"{PREFIX}:worker:{name}:freshness"

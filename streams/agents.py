@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from functools import cache
 from typing import Any
 
@@ -29,6 +30,9 @@ __all__ = ["apply_movies", "apply_ratings", "heartbeat"]
 
 MOVIE_BATCH_MAX = 100
 MOVIE_BATCH_WITHIN_S = 0.2
+#: Produce-to-committed latencies (ms) of the latest applied rating events (``rs:worker:{name}:freshness``).
+FRESHNESS_WINDOW = 20_000
+_freshness: deque[int] = deque(maxlen=FRESHNESS_WINDOW)
 
 
 @cache
@@ -61,13 +65,19 @@ async def _send_dead(dead: list[DeadLetterOut]) -> None:
 
 
 async def _apply(processor: RatingProcessor | MovieProcessor, events: list[Any]) -> None:
-    msgs = [Message(e.message.topic, e.message.partition, e.message.offset, e.value) for e in events]
+    msgs = [
+        Message(e.message.topic, e.message.partition, e.message.offset, e.value, int(e.message.timestamp * 1000))
+        for e in events
+    ]
     while True:  # re-plan while the offset fence fails (another worker wrote a partition meanwhile)
         plan = processor.plan(msgs)
         if plan.dead:
             await _send_dead(plan.dead)
         if processor.commit(plan):
-            return
+            break
+    if isinstance(processor, RatingProcessor):
+        now_ms = int(time.time() * 1000)
+        _freshness.extend(now_ms - m.timestamp_ms for m in msgs)
 
 
 @app.agent(ratings_topic)
@@ -85,7 +95,15 @@ async def apply_movies(stream: Any) -> None:
 @app.timer(interval=settings.worker_heartbeat_s)
 async def heartbeat() -> None:
     """``rs:worker:{name}`` = now (epoch ms), expiring: the gateway's liveness signal."""
-    _redis().set(keys.worker(worker_name), int(time.time() * 1000), ex=settings.worker_heartbeat_ttl_s)
+    client = _redis()
+    client.set(keys.worker(worker_name), int(time.time() * 1000), ex=settings.worker_heartbeat_ttl_s)
+    if _freshness:
+        window = sorted(_freshness)
+        n = len(window)
+        client.hset(keys.worker_freshness(worker_name), mapping={
+            "n": n, "p50": window[n // 2], "p99": window[min(n - 1, (n * 99) // 100)], "max": window[-1],
+        })  # fmt: skip
+        client.expire(keys.worker_freshness(worker_name), settings.worker_heartbeat_ttl_s)
 
 
 @app.task

@@ -53,6 +53,7 @@ class Message:
     partition: int
     offset: int
     value: bytes
+    timestamp_ms: int = 0  #: the producer's timestamp (CreateTime), for freshness
 
 
 @dataclass(slots=True)
