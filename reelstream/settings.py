@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     #: Worker heartbeat period and time-to-live of its Redis key (seconds).
     worker_heartbeat_s: float = Field(1.0, gt=0)
     worker_heartbeat_ttl_s: int = Field(10, ge=1)
+    #: Address the worker's web server (``/metrics``, ``/online``) binds; ``0.0.0.0`` in containers.
+    worker_web_bind: str = "127.0.0.1"
 
     # --- gateway --------------------------------------------------------------------
     gateway_host: str = "127.0.0.1"
@@ -89,6 +91,18 @@ class Settings(BaseSettings):
     gateway_worker_stale_ms: int = Field(15_000, ge=1)
     #: Seconds a client is told to wait (Retry-After) when the broker is unreachable.
     gateway_retry_after_s: int = Field(5, ge=1)
+
+    # --- monitoring (the gateway's background samplers; docs/monitoring.md) ----------
+    #: Seconds between consumer-lag samples behind ``GET /lag`` and the lag gauges (0: off).
+    gateway_lag_interval_s: float = Field(2.0, ge=0)
+    #: Seconds between end-to-end freshness probes (0: off).
+    probe_interval_s: float = Field(5.0, ge=0)
+    #: A probe whose effect is not in Redis after this many seconds counts as lost.
+    probe_timeout_s: float = Field(30.0, gt=0)
+    #: User ids from here on are reserved for freshness probes (real ids stay below it).
+    probe_user_base: int = Field(2_000_000_000, ge=1)
+    #: Probe users ``probe_user_base .. + probe_users - 1``, used in turn (they spread over partitions).
+    probe_users: int = Field(16, ge=1, le=1024)
 
     # --- derived folders ------------------------------------------------------------
     @property
@@ -120,6 +134,11 @@ class Settings(BaseSettings):
     def replay_checkpoint(self) -> Path:
         """Where ``reelstream replay`` records how far the broker acknowledged it."""
         return self.run_dir / "replay.checkpoint.json"
+
+    @property
+    def probe_user_ids(self) -> range:
+        """The user ids reserved for freshness probes."""
+        return range(self.probe_user_base, self.probe_user_base + self.probe_users)
 
     @property
     def topics(self) -> tuple[str, ...]:

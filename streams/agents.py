@@ -20,13 +20,14 @@ import redis
 from models.runtime import ModelRuntime, current_model_dir
 from schemas import redis_keys as keys
 from streams.app import app, settings, worker_name
+from streams.metrics import CONTENT_TYPE, dead_reasons, metrics
 from streams.online import OnlineRatingModel
 from streams.processor import DeadLetterOut, Message, MovieProcessor, RatingProcessor
 from streams.records import DeadLetterRecord
 from streams.store import RedisFeatureStore
 from streams.topics import dead_letters_topic, movies_topic, ratings_topic
 
-__all__ = ["apply_movies", "apply_ratings", "heartbeat"]
+__all__ = ["apply_movies", "apply_ratings", "heartbeat", "prometheus_metrics"]
 
 MOVIE_BATCH_MAX = 100
 MOVIE_BATCH_WITHIN_S = 0.2
@@ -69,14 +70,22 @@ async def _apply(processor: RatingProcessor | MovieProcessor, events: list[Any])
         Message(e.message.topic, e.message.partition, e.message.offset, e.value, int(e.message.timestamp * 1000))
         for e in events
     ]
+    started = time.perf_counter()
+    retries = 0
     while True:  # re-plan while the offset fence fails (another worker wrote a partition meanwhile)
         plan = processor.plan(msgs)
         if plan.dead:
             await _send_dead(plan.dead)
         if processor.commit(plan):
             break
+        retries += 1
+    now_ms = int(time.time() * 1000)
+    metrics.observe_batch(
+        processor.topic, size=len(msgs), applied=plan.applied, skipped=plan.skipped,
+        dead_reasons=dead_reasons(plan.dead), seconds=time.perf_counter() - started, retries=retries,
+        age_s=(now_ms - min(m.timestamp_ms for m in msgs)) / 1000.0 if msgs else None,
+    )  # fmt: skip
     if isinstance(processor, RatingProcessor):
-        now_ms = int(time.time() * 1000)
         _freshness.extend(now_ms - m.timestamp_ms for m in msgs)
 
 
@@ -121,3 +130,9 @@ async def online_metrics(web: Any, request: Any) -> Any:
     n = max(m.n, 1)
     return web.json({"model": repr(m), "n": m.n, "mae": m.abs_sum / n, "rmse": (m.sq_sum / n) ** 0.5,
                      "drifts": m.drifts, "worker": worker_name})  # fmt: skip
+
+
+@app.page("/metrics")
+async def prometheus_metrics(web: Any, request: Any) -> Any:
+    """This worker's Prometheus series (:mod:`streams.metrics`)."""
+    return web.bytes(metrics.exposition(), content_type=CONTENT_TYPE)

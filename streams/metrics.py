@@ -1,0 +1,119 @@
+"""The worker's Prometheus metrics, served by its own web server at ``GET /metrics``.
+
+Each worker process has its own registry (scrape every worker; sum in PromQL).
+The agents call :func:`observe_batch` once per applied batch, after its atomic
+Redis commit, so the series count what reached Redis, including redeliveries
+skipped by the offset fence:
+
+=============================================  =========  ======================================
+series                                         type       labels
+=============================================  =========  ======================================
+``reelstream_worker_events_applied_total``     counter    ``topic``
+``reelstream_worker_dead_letters_total``       counter    ``topic``, ``reason`` (streams/rules.py)
+``reelstream_worker_duplicates_skipped_total`` counter    ``topic``
+``reelstream_worker_fence_retries_total``      counter    ``topic`` (re-plans after a rebalance)
+``reelstream_worker_batch_size``               histogram  ``topic`` (messages per batch)
+``reelstream_worker_apply_seconds``            histogram  ``topic`` (plan + dead letters + commit)
+``reelstream_worker_batch_age_seconds``        histogram  ``topic`` (oldest event's produce time to
+                                                          commit: the batch's worst freshness)
+=============================================  =========  ======================================
+
+``rs:stats`` in Redis keeps the group-wide totals (events_applied, dead_letters,
+duplicates_skipped); these series add the per-reason split, batch shapes and
+latencies, per process.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+__all__ = ["CONTENT_TYPE", "SERIES", "WorkerMetrics", "dead_reasons", "metrics"]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_AGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+#: Every series name this module exports (tests and the Grafana dashboard refer to these).
+SERIES = (
+    "reelstream_worker_events_applied_total",
+    "reelstream_worker_dead_letters_total",
+    "reelstream_worker_duplicates_skipped_total",
+    "reelstream_worker_fence_retries_total",
+    "reelstream_worker_batch_size",
+    "reelstream_worker_apply_seconds",
+    "reelstream_worker_batch_age_seconds",
+)
+
+
+class WorkerMetrics:
+    """One registry with the worker's series (module-level :data:`metrics` in a worker process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.applied = Counter("reelstream_worker_events_applied", "Events applied to Redis", ["topic"], registry=r)
+        self.dead = Counter(
+            "reelstream_worker_dead_letters", "Events dead-lettered, by reason", ["topic", "reason"], registry=r
+        )
+        self.skipped = Counter(
+            "reelstream_worker_duplicates_skipped", "Redelivered events skipped by the offset fence", ["topic"],
+            registry=r,
+        )  # fmt: skip
+        self.retries = Counter(
+            "reelstream_worker_fence_retries", "Batches re-planned because the offset fence moved", ["topic"],
+            registry=r,
+        )  # fmt: skip
+        self.batch = Histogram(
+            "reelstream_worker_batch_size", "Messages per batch", ["topic"], buckets=_SIZE_BUCKETS, registry=r
+        )
+        self.apply = Histogram(
+            "reelstream_worker_apply_seconds", "Seconds to plan, dead-letter and commit one batch", ["topic"],
+            buckets=_SECONDS_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.age = Histogram(
+            "reelstream_worker_batch_age_seconds", "Produce time to Redis commit, per applied event", ["topic"],
+            buckets=_AGE_BUCKETS, registry=r,
+        )  # fmt: skip
+
+    def observe_batch(
+        self,
+        topic: str,
+        *,
+        size: int,
+        applied: int,
+        skipped: int,
+        dead_reasons: Iterable[str],
+        seconds: float,
+        retries: int = 0,
+        age_s: float | None = None,
+    ) -> None:
+        """Record one committed batch."""
+        self.batch.labels(topic).observe(size)
+        self.apply.labels(topic).observe(seconds)
+        if applied:
+            self.applied.labels(topic).inc(applied)
+        if skipped:
+            self.skipped.labels(topic).inc(skipped)
+        if retries:
+            self.retries.labels(topic).inc(retries)
+        for reason, n in Tally(dead_reasons).items():
+            self.dead.labels(topic, reason).inc(n)
+        if age_s is not None:
+            self.age.labels(topic).observe(max(age_s, 0.0))
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of every series."""
+        return generate_latest(self.registry)
+
+
+metrics = WorkerMetrics()
+
+
+def dead_reasons(records: Iterable[Any]) -> list[str]:
+    """The ``reason`` of each planned dead letter (:class:`streams.processor.DeadLetterOut`)."""
+    return [d.record["reason"] for d in records]
