@@ -77,18 +77,28 @@ def attach_indices(ratings: pl.DataFrame, items: pl.DataFrame, users: pl.DataFra
 
 
 def user_stats(users: pl.DataFrame, history: pl.DataFrame) -> pl.DataFrame:
-    """Per user: HISTORY count, mean, first and last ts (0 / null for stream-only users)."""
-    stats = history.group_by("user_idx").agg(
-        pl.len().cast(pl.Int32).alias("n_ratings"),
-        pl.col("rating").mean().cast(pl.Float32).alias("mean_rating"),
-        pl.col("ts").min().alias("first_ts"),
-        pl.col("ts").max().alias("last_ts"),
-    )
-    return (
-        users.select("user_idx", "user_id")
-        .join(stats, on="user_idx", how="left")
-        .with_columns(pl.col("n_ratings").fill_null(0))
-        .sort("user_idx")
+    """Per user: HISTORY count, mean, first and last ts (0 / null for stream-only users).
+
+    ``bincount`` and ``ufunc.at`` on the dense ``user_idx`` beat a hash group-by ~3x at 25M rows.
+    """
+    n_users = users.height
+    idx = history["user_idx"].to_numpy()
+    ts = history["ts"].to_numpy()
+    counts = np.bincount(idx, minlength=n_users)
+    sums = np.bincount(idx, weights=history["rating"].to_numpy(), minlength=n_users)
+    first = np.full(n_users, np.iinfo(np.int64).max, dtype=np.int64)
+    last = np.full(n_users, np.iinfo(np.int64).min, dtype=np.int64)
+    np.minimum.at(first, idx, ts)
+    np.maximum.at(last, idx, ts)
+    seen = counts > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(seen, sums / np.maximum(counts, 1), np.nan)
+    by_idx = users.select("user_idx", "user_id").sort("user_idx")
+    return by_idx.with_columns(
+        pl.Series("n_ratings", counts, dtype=pl.Int32),
+        pl.Series("mean_rating", mean, dtype=pl.Float32).fill_nan(None),
+        pl.Series("first_ts", first, dtype=pl.Int64).set(pl.Series(~seen), None),  # type: ignore[arg-type]
+        pl.Series("last_ts", last, dtype=pl.Int64).set(pl.Series(~seen), None),  # type: ignore[arg-type]
     )
 
 
@@ -170,6 +180,13 @@ def _sorted_by_pair(ratings: pl.DataFrame) -> bool:
     return bool((key.diff().slice(1) > 0).all())
 
 
+def _shifted_lut(keys: pl.Series, idx: pl.Series, shift: int) -> np.ndarray:
+    """Dense table ``key -> idx << shift`` (int64) for small non-negative ids."""
+    lut = np.zeros(int(keys.max()) + 1, dtype=np.int64)  # type: ignore[arg-type]
+    lut[keys.to_numpy()] = idx.to_numpy().astype(np.int64) << shift
+    return lut
+
+
 def order_and_split(
     ratings: pl.DataFrame, items: pl.DataFrame, users: pl.DataFrame, cut_ts: int
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -190,6 +207,10 @@ def order_and_split(
         and users_by_idx["user_id"].is_sorted()
         and users_by_idx.height < (1 << 27)
         and items.height < (1 << 32)
+        and int(users["user_id"].min()) >= 0  # type: ignore[arg-type]
+        and int(users["user_id"].max()) <= _LUT_MAX_ID  # type: ignore[arg-type]
+        and int(items["movie_id"].min()) >= 0  # type: ignore[arg-type]
+        and int(items["movie_id"].max()) <= _LUT_MAX_ID  # type: ignore[arg-type]
         and _sorted_by_pair(ratings)
     )
     ts_min = int(ratings["ts"].min()) if n else 0  # type: ignore[arg-type]
@@ -199,15 +220,17 @@ def order_and_split(
         in_history = pl.col("ts") <= cut_ts
         return indexed.filter(in_history), indexed.filter(~in_history)
 
-    user_idx = _lookup(ratings["user_id"], users["user_id"], users["user_idx"], "u").to_numpy().astype(np.int64)
-    item_idx = _lookup(ratings["movie_id"], items["movie_id"], items["item_idx"], "i").to_numpy().astype(np.int64)
-    half_stars = np.rint(ratings["rating"].to_numpy() * 2).astype(np.int64)
-    payload = (user_idx << 36) | (item_idx << 4) | half_stars
-    del user_idx, item_idx, half_stars
-    key = pl.Series(((ratings["ts"].to_numpy() - ts_min) << row_bits) | np.arange(n, dtype=np.int64))
-    key = key.sort().to_numpy()
+    # One packed int64 per row: user_idx << 36 | item_idx << 4 | 2*rating, built from
+    # pre-shifted lookup tables (cache-resident gathers, no intermediate index arrays).
+    payload = _shifted_lut(users["user_id"], users["user_idx"], 36)[ratings["user_id"].to_numpy()]
+    payload |= _shifted_lut(items["movie_id"], items["item_idx"], 4)[ratings["movie_id"].to_numpy()]
+    payload |= (ratings["rating"].to_numpy() * 2).astype(np.int64)
+    key = (ratings["ts"].to_numpy() - ts_min) << row_bits
+    key |= np.arange(n, dtype=np.int64)
+    key = pl.Series(key).sort().to_numpy()  # polars' multi-threaded sort of one int64 column
     payload = payload[key & ((1 << row_bits) - 1)]
-    ts = (key >> row_bits) + ts_min
+    ts = key >> row_bits
+    ts += ts_min
     del key
     u = (payload >> 36).astype(np.int32)
     i = ((payload >> 4) & 0xFFFFFFFF).astype(np.int32)
