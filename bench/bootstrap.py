@@ -38,14 +38,14 @@ def _dataset_dir(n: int) -> Path:
     return ROOT / "var" / "bench" / name
 
 
-def _run_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int]:
-    """(wall seconds, exit code, peak RSS bytes) of one child process."""
+def _run_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int, float]:
+    """(wall seconds, exit code, peak RSS bytes, CPU seconds user+sys) of one child process."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, proc.returncode, usage.ru_maxrss * 1024  # ru_maxrss is KiB on Linux
+    return wall, proc.returncode, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime  # maxrss: KiB
 
 
 def _ensure_dataset(n: int, seed: int) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def _ensure_dataset(n: int, seed: int) -> dict[str, Any]:
         if info.get("ratings") == n and info.get("seed") == seed and (out / "ratings.csv").is_file():
             return {**info, "reused": True}
     cmd = [sys.executable, "-m", "reelstream.cli", "synth", "--ratings", str(n), "--seed", str(seed), "--out", str(out)]
-    wall, rc, rss = _run_child(cmd)
+    wall, rc, rss, _ = _run_child(cmd)
     if rc != 0:
         raise SystemExit(f"synth failed with exit code {rc}")
     info = {"ratings": n, "seed": seed, "command": " ".join(cmd), "wall_s": round(wall, 2), "peak_rss_bytes": rss}
@@ -99,7 +99,7 @@ def main() -> None:
     for _ in range(args.repeat):
         shutil.rmtree(var, ignore_errors=True)
         load_before = os.getloadavg()
-        wall, rc, rss = _run_child(cmd, env={**os.environ, "REELSTREAM_VAR_DIR": str(var)})
+        wall, rc, rss, cpu = _run_child(cmd, env={**os.environ, "REELSTREAM_VAR_DIR": str(var)})
         if rc != 0:
             raise SystemExit(f"bootstrap failed with exit code {rc}")
         current = (var / "store" / "CURRENT").read_text().strip()
@@ -110,6 +110,8 @@ def main() -> None:
                 "rows_per_s": round(args.ratings / wall),
                 "peak_rss_bytes": rss,
                 "peak_rss_gib": round(rss / 2**30, 2),
+                # CPU seconds are far less sensitive to other work on the shared cores than wall time.
+                "cpu_s": round(cpu, 2),
                 "steps_s": meta.get("timings", {}),
                 "load_avg_before": [round(x, 2) for x in load_before],
                 "load_avg_after": [round(x, 2) for x in os.getloadavg()],

@@ -50,6 +50,12 @@ def test_append_via_cli_is_idempotent(settings, tmp_path: Path) -> None:  # type
     assert load_store(settings.store_dir).metadata["split"]["method"] == "cut"
 
 
+def test_quantile_edge_is_a_usage_error(settings) -> None:  # type: ignore[no-untyped-def]
+    result = runner.invoke(app, ["bootstrap", "--quantile", "1.0"])
+    assert result.exit_code == 2 and "quantile" in result.output
+    assert not settings.store_dir.exists()
+
+
 def test_bad_input_raises_and_writes_nothing(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     data = write_csv_dataset(tmp_path / "ml", [(1, 1, "x", 946684800)])
     result = runner.invoke(app, ["bootstrap", "--data", str(data)])

@@ -39,6 +39,10 @@ def test_history_is_at_or_before_cut(tmp_path: Path) -> None:
     history, stream = features.order_and_split(raw.ratings, items, users, cut)
     assert history["ts"].max() == cut and stream["ts"].min() > cut
     assert history.height + stream.height == len(RATINGS)
+    stats = features.user_stats(users, history).sort("user_id")
+    assert stats["n_ratings"].to_list() == [3, 0, 0]
+    assert stats["first_ts"].to_list() == [RATINGS[0][3], None, None]
+    assert stats["mean_rating"].null_count() == 2
     plain_h, plain_s = split_ratings(raw.ratings, cut)
     assert (plain_h.height, plain_s.height) == (history.height, stream.height)
 

@@ -105,6 +105,8 @@ def run(
                 min_tag_count=min_tag_count,
             )
             result = run_bootstrap(settings.store_dir, settings.reports_dir, options, step=_status)
+    except ValueError as exc:  # e.g. a quantile of 0 or 1
+        raise typer.BadParameter(str(exc)) from exc
     except QualityError as exc:
         report = getattr(exc, "report", None)
         if report:
