@@ -19,21 +19,37 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["FoldInWeights", "UserState", "cold_state", "encode", "fold_in", "rating_weight"]
+__all__ = ["FoldInWeights", "UserState", "cold_state", "encode", "fold_in", "rating_weight", "rating_weights"]
+
+
+#: Encoder input weight of a liked (>= 4 stars), lukewarm (3-3.5 stars) and disliked (< 3 stars) rating.
+#: Every rating says "this user watches movies like this one", so lukewarm and
+#: disliked movies still pull the latent state towards them, only less.
+LIKED_WEIGHT, LUKEWARM_WEIGHT, DISLIKED_WEIGHT = 1.0, 0.5, 0.25
 
 
 def rating_weight(rating: float | None) -> float:
     """The encoder input weight of one rating (``None``: not rated).
 
-    Positives (>= 4 stars) are interactions; other ratings only mark the movie
-    as seen (they are excluded from lists but do not move the latent state).
-
-    >>> rating_weight(5.0), rating_weight(4.0), rating_weight(3.5), rating_weight(None)
-    (1.0, 1.0, 0.0, 0.0)
+    >>> rating_weight(5.0), rating_weight(4.0), rating_weight(3.5), rating_weight(1.0), rating_weight(None)
+    (1.0, 1.0, 0.5, 0.25, 0.0)
     """
     if rating is None:
         return 0.0
-    return 1.0 if rating >= 4.0 else 0.0
+    if rating >= 4.0:
+        return LIKED_WEIGHT
+    return LUKEWARM_WEIGHT if rating >= 3.0 else DISLIKED_WEIGHT
+
+
+def rating_weights(ratings: np.ndarray) -> np.ndarray:
+    """:func:`rating_weight` over an array of ratings (float32), for training.
+
+    >>> rating_weights(np.array([5.0, 3.0, 0.5])).tolist()
+    [1.0, 0.5, 0.25]
+    """
+    r = np.asarray(ratings, dtype=np.float32)
+    w = np.where(r >= 4.0, LIKED_WEIGHT, np.where(r >= 3.0, LUKEWARM_WEIGHT, DISLIKED_WEIGHT))
+    return w.astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from reelstream.commands import bootstrap as bootstrap_cmd
+from reelstream.commands import evaluate as evaluate_cmd
 from reelstream.commands import gateway as gateway_cmd
 from reelstream.commands import infra
 from reelstream.commands import lag as lag_cmd
@@ -20,6 +21,7 @@ from reelstream.commands import replay as replay_cmd
 from reelstream.commands import synth as synth_cmd
 from reelstream.commands import system as system_cmd
 from reelstream.commands import topics as topics_cmd
+from reelstream.commands import train as train_cmd
 from reelstream.commands import worker as worker_cmd
 from reelstream.errors import ReelstreamError
 
@@ -33,12 +35,14 @@ app.add_typer(infra.app, name="infra")
 
 # Command groups register below, one line each (keep alphabetical).
 app.command("bootstrap")(bootstrap_cmd.run)
+app.command("evaluate")(evaluate_cmd.run)
 app.command("gateway")(gateway_cmd.gateway_cmd)
 app.command("lag")(lag_cmd.lag)
 app.command("rate")(rate_cmd.rate)
 app.command("replay")(replay_cmd.run)
 app.command("synth")(synth_cmd.run)
 app.add_typer(topics_cmd.app, name="topics")
+app.command("train")(train_cmd.run)
 app.command("worker")(worker_cmd.run)
 app.command("up")(system_cmd.up)
 app.command("down")(system_cmd.down)

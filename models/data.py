@@ -1,0 +1,252 @@
+"""The arrays every learner and the evaluation read: a HISTORY/STREAM split as numpy.
+
+Learners never read files or the feature store themselves: they take an
+:class:`Interactions`, which :func:`from_store` builds from the bootstrap's
+feature store and :func:`from_movielens` builds straight from a MovieLens folder
+(experiments, benchmarks and tests that must not depend on a built store).
+Tests build one from literal arrays.
+
+Conventions (shared with ``bootstrap/store.py``):
+
+* ``item_idx`` covers every movie of ``movies.csv``, rated or not, so a movie
+  nobody rated before the split still has an index and side features;
+* events are sorted by time, then user, then movie;
+* HISTORY is every rating with ``ts < split_ts``, STREAM the rest, where
+  ``split_ts`` is the 0.8 quantile of all timestamps by default.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from reelstream.errors import DataError
+
+__all__ = ["POSITIVE", "Events", "Interactions", "from_movielens", "from_store"]
+
+#: A rating at or above this many stars is a positive (an interaction).
+POSITIVE = 4.0
+
+
+@dataclass(frozen=True)
+class Events:
+    """Rating events as parallel arrays, in time order."""
+
+    user: np.ndarray  #: int32 user_idx
+    item: np.ndarray  #: int32 item_idx
+    rating: np.ndarray  #: float32 stars
+    ts: np.ndarray  #: int64 seconds
+
+    def __len__(self) -> int:
+        return int(self.user.shape[0])
+
+    def select(self, mask: np.ndarray) -> Events:
+        return Events(self.user[mask], self.item[mask], self.rating[mask], self.ts[mask])
+
+
+@dataclass
+class Interactions:
+    """A HISTORY/STREAM split plus the catalogue's side features.
+
+    Parameters
+    ----------
+    history, stream
+        Rating events before and after the split.
+    n_users, n_items
+        Sizes of the dense user and item index spaces.
+    item_side
+        CSR float32 [n_items, n_side]: genres, decade, tag tokens.
+    side_names
+        One name per side-feature column.
+    movie_ids
+        int64 [n_items], item_idx -> MovieLens id.
+    genres
+        One list of genre names per item (diversity metrics).
+    version
+        The feature-store version the arrays come from (``None`` for ad-hoc data).
+    """
+
+    history: Events
+    stream: Events
+    n_users: int
+    n_items: int
+    item_side: sp.csr_matrix
+    side_names: list[str]
+    movie_ids: np.ndarray
+    genres: list[list[str]]
+    version: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.item_side.shape[0] != self.n_items or len(self.movie_ids) != self.n_items:
+            raise DataError(
+                f"item_side has {self.item_side.shape[0]} rows and movie_ids {len(self.movie_ids)}, "
+                f"expected n_items={self.n_items}"
+            )
+        for name, ev in (("history", self.history), ("stream", self.stream)):
+            if len(ev) and (ev.item.max() >= self.n_items or ev.user.max() >= self.n_users):
+                raise DataError(f"{name}: user or item index out of range")
+
+    @property
+    def n_side(self) -> int:
+        return int(self.item_side.shape[1])
+
+    def history_matrix(self, weight: Any = None) -> sp.csr_matrix:
+        """CSR float32 [n_users, n_items] of HISTORY; ``weight(ratings) -> values`` (default: positives = 1).
+
+        A user who rated a movie twice keeps the last rating.
+        """
+        h = self.history
+        if weight is None:
+            values = (h.rating >= POSITIVE).astype(np.float32)
+        else:
+            values = np.asarray(weight(h.rating), dtype=np.float32)
+        # keep the last rating of each (user, item): later events overwrite earlier ones
+        key = h.user.astype(np.int64) * self.n_items + h.item
+        _, last = np.unique(key[::-1], return_index=True)
+        keep = len(key) - 1 - last
+        m = sp.csr_matrix(
+            (values[keep], (h.user[keep], h.item[keep])), shape=(self.n_users, self.n_items), dtype=np.float32
+        )
+        m.eliminate_zeros()
+        return m
+
+    def known_items(self) -> np.ndarray:
+        """bool [n_items]: the item has at least one HISTORY rating (the evaluation catalogue)."""
+        known = np.zeros(self.n_items, dtype=bool)
+        known[self.history.item] = True
+        return known
+
+
+def _events(frame: Any) -> Events:
+    return Events(
+        user=frame["user_idx"].to_numpy().astype(np.int32),
+        item=frame["item_idx"].to_numpy().astype(np.int32),
+        rating=frame["rating"].to_numpy().astype(np.float32),
+        ts=frame["ts"].to_numpy().astype(np.int64),
+    )
+
+
+def from_store(store: Any) -> Interactions:
+    """Build from a ``bootstrap.store.FeatureStore`` (polars frames + csr side matrix)."""
+    items = store.items.sort("item_idx")
+    n_items = items.height
+    n_users = int(store.users.height) if getattr(store, "users", None) is not None else 0
+    n_users = max(
+        n_users,
+        int(store.history["user_idx"].max() or 0) + 1,
+        int(store.stream["user_idx"].max() or 0) + 1 if store.stream.height else 0,
+    )
+    return Interactions(
+        history=_events(store.history),
+        stream=_events(store.stream),
+        n_users=n_users,
+        n_items=n_items,
+        item_side=sp.csr_matrix(store.item_side, dtype=np.float32),
+        side_names=list(store.side_names),
+        movie_ids=items["movie_id"].to_numpy().astype(np.int64),
+        genres=[list(g) if g is not None else [] for g in items["genres"].to_list()],
+        version=int(store.version) if store.version is not None else None,
+        metadata=dict(getattr(store, "metadata", {}) or {}),
+    )
+
+
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+def from_movielens(
+    folder: Path, *, split_quantile: float = 0.8, min_tag_movies: int = 5, max_rows: int | None = None
+) -> Interactions:
+    """Read a MovieLens folder (``ratings.csv``, ``movies.csv``, ``tags.csv``) and split it by global time.
+
+    Side features: one column per genre, per release decade, and per tag token used on
+    at least ``min_tag_movies`` movies (tags are bag-of-words, L2-normalised per movie).
+    """
+    import polars as pl
+
+    folder = Path(folder)
+    try:
+        movies = pl.read_csv(folder / "movies.csv", schema_overrides={"movieId": pl.Int64})
+        ratings = pl.read_csv(
+            folder / "ratings.csv",
+            schema_overrides={"userId": pl.Int64, "movieId": pl.Int64, "rating": pl.Float32,
+                              "timestamp": pl.Int64},
+            n_rows=max_rows,
+        )  # fmt: skip
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise DataError(f"cannot read MovieLens files: {exc}", path=folder) from None
+    tags_path = folder / "tags.csv"
+    tags = pl.read_csv(tags_path, schema_overrides={"movieId": pl.Int64}) if tags_path.exists() else None
+
+    movies = movies.sort("movieId").with_row_index("item_idx")
+    movie_ids = movies["movieId"].to_numpy().astype(np.int64)
+    users = np.unique(ratings["userId"].to_numpy())
+    ratings = ratings.sort(["timestamp", "userId", "movieId"])
+    user_idx = np.searchsorted(users, ratings["userId"].to_numpy()).astype(np.int32)
+    item_idx = np.searchsorted(movie_ids, ratings["movieId"].to_numpy())
+    if (item_idx >= len(movie_ids)).any() or (movie_ids[np.minimum(item_idx, len(movie_ids) - 1)]
+                                               != ratings["movieId"].to_numpy()).any():
+        raise DataError("ratings.csv names movies missing from movies.csv", path=folder / "ratings.csv")
+    ts = ratings["timestamp"].to_numpy().astype(np.int64)
+    events = Events(user_idx, item_idx.astype(np.int32), ratings["rating"].to_numpy().astype(np.float32), ts)
+    split_ts = float(np.quantile(ts, split_quantile)) if len(ts) else 0.0
+    before = ts < split_ts
+
+    # --- side features ---------------------------------------------------------------
+    genres = [[] if g == "(no genres listed)" else g.split("|") for g in movies["genres"].to_list()]
+    genre_names = sorted({g for gs in genres for g in gs})
+    years = []
+    for title in movies["title"].to_list():
+        m = re.search(r"\((\d{4})\)\s*$", title.strip())
+        years.append(int(m.group(1)) if m else None)
+    decades = sorted({y // 10 * 10 for y in years if y is not None})
+    rows, cols, vals = [], [], []
+    col_of = {f"genre:{g}": i for i, g in enumerate(genre_names)}
+    for d in decades:
+        col_of[f"decade:{d}s"] = len(col_of)
+    for i, gs in enumerate(genres):
+        for g in gs:
+            rows.append(i), cols.append(col_of[f"genre:{g}"]), vals.append(1.0 / np.sqrt(len(gs)))
+        if years[i] is not None:
+            rows.append(i), cols.append(col_of[f"decade:{years[i] // 10 * 10}s"]), vals.append(1.0)
+    if tags is not None and tags.height:
+        tag_item = np.searchsorted(movie_ids, tags["movieId"].to_numpy())
+        ok = (tag_item < len(movie_ids)) & (movie_ids[np.minimum(tag_item, len(movie_ids) - 1)]
+                                            == tags["movieId"].to_numpy())
+        pairs: set[tuple[int, str]] = set()
+        for it, text, good in zip(tag_item.tolist(), tags["tag"].cast(pl.Utf8).to_list(), ok.tolist(),
+                                  strict=True):
+            if good and text:
+                pairs.update((it, tok) for tok in _TOKEN.findall(text.lower()))
+        df: dict[str, int] = {}
+        for _, tok in pairs:
+            df[tok] = df.get(tok, 0) + 1
+        vocab = sorted(t for t, c in df.items() if c >= min_tag_movies)
+        for t in vocab:
+            col_of[f"tag:{t}"] = len(col_of)
+        per_item: dict[int, list[int]] = {}
+        for it, tok in pairs:
+            if f"tag:{tok}" in col_of:
+                per_item.setdefault(it, []).append(col_of[f"tag:{tok}"])
+        for it, cs in per_item.items():
+            for c in cs:
+                rows.append(it), cols.append(c), vals.append(1.0 / np.sqrt(len(cs)))
+    side = sp.csr_matrix((np.asarray(vals, np.float32), (rows, cols)), shape=(len(movie_ids), len(col_of)))
+    side.sum_duplicates()
+    return Interactions(
+        history=events.select(before),
+        stream=events.select(~before),
+        n_users=len(users),
+        n_items=len(movie_ids),
+        item_side=side,
+        side_names=list(col_of),
+        movie_ids=movie_ids,
+        genres=genres,
+        version=None,
+        metadata={"source": str(folder), "split_ts": split_ts, "split_quantile": split_quantile},
+    )

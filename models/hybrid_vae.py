@@ -1,0 +1,227 @@
+"""The hybrid VAE learner: train with torch, then serve and fold in with numpy."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+
+from models.artifacts import load_tensors, read_json, save_tensors
+from models.base import Recommender
+from models.data import Interactions
+from models.runtime import ModelRuntime
+from models.state import UserState, cold_state, encode, fold_in
+from models.training import EpochReport
+from reelstream.errors import ModelError
+
+__all__ = ["HybridVAE"]
+
+
+class HybridVAE(Recommender):
+    """Mult-VAE with item side features in the encoder's input rows and the decoder's item rows.
+
+    After :meth:`fit` the learner serves from :attr:`runtime_` (numpy): a user's
+    state is a :class:`~models.state.UserState`, :meth:`learn_one` is
+    :func:`~models.state.fold_in` (exact, O(hidden) per event) and
+    :meth:`score_one` decodes the posterior mean. ``encode`` also gives
+    ``log sigma^2``, the per-user uncertainty.
+
+    Parameters
+    ----------
+    hidden, latent
+        Widths of the encoder's hidden layer and of the latent code (the decoder's item rows).
+    beta
+        Final KL weight; it grows linearly from 0 over ``anneal_steps`` steps.
+    dropout
+        Share of input ratings dropped per training row.
+    prefix_prob
+        Share of training rows that are "first ratings -> later positives" rather than denoising rows.
+    lr, weight_decay, batch_size
+        AdamW settings.
+    max_epochs, patience, max_seconds
+        Early stopping on the validation users' Recall@20, and a wall-clock budget.
+    val_fraction
+        Share of HISTORY users held out for early stopping.
+    recency_half_life_days
+        Targets are down-weighted by age with this half-life (``None``: no decay). Only
+        the training targets change, so fold-in stays exact.
+    use_side
+        Whether to use item side features (False gives a plain Mult-VAE).
+    seed
+        Seeds every random draw: same seed, same weights.
+    device
+        ``"cpu"`` or ``"cuda"``.
+
+    Attributes
+    ----------
+    runtime_
+        The numpy :class:`~models.runtime.ModelRuntime`.
+    history_
+        One :class:`~models.training.EpochReport` per epoch.
+
+    References
+    ----------
+    Dawen Liang, Rahul G. Krishnan, Matthew D. Hoffman, Tony Jebara. Variational
+    Autoencoders for Collaborative Filtering. WWW 2018.
+
+    Examples
+    --------
+    >>> from models.data import Events, Interactions
+    >>> import scipy.sparse as sp
+    >>> users, items = np.repeat(np.arange(4), 2), np.array([0, 1, 0, 1, 2, 3, 2, 3])
+    >>> ev = Events(users, items, np.full(8, 5.0, np.float32), np.arange(8))
+    >>> side = sp.csr_matrix(np.eye(4, dtype=np.float32))
+    >>> data = Interactions(ev, ev.select(np.zeros(8, bool)), 4, 4, side, list("abcd"),
+    ...                     np.arange(4), [[], [], [], []])
+    >>> model = HybridVAE(hidden=8, latent=4, max_epochs=60, val_fraction=0.0, lr=0.05, seed=1).fit(data)
+    >>> scores = model.score_one(model.learn_one(model.new_state(), 0, 5.0))
+    >>> bool(scores[1] > scores[3])
+    True
+    """
+
+    def __init__(
+        self,
+        hidden: int = 256,
+        latent: int = 64,
+        beta: float = 0.2,
+        anneal_steps: int = 2000,
+        dropout: float = 0.5,
+        prefix_prob: float = 0.5,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        batch_size: int = 128,
+        max_epochs: int = 200,
+        patience: int = 20,
+        max_seconds: float | None = None,
+        val_fraction: float = 0.1,
+        recency_half_life_days: float | None = None,
+        use_side: bool = True,
+        seed: int = 0,
+        device: str = "cpu",
+    ) -> None:
+        self.hidden = hidden
+        self.latent = latent
+        self.beta = beta
+        self.anneal_steps = anneal_steps
+        self.dropout = dropout
+        self.prefix_prob = prefix_prob
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.max_seconds = max_seconds
+        self.val_fraction = val_fraction
+        self.recency_half_life_days = recency_half_life_days
+        self.use_side = use_side
+        self.seed = seed
+        self.device = device
+
+    # --- training -------------------------------------------------------------------------
+    def fit(self, data: Interactions, on_epoch: Callable[[EpochReport], None] | None = None) -> Self:
+        import torch
+
+        from models.training import fit_module, rows_from_events
+        from models.vae import HybridVAEModule, SideFeatures
+
+        started = time.perf_counter()  # after the imports: torch's first import is not training
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ModelError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
+        torch.manual_seed(self.seed)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        side_m = data.item_side if self.use_side else data.item_side[:, :0]
+        n_side = max(side_m.shape[1], 1)
+        if side_m.shape[1] == 0:  # keep one all-zero column so shapes stay valid
+            import scipy.sparse as sp
+
+            side_m = sp.csr_matrix((data.n_items, 1), dtype=np.float32)
+        side = SideFeatures(side_m, device)
+        rows = rows_from_events(data.history, recency_half_life_days=self.recency_half_life_days)
+        rng = np.random.default_rng(self.seed)
+        eligible = np.flatnonzero((np.add.reduceat(rows.target > 0, rows.indptr[:-1]) >= 2)
+                                  & (rows.lengths > 0))  # fmt: skip
+        n_val = round(self.val_fraction * len(eligible))
+        val_rows = np.sort(rng.choice(eligible, size=n_val, replace=False)) if n_val else np.zeros(0, np.int64)
+        train_rows = np.setdiff1d(np.arange(len(rows.users)), val_rows)
+        trainable = np.zeros(data.n_items, dtype=bool)
+        trainable[data.history.item] = True
+
+        gen = torch.Generator().manual_seed(self.seed)
+        module = HybridVAEModule(data.n_items, n_side, self.hidden, self.latent, generator=gen)
+        with torch.no_grad():  # never-rated movies: rows from content only
+            cold = torch.from_numpy(~trainable)
+            module.item_in[cold] = 0.0
+            module.item_dec[cold] = 0.0
+        module.to(device)
+        self.history_ = fit_module(
+            module, side, rows.subset(train_rows), rows.subset(val_rows) if n_val else None,
+            torch.from_numpy(trainable), n_items=data.n_items, seed=self.seed, lr=self.lr,
+            weight_decay=self.weight_decay, batch_size=self.batch_size, max_epochs=self.max_epochs,
+            patience=self.patience, beta=self.beta, anneal_steps=self.anneal_steps, dropout=self.dropout,
+            prefix_prob=self.prefix_prob, max_seconds=self.max_seconds, device=device, on_epoch=on_epoch,
+        )  # fmt: skip
+        self.module_ = module.cpu().eval()
+        self.training_seconds_ = time.perf_counter() - started
+        best = max(self.history_, key=lambda r: r.val_recall) if self.history_ else None
+        metadata = {
+            "learner": "HybridVAE",
+            "params": self._get_params(),
+            "data_version": data.version,
+            "side_names": list(data.side_names) if self.use_side else [],
+            "training_seconds": self.training_seconds_,
+            "epochs": len(self.history_),
+            "best_epoch": best.epoch if best else None,
+            "val_recall_at_20": best.val_recall if best else None,
+        }
+        self.runtime_ = module.to_runtime(SideFeatures(side_m, torch.device("cpu")), data.movie_ids, metadata)
+        return self
+
+    # --- serving --------------------------------------------------------------------------
+    def new_state(self) -> UserState:
+        return cold_state(self.runtime_.weights)
+
+    def learn_one(
+        self, state: UserState, item: int, rating: float, previous_rating: float | None = None
+    ) -> UserState:
+        return fold_in(self.runtime_.weights, state, item, rating, previous_rating)
+
+    def score_one(self, state: UserState) -> np.ndarray:
+        mu, _ = encode(self.runtime_.weights, state)
+        return self.runtime_.scores(mu)
+
+    # --- persistence ----------------------------------------------------------------------
+    def save(self, folder: Path) -> None:
+        """``weights.safetensors`` (the torch state dict), ``runtime.npz`` and ``metadata.json``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        if getattr(self, "module_", None) is not None:
+            save_tensors(folder / "weights.safetensors", dict(self.module_.state_dict()),
+                         metadata={"learner": "HybridVAE"})  # fmt: skip
+        self.runtime_.save(folder)
+
+    @classmethod
+    def load(cls, folder: Path, *, expect_data_version: int | None = None, with_torch: bool = False) -> Self:
+        """Serve from ``runtime.npz``; ``with_torch`` also restores the torch module from safetensors."""
+        runtime = ModelRuntime.load(folder, expect_data_version=expect_data_version)
+        params: dict[str, Any] = read_json(folder / "metadata.json").get("params", {})
+        model = cls(**params)
+        model.runtime_ = runtime
+        model.module_ = None
+        if with_torch:
+            import torch
+
+            from models.vae import HybridVAEModule
+
+            state = load_tensors(folder / "weights.safetensors")
+            try:
+                n_items, hidden = state["item_in"].shape
+                module = HybridVAEModule(n_items, state["side_in"].shape[0], hidden, state["b_mu"].shape[0],
+                                         generator=torch.Generator().manual_seed(0))  # fmt: skip
+                module.load_state_dict(state)
+            except (KeyError, RuntimeError, ValueError) as exc:
+                raise ModelError(f"{folder / 'weights.safetensors'}: does not match the model ({exc})") from None
+            model.module_ = module.eval()
+        return model

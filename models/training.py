@@ -1,0 +1,235 @@
+"""The training loop of the hybrid VAE: batches, KL annealing, early stopping, determinism.
+
+Determinism: every random draw (batch order, input dropout, prefix cuts, the
+reparameterisation noise, the initial weights) comes from generators seeded
+with ``seed``; torch runs with ``use_deterministic_algorithms``, so the same seed
+gives bit-identical weights on the same machine and thread count.
+
+Two kinds of training rows are mixed (``prefix_prob``):
+
+* *denoising* (Mult-VAE): the input is the user's whole vector with input
+  dropout, the target all of their positives;
+* *prefix -> future*: the input is the user's first ``c`` ratings in time order
+  (``c`` uniform), the target the positives that came after. This is the
+  situation of the prequential protocol, where most users have a handful of
+  ratings and the task is the next movie.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models.data import POSITIVE, Events
+from models.state import rating_weights
+from models.vae import SideFeatures
+
+__all__ = ["Batch", "EpochReport", "TrainingRows", "fit_module", "make_batch", "rows_from_events"]
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    """Each user's ratings as CSR-like arrays in time order (the last rating of each movie)."""
+
+    users: np.ndarray  #: int64 [n_rows], user_idx of each row
+    indptr: np.ndarray  #: int64 [n_rows + 1]
+    items: np.ndarray  #: int64 [nnz]
+    weight: np.ndarray  #: float32 [nnz], encoder input weight
+    target: np.ndarray  #: float32 [nnz], target weight (0 for non-positives)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    def subset(self, rows: np.ndarray) -> TrainingRows:
+        starts, ends = self.indptr[rows], self.indptr[rows + 1]
+        take = _ranges(starts, ends)
+        indptr = np.concatenate([[0], np.cumsum(ends - starts)])
+        return TrainingRows(self.users[rows], indptr, self.items[take], self.weight[take], self.target[take])
+
+
+def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, e)`` for each pair, vectorised."""
+    lengths = ends - starts
+    if lengths.sum() == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return np.arange(lengths.sum(), dtype=np.int64) + offsets
+
+
+def rows_from_events(events: Events, *, recency_half_life_days: float | None = None) -> TrainingRows:
+    """Group events by user in time order, keeping each (user, movie)'s last rating."""
+    n_items = int(events.item.max()) + 1 if len(events) else 1
+    key = events.user.astype(np.int64) * n_items + events.item
+    order = np.lexsort((np.arange(len(key)), key))  # by key, then time (events are time-sorted)
+    last = np.ones(len(key), dtype=bool)
+    last[:-1] = key[order][1:] != key[order][:-1]
+    keep = np.sort(order[last])  # back to time order
+    user, item = events.user[keep].astype(np.int64), events.item[keep].astype(np.int64)
+    rating, ts = events.rating[keep], events.ts[keep]
+    by_user = np.argsort(user, kind="stable")  # stable: time order within each user
+    user, item, rating, ts = user[by_user], item[by_user], rating[by_user], ts[by_user]
+    users, starts = np.unique(user, return_index=True)
+    indptr = np.concatenate([starts, [len(user)]]).astype(np.int64)
+    target = (rating >= POSITIVE).astype(np.float32)
+    if recency_half_life_days is not None and len(ts):
+        age_days = (ts.max() - ts) / 86400.0
+        target *= np.power(0.5, age_days / recency_half_life_days).astype(np.float32)
+    return TrainingRows(users.astype(np.int64), indptr, item, rating_weights(rating), target)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Sparse input rows (``embedding_bag`` layout) and the (row, item, weight) triples of their targets."""
+
+    items: torch.Tensor
+    offsets: torch.Tensor
+    weights: torch.Tensor
+    target_rows: torch.Tensor
+    target_items: torch.Tensor
+    target_weights: torch.Tensor
+    size: int
+
+
+def _batch(rows: TrainingRows, take: np.ndarray, row_of: np.ndarray, is_input: np.ndarray,
+           is_target: np.ndarray, size: int, device: torch.device) -> Batch:  # fmt: skip
+    counts = np.bincount(row_of[is_input], minlength=size)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+    return Batch(
+        t(rows.items[take][is_input]), t(offsets), t(rows.weight[take][is_input]),
+        t(row_of[is_target].astype(np.int64)), t(rows.items[take][is_target]), t(rows.target[take][is_target]),
+        size,
+    )
+
+
+def make_batch(
+    rows: TrainingRows, batch: np.ndarray, rng: np.random.Generator, *, dropout: float, prefix_prob: float,
+    device: torch.device,
+) -> Batch:
+    """Dropped-out (prefix) inputs and their targets for the training rows ``batch``."""
+    starts, ends = rows.indptr[batch], rows.indptr[batch + 1]
+    lengths = ends - starts
+    take = _ranges(starts, ends)
+    row_of = np.repeat(np.arange(len(batch)), lengths)
+    position = np.arange(len(take)) - np.repeat(np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    prefix = rng.random(len(batch)) < prefix_prob
+    cut = np.where(prefix, rng.integers(1, np.maximum(lengths, 1) + 1), lengths)
+    is_input = position < np.repeat(cut, lengths)
+    is_target = np.where(np.repeat(prefix, lengths), ~is_input, True) & (rows.target[take] > 0)
+    is_input &= rng.random(len(take)) >= dropout
+    return _batch(rows, take, row_of, is_input, is_target, len(batch), device)
+
+
+def validation_batch(rows: TrainingRows, device: torch.device) -> Batch:
+    """Held-out users: the first half of each user's ratings as input, later positives as targets."""
+    lengths = rows.lengths
+    take = _ranges(rows.indptr[:-1], rows.indptr[1:])
+    row_of = np.repeat(np.arange(len(lengths)), lengths)
+    position = np.arange(len(take)) - np.repeat(rows.indptr[:-1], lengths)
+    is_input = position < np.repeat((lengths + 1) // 2, lengths)
+    is_target = ~is_input & (rows.target[take] > 0)
+    return _batch(rows, take, row_of, is_input, is_target, len(lengths), device)
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    epoch: int
+    max_epochs: int
+    loss: float
+    val_recall: float  #: Recall@20 of the held-out users (normalised by min(20, n))
+    best_epoch: int
+    seconds: float
+
+
+def fit_module(
+    module: torch.nn.Module,
+    side: SideFeatures,
+    train: TrainingRows,
+    val: TrainingRows | None,
+    trainable: torch.Tensor,
+    *,
+    n_items: int,
+    seed: int,
+    lr: float,
+    weight_decay: float,
+    batch_size: int,
+    max_epochs: int,
+    patience: int,
+    beta: float,
+    anneal_steps: int,
+    dropout: float,
+    prefix_prob: float,
+    max_seconds: float | None,
+    device: torch.device,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+) -> list[EpochReport]:
+    """Train ``module`` in place; on return it holds the weights of the best validation epoch."""
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
+    mask = torch.where(trainable, 0.0, float("-inf")).to(device)  # softmax over HISTORY movies only
+    val_batch = validation_batch(val, device) if val is not None and len(val.users) else None
+    best, best_state, best_epoch, step = -1.0, None, 0, 0
+    reports: list[EpochReport] = []
+    started = time.perf_counter()
+    for epoch in range(1, max_epochs + 1):
+        module.train()
+        order = rng.permutation(len(train.users))
+        total, count = 0.0, 0
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            b = make_batch(train, batch, rng, dropout=dropout, prefix_prob=prefix_prob, device=device)
+            logits, mu, logvar = module(side, b.items, b.offsets, b.weights, sample=True, generator=gen)
+            logp = torch.log_softmax(logits + mask, dim=1)
+            nll = -(logp[b.target_rows, b.target_items] * b.target_weights).sum() / b.size
+            kl = 0.5 * (-logvar + logvar.exp() + mu.pow(2) - 1.0).sum(1).mean()
+            step += 1
+            anneal = beta * min(1.0, step / max(anneal_steps, 1))
+            loss = nll + anneal * kl
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(batch)
+            count += len(batch)
+        val_recall = _validate(module, side, val_batch, mask) if val_batch is not None else -total / count
+        if val_recall > best:
+            best, best_epoch = val_recall, epoch
+            best_state = copy.deepcopy(module.state_dict())
+        elapsed = time.perf_counter() - started
+        report = EpochReport(epoch, max_epochs, total / max(count, 1), val_recall, best_epoch, elapsed)
+        reports.append(report)
+        if on_epoch is not None:
+            on_epoch(report)
+        if epoch - best_epoch >= patience or (max_seconds is not None and elapsed >= max_seconds):
+            break
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    return reports
+
+
+@torch.no_grad()
+def _validate(module: torch.nn.Module, side: SideFeatures, b: Batch, mask: torch.Tensor, k: int = 20) -> float:
+    """Recall@k (normalised by min(k, n)) of the held-out users' later positives."""
+    module.eval()
+    logits, _, _ = module(side, b.items, b.offsets, b.weights, sample=False)
+    logits = logits + mask
+    rows_in = torch.repeat_interleave(
+        torch.arange(b.size, device=logits.device), torch.diff(b.offsets, append=b.offsets.new_tensor([len(b.items)]))
+    )
+    logits[rows_in, b.items] = float("-inf")
+    y = torch.zeros_like(logits, dtype=torch.bool)
+    y[b.target_rows, b.target_items] = True
+    top = logits.topk(k, dim=1).indices
+    hits = y.gather(1, top).sum(1).float()
+    n = y.sum(1).float()
+    ok = n > 0
+    return float((hits[ok] / n[ok].clamp(max=k)).mean()) if ok.any() else 0.0

@@ -1,0 +1,70 @@
+"""``reelstream train``: fit the hybrid VAE on the feature store and publish a versioned model folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from reelstream.settings import get_settings
+
+__all__ = ["run"]
+
+console = Console()
+
+
+def run(
+    device: Annotated[str, typer.Option(help="cpu, or cuda for a GPU.")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Seed of every random draw (same seed, same weights).")] = 0,
+    hidden: Annotated[int, typer.Option(min=1, help="Encoder hidden width.")] = 256,
+    latent: Annotated[int, typer.Option(min=1, help="Latent width (the decoder's item rows).")] = 64,
+    max_epochs: Annotated[int, typer.Option(min=1, help="Upper bound on epochs (early stopping ends sooner).")] = 200,
+    data: Annotated[
+        Path | None, typer.Option(help="Train on a MovieLens folder instead of the feature store.")
+    ] = None,
+    evaluate: Annotated[bool, typer.Option(help="Score the prequential protocol into the metadata.")] = True,
+) -> None:
+    """Train on HISTORY, stop early on held-out users, write var/models/mNNNN and point CURRENT at it."""
+    from models.artifacts import publish
+    from models.evaluation import prequential
+    from models.hybrid_vae import HybridVAE
+    from models.loading import load_interactions
+
+    settings = get_settings()
+    interactions = load_interactions(settings.store_dir, data=data)
+    console.print(
+        f"data: store version {interactions.version}, {len(interactions.history):,} HISTORY ratings, "
+        f"{interactions.n_items:,} movies, {interactions.n_side} side features"
+    )
+    model = HybridVAE(hidden=hidden, latent=latent, max_epochs=max_epochs, seed=seed, device=device)
+    with Progress(
+        TextColumn("[bold]training[/]"), BarColumn(), TextColumn("epoch {task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.2f}"), TextColumn("val Recall@20 {task.fields[val]:.4f}"),
+        TextColumn("best @{task.fields[best]}"), TimeElapsedColumn(), console=console,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("train", total=max_epochs, loss=0.0, val=0.0, best=0)
+        model.fit(interactions, on_epoch=lambda r: progress.update(
+            task, completed=r.epoch, loss=r.loss, val=r.val_recall, best=r.best_epoch))  # fmt: skip
+        progress.update(task, total=len(model.history_))
+    metrics: dict[str, float] = {"val_recall_at_20": float(model.runtime_.metadata["val_recall_at_20"] or 0.0)}
+    if evaluate and len(interactions.stream):
+        result = prequential(model, interactions, streaming=True)
+        for group, m in result.groups.items():
+            metrics[f"prequential_{group}_hr_at_20"] = m["hr"]
+        metrics["prequential_overall_ndcg_at_20"] = result.groups["overall"]["ndcg"]
+
+    def write(folder: Path, name: str) -> None:
+        model.runtime_.metadata.update(model_version=name, data_version=interactions.version, metrics=metrics)
+        model.save(folder)
+
+    folder = publish(settings.models_dir, write)
+    meta = model.runtime_.metadata
+    console.print(
+        f"[bold green]model {folder.name}[/] written to {folder}: {meta['epochs']} epochs "
+        f"(best {meta['best_epoch']}), {meta['training_seconds']:.1f} s on {device}"
+    )
+    for key, value in metrics.items():
+        console.print(f"  {key:<34} {value:.4f}")
