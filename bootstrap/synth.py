@@ -152,6 +152,14 @@ def _activity(rng: np.random.Generator, n: int, n_users: int, cap: int) -> np.nd
     return k
 
 
+def _sorted_unique(keys: np.ndarray) -> np.ndarray:
+    """Sorted distinct values; sort + neighbour compare is ~5x faster than numpy 2.4's hash ``unique``."""
+    keys.sort()
+    if keys.size < 2:
+        return keys
+    return keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
+
+
 def _pairs(rng: np.random.Generator, k: np.ndarray, n_movies: int) -> np.ndarray:
     """Distinct ``user * n_movies + item`` keys, ``k[u]`` of them per user, sorted."""
     ranks = np.arange(n_movies, dtype=np.float64)
@@ -170,7 +178,7 @@ def _pairs(rng: np.random.Generator, k: np.ndarray, n_movies: int) -> np.ndarray
             item = popularity[np.minimum(np.searchsorted(cdf, rng.random(u.size)), n_movies - 1)]
         else:
             item = rng.integers(0, n_movies, u.size)
-        cand = np.unique(u * n_movies + item)
+        cand = _sorted_unique(u * n_movies + item)
         for chunk in chunks:  # drop pairs already accepted
             pos = np.minimum(np.searchsorted(chunk, cand), chunk.size - 1)
             cand = cand[chunk[pos] != cand]
