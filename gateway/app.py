@@ -13,11 +13,13 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from gateway.api.routes import movies, ratings, recommendations, rules, system, users
+from gateway.api.routes import dashboard, monitoring, movies, ratings, recommendations, reports, rules, system, users
 from gateway.catalog import Catalog
 from gateway.errors import BrokerUnavailable, StateUnavailable, http_status
+from gateway.monitors import LagSampler, ProbeRunner
 from gateway.producer import KafkaRatingsProducer, RatingsProducer
 from gateway.rules import RulesStore
 from gateway.service import Gateway
@@ -54,10 +56,33 @@ async def _refresh_movies(gateway: Gateway) -> None:
         await asyncio.sleep(MOVIE_REFRESH_S)
 
 
+def _probe_movies(gateway: Gateway) -> list[int]:
+    """Movies the worker's model knows (a freshness probe must never be dead-lettered)."""
+    cat = gateway.catalog
+    return [int(m) for m in cat.movie_ids[cat.in_model]]
+
+
+def _start_monitors(app: FastAPI, settings: Settings, telemetry: Telemetry) -> list[asyncio.Task[None]]:
+    tasks = []
+    if settings.gateway_lag_interval_s > 0:
+        app.state.lag = LagSampler(settings, telemetry)
+        tasks.append(asyncio.create_task(app.state.lag.run()))
+    if settings.probe_interval_s > 0:
+        app.state.probes = ProbeRunner(settings, telemetry, lambda: _probe_movies(app.state.gateway))
+        tasks.append(asyncio.create_task(app.state.probes.run()))
+    return tasks
+
+
 def create_app(
-    settings: Settings | None = None, *, gateway: Gateway | None = None, producer: RatingsProducer | None = None
+    settings: Settings | None = None,
+    *,
+    gateway: Gateway | None = None,
+    producer: RatingsProducer | None = None,
+    monitors: bool | None = None,
 ) -> FastAPI:
+    """The app; ``monitors`` (lag sampler, freshness probe) default to on only when it builds its own gateway."""
     settings = settings or get_settings()
+    run_monitors = gateway is None if monitors is None else monitors
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -66,13 +91,17 @@ def create_app(
         if getattr(app.state, "producer", None) is None:
             app.state.producer = KafkaRatingsProducer(settings)
         app.state.gateway.telemetry = telemetry
-        task = asyncio.create_task(_refresh_movies(app.state.gateway))
+        tasks = [asyncio.create_task(_refresh_movies(app.state.gateway))]
+        if run_monitors:
+            tasks += _start_monitors(app, settings, telemetry)
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await app.state.producer.close()
 
     app = FastAPI(
@@ -84,9 +113,12 @@ def create_app(
     telemetry = gateway.telemetry if gateway is not None else Telemetry()
     app.state.gateway = gateway
     app.state.producer = producer
+    app.state.lag = None
+    app.state.probes = None
     app.dependency_overrides = {}
-    for module in (recommendations, users, movies, ratings, rules, system):
+    for module in (recommendations, users, movies, ratings, rules, system, monitoring, reports, dashboard):
         app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
 
     @app.exception_handler(ReelstreamError)
     async def _reelstream_error(request: Request, exc: ReelstreamError) -> JSONResponse:

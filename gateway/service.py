@@ -129,12 +129,20 @@ class Gateway:
         return adj
 
     def recommend(
-        self, user_id: int, k: int, genres: Sequence[str] = (), exclude_genres: Sequence[str] = ()
+        self,
+        user_id: int,
+        k: int,
+        genres: Sequence[str] = (),
+        exclude_genres: Sequence[str] = (),
+        *,
+        variant: str | None = None,
+        segment: str | None = None,
     ) -> RecommendationList:
+        """``variant``/``segment`` override the user's A/B arm and segment (to compare rule sets)."""
         rules = self.rules.current()
         cat = self.catalog
-        variant = rules.variant_for(str(user_id))
-        params = (k, tuple(sorted(set(genres))), tuple(sorted(set(exclude_genres))))
+        variant = variant or rules.variant_for(str(user_id))
+        params = (k, tuple(sorted(set(genres))), tuple(sorted(set(exclude_genres))), variant, segment)
         try:
             version = self.state.user_version(user_id)
             key = ("rec", user_id, version or 0, rules.version, cat.version, params)
@@ -152,7 +160,7 @@ class Gateway:
         source, degraded = choose_source(
             redis_ok=True, exists=snap.exists, mu=snap.mu, latent=cat.latent, n_trending=len(trending)
         )
-        segment = rules.segment_for(snap.n)
+        segment = segment or rules.segment_for(snap.n)
         ruleset = rules.rules_for(segment, variant)
         adj = self.adjustment(cat, rules, segment, variant)
         rated_idx = [i for i in (cat.index(m) for m in snap.rated) if i is not None]
@@ -321,6 +329,10 @@ class Gateway:
             top_genres=genre_counts.most_common(5), recent=recent, latent_uncertainty=unc,
             model_version=f.get("model_version", cat.model_version),
         )  # fmt: skip
+
+    def search_users(self, prefix: str, limit: int) -> list[int]:
+        """User ids with state starting with ``prefix``; freshness-probe users are left out."""
+        return self.state.user_ids(prefix, limit, below=self.settings.probe_user_base)
 
     def movie(self, movie_id: int) -> MovieDetail:
         cat = self.catalog

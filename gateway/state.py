@@ -80,6 +80,11 @@ class StateReader(Protocol):
     def ping(self) -> bool: ...
     def workers(self) -> dict[str, int]: ...
     def movie_events(self) -> list[dict[str, str]]: ...
+    def user_ids(self, prefix: str, limit: int, below: int) -> list[int]: ...
+
+
+#: SCAN rounds (of COUNT 1000) one user search may take.
+USER_SCAN_ROUNDS = 50
 
 
 class RedisState:
@@ -181,6 +186,29 @@ class RedisState:
                 return {}
             values = self.client.mget(names)
             return {k.decode()[len(prefix) :]: _int(v) for k, v in zip(names, values, strict=True) if v is not None}
+
+        return self._call(read)
+
+    def user_ids(self, prefix: str, limit: int, below: int) -> list[int]:
+        """Up to ``limit`` user ids with state whose decimal form starts with ``prefix`` (ids < ``below``).
+
+        A bounded SCAN (at most ``USER_SCAN_ROUNDS`` rounds), for the dashboard's user search: it may
+        miss ids on a large keyspace, never blocks Redis, and returns them sorted.
+        """
+
+        def read() -> list[int]:
+            head = keys.user(0)[:-1]
+            found: set[int] = set()
+            cursor = 0
+            for _ in range(USER_SCAN_ROUNDS):
+                cursor, names = self.client.scan(cursor, match=f"{head}{prefix}*", count=1000)
+                for name in names:
+                    tail = name.decode()[len(head) :]
+                    if tail.isdigit() and int(tail) < below:
+                        found.add(int(tail))
+                if cursor == 0 or len(found) >= limit:
+                    break
+            return sorted(found)[:limit]
 
         return self._call(read)
 

@@ -13,13 +13,17 @@ from collections import Counter, deque
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
 
 __all__ = ["Telemetry", "TelemetryMiddleware"]
 
 _WINDOW = 4096
 _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
+_FRESHNESS_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_PARTITION = ["group", "topic", "partition"]
+#: Every verdict a lag gauge can carry (monitoring.lag_rules.Verdict names).
+VERDICTS = ("OK", "WARN", "STALL", "STOP", "REWIND")
 
 
 class Telemetry:
@@ -39,6 +43,30 @@ class Telemetry:
         )  # fmt: skip
         self.cache_events = PromCounter("gateway_cache_total", "Cache lookups", ["result"], registry=self.registry)
         self.ratings = PromCounter("gateway_ratings_total", "POST /ratings", ["result"], registry=self.registry)
+        # Consumer lag, from the gateway's background LagMonitor (gateway/monitors.py).
+        r = self.registry
+        self.lag_messages = Gauge("reelstream_lag_messages", "Log end - committed offset", _PARTITION, registry=r)
+        self.lag_seconds = Gauge("reelstream_lag_seconds", "Age of the first unconsumed record", _PARTITION, registry=r)
+        self.lag_committed = Gauge("reelstream_lag_committed_offset", "Committed offset", _PARTITION, registry=r)
+        self.lag_end = Gauge("reelstream_lag_log_end_offset", "Log-end offset (fetch high watermark)", _PARTITION,
+                             registry=r)  # fmt: skip
+        self.lag_rate = Gauge(
+            "reelstream_lag_consumption_rate", "Messages consumed per second over the window", _PARTITION, registry=r
+        )
+        self.lag_partition_verdict = Gauge(
+            "reelstream_lag_partition_verdict", "1 for the partition's current verdict", [*_PARTITION, "verdict"],
+            registry=r,
+        )  # fmt: skip
+        self.lag_group_verdict = Gauge(
+            "reelstream_lag_group_verdict", "1 for the group's current verdict", ["group", "verdict"], registry=r
+        )
+        self.lag_errors = PromCounter("reelstream_lag_sample_errors", "Lag samples that failed", registry=r)
+        # End-to-end freshness probe (monitoring/freshness.py).
+        self.freshness = Histogram(
+            "reelstream_freshness_seconds", "Marker rating produced -> its effect readable in Redis",
+            buckets=_FRESHNESS_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.probes = PromCounter("reelstream_freshness_probes", "Freshness probes", ["result"], registry=r)
         self._lock = threading.Lock()
         self.counts: Counter[tuple[str, str, int]] = Counter()
         self.by_variant: Counter[str] = Counter()
@@ -58,6 +86,21 @@ class Telemetry:
         self.recommendations.labels(variant, segment, source, str(degraded).lower(), str(cached).lower()).inc()
         with self._lock:
             self.by_variant[variant] += 1
+
+    def record_lag(self, sample: Any) -> None:
+        """Set the lag gauges from one :class:`monitoring.lag.GroupLag`."""
+        group = sample.group
+        for p in sample.partitions:
+            labels = (group, p.topic, str(p.partition))
+            self.lag_messages.labels(*labels).set(p.lag)
+            self.lag_seconds.labels(*labels).set(p.lag_seconds)
+            self.lag_committed.labels(*labels).set(p.committed)
+            self.lag_end.labels(*labels).set(p.end)
+            self.lag_rate.labels(*labels).set(p.rate)
+            for v in VERDICTS:
+                self.lag_partition_verdict.labels(*labels, v).set(1.0 if p.verdict == v else 0.0)
+        for v in VERDICTS:
+            self.lag_group_verdict.labels(group, v).set(1.0 if sample.verdict == v else 0.0)
 
     def percentiles(self) -> dict[str, dict[str, float]]:
         with self._lock:

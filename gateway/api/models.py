@@ -7,18 +7,25 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "ArmsPublic",
     "ComponentHealth",
+    "FreshnessReport",
     "Health",
+    "LagReport",
     "MovieDetail",
+    "PartitionLagPublic",
+    "ProbePublic",
     "ProfileRating",
     "RatingAccepted",
     "RatingCreate",
     "RecommendationList",
     "RecommendedMovie",
+    "ReportList",
     "RulesPublic",
     "SimilarList",
     "SimilarMovie",
     "Stats",
+    "UserList",
     "UserProfile",
 ]
 
@@ -167,3 +174,64 @@ class RulesPublic(BaseModel):
     rules_version: str
     reload_error: str | None
     document: dict[str, Any]
+
+
+class UserList(BaseModel):
+    users: list[int] = Field(description="User ids with state in Redis, sorted (a bounded search).")
+
+
+class ArmsPublic(BaseModel):
+    """What the dashboard's rule-set switcher offers (public: no rule contents)."""
+
+    rule_set: str
+    rules_version: str
+    variants: list[str]
+    segments: list[str]
+
+
+class PartitionLagPublic(BaseModel):
+    topic: str
+    partition: int
+    committed: int = Field(description="The group's committed offset (-1: none yet).")
+    end: int = Field(description="Log-end offset (a fetch response's high watermark).")
+    lag: int
+    lag_seconds: float
+    rate: float = Field(description="Messages consumed per second over the window.")
+    verdict: Literal["OK", "WARN", "STALL", "STOP", "REWIND"]
+
+
+class LagReport(BaseModel):
+    group: str
+    at: float = Field(description="When the sample was taken (epoch s).")
+    age_s: float = Field(description="Seconds since that sample.")
+    verdict: Literal["OK", "WARN", "STALL", "STOP", "REWIND"]
+    total_lag: int
+    partitions: list[PartitionLagPublic]
+    samples: int = Field(description="Samples taken since the gateway started.")
+    error: str | None = Field(description="The last sampling failure since that sample, if any.")
+
+
+class ProbePublic(BaseModel):
+    at: float
+    user_id: int
+    movie_id: int
+    partition: int
+    offset: int
+    produce_s: float
+    seconds: float = Field(description="Marker produced -> its effect readable in Redis.")
+
+
+class FreshnessReport(BaseModel):
+    interval_s: float
+    probes: int = Field(description="Probes kept (the latest ones).")
+    lost: int = Field(description="Probes whose effect never reached Redis in time, since start.")
+    percentiles_ms: dict[str, float]
+    recent: list[ProbePublic]
+    workers: dict[str, dict[str, int]] = Field(
+        description="Each live worker's produce-to-commit window (ms): n, p50, p99, max (rs:worker:{name}:freshness)."
+    )
+    error: str | None
+
+
+class ReportList(BaseModel):
+    reports: list[str] = Field(description="Report names (GET /reports/{name}).")

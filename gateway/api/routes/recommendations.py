@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
 from gateway.api.deps import GatewayDep
 from gateway.api.models import RecommendationList
-from gateway.api.routes._params import UserId, check_genres
+from gateway.api.routes._params import UserId, check_genres, field_error
 
 router = APIRouter(prefix="/recommendations", tags=["recommendations"])
 
@@ -24,9 +24,24 @@ def recommendations(
     exclude_genres: Annotated[
         list[str], Query(max_length=20, description="Genres to leave out of this list.")
     ] = [],  # noqa: B006
+    variant: Annotated[
+        str | None, Query(max_length=64, description="A/B arm to use instead of the user's own (`variants.arms`).")
+    ] = None,
+    segment: Annotated[
+        Literal["new", "casual", "heavy"] | None,
+        Query(description="Segment rule set to use instead of the one the user's rating count gives."),
+    ] = None,
 ) -> RecommendationList:
-    """A ranked, rule-filtered, explained list; `degraded: true` when Redis was unreachable."""
+    """A ranked, rule-filtered, explained list; `degraded: true` when Redis was unreachable.
+
+    `variant=` and `segment=` switch the effective rule set for this request (the dashboard's rule-set
+    switcher); the response's `variant` and `segment` name the one used.
+    """
     known = gateway.catalog.genre_names
     check_genres("genres", genres, known)
     check_genres("exclude_genres", exclude_genres, known)
-    return gateway.recommend(user_id, k, genres, exclude_genres)
+    if variant is not None:
+        arms = [name for name, _ in gateway.rules.current().arms]
+        if variant not in arms:
+            raise field_error(("query", "variant"), f"unknown variant {variant!r}; known: {arms}", variant)
+    return gateway.recommend(user_id, k, genres, exclude_genres, variant=variant, segment=segment)

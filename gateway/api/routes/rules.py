@@ -1,12 +1,12 @@
-"""GET and PUT /rules (bearer token)."""
+"""GET and PUT /rules (bearer token); GET /rules/arms (public: the names the dashboard switches between)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
 from gateway.api.deps import AdminDep, GatewayDep
-from gateway.api.models import RulesPublic
-from gateway.rules import LoadedRules, RulesDocument
+from gateway.api.models import ArmsPublic, RulesPublic
+from gateway.rules import SEGMENTS, LoadedRules, RulesDocument
 
 router = APIRouter(prefix="/rules", tags=["rules"])
 
@@ -28,3 +28,13 @@ def get_rules(gateway: GatewayDep, _: AdminDep) -> RulesPublic:
 def put_rules(body: RulesDocument, gateway: GatewayDep, _: AdminDep) -> RulesPublic:
     """Replace the rules (validated; ``version`` becomes at least the current one plus one)."""
     return _public(gateway.rules.replace(body), None)
+
+
+@router.get("/arms", response_model=ArmsPublic)
+def get_arms(gateway: GatewayDep) -> ArmsPublic:
+    """The live rule set's name and version, its A/B variants and its segments (no rule contents)."""
+    loaded = gateway.rules.current()
+    return ArmsPublic(
+        rule_set=loaded.doc.name, rules_version=loaded.version, variants=[name for name, _ in loaded.arms],
+        segments=list(SEGMENTS),
+    )  # fmt: skip

@@ -1,11 +1,13 @@
-"""GET /users/{user_id}/profile."""
+"""GET /users (search) and /users/{user_id}/profile."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from gateway.api.deps import GatewayDep
-from gateway.api.models import UserProfile
+from gateway.api.models import UserList, UserProfile
 from gateway.api.routes._params import UserId
 
 router = APIRouter(prefix="/users", tags=["users"])
@@ -15,3 +17,13 @@ router = APIRouter(prefix="/users", tags=["users"])
 def profile(gateway: GatewayDep, user_id: UserId) -> UserProfile:
     """Statistics, top genres, recent ratings, segment and latent uncertainty (503 when Redis is down)."""
     return gateway.profile(user_id)
+
+
+@router.get("", response_model=UserList, responses={503: {}})
+def search(
+    gateway: GatewayDep,
+    q: Annotated[str, Query(pattern=r"^[0-9]{0,19}$", description="Leading digits of the user id.")] = "",
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+) -> UserList:
+    """User ids with state in Redis starting with `q` (a bounded scan; freshness-probe users left out)."""
+    return UserList(users=gateway.search_users(q, limit))

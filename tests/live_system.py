@@ -1,0 +1,81 @@
+"""Helpers for the tests that run the live system: a var folder with a store and a tiny model, a gateway process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import polars as pl
+
+from models.runtime import ModelRuntime
+from reelstream import infra
+from reelstream.settings import Settings
+from tests.stream_support import install_model, wait_for
+
+__all__ = ["GatewayProcess", "bootstrap_var", "install_var"]
+
+
+def bootstrap_var(var: Path) -> Path:
+    """Bootstrap the bundled dataset into ``var`` (store and quality report; ~2 s); returns ``var``."""
+    env = {**os.environ, "REELSTREAM_VAR_DIR": str(var)}
+    subprocess.run([sys.executable, "-m", "reelstream.cli", "bootstrap"], env=env, check=True,
+                   capture_output=True, timeout=300)  # fmt: skip
+    return var
+
+
+def install_var(settings: Settings, built_var: Path, evaluation: dict | None = None) -> ModelRuntime:
+    """Copy the built store and reports into ``settings.var_dir`` and install a tiny random model.
+
+    The model's ``data_version`` is the store's, so ``reelstream up`` reuses it instead of training.
+    """
+    shutil.copytree(built_var / "store", settings.store_dir)
+    shutil.copytree(built_var / "reports", settings.reports_dir)
+    store_version = json.loads((next(settings.store_dir.glob("v*")) / "metadata.json").read_text())["version"]
+    movies = pl.read_parquet(next(settings.store_dir.glob("v*/items.parquet")))["movie_id"].to_numpy()
+    runtime = install_model(settings, movies)
+    meta_path = settings.models_dir / "m0001" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["data_version"] = int(store_version)
+    meta_path.write_text(json.dumps(meta))
+    if evaluation is not None:
+        (settings.reports_dir / "evaluation.json").write_text(json.dumps(evaluation))
+    return runtime
+
+
+class GatewayProcess:
+    """A real ``reelstream gateway`` child process on a free port."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.port = infra.free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log_dir / "gateway.log"
+        argv = [sys.executable, "-m", "reelstream.cli", "gateway", "--port", str(self.port)]
+        with self.log.open("ab") as fh:
+            self.proc = subprocess.Popen(argv, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        def answers() -> bool:
+            assert self.proc.poll() is None, f"gateway exited:\n{self.tail()}"
+            try:
+                return httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(answers, timeout, "the gateway to answer /health")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
