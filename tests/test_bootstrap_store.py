@@ -137,3 +137,10 @@ def test_sigkill_while_writing_leaves_previous_version(settings, tmp_path: Path)
     # The next run cleans the half folder up and takes the next number.
     assert bootstrap(settings, data).name == "v0002"
     assert not half.exists() and current_version(settings.store_dir) == "v0002"
+
+
+def test_public_api_is_pinned() -> None:
+    import bootstrap
+
+    assert bootstrap.__all__ == ["FeatureStore", "current_version", "list_versions", "load_store"]
+    assert set(store.__all__) >= {"FeatureStore", "load_store", "current_version", "write_version", "store_lock"}
