@@ -16,6 +16,7 @@ import redis
 
 from reelstream import infra
 from reelstream.settings import Settings, get_settings
+from tests.live_system import built_var, live  # noqa: F401 - fixtures shared by the live-system tests
 
 
 @dataclass(frozen=True)

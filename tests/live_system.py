@@ -7,17 +7,26 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import polars as pl
+import pytest
+import redis
 
 from models.runtime import ModelRuntime
 from reelstream import infra
-from reelstream.settings import Settings
-from tests.stream_support import install_model, wait_for
+from reelstream.settings import Settings, get_settings
+from schemas import redis_keys as keys
+from streams.admin import ensure_topics_sync
+from tests.stream_support import WorkerProcess, install_model, unique_stream_env, wait_for
 
-__all__ = ["GatewayProcess", "bootstrap_var", "install_var"]
+__all__ = ["EVALUATION", "GatewayProcess", "Live", "bootstrap_var", "built_var", "install_var", "live"]
+
+#: A stand-in for ``var/reports/evaluation.json`` (the models engineer's ``reelstream evaluate`` writes the real one).
+EVALUATION = {"protocol": "prequential", "models": [{"model": "popularity", "HR@20": 0.05}]}
 
 
 def bootstrap_var(var: Path) -> Path:
@@ -45,6 +54,58 @@ def install_var(settings: Settings, built_var: Path, evaluation: dict | None = N
     if evaluation is not None:
         (settings.reports_dir / "evaluation.json").write_text(json.dumps(evaluation))
     return runtime
+
+
+@pytest.fixture(scope="module")
+def built_var(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bootstrapped var folder (store and quality report), once per test module."""
+    return bootstrap_var(tmp_path_factory.mktemp("live-var"))
+
+
+@dataclass
+class Live:
+    """One test's live system: its own topics and group, a store and a tiny model, worker processes."""
+
+    settings: Settings
+    env: dict[str, str]
+    runtime: ModelRuntime
+    redis: redis.Redis
+    log_dir: Path
+    workers: list[WorkerProcess]
+
+    def worker(self, name: str) -> WorkerProcess:
+        w = WorkerProcess(self.env, self.log_dir, name)
+        self.workers.append(w)
+        wait_for(lambda: self._beating(w), 60, f"worker {name}'s heartbeat")
+        return w
+
+    def _beating(self, w: WorkerProcess) -> bool:
+        assert w.alive(), f"worker {w.name} died:\n{w.tail()}"
+        return bool(self.redis.exists(keys.worker(w.name)))
+
+
+@pytest.fixture
+def live(
+    live_settings: Settings, subprocess_env: dict[str, str], built_var: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, request: pytest.FixtureRequest,
+) -> Iterator[Live]:  # fmt: skip
+    """Settings with unique topic names and fast monitors, a var folder ready to serve; workers on demand."""
+    env = unique_stream_env(request.node.name[5:20].replace("_", "-"))
+    env |= {"REELSTREAM_GATEWAY_LAG_INTERVAL_S": "0.3", "REELSTREAM_PROBE_INTERVAL_S": "0.3"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    get_settings.cache_clear()
+    settings = get_settings()
+    runtime = install_var(settings, built_var, evaluation=EVALUATION)
+    ensure_topics_sync(settings)
+    client = redis.Redis.from_url(settings.redis_url)
+    case = Live(settings, {**subprocess_env, **env}, runtime, client, tmp_path, [])
+    try:
+        yield case
+    finally:
+        for w in case.workers:
+            w.stop()
+        client.close()
 
 
 class GatewayProcess:

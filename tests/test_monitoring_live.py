@@ -8,28 +8,21 @@ against a deadline.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
-from models.runtime import ModelRuntime
 from monitoring.freshness import FreshnessProbe, ProbeLost
-from reelstream.settings import Settings, get_settings
 from schemas import redis_keys as keys
-from streams.admin import ensure_topics_sync, high_watermarks
+from streams.admin import high_watermarks
 from streams.events import RatingProducer
 from streams.metrics import SERIES as WORKER_SERIES
-from tests.live_system import bootstrap_var, install_var
-from tests.stream_support import WorkerProcess, stats, unique_stream_env, wait_for
+from tests.live_system import EVALUATION, Live
+from tests.stream_support import stats, wait_for
 
-EVALUATION = {"protocol": "prequential", "models": [{"model": "popularity", "HR@20": 0.05}]}
 GATEWAY_SERIES = (
     "gateway_request_seconds",  # latency histogram per route
     "gateway_requests",
@@ -45,54 +38,6 @@ GATEWAY_SERIES = (
     "reelstream_freshness_seconds",
     "reelstream_freshness_probes",
 )
-
-
-@pytest.fixture(scope="module")
-def built_var(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return bootstrap_var(tmp_path_factory.mktemp("monitoring-var"))
-
-
-@dataclass
-class Live:
-    settings: Settings
-    env: dict[str, str]
-    runtime: ModelRuntime
-    redis: redis.Redis
-    log_dir: Path
-    workers: list[WorkerProcess]
-
-    def worker(self, name: str) -> WorkerProcess:
-        w = WorkerProcess(self.env, self.log_dir, name)
-        self.workers.append(w)
-        wait_for(lambda: self._beating(w), 60, f"worker {name}'s heartbeat")
-        return w
-
-    def _beating(self, w: WorkerProcess) -> bool:
-        assert w.alive(), f"worker {w.name} died:\n{w.tail()}"
-        return bool(self.redis.exists(keys.worker(w.name)))
-
-
-@pytest.fixture
-def live(
-    live_settings: Settings, subprocess_env: dict[str, str], built_var: Path, monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path, request: pytest.FixtureRequest,
-) -> Iterator[Live]:  # fmt: skip
-    env = unique_stream_env(request.node.name[5:20].replace("_", "-"))
-    env |= {"REELSTREAM_GATEWAY_LAG_INTERVAL_S": "0.3", "REELSTREAM_PROBE_INTERVAL_S": "0.3"}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    get_settings.cache_clear()
-    settings = get_settings()
-    runtime = install_var(settings, built_var, evaluation=EVALUATION)
-    ensure_topics_sync(settings)
-    client = redis.Redis.from_url(settings.redis_url)
-    case = Live(settings, {**subprocess_env, **env}, runtime, client, tmp_path, [])
-    try:
-        yield case
-    finally:
-        for w in case.workers:
-            w.stop()
-        client.close()
 
 
 def test_freshness_probe_times_a_marker_through_a_real_worker(live: Live) -> None:
