@@ -11,5 +11,6 @@ COPY models models
 COPY schemas schemas
 COPY streams streams
 COPY gateway gateway
+COPY monitoring monitoring
 COPY data data
 RUN pip install .

@@ -70,6 +70,76 @@ def test_published_ports_match_the_default_settings() -> None:
 
 def test_dockerfile_copies_every_package() -> None:
     dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
-    for package in ("reelstream", "bootstrap", "models", "schemas", "streams", "gateway", "data"):
+    for package in ("reelstream", "bootstrap", "models", "schemas", "streams", "gateway", "monitoring", "data"):
         assert f"COPY {package} {package}" in dockerfile
     assert Path(PROJECT_ROOT / "pyproject.toml").exists()
+
+
+# --- Prometheus and Grafana (deploy/) ---------------------------------------------------------------
+
+DEPLOY = PROJECT_ROOT / "deploy"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "reelstream.json"
+_SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"), "gauge": ("",)}
+
+
+def _exported_series() -> set[str]:
+    """Every sample name the gateway's and the worker's registries can expose."""
+    from gateway.telemetry import Telemetry
+    from streams.metrics import WorkerMetrics
+
+    names: set[str] = set()
+    for registry in (Telemetry().registry, WorkerMetrics().registry):
+        for family in registry.collect():
+            names.update(family.name + suffix for suffix in _SUFFIXES[family.type])
+    return names
+
+
+def test_prometheus_and_grafana_services_mount_the_repo_provisioning() -> None:
+    services = _compose()["services"]
+    assert services["prometheus"]["image"].startswith("prom/prometheus")
+    assert services["grafana"]["image"].startswith("grafana/grafana")
+    mounts = [*services["prometheus"]["volumes"], *services["grafana"]["volumes"]]
+    for mount in mounts:
+        source = mount.split(":")[0]
+        assert (PROJECT_ROOT / source).exists(), f"{mount}: {source} is not in the repository"
+    datasource = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+    assert "9090:9090" in services["prometheus"]["ports"]
+    provider = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/reelstream.yml").read_text())
+    dash_mount = next(m for m in services["grafana"]["volumes"] if m.startswith("./deploy/grafana/dashboards:"))
+    assert provider["providers"][0]["options"]["path"] == dash_mount.split(":")[1]
+
+
+def test_scrape_targets_are_the_gateway_and_worker_ports() -> None:
+    services = _compose()["services"]
+    scrape = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())["scrape_configs"]
+    targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in scrape}
+    assert all(job.get("metrics_path", "/metrics") == "/metrics" for job in scrape)
+    gateway_env, worker_env = services["gateway"]["environment"], services["worker"]["environment"]
+    assert targets["reelstream-gateway"] == [f"gateway:{gateway_env['REELSTREAM_GATEWAY_PORT']}"]
+    assert targets["reelstream-worker"] == [f"worker:{worker_env['REELSTREAM_WORKER_WEB_PORT']}"]
+    assert worker_env["REELSTREAM_WORKER_WEB_BIND"] == "0.0.0.0"  # reachable from the prometheus container
+    assert Settings(**{"worker_web_bind": worker_env["REELSTREAM_WORKER_WEB_BIND"]}).worker_web_bind == "0.0.0.0"
+
+
+def test_dashboard_json_parses_and_queries_only_exported_series() -> None:
+    import json
+    import re
+
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] == "reelstream" and dashboard["panels"]
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = {m for e in exprs for m in re.findall(r"\b((?:reelstream|gateway)_[a-z0-9_]+)\b", e)}
+    exported = _exported_series()
+    unknown = used - exported
+    assert not unknown, f"the dashboard queries series nothing exports: {sorted(unknown)}"
+    # Each required family is on the dashboard: lag, freshness, worker and gateway series.
+    for family in ("reelstream_lag_messages", "reelstream_freshness_seconds_bucket",
+                   "reelstream_worker_dead_letters_total", "reelstream_worker_batch_size_bucket",
+                   "reelstream_worker_apply_seconds_bucket", "gateway_request_seconds_bucket", "gateway_cache_total",
+                   "gateway_recommendations_total"):  # fmt: skip
+        assert family in used, f"{family} is not on the dashboard"
+    datasource_uid = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text())[
+        "datasources"
+    ][0]["uid"]
+    assert all(panel["datasource"]["uid"] == datasource_uid for panel in dashboard["panels"])
