@@ -8,6 +8,7 @@ const POLL_HEALTH_MS = 5000;
 const RATE_POLL_MS = 50;       // after a rating: how often the list is re-read until its state version moves
 const RATE_DEADLINE_MS = 15000;
 const HISTORY = 90;            // chart points kept (one per lag sample)
+const WINDOW_S = HISTORY * POLL_LAG_MS / 1000;  // the charts' time window
 
 const ui = { user: null, list: null, arms: null };
 
@@ -165,8 +166,8 @@ function lineChart(canvas, yTitle) {
     options: {
       animation: false, responsive: true, maintainAspectRatio: false, parsing: false, normalized: true,
       interaction: { mode: "nearest", intersect: false },
-      scales: { x: { type: "linear", title: { display: true, text: "seconds ago" }, reverse: false,
-                     ticks: { callback: (v) => `${Math.round(v)}` } },
+      scales: { x: { type: "linear", min: -WINDOW_S, max: 0, title: { display: true, text: "seconds ago" },
+                     ticks: { callback: (v) => `${Math.round(-v)}` } },
                 y: { beginAtZero: true, title: { display: true, text: yTitle } } },
       plugins: { legend: { labels: { boxWidth: 10, font: { size: 10 } } } },
       elements: { point: { radius: 0 }, line: { borderWidth: 1.5 } },
@@ -175,7 +176,8 @@ function lineChart(canvas, yTitle) {
 }
 
 const charts = {};
-const series = { lag: new Map(), rate: new Map(), fresh: [] };
+const series = { lag: new Map(), rate: new Map() };
+window.reelstream = { charts, series };  // for the browser test and the console
 
 function pushSeries(map, key, t, y) {
   if (!map.has(key)) map.set(key, []);
@@ -201,14 +203,16 @@ async function pollLag() {
     badge.textContent = `${lag.verdict} · ${lag.total_lag.toLocaleString()} behind`;
     badge.className = `badge ${lag.verdict}`;
     $("#lag-meta").textContent = `group ${lag.group}, sample ${lag.age_s.toFixed(1)} s old`;
+    const topics = [...new Set(lag.partitions.map((p) => p.topic))];  // ratings first, then movies (GET /lag order)
+    const role = (topic) => (topics.indexOf(topic) === 0 ? "ratings" : "movies");
     const tbody = $("#lag-table tbody");
     tbody.replaceChildren(...lag.partitions.map((p) => el("tr", {},
-      el("td", {}, p.topic), el("td", {}, p.partition), el("td", {}, p.committed.toLocaleString()),
+      el("td", { title: p.topic }, role(p.topic)), el("td", {}, p.partition), el("td", {}, p.committed.toLocaleString()),
       el("td", {}, p.end.toLocaleString()), el("td", {}, p.lag.toLocaleString()), el("td", {}, p.lag_seconds.toFixed(1)),
       el("td", {}, p.rate.toFixed(1)), el("td", {}, el("span", { class: `badge ${p.verdict}` }, p.verdict)))));
     for (const p of lag.partitions) {
-      if (p.topic.includes("movies") && p.end === 0) continue;  // idle movie partitions would crowd the legend
-      const key = `${p.topic.split(".").pop()}[${p.partition}]`;
+      if (role(p.topic) === "movies" && p.end === 0) continue;  // idle movie partitions would crowd the legend
+      const key = role(p.topic) === "movies" ? `movies p${p.partition}` : `p${p.partition}`;
       pushSeries(series.lag, key, lag.at, p.lag);
       pushSeries(series.rate, key, lag.at, p.rate);
     }
