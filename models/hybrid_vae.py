@@ -39,6 +39,9 @@ class HybridVAE(Recommender):
         Share of input ratings dropped per training row.
     prefix_prob
         Share of training rows that are "first ratings -> later positives" rather than denoising rows.
+    future_half_life
+        In those rows, a later positive's target weight halves every this many ratings after the
+        cut, so the next movies count most (``None``: all later positives count alike).
     lr, weight_decay, batch_size
         AdamW settings.
     max_epochs, patience, max_seconds
@@ -90,6 +93,7 @@ class HybridVAE(Recommender):
         anneal_steps: int = 2000,
         dropout: float = 0.5,
         prefix_prob: float = 0.5,
+        future_half_life: float | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         batch_size: int = 128,
@@ -108,6 +112,7 @@ class HybridVAE(Recommender):
         self.anneal_steps = anneal_steps
         self.dropout = dropout
         self.prefix_prob = prefix_prob
+        self.future_half_life = future_half_life
         self.lr = lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size
@@ -162,7 +167,8 @@ class HybridVAE(Recommender):
             torch.from_numpy(trainable), n_items=data.n_items, seed=self.seed, lr=self.lr,
             weight_decay=self.weight_decay, batch_size=self.batch_size, max_epochs=self.max_epochs,
             patience=self.patience, beta=self.beta, anneal_steps=self.anneal_steps, dropout=self.dropout,
-            prefix_prob=self.prefix_prob, max_seconds=self.max_seconds, device=device, on_epoch=on_epoch,
+            prefix_prob=self.prefix_prob, future_half_life=self.future_half_life, max_seconds=self.max_seconds,
+            device=device, on_epoch=on_epoch,
         )  # fmt: skip
         self.module_ = module.cpu().eval()
         self.training_seconds_ = time.perf_counter() - started
@@ -175,7 +181,7 @@ class HybridVAE(Recommender):
             "training_seconds": self.training_seconds_,
             "epochs": len(self.history_),
             "best_epoch": best.epoch if best else None,
-            "val_recall_at_20": best.val_recall if best else None,
+            "val_hr_at_20": best.val_recall if best else None,
         }
         self.runtime_ = module.to_runtime(SideFeatures(side_m, torch.device("cpu")), data.movie_ids, metadata)
         return self

@@ -97,23 +97,24 @@ class Batch:
 
 
 def _batch(rows: TrainingRows, take: np.ndarray, row_of: np.ndarray, is_input: np.ndarray,
-           is_target: np.ndarray, size: int, device: torch.device) -> Batch:  # fmt: skip
+           is_target: np.ndarray, size: int, device: torch.device,
+           target_scale: np.ndarray | None = None) -> Batch:  # fmt: skip
     counts = np.bincount(row_of[is_input], minlength=size)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
 
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
+    target = rows.target[take] if target_scale is None else rows.target[take] * target_scale.astype(np.float32)
     return Batch(
         t(rows.items[take][is_input]), t(offsets), t(rows.weight[take][is_input]),
-        t(row_of[is_target].astype(np.int64)), t(rows.items[take][is_target]), t(rows.target[take][is_target]),
-        size,
+        t(row_of[is_target].astype(np.int64)), t(rows.items[take][is_target]), t(target[is_target]), size,
     )
 
 
 def make_batch(
     rows: TrainingRows, batch: np.ndarray, rng: np.random.Generator, *, dropout: float, prefix_prob: float,
-    device: torch.device,
+    device: torch.device, future_half_life: float | None = None,
 ) -> Batch:
     """Dropped-out (prefix) inputs and their targets for the training rows ``batch``."""
     starts, ends = rows.indptr[batch], rows.indptr[batch + 1]
@@ -123,21 +124,45 @@ def make_batch(
     position = np.arange(len(take)) - np.repeat(np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
     prefix = rng.random(len(batch)) < prefix_prob
     cut = np.where(prefix, rng.integers(1, np.maximum(lengths, 1) + 1), lengths)
-    is_input = position < np.repeat(cut, lengths)
-    is_target = np.where(np.repeat(prefix, lengths), ~is_input, True) & (rows.target[take] > 0)
+    cut_of = np.repeat(cut, lengths)
+    is_input = position < cut_of
+    in_prefix_row = np.repeat(prefix, lengths)
+    is_target = np.where(in_prefix_row, ~is_input, True) & (rows.target[take] > 0)
     is_input &= rng.random(len(take)) >= dropout
-    return _batch(rows, take, row_of, is_input, is_target, len(batch), device)
+    scale = None
+    if future_half_life is not None:  # the next ratings matter most: decay with distance from the cut
+        after = np.maximum(position - cut_of, 0)
+        scale = np.where(in_prefix_row, np.power(0.5, after / future_half_life), 1.0)
+    return _batch(rows, take, row_of, is_input, is_target, len(batch), device, scale)
 
 
-def validation_batch(rows: TrainingRows, device: torch.device) -> Batch:
-    """Held-out users: the first half of each user's ratings as input, later positives as targets."""
-    lengths = rows.lengths
-    take = _ranges(rows.indptr[:-1], rows.indptr[1:])
-    row_of = np.repeat(np.arange(len(lengths)), lengths)
-    position = np.arange(len(take)) - np.repeat(rows.indptr[:-1], lengths)
-    is_input = position < np.repeat((lengths + 1) // 2, lengths)
-    is_target = ~is_input & (rows.target[take] > 0)
-    return _batch(rows, take, row_of, is_input, is_target, len(lengths), device)
+def validation_batch(rows: TrainingRows, device: torch.device, cuts_per_user: int = 4, seed: int = 0) -> Batch:
+    """Held-out users, as the prequential protocol sees them: next-positive prediction after a cut.
+
+    Each user gives ``cuts_per_user`` rows; a row's input is the user's first ``c``
+    ratings (``c`` drawn once, uniform over the positions before a positive, so the
+    draw is fixed across epochs) and its one target the first positive at or after ``c``.
+    """
+    rng = np.random.default_rng(seed)
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (take, is_input, is_target) per row
+    for u in range(len(rows.users)):
+        start, end = int(rows.indptr[u]), int(rows.indptr[u + 1])
+        positives = np.flatnonzero(rows.target[start:end] > 0)
+        positives = positives[positives >= 1]
+        if len(positives) == 0:
+            continue
+        for p in rng.choice(positives, size=min(cuts_per_user, len(positives)), replace=False):
+            take = np.arange(start, end)
+            position = take - start
+            parts.append((take, position < p, position == p))
+    if not parts:
+        return _batch(rows, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, bool), 0,
+                      device)  # fmt: skip
+    take = np.concatenate([t for t, _, _ in parts])
+    row_of = np.concatenate([np.full(len(t), j) for j, (t, _, _) in enumerate(parts)])
+    is_input = np.concatenate([i for _, i, _ in parts])
+    is_target = np.concatenate([t for _, _, t in parts])
+    return _batch(rows, take, row_of, is_input, is_target, len(parts), device)
 
 
 @dataclass(frozen=True)
@@ -145,7 +170,7 @@ class EpochReport:
     epoch: int
     max_epochs: int
     loss: float
-    val_recall: float  #: Recall@20 of the held-out users (normalised by min(20, n))
+    val_recall: float  #: HR@20 of the held-out users' next positive (see :func:`validation_batch`)
     best_epoch: int
     seconds: float
 
@@ -168,6 +193,7 @@ def fit_module(
     anneal_steps: int,
     dropout: float,
     prefix_prob: float,
+    future_half_life: float | None,
     max_seconds: float | None,
     device: torch.device,
     on_epoch: Callable[[EpochReport], None] | None = None,
@@ -177,7 +203,9 @@ def fit_module(
     gen = torch.Generator(device=device).manual_seed(seed)
     opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
     mask = torch.where(trainable, 0.0, float("-inf")).to(device)  # softmax over HISTORY movies only
-    val_batch = validation_batch(val, device) if val is not None and len(val.users) else None
+    val_batch = validation_batch(val, device, seed=seed) if val is not None and len(val.users) else None
+    if val_batch is not None and val_batch.size == 0:
+        val_batch = None
     best, best_state, best_epoch, step = -1.0, None, 0, 0
     reports: list[EpochReport] = []
     started = time.perf_counter()
@@ -187,7 +215,8 @@ def fit_module(
         total, count = 0.0, 0
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            b = make_batch(train, batch, rng, dropout=dropout, prefix_prob=prefix_prob, device=device)
+            b = make_batch(train, batch, rng, dropout=dropout, prefix_prob=prefix_prob, device=device,
+                           future_half_life=future_half_life)  # fmt: skip
             logits, mu, logvar = module(side, b.items, b.offsets, b.weights, sample=True, generator=gen)
             logp = torch.log_softmax(logits + mask, dim=1)
             nll = -(logp[b.target_rows, b.target_items] * b.target_weights).sum() / b.size
@@ -218,7 +247,7 @@ def fit_module(
 
 @torch.no_grad()
 def _validate(module: torch.nn.Module, side: SideFeatures, b: Batch, mask: torch.Tensor, k: int = 20) -> float:
-    """Recall@k (normalised by min(k, n)) of the held-out users' later positives."""
+    """Recall@k (normalised by min(k, n)) of the validation rows' targets (HR@k for one target per row)."""
     module.eval()
     logits, _, _ = module(side, b.items, b.offsets, b.weights, sample=False)
     logits = logits + mask

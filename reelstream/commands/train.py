@@ -42,14 +42,14 @@ def run(
     model = HybridVAE(hidden=hidden, latent=latent, max_epochs=max_epochs, seed=seed, device=device)
     with Progress(
         TextColumn("[bold]training[/]"), BarColumn(), TextColumn("epoch {task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]:.2f}"), TextColumn("val Recall@20 {task.fields[val]:.4f}"),
+        TextColumn("loss {task.fields[loss]:.2f}"), TextColumn("val HR@20 {task.fields[val]:.4f}"),
         TextColumn("best @{task.fields[best]}"), TimeElapsedColumn(), console=console,
     ) as progress:  # fmt: skip
         task = progress.add_task("train", total=max_epochs, loss=0.0, val=0.0, best=0)
         model.fit(interactions, on_epoch=lambda r: progress.update(
             task, completed=r.epoch, loss=r.loss, val=r.val_recall, best=r.best_epoch))  # fmt: skip
         progress.update(task, total=len(model.history_))
-    metrics: dict[str, float] = {"val_recall_at_20": float(model.runtime_.metadata["val_recall_at_20"] or 0.0)}
+    metrics: dict[str, float] = {"val_hr_at_20": float(model.runtime_.metadata["val_hr_at_20"] or 0.0)}
     if evaluate and len(interactions.stream):
         result = prequential(model, interactions, streaming=True)
         for group, m in result.groups.items():
