@@ -257,10 +257,14 @@ def run_append(
         result = quality.check_ratings(new, store.items["movie_id"], now, first_line=2)
         cols = ["user_id", "movie_id", "rating", "ts"]
         existing = pl.concat([store.history.select(cols), store.stream.select(cols)])
-        fresh = result.kept.join(existing, on=cols, how="anti", nulls_equal=True)
+        # Only stored rows sharing a (user, movie) pair with the new file can match or clash:
+        # one is_in pass over the store, then every join runs on small frames.
+        new_pairs = result.kept.select(quality.pair_key()).to_series().implode()
+        touching = existing.filter(quality.pair_key().is_in(new_pairs))
+        fresh = result.kept.join(touching, on=cols, how="anti", nulls_equal=True)
         skipped = result.kept.height - fresh.height
         # A pair already stored: keep the later rating (a tie keeps the stored one).
-        clash = fresh.join(existing, on=["user_id", "movie_id"], how="inner", suffix="_old")
+        clash = fresh.join(touching, on=["user_id", "movie_id"], how="inner", suffix="_old")
         new_wins = clash.filter(pl.col("ts") > pl.col("ts_old"))
         new_loses = clash.filter(pl.col("ts") <= pl.col("ts_old")).select(cols)
         replaced = new_wins.select(
@@ -302,7 +306,10 @@ def run_append(
         )
     with timer("features"):
         cut_ts = int(meta["split"]["cut_ts"])
-        kept_all = pl.concat([existing.join(replaced, on=cols, how="anti"), added.select(cols)])
+        if replaced.height:
+            gone = replaced.select(quality.pair_key()).to_series().implode()
+            existing = existing.filter(~quality.pair_key().is_in(gone))
+        kept_all = pl.concat([existing, added.select(cols)])
         users = features.user_index(kept_all["user_id"], previous=store.users)
         items = store.items.select("item_idx", "movie_id", "title", "genres", "year")
         side = (

@@ -35,6 +35,7 @@ __all__ = [
     "check_ratings",
     "enforce",
     "movie_issues",
+    "pair_key",
     "rating_rules",
 ]
 
@@ -137,12 +138,13 @@ class QualityResult:
             "kept": kept,
             "quarantined": self.quarantined,
             "duplicates_superseded": self.duplicates_superseded,
-            "equation": f"{self.rows_in} = {kept} + {self.quarantined} + {self.duplicates_superseded}",
+            "equation": f"{self.rows_in} = {kept} + {self.quarantined} + {self.duplicates_superseded}"
+            " (kept + quarantined + duplicates superseded)",
             "balanced": self.rows_in == kept + self.quarantined + self.duplicates_superseded,
         }
 
 
-def _pair_key() -> pl.Expr:
+def pair_key() -> pl.Expr:
     """One int64 per (user, movie): hashing one column is much cheaper than two."""
     return (pl.col("user_id") * (1 << 31) + pl.col("movie_id")).alias("_pair")
 
@@ -155,8 +157,8 @@ def _all_distinct(frame: pl.DataFrame) -> bool:
     """
     if frame.height < 2:
         return True
-    increasing = frame.select((_pair_key().diff().slice(1) > 0).all()).item()
-    return bool(increasing) or frame.select(_pair_key().n_unique()).item() == frame.height
+    increasing = frame.select((pair_key().diff().slice(1) > 0).all()).item()
+    return bool(increasing) or frame.select(pair_key().n_unique()).item() == frame.height
 
 
 def check_ratings(
@@ -192,7 +194,7 @@ def check_ratings(
     kept = valid
     if not _all_distinct(valid):
         rows = (numbered if numbered is not None else ratings.with_row_index("_row")).filter(~bad_mask)
-        rows = rows.with_columns(_pair_key())
+        rows = rows.with_columns(pair_key())
         dup_mask = rows["_pair"].is_duplicated()
         dups = rows.filter(dup_mask)
         winners = dups.sort(["_pair", "ts", "_row"]).unique(subset="_pair", keep="last", maintain_order=True)

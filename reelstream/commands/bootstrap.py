@@ -41,7 +41,7 @@ def print_quality(report: dict[str, Any]) -> None:
     table.add_column("check")
     table.add_column("value", justify="right")
     r = report["ratings"]
-    table.add_row("ratings in = kept + quarantined + superseded", r["equation"])
+    table.add_row("ratings in = ...", r["equation"])
     for reason, n in report.get("reasons", {}).items():
         table.add_row(f"  quarantined: {reason}", f"{n:,}")
     m = report.get("movies", {})
