@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from bootstrap.readers import read_dataset
@@ -56,12 +57,40 @@ def test_quantile_edge_is_a_usage_error(settings) -> None:  # type: ignore[no-un
     assert not settings.store_dir.exists()
 
 
-def test_bad_input_raises_and_writes_nothing(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    data = write_csv_dataset(tmp_path / "ml", [(1, 1, "x", 946684800)])
+def _missing(root: Path) -> tuple[Path, str]:
+    return root / "nope", "nope: dataset folder does not exist"
+
+
+def _unknown(root: Path) -> tuple[Path, str]:
+    (root / "x").mkdir()
+    (root / "x" / "data.json").write_text("{}")
+    return root / "x", "x: unknown dataset format"
+
+
+def _wrong_columns(root: Path) -> tuple[Path, str]:
+    data = write_csv_dataset(root / "ml")
+    (data / "ratings.csv").write_text("a,b,c,d\n1,1,4.0,946684800\n")
+    return data, "ratings.csv:1: wrong columns"
+
+
+def _non_numeric(root: Path) -> tuple[Path, str]:
+    return write_csv_dataset(root / "ml", [(1, 1, 4.0, 946684800), (1, 2, "x", 946684800)]), "ratings.csv:3: column"
+
+
+def _empty(root: Path) -> tuple[Path, str]:
+    data = write_csv_dataset(root / "ml")
+    (data / "ratings.csv").write_text("")
+    return data, "ratings.csv:1: file is empty"
+
+
+@pytest.mark.parametrize("make", [_missing, _unknown, _wrong_columns, _non_numeric, _empty])
+def test_bad_input_raises_and_writes_nothing(settings, tmp_path: Path, make) -> None:  # type: ignore[no-untyped-def]
+    data, expected = make(tmp_path)
     result = runner.invoke(app, ["bootstrap", "--data", str(data)])
     assert isinstance(result.exception, DataError)
-    assert "ratings.csv:2:" in str(result.exception)
-    assert not settings.store_dir.exists() or list_versions(settings.store_dir) == []
+    message = str(result.exception)
+    assert expected in message and "\n" not in message
+    assert not settings.store_dir.exists() and not settings.reports_dir.exists()
 
 
 def test_exit_code_2_and_one_line_message(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
