@@ -8,8 +8,9 @@ Layout (``settings.store_dir``)::
     v0001/ratings_history.parquet  user_id i64, movie_id i64, rating f32, ts i64,
                                    user_idx i32, item_idx i32  (sorted by ts, user_id, movie_id)
     v0001/ratings_stream.parquet   same columns and order (the replay order)
-    v0001/items.parquet          item_idx i32, movie_id i64, title str, genres list[str],
-                                 year i32 (nullable), n_ratings i32, mean_rating f32 (nullable)
+    v0001/items.parquet          item_idx i32, movie_id i64, title str, genres list[str]
+                                 ([] for "(no genres listed)"), year i32 (nullable),
+                                 n_ratings i32, mean_rating f32 (HISTORY; null when unrated)
     v0001/users.parquet          user_idx i32, user_id i64, n_ratings i32, mean_rating f32,
                                  first_ts i64, last_ts i64  (HISTORY statistics; null when none)
     v0001/item_side.parquet      item_idx i32, feature i32, value f32  (long form, sparse)
