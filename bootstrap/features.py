@@ -18,12 +18,15 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from bootstrap.split import split_sorted
+
 __all__ = [
     "attach_indices",
     "item_index",
     "item_side_features",
     "item_stats",
     "order_and_split",
+    "replay_order",
     "user_index",
     "user_stats",
 ]
@@ -190,14 +193,18 @@ def _shifted_lut(keys: pl.Series, idx: pl.Series, shift: int) -> np.ndarray:
 def order_and_split(
     ratings: pl.DataFrame, items: pl.DataFrame, users: pl.DataFrame, cut_ts: int
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Index ratings, put them in replay order (ts, user_id, movie_id) and split at ``cut_ts``.
+    """:func:`replay_order` then HISTORY/STREAM as zero-copy slices at ``cut_ts``."""
+    return split_sorted(replay_order(ratings, items, users), cut_ts)
+
+
+def replay_order(ratings: pl.DataFrame, items: pl.DataFrame, users: pl.DataFrame) -> pl.DataFrame:
+    """Index ratings and put them in replay order (ts, user_id, movie_id); ``ts`` is flagged sorted.
 
     Fast path (the usual case): when rows come sorted by (user_id, movie_id) and
     ``user_idx`` follows ``user_id``, the row number breaks ts ties in exactly that
     order, so one int64 key ``(ts - min) << bits | row`` replaces a three-column sort;
     one packed payload (user_idx, item_idx, 2*rating) is gathered instead of six
-    columns, and HISTORY/STREAM are zero-copy slices of the ts-sorted result. At 32M
-    rows this is ~3x faster and halves peak memory versus ``sort`` + ``filter``.
+    columns. At 32M rows this is ~3x faster than a three-column ``sort``.
     """
     n = ratings.height
     row_bits = max(1, (n - 1).bit_length())
@@ -217,8 +224,7 @@ def order_and_split(
     ts_span = (int(ratings["ts"].max()) - ts_min) if n else 0  # type: ignore[arg-type]
     if not fast or ts_span.bit_length() + row_bits > 62:
         indexed = attach_indices(ratings, items, users).sort(["ts", "user_id", "movie_id"], multithreaded=True)
-        cut = int(indexed["ts"].search_sorted(cut_ts, side="right"))  # sorted by ts: slices, no copies
-        return indexed.slice(0, cut), indexed.slice(cut)
+        return indexed.with_columns(pl.col("ts").set_sorted())
 
     # One packed int64 per row: user_idx << 36 | item_idx << 4 | 2*rating, built from
     # pre-shifted lookup tables (cache-resident gathers, no intermediate index arrays).
@@ -239,10 +245,9 @@ def order_and_split(
             "user_id": users_by_idx["user_id"].to_numpy()[u],
             "movie_id": items.sort("item_idx")["movie_id"].to_numpy()[i],
             "rating": (payload & 0xF).astype(np.float32) / np.float32(2),
-            "ts": ts,
+            "ts": pl.Series(ts).set_sorted(),
             "user_idx": u,
             "item_idx": i,
         }
     )
-    cut = int(np.searchsorted(ts, cut_ts, side="right"))
-    return frame.slice(0, cut), frame.slice(cut)
+    return frame

@@ -30,7 +30,7 @@ import polars as pl
 from bootstrap import features, quality
 from bootstrap.quality import QualityThresholds
 from bootstrap.readers import RawDataset, read_dataset, read_ratings_csv, sha256_file
-from bootstrap.split import SplitSpec, resolve_cut
+from bootstrap.split import SplitSpec, resolve_cut, split_sorted
 from bootstrap.store import (
     ITEM_SIDE_SCHEMA,
     SIDE_FEATURES_SCHEMA,
@@ -182,13 +182,24 @@ def run_bootstrap(
         quality.enforce(report, str(raw.source / raw.ratings_file))
         if result.kept.height == 0:
             raise quality.QualityError("no valid ratings left after validation", path=raw.source / raw.ratings_file)
-    with timer("split"):
-        spec: SplitSpec = resolve_cut(kept_ts, quantile=options.quantile, cut_ts=options.cut_ts)
-    with timer("features"):
+    with timer("order"):
         items = features.item_index(raw.movies)
         users = features.user_index(result.kept["user_id"])
+        ordered = features.replay_order(result.kept, items, users)
+    with timer("split"):  # on ts-sorted rows the quantile is a lookup and the split two slices
+        spec: SplitSpec = resolve_cut(ordered["ts"], quantile=options.quantile, cut_ts=options.cut_ts)
+        history, stream = split_sorted(ordered, spec.cut_ts)
+    with timer("features"):
         side = features.item_side_features(items, raw.tags, cut_ts=spec.cut_ts, min_tag_count=options.min_tag_count)
-        frames = _build_frames(result.kept, items, users, spec.cut_ts, side, result.quarantine)
+        frames = StoreFrames(
+            history=history,
+            stream=stream,
+            items=features.item_stats(items, history),
+            users=features.user_stats(users, history),
+            item_side=side[0],
+            side_features=side[1],
+            quarantine=result.quarantine,
+        )
     counts = _counts(frames, result.rows_in, report["ratings"], raw.tags.height)
     metadata: dict[str, Any] = {
         "dataset": raw.name,

@@ -21,6 +21,12 @@ def test_quantile_cut_is_a_real_timestamp() -> None:
     assert spec.as_metadata(5, 2)["history_ratings"] == 5
 
 
+def test_sorted_lookup_equals_polars_quantile() -> None:
+    ts = pl.Series(sorted([5, 1, 9, 9, 3, 7, 7, 2, 8, 4, 6])).set_sorted()
+    for q in (0.1, 0.25, 0.5, 0.8, 0.95):
+        assert resolve_cut(ts, quantile=q).cut_ts == ts.quantile(q, interpolation="lower")
+
+
 def test_explicit_cut_wins() -> None:
     spec = resolve_cut(pl.Series([1, 2, 3]), quantile=0.5, cut_ts=2)
     assert (spec.method, spec.quantile, spec.cut_ts) == ("cut", None, 2)
