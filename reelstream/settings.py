@@ -57,12 +57,15 @@ class Settings(BaseSettings):
     broker_heartbeat_interval: float = 1.0
     #: This worker's name (heartbeat key, logs); empty: ``{hostname}-{pid}``.
     worker_name: str = ""
-    #: Events per batch: one Redis transaction each (Faust ``take_events`` max).
-    stream_batch_max: int = Field(1000, ge=1, le=5000)
-    #: Longest a batch waits to fill before it is applied anyway (freshness bound).
-    stream_batch_within_s: float = Field(0.02, gt=0)
-    #: aiokafka fetch wait (Faust hard-codes 1,500 ms; INFRA.md: freshness vs broker CPU).
+    #: Most records per batch (one Redis script each). Batches are adaptive: the worker
+    #: takes whatever is buffered, up to this, and never waits for a batch to fill.
+    stream_batch_max: int = Field(1000, ge=1, le=10000)
+    #: aiokafka fetch wait of the worker's consumer: the longest the broker holds an
+    #: empty fetch. Lower is fresher at low rates but costs broker CPU (INFRA.md, docs/events.md).
     stream_fetch_max_wait_ms: int = Field(100, ge=1)
+    #: Kafka offsets are committed at most this often (seconds) and on revoke/stop; the
+    #: offset fence in Redis, not this commit, is what keeps effects exactly-once.
+    stream_commit_interval_s: float = Field(1.0, gt=0)
     #: Trending score half-life in event time (seconds).
     trending_half_life_s: float = Field(7 * 24 * 3600.0, gt=0)
     #: Event times before this (epoch ms) are refused as bad timestamps (1990-01-01).

@@ -2,26 +2,39 @@
 
 Dataflow (read top to bottom across the modules)::
 
-    streams/app.py      this App (consumer group = settings.app_id)
-    streams/topics.py   ratings (keyed by user), movies (keyed by movie), dead letters
-    streams/records.py  the typed Faust Records, each naming its Avro codec
-    streams/agents.py   apply_ratings, apply_movies: batch -> processor -> Redis; heartbeat timer
+    streams/app.py       this App: Faust's producer (dead letters), web server (/metrics, /online), timers
+    streams/consumer.py  BatchConsumer, a Faust service: aiokafka consumer, group = settings.app_id,
+                         getmany -> a batch per topic
+    streams/agents.py    apply_batch: batch -> processor -> Redis (one fenced Lua script); heartbeat timer
+    streams/topics.py    ratings (keyed by user), movies (keyed by movie), dead letters
+
+**Faust's own consumer is not started** (``_BootStrategy`` below:
+``enable_kafka_consumer = False``, which also leaves out its conductor and
+table manager; the app has no tables). The ratings and movies topics are read by
+:class:`streams.consumer.BatchConsumer`, a service of this app, in batches of
+whatever aiokafka has buffered. Measured on the 2-core development machine
+(``bench/results/stream.json``, ``INFRA.md``): a Faust agent with
+``take_events`` spends about half the worker in Faust's per-message dispatch
+(two tasks and an ``asyncio.wait`` per message, an Event per message) and
+stopped at ~3.5-4k events/s with half a core idle; Faust also hard-codes
+aiokafka's fetch wait (1,500 ms), which on Tansu puts p99 freshness near a
+second. The batch consumer keeps the same semantics: at-least-once delivery
+(Kafka offsets committed only after the Redis script that applied them),
+exactly-once effect (the offset fence in that script), one consumer group
+(``settings.app_id``) shared by all worker processes.
 
 Local-broker notes (INFRA.md): topics are created before the worker starts
-(``ensure_topics``), the leader topic is disabled, each worker has its own web
-port, the session timeout is short so a new group joins in seconds, and
-aiokafka's fetch wait, which Faust hard-codes to 1,500 ms, is set from
-``settings.stream_fetch_max_wait_ms`` through the small transport subclass below.
+(``ensure_topics``), each worker has its own web port, and the session timeout
+is short so a new group joins in seconds.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from typing import Any
 
 import faust
-from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.app import BootStrategy
 
 from reelstream.settings import get_settings
 from streams.codecs import register_codecs
@@ -33,27 +46,16 @@ register_codecs()
 worker_name = settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
 
 
-class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = settings.stream_fetch_max_wait_ms
-        return consumer
+class _BootStrategy(BootStrategy):
+    """Faust's producer, web server, agents and timers, without its Kafka consumer (see the module docstring)."""
 
-
-class _Consumer(faust_aiokafka.Consumer):
-    def _new_consumer_thread(self) -> _ConsumerThread:
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-
-class _Transport(faust_aiokafka.Transport):
-    Consumer = _Consumer
+    enable_kafka_consumer = False
 
 
 class App(faust.App):
-    """faust.App whose Kafka transport honours ``settings.stream_fetch_max_wait_ms``."""
+    """faust.App whose topics are consumed by :class:`streams.consumer.BatchConsumer`, not by Faust."""
 
-    def _new_transport(self) -> Any:
-        return _Transport(self.conf.broker_consumer, self)
+    BootStrategy = _BootStrategy
 
 
 app = App(

@@ -1,8 +1,8 @@
 """Turning a batch of Kafka messages into one atomic feature-store write: the worker's pure core.
 
-The Faust agents (``streams/agents.py``) only collect a batch, call
-:meth:`RatingProcessor.plan`, send the plan's dead letters, and call
-:meth:`RatingProcessor.commit`. Everything here runs without Kafka, against
+The worker (``streams/consumer.py`` collects a batch, ``streams/agents.py``
+applies it) only calls :meth:`RatingProcessor.plan`, sends the plan's dead
+letters, and calls :meth:`RatingProcessor.commit`. Everything here runs without Kafka, against
 either store (:mod:`streams.store`), which is how the tests compute the expected
 Redis contents "directly in Python from the same events".
 
@@ -12,8 +12,8 @@ Per batch:
    dead letters with their reason;
 2. movies the model does not know are looked up among the MovieEvent-announced
    movies (``rs:movie:{mid}``) and given rows from their side features;
-3. one pipelined read: the stored offsets, the batch's users' state, and their
-   earlier ratings of the batch's movies;
+3. one read (a Lua script, one round trip): the stored offsets, the batch's
+   users' state, and their earlier ratings of the batch's movies;
 4. messages at or below the stored offset of their partition are skipped
    (already applied before a crash or rebalance);
 5. each event is folded into its user's state (``models.state.fold_in``), the

@@ -1,9 +1,11 @@
 """The worker's topics, declared once from the settings' names.
 
-Ratings and movies arrive as raw bytes: the agents decode them with the Avro
-codec themselves, so that undecodable bytes reach the agent and go to the
-dead-letter topic with their reason (Faust would log and drop a value it cannot
-deserialize) and so the hot path skips building a Record per event.
+Ratings and movies are read as raw bytes by :class:`streams.consumer.BatchConsumer`
+(not by Faust: see :mod:`streams.app`); the processors decode them with the Avro
+codec themselves, so that undecodable bytes go to the dead-letter topic with
+their reason and the hot path builds no Record per event. The two declarations
+below name the topics for Faust (``faust`` CLI tooling, producers); dead letters
+are produced through Faust's producer as typed records.
 """
 
 from __future__ import annotations

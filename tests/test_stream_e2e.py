@@ -20,7 +20,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 import redis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from models.runtime import ModelRuntime
 from reelstream.settings import Settings, get_settings
@@ -125,6 +126,18 @@ def _assert_offsets_at_end(case: StreamCase) -> None:
     assert stored == {p: hw - 1 for p, hw in ends.items() if hw > 0}
 
 
+async def _committed(settings: Settings, topic: str) -> dict[int, int]:
+    """The worker group's (``settings.app_id``) committed offsets, as ``reelstream lag`` reads them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        got = await admin.list_consumer_group_offsets(settings.app_id, partitions=tps)  # INFRA.md defect 2
+        return {tp.partition: meta.offset for tp, meta in got.items() if meta.offset >= 0}
+    finally:
+        await admin.close()
+
+
 def test_replay_leaves_redis_equal_to_the_python_reference(case: StreamCase) -> None:
     rows = stream_rows(case.settings)
     case.worker("w1")
@@ -134,6 +147,11 @@ def test_replay_leaves_redis_equal_to_the_python_reference(case: StreamCase) -> 
     _assert_matches_reference(case, rows)
     _assert_offsets_at_end(case)
     assert case.redis.exists("rs:worker:w1")
+    # The group commits to Kafka (what the lag monitor reads) after Redis holds the effect.
+    ends = asyncio.run(high_watermarks(case.settings, case.settings.topic_ratings))
+    want = {p: hw for p, hw in ends.items() if hw > 0}
+    wait_for(lambda: asyncio.run(_committed(case.settings, case.settings.topic_ratings)) == want, 30,
+             "the worker group's Kafka commits to reach the log end", interval=0.5)  # fmt: skip
 
 
 def test_kill_9_mid_replay_then_restart_loses_nothing_and_counts_nothing_twice(case: StreamCase) -> None:
