@@ -8,12 +8,19 @@ subprocess with a small keep-alive HTTP/1.1 client (asyncio streams, far cheaper
 per request than httpx, so the client does not hide the server's cost):
 
 * latency: 1 connection, closed loop -> p50 / p99;
-* throughput: ``--concurrency`` connections -> requests/s.
+* throughput: ``--concurrency`` connections -> requests/s, and the server
+  process's CPU time per request in that phase (``server_cpu_ms_per_req``,
+  from /proc: far less sensitive than wall time to other load on the machine).
 
 Writes ``bench/results/gateway.json``. Usage::
 
     .venv/bin/python bench/gateway.py            # full run (a few minutes on 2 cores)
     .venv/bin/python bench/gateway.py --quick    # fewer requests
+    .venv/bin/python bench/gateway.py --only-synthetic --only-uncached --batch-max 1 --out /tmp/gw.json
+
+Throughput is measured at ``--concurrency`` (4, the goal's figure) and again at
+``--high-concurrency`` (16) connections; the load average is recorded before and
+after each server's phases (the machine is shared: compare runs only with it).
 """
 
 from __future__ import annotations
@@ -91,6 +98,7 @@ def serve_main(args: argparse.Namespace) -> None:
 
     settings = Settings(
         redis_url=args.redis_url, var_dir=Path(args.var_dir), gateway_cache_size=args.cache_size,
+        gateway_batch_max=args.batch_max,
         kafka_bootstrap=f"127.0.0.1:{args.dead_port}",
     )  # fmt: skip
     limit_blas_threads(1)  # as `reelstream gateway` does
@@ -127,6 +135,22 @@ def _run_load(port: int, paths_file: Path, n: int, concurrency: int) -> dict:
     return json.loads(out.stdout)
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _phase(pid: int, port: int, paths: Path, n: int, concurrency: int) -> dict:
+    cpu0 = _cpu_s(pid)
+    out = _run_load(port, paths, n, concurrency)
+    out["server_cpu_ms_per_req"] = (_cpu_s(pid) - cpu0) * 1000 / max(out["n"], 1)
+    return out
+
+
 def bench_catalogue(name: str, items, runtime, args: argparse.Namespace, work: Path) -> dict:
     import redis
 
@@ -160,26 +184,35 @@ def bench_catalogue(name: str, items, runtime, args: argparse.Namespace, work: P
         health_paths.write_text(json.dumps(["/health"]))
         out: dict = {"catalogue": name, "n_items": int(runtime.n_items), "latent": int(runtime.weights.latent),
                      "warm_users": len(users)}  # fmt: skip
-        for mode, cache_size in (("uncached", 0), ("cached", 100_000)):
+        for mode, cache_size in (("uncached", 0), ("cached", 100_000))[: 1 if args.only_uncached else 2]:
             port = infra.free_port()
             server = subprocess.Popen(
                 [sys.executable, __file__, "serve", "--port", str(port), "--redis-url", url,
                  "--model-dir", str(model_dir), "--items", str(items_path), "--var-dir", str(work / f"var-{mode}"),
-                 "--cache-size", str(cache_size), "--dead-port", str(infra.free_port())],
+                 "--cache-size", str(cache_size), "--dead-port", str(infra.free_port()),
+                 "--batch-max", str(args.batch_max)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             try:
                 _wait_http(port)
                 _run_load(port, rec_paths, len(users) * 2, 4)  # warm-up (and fills the cache)
                 _run_load(port, health_paths, 500, 4)
-                res = {}
+                res: dict = {"loadavg_before": [round(x, 2) for x in os.getloadavg()]}
                 for label, paths in (("recommendations", rec_paths), ("health", health_paths)):
-                    lat = _run_load(port, paths, args.n, 1)
-                    thr = _run_load(port, paths, args.n, args.concurrency)
+                    lat = _phase(server.pid, port, paths, args.n, 1)
+                    thr = _phase(server.pid, port, paths, args.n, args.concurrency)
+                    high = _phase(server.pid, port, paths, args.n, args.high_concurrency)
                     res[label] = {"p50_ms": round(lat["p50_ms"], 3), "p99_ms": round(lat["p99_ms"], 3),
                                   "req_per_s": round(thr["req_per_s"], 1),
-                                  "errors": lat["errors"] + thr["errors"]}  # fmt: skip
-                res["throughput_vs_health"] = round(res["recommendations"]["req_per_s"] / res["health"]["req_per_s"], 3)
+                                  "server_cpu_ms_per_req": round(thr["server_cpu_ms_per_req"], 3),
+                                  f"req_per_s_c{args.high_concurrency}": round(high["req_per_s"], 1),
+                                  f"p99_ms_c{args.high_concurrency}": round(high["p99_ms"], 3),
+                                  "errors": lat["errors"] + thr["errors"] + high["errors"]}  # fmt: skip
+                rec, hea = res["recommendations"], res["health"]
+                res["throughput_vs_health"] = round(rec["req_per_s"] / hea["req_per_s"], 3)
+                hk = f"req_per_s_c{args.high_concurrency}"
+                res[f"throughput_vs_health_c{args.high_concurrency}"] = round(rec[hk] / hea[hk], 3)
+                res["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
                 out[mode] = res
                 print(name, mode, json.dumps(res), flush=True)
             finally:
@@ -200,14 +233,17 @@ def main(args: argparse.Namespace) -> None:
     results = {
         "benchmark": "gateway", "machine": f"{os.cpu_count()} CPUs", "client": "asyncio keep-alive HTTP/1.1",
         "requests_per_phase": args.n, "throughput_concurrency": args.concurrency,
+        "high_concurrency": args.high_concurrency, "loadavg_start": [round(x, 2) for x in os.getloadavg()],
         "latency": "1 connection, closed loop", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "command": "python bench/gateway.py" + (" --quick" if args.quick else ""), "catalogues": [],
+        "batch_max": args.batch_max,
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="rs-bench-gw-") as tmp:
-        ml = movielens_items(ROOT / "data" / "ml-latest-small")
-        rt = ModelRuntime.random(ml["movie_id"].to_numpy(), hidden=128, latent=64, seed=1)
-        rt.metadata["model_version"] = "bench-ml-small"
-        results["catalogues"].append(bench_catalogue("ml-latest-small", ml, rt, args, Path(tmp) / "ml"))
+        if not args.only_synthetic:
+            ml = movielens_items(ROOT / "data" / "ml-latest-small")
+            rt = ModelRuntime.random(ml["movie_id"].to_numpy(), hidden=128, latent=64, seed=1)
+            rt.metadata["model_version"] = "bench-ml-small"
+            results["catalogues"].append(bench_catalogue("ml-latest-small", ml, rt, args, Path(tmp) / "ml"))
         ids = np.arange(1, SYNTHETIC_N + 1, dtype=np.int64)
         syn = synthetic_items(ids.tolist(), seed=2).with_columns(pl.col("n_ratings"))
         rt = ModelRuntime.random(ids, hidden=128, latent=64, seed=2)
@@ -218,8 +254,8 @@ def main(args: argparse.Namespace) -> None:
         "p99_uncached_87k_ms<=15": big["recommendations"]["p99_ms"] <= 15.0,
         "uncached_throughput>=50%_of_health": big["throughput_vs_health"] >= 0.5,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results["goals"]))
 
 
@@ -237,7 +273,13 @@ if __name__ == "__main__":
     p_serve.add_argument("--port", type=int, required=True)
     p_serve.add_argument("--cache-size", type=int, default=0)
     p_serve.add_argument("--dead-port", type=int, required=True)
+    p_serve.add_argument("--batch-max", type=int, default=32)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--high-concurrency", type=int, default=16)
+    parser.add_argument("--batch-max", type=int, default=32, help="gateway_batch_max (1: no micro-batching)")
+    parser.add_argument("--only-synthetic", action="store_true", help="skip ml-latest-small (quick iterations)")
+    parser.add_argument("--only-uncached", action="store_true", help="skip the cached runs (quick iterations)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--n", type=int, default=2000)

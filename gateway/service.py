@@ -3,6 +3,13 @@
 :class:`Gateway` is what the routes call (through ``gateway.api.deps``). It is
 synchronous on purpose: routes run it in Starlette's threadpool, where Redis
 round trips block only a worker thread and the numpy mat-vec releases the GIL.
+
+Per uncached personalised recommendation (``recommend``): one Redis round trip
+when the response cache is off (the state version comes with the state hash;
+with the cache on, a cheap ``HGET version`` first so hits stay small), one
+full-catalogue mat-vec shared with the other requests in flight
+(:class:`~gateway.batching.ScoreBatcher`, bit-identical to scoring alone), a
+few vectorised passes, then work on the candidate pool only (:mod:`gateway.engine`).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from gateway.api.models import (
     Stats,
     UserProfile,
 )
+from gateway.batching import ScoreBatcher
 from gateway.cache import ResponseCache
 from gateway.catalog import Catalog, NewMovie, side_vector
 from gateway.decisions import (
@@ -108,6 +116,7 @@ class Gateway:
         self.state = state
         self.telemetry = telemetry or Telemetry()
         self.cache = ResponseCache(settings.gateway_cache_size, clock=clock)
+        self.batcher = ScoreBatcher(settings.gateway_batch_max)
         self.clock = clock
         self.wall_ms = wall_ms
         self._adjust: dict[tuple[str, str, str, str], np.ndarray] = {}
@@ -144,7 +153,12 @@ class Gateway:
         variant = variant or rules.variant_for(str(user_id))
         params = (k, tuple(sorted(set(genres))), tuple(sorted(set(exclude_genres))), variant, segment)
         try:
-            version = self.state.user_version(user_id)
+            if self.cache.capacity > 0:
+                version = self.state.user_version(user_id)
+                snap = None
+            else:  # no cache to look in: read the state at once, its version is in the hash (one round trip)
+                snap = self.state.user(user_id, details=False)
+                version = snap.version if snap.exists else None
             key = ("rec", user_id, version or 0, rules.version, cat.version, params)
             hit = self.cache.get(key)
             if hit is not None:
@@ -152,7 +166,8 @@ class Gateway:
                 self.telemetry.served(hit.variant, hit.segment, hit.source, False, True)
                 return hit.model_copy(update={"cached": True})
             self.telemetry.cache_events.labels("miss").inc()
-            snap = self.state.user(user_id, details=False)
+            if snap is None:
+                snap = self.state.user(user_id, details=False)
             cold = rule_3_unknown_user(snap.exists, snap.mu) or rule_4_state_does_not_fit_model(snap.mu, cat.latent)
             trending = self.state.trending(self.settings.gateway_candidate_pool) if cold else []
         except StateUnavailable:
@@ -163,20 +178,15 @@ class Gateway:
         segment = segment or rules.segment_for(snap.n)
         ruleset = rules.rules_for(segment, variant)
         adj = self.adjustment(cat, rules, segment, variant)
-        rated_idx = [i for i in (cat.index(m) for m in snap.rated) if i is not None]
+        rated_idx, liked, disliked = self._split_rated(cat, snap.rated, ruleset.avoid.dislike_max_rating)
         if source is Source.PERSONALISED:
             assert snap.mu is not None
-            total = personal_scores(cat, snap.mu)
+            total = personal_scores(cat, snap.mu, self.batcher.raw_scores(cat.decoder, snap.mu))
             total += adj
             pool_source = None
         else:
             total, pool_source = None, self._cold_pool(cat, trending, source)
-        picks = self._rank(cat, ruleset, total, pool_source, adj, k, genres, exclude_genres, rated_idx, snap.rated)
-        liked = {}
-        for mid, r in snap.rated.items():
-            i = cat.index(mid)
-            if i is not None and r >= 4.0:
-                liked[i] = r
+        picks = self._rank(cat, ruleset, total, pool_source, adj, k, genres, exclude_genres, rated_idx, disliked)
         result = self._render(
             cat, picks, liked, genres, user_id=user_id, k=k, source=source.value, degraded=degraded,
             segment=segment, variant=variant, rules=rules, state_version=snap.version,
@@ -184,6 +194,27 @@ class Gateway:
         self.cache.put(key, result, ttl_s=COLD_TTL_S if source is not Source.PERSONALISED else None)
         self.telemetry.served(variant, segment, source.value, degraded, False)
         return result
+
+    @staticmethod
+    def _split_rated(
+        cat: Catalog, rated: dict[int, float], dislike_max: float
+    ) -> tuple[list[int], dict[int, float], list[int]]:
+        """One pass over the rated hash: catalogue indices of rated items, liked ones (>= 4, with their
+        rating, for the explanations) and disliked ones (<= ``dislike_max``), in the hash's order."""
+        index_of = cat.index_of
+        rated_idx: list[int] = []
+        liked: dict[int, float] = {}
+        disliked: list[int] = []
+        for mid, r in rated.items():
+            i = index_of.get(int(mid))
+            if i is None:
+                continue
+            rated_idx.append(i)
+            if r >= 4.0:
+                liked[i] = r
+            if r <= dislike_max:
+                disliked.append(i)
+        return rated_idx, liked, disliked
 
     def _cold_pool(
         self, cat: Catalog, trending: list[tuple[int, float]], source: Source
@@ -213,7 +244,7 @@ class Gateway:
         genres: Sequence[str],
         exclude_genres: Sequence[str],
         rated_idx: list[int],
-        rated: dict[int, float],
+        disliked: list[int],
     ) -> list[Pick]:
         pref = preference_boost(cat, genres, PREFERENCE_WEIGHT) if genres else None
         excluded = [j for j in (cat.genre_index(g) for g in exclude_genres) if j is not None]
@@ -238,10 +269,7 @@ class Gateway:
             if ruleset.avoid.rated and rated_idx:
                 keep &= ~np.isin(pool, rated_idx)
             pool, rel = pool[keep], rel[keep]
-        dislikes = np.array(
-            [i for i in (cat.index(m) for m, r in rated.items() if r <= ruleset.avoid.dislike_max_rating)
-             if i is not None], dtype=np.int64,
-        )  # fmt: skip
+        dislikes = np.array(disliked, dtype=np.int64)
         if dislikes.size and pool.size:
             keep = ~too_similar_to_dislikes(cat, pool, dislikes, ruleset.avoid.dislike_similarity)
             pool, rel = pool[keep], rel[keep]
@@ -258,8 +286,12 @@ class Gateway:
                 r.insert(0, "trending now" if source == "trending" else "popular")
         items = [
             RecommendedMovie(
-                movie_id=int(cat.movie_ids[p.index]), title=cat.titles[p.index], genres=list(cat.genres[p.index]),
-                year=int(cat.years[p.index]) or None, score=round(p.score, 4), reasons=why,
+                movie_id=int(cat.movie_ids[p.index]),
+                title=cat.titles[p.index],
+                genres=list(cat.genres[p.index]),
+                year=int(cat.years[p.index]) or None,
+                score=round(p.score, 4),
+                reasons=why,
             )
             for p, why in zip(picks, reasons, strict=True)
         ]
@@ -278,7 +310,7 @@ class Gateway:
         ruleset = rules.rules_for("new", variant)
         adj = self.adjustment(cat, rules, "new", variant)
         pool = self._cold_pool(cat, [], Source.POPULARITY)
-        picks = self._rank(cat, ruleset, None, pool, adj, k, genres, exclude_genres, [], {})
+        picks = self._rank(cat, ruleset, None, pool, adj, k, genres, exclude_genres, [], [])
         self.telemetry.served(variant, "new", Source.POPULARITY.value, True, False)
         return self._render(
             cat, picks, {}, genres, user_id=user_id, k=k, source=Source.POPULARITY.value, degraded=True,

@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     gateway_cache_size: int = Field(20_000, ge=0)
     #: Redis socket timeout (seconds) on the request path; beyond it the gateway degrades.
     gateway_redis_timeout: float = Field(0.25, gt=0)
+    #: Most concurrent requests scored in one shared pass over the item decoder (1: no batching;
+    #: gateway/batching.py).
+    gateway_batch_max: int = Field(32, ge=1, le=1024)
     #: A worker heartbeat older than this (ms) counts as dead in /health.
     gateway_worker_stale_ms: int = Field(15_000, ge=1)
     #: Seconds a client is told to wait (Retry-After) when the broker is unreachable.

@@ -53,13 +53,17 @@ def test_no_server_errors(fuzz_schema) -> None:
     assert len(operations) >= 10
     calls: list[int] = []
     for operation in operations:
+        # A 503 the operation documents (e.g. GET /lag while lag sampling is off) is a reported
+        # degradation, not a server error; anything else >= 500 is.
+        documented_503 = "503" in operation.definition.raw.get("responses", {})
 
         @given(case=operation.as_strategy())
         @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
         def run(case) -> None:
             response = case.call()
             calls.append(response.status_code)
-            assert response.status_code < 500, (case.method, case.formatted_path, case.query, case.body, response.text)
+            ok = response.status_code < 500 or (response.status_code == 503 and documented_503)  # noqa: B023 - run() runs in this iteration
+            assert ok, (case.method, case.formatted_path, case.query, case.body, response.text)
 
         run()
     assert len(calls) >= 10 * len(operations) and {200, 422} <= set(calls)

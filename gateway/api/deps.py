@@ -21,11 +21,11 @@ __all__ = ["AdminDep", "GatewayDep", "ProducerDep", "SettingsDep"]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def _gateway(request: Request) -> Gateway:
+async def _gateway(request: Request) -> Gateway:  # async: a plain attribute read needs no threadpool hop
     return request.app.state.gateway
 
 
-def _producer(request: Request) -> RatingsProducer:
+async def _producer(request: Request) -> RatingsProducer:
     return request.app.state.producer
 
 
