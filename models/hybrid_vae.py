@@ -51,6 +51,9 @@ class HybridVAE(Recommender):
     recency_half_life_days
         Targets are down-weighted by age with this half-life (``None``: no decay). Only
         the training targets change, so fold-in stays exact.
+    lukewarm_target
+        Target weight of a 3-3.5 star rating (positives weigh 1): what a user watches
+        next is informative even when they do not love it.
     use_side
         Whether to use item side features (False gives a plain Mult-VAE).
     seed
@@ -92,16 +95,17 @@ class HybridVAE(Recommender):
         beta: float = 0.2,
         anneal_steps: int = 2000,
         dropout: float = 0.5,
-        prefix_prob: float = 0.5,
+        prefix_prob: float = 0.0,
         future_half_life: float | None = None,
         lr: float = 1e-3,
-        weight_decay: float = 0.0,
+        weight_decay: float = 0.05,
         batch_size: int = 128,
         max_epochs: int = 200,
         patience: int = 20,
         max_seconds: float | None = None,
         val_fraction: float = 0.1,
         recency_half_life_days: float | None = None,
+        lukewarm_target: float = 0.0,
         use_side: bool = True,
         seed: int = 0,
         device: str = "cpu",
@@ -121,6 +125,7 @@ class HybridVAE(Recommender):
         self.max_seconds = max_seconds
         self.val_fraction = val_fraction
         self.recency_half_life_days = recency_half_life_days
+        self.lukewarm_target = lukewarm_target
         self.use_side = use_side
         self.seed = seed
         self.device = device
@@ -145,7 +150,8 @@ class HybridVAE(Recommender):
 
             side_m = sp.csr_matrix((data.n_items, 1), dtype=np.float32)
         side = SideFeatures(side_m, device)
-        rows = rows_from_events(data.history, recency_half_life_days=self.recency_half_life_days)
+        rows = rows_from_events(data.history, recency_half_life_days=self.recency_half_life_days,
+                                lukewarm_target=self.lukewarm_target)  # fmt: skip
         rng = np.random.default_rng(self.seed)
         eligible = np.flatnonzero((np.add.reduceat(rows.target > 0, rows.indptr[:-1]) >= 2)
                                   & (rows.lengths > 0))  # fmt: skip

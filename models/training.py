@@ -62,7 +62,9 @@ def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return np.arange(lengths.sum(), dtype=np.int64) + offsets
 
 
-def rows_from_events(events: Events, *, recency_half_life_days: float | None = None) -> TrainingRows:
+def rows_from_events(
+    events: Events, *, recency_half_life_days: float | None = None, lukewarm_target: float = 0.0
+) -> TrainingRows:
     """Group events by user in time order, keeping each (user, movie)'s last rating."""
     n_items = int(events.item.max()) + 1 if len(events) else 1
     key = events.user.astype(np.int64) * n_items + events.item
@@ -76,7 +78,7 @@ def rows_from_events(events: Events, *, recency_half_life_days: float | None = N
     user, item, rating, ts = user[by_user], item[by_user], rating[by_user], ts[by_user]
     users, starts = np.unique(user, return_index=True)
     indptr = np.concatenate([starts, [len(user)]]).astype(np.int64)
-    target = (rating >= POSITIVE).astype(np.float32)
+    target = np.where(rating >= POSITIVE, 1.0, np.where(rating >= 3.0, lukewarm_target, 0.0)).astype(np.float32)
     if recency_half_life_days is not None and len(ts):
         age_days = (ts.max() - ts) / 86400.0
         target *= np.power(0.5, age_days / recency_half_life_days).astype(np.float32)
@@ -136,7 +138,7 @@ def make_batch(
     return _batch(rows, take, row_of, is_input, is_target, len(batch), device, scale)
 
 
-def validation_batch(rows: TrainingRows, device: torch.device, cuts_per_user: int = 4, seed: int = 0) -> Batch:
+def validation_batch(rows: TrainingRows, device: torch.device, cuts_per_user: int = 8, seed: int = 0) -> Batch:
     """Held-out users, as the prequential protocol sees them: next-positive prediction after a cut.
 
     Each user gives ``cuts_per_user`` rows; a row's input is the user's first ``c``
