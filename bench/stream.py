@@ -1,7 +1,7 @@
 """Stream benchmark: end-to-end throughput, worker CPU/RSS, and freshness at a steady rate.
 
     .venv/bin/python bench/stream.py                      # everything, writes bench/results/stream.json
-    .venv/bin/python bench/stream.py --synthetic-events 1000000
+    .venv/bin/python bench/stream.py --synthetic-events 1000000 --profile bench/results/stream_profile.txt
 
 It starts its own Tansu broker and Redis on free ports (never the defaults), bootstraps the
 bundled ml-latest-small into a temporary var folder, and uses a random model of the real
@@ -9,7 +9,14 @@ model's shape class (hidden 256, latent 64) over the store's catalogue.
 
 * throughput: events / (first produce -> the last event's commit seen in Redis), for the
   ml-latest-small STREAM split with 1 and 2 worker processes, and for a synthetic stream;
-* worker CPU (cores busy over the run) and peak RSS, broker and Redis CPU;
+* drain: worker capacity without the producer in the window (workers warm, stopped with SIGSTOP while
+  the stream is produced, resumed, timed to the last event applied), 1 and 2 workers, for the
+  ml-latest-small stream and the synthetic stream;
+* worker CPU (cores busy over the run, and CPU microseconds per event), peak RSS, broker and Redis CPU,
+  and the 1-minute load average before and after each scenario (the machine is shared: compare runs
+  with similar load);
+* ``--profile FILE``: py-spy samples the worker during the synthetic run; FILE gets where its main
+  thread's time goes (by category, then the top functions);
 * freshness: produce at a steady rate; the worker reports produce-to-commit latency
   (``rs:worker:{name}:freshness``) and a bare aiokafka consumer in this process reports
   produce-to-receive latency in the same run, with the same fetch wait.
@@ -149,15 +156,59 @@ class Bench:
         asyncio.run(send())
         self._wait(lambda: self.applied() >= 16, 90, "warm-up events")
 
-    def throughput(self, label: str, frame: pl.DataFrame, workers: int) -> dict:
+    def drain(self, label: str, frame: pl.DataFrame, workers: int) -> dict:
+        """Worker capacity without the producer: workers joined and warm, then stopped (SIGSTOP) while
+        the whole stream is produced, then resumed; events / (resume -> the last event applied).
+
+        The group's members stay in it while stopped (the stream is produced well within the session
+        timeout, and Tansu does not expire members anyway), so no rebalance happens.
+        """
+        env, settings = self.scenario_env(label)
+        proc = self.start_workers(env, workers, f"dr-{label}")
+        try:
+            self.warm_up(settings)
+            time.sleep(2.0)  # heartbeat timers and background commits settle
+            base = self.applied()
+            wprocs = _procs(psutil.Process(proc.pid))
+            rds = psutil.Process(self.redis_pid)
+            os.killpg(proc.pid, signal.SIGSTOP)
+            try:
+                asyncio.run(replay(settings, frame, fingerprint=f"bench {label}"))
+            finally:
+                os.killpg(proc.pid, signal.SIGCONT)
+            c0, r0 = _cpu(wprocs), _cpu([rds])
+            la0 = round(os.getloadavg()[0], 2)
+            t0 = time.time()
+            deadline = time.monotonic() + 900
+            while self.applied() < base + frame.height:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"{label}: worker stalled at {self.applied() - base}/{frame.height}")
+                time.sleep(0.005)
+            wall = time.time() - t0
+            return {
+                "events": frame.height, "workers": workers, "drain_seconds": round(wall, 2),
+                "events_per_s": round(frame.height / wall),
+                "worker_cpu_cores": round((_cpu(wprocs) - c0) / wall, 2),
+                "redis_cpu_cores": round((_cpu([rds]) - r0) / wall, 2),
+                "loadavg_1m_before_after": [la0, round(os.getloadavg()[0], 2)],
+            }  # fmt: skip
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+
+    def throughput(self, label: str, frame: pl.DataFrame, workers: int, profile: Path | None = None) -> dict:
         env, settings = self.scenario_env(label)
         proc = self.start_workers(env, workers, f"tp-{label}")
+        spy = None
         try:
             self.warm_up(settings)
             base = self.applied()
             wprocs = _procs(psutil.Process(proc.pid))
             broker, rds = psutil.Process(self.broker_pid), psutil.Process(self.redis_pid)
+            if profile is not None:  # one worker: proc.pid is the worker process itself
+                spy = start_profile(proc.pid, self.tmp / f"{label}.collapsed")
             c0, b0, r0 = _cpu(wprocs), _cpu([broker]), _cpu([rds])
+            la0 = round(os.getloadavg()[0], 2)
             t0 = time.time()
             summary = asyncio.run(replay(settings, frame, fingerprint=f"bench {label}"))
             t_produced = time.time()
@@ -170,6 +221,9 @@ class Bench:
                 time.sleep(0.01)
             t1 = time.time()
             wall = t1 - t0
+            if spy is not None:
+                stop_profile(spy, self.tmp / f"{label}.collapsed", profile, f"{label}, {frame.height} events")
+                spy = None
             return {
                 "events": frame.height, "workers": workers, "seconds": round(wall, 2),
                 "events_per_s": round(frame.height / wall), "produce_events_per_s": round(summary.events_per_s),
@@ -177,8 +231,13 @@ class Bench:
                 "worker_cpu_cores": round((_cpu(wprocs) - c0) / wall, 2), "worker_peak_rss_mb": round(peak / 2**20),
                 "broker_cpu_cores": round((_cpu([broker]) - b0) / wall, 2),
                 "redis_cpu_cores": round((_cpu([rds]) - r0) / wall, 2),
+                "worker_cpu_us_per_event": round((_cpu(wprocs) - c0) / frame.height * 1e6),
+                "redis_cpu_us_per_event": round((_cpu([rds]) - r0) / frame.height * 1e6),
+                "loadavg_1m_before_after": [la0, round(os.getloadavg()[0], 2)],
             }  # fmt: skip
         finally:
+            if spy is not None:
+                spy.kill()
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
 
@@ -189,7 +248,9 @@ class Bench:
             self.warm_up(settings)
             broker = psutil.Process(self.broker_pid)
             wprocs = _procs(psutil.Process(proc.pid))
+            la0 = round(os.getloadavg()[0], 2)
             result = asyncio.run(self._steady(settings, rate, seconds, broker, wprocs))
+            result["loadavg_1m_before_after"] = [la0, round(os.getloadavg()[0], 2)]
             self._wait(lambda: self.applied() >= 16 + result["events"], 60, "the steady events")
             time.sleep(1.5)  # let the worker's heartbeat timer publish its latest window
             fresh = {k.decode(): int(v) for k, v in self.redis.hgetall(keys.worker_freshness("fresh")).items()}
@@ -251,6 +312,85 @@ class Bench:
         }  # fmt: skip
 
 
+def start_profile(pid: int, raw: Path) -> subprocess.Popen:
+    """``py-spy record`` on the worker (collapsed stacks, 100 Hz, idle frames included)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    argv = [spy, "record", "--pid", str(pid), "--rate", "100", "--format", "raw", "--idle", "--nonblocking"]
+    argv += ["-o", str(raw)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # attached
+    return proc
+
+
+def _frame(raw: str) -> str:
+    """``func (/long/path/pkg/mod.py:123)`` -> ``func (pkg/mod.py)``: one name per function, not per line."""
+    name, sep, where = raw.partition(" (")
+    if not sep:
+        return raw
+    return f"{name} ({'/'.join(where.split(':')[0].split('/')[-2:])})"
+
+
+def stop_profile(proc: subprocess.Popen, raw: Path, out: Path, title: str) -> None:
+    """Stop py-spy and write :func:`summarize_profile` of its stacks to ``out``."""
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(summarize_profile(raw, title))
+
+
+#: (category, frame substrings): a sample goes to the first category, scanning from the leaf frame up.
+CATEGORIES = (
+    ("idle: event loop in select (waiting for Kafka)", ("EpollSelector.select (", "poll (")),
+    ("waiting for Redis replies (blocking socket read)", ("read_from_socket (", "_HiredisParser.read_response")),
+    ("redis-py: packing and sending commands", ("redis/",)),
+    ("river online model (BiasedMF + ADWIN)", ("river/", "streams/online.py")),
+    ("encode: tanh + mu/logvar heads", ("encode (models/state.py)", "encode_many (models/state.py)")),
+    ("fold-in + per-user/item bookkeeping", ("streams/processor.py", "models/state.py", "streams/store.py")),
+    ("Avro decode", ("streams/codecs.py", "fastavro")),
+    ("Faust/mode per-message dispatch and streams", ("faust/", "mode/")),
+    ("aiokafka client (fetch, records)", ("aiokafka/",)),
+    ("asyncio machinery", ("asyncio/",)),
+)
+
+
+def summarize_profile(raw: Path, title: str, top: int = 25) -> str:
+    """Where the worker's main thread spends its time, from py-spy's collapsed stacks (``--format raw``)."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    cats: dict[str, int] = {}
+    total = busy = helper = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        frames = [_frame(f) for f in stack.split(";")]
+        if not any(f.startswith("_run_module_as_main") for f in frames):
+            helper += n  # Faust/aiokafka helper threads (mostly idle), not the worker's event loop
+            continue
+        total += n
+        cat = next((c for f in reversed(frames) for c, subs in CATEGORIES if any(x in f for x in subs)), "other")
+        cats[cat] = cats.get(cat, 0) + n
+        if cat.startswith("idle"):
+            continue
+        busy += n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + n
+    lines = [f"py-spy record --rate 100 --idle, worker process: {title}",
+             f"main thread samples {total} (helper-thread samples left out: {helper})", "",
+             "main thread by category (% of its samples):"]  # fmt: skip
+    for name, n in sorted(cats.items(), key=lambda kv: -kv[1]):
+        lines.append(f"{100 * n / max(total, 1):6.1f}%  {name}")
+    lines += ["", f"top {top} functions by self samples (% of main-thread samples):"]
+    for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"{100 * n / max(total, 1):6.1f}%  {name}")
+    lines += ["", f"top {top} functions by inclusive samples (% of main-thread samples):"]
+    for name, n in sorted(incl.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"{100 * n / max(total, 1):6.1f}%  {name}")
+    return "\n".join(lines) + "\n"
+
+
 def synthetic_stream(n: int, movies: np.ndarray, seed: int = 0) -> pl.DataFrame:
     """``n`` ratings, 10k users, Zipf-like movie popularity, one second apart in event time."""
     rng = np.random.default_rng(seed)
@@ -267,7 +407,14 @@ def main() -> None:
     ap.add_argument("--freshness-rate", type=float, default=1000.0)
     ap.add_argument("--freshness-seconds", type=float, default=20.0)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "stream.json")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["small1", "small2", "synthetic", "freshness"])
+    scenarios = ["small1", "small2", "drain1", "drain2", "sdrain1", "sdrain2", "synthetic", "freshness"]
+    ap.add_argument("--skip", nargs="*", default=[], choices=scenarios)
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="py-spy the 1-worker synthetic run; write its top functions to this text file",
+    )
     args = ap.parse_args()
     cmd = "python bench/stream.py " + " ".join(sys.argv[1:])
     tmp = Path(tempfile.mkdtemp(prefix="rs-bench-stream-"))
@@ -283,9 +430,19 @@ def main() -> None:
         if "small2" not in args.skip:
             results["ml_latest_small_2_workers"] = bench.throughput("small2", stream, 2)
             print(results["ml_latest_small_2_workers"], flush=True)
+        for n in (1, 2):
+            if f"drain{n}" not in args.skip:
+                results[f"ml_latest_small_drain_{n}_worker{'s' if n > 1 else ''}"] = r = bench.drain(
+                    f"drain{n}", stream, n
+                )
+                print(r, flush=True)
+        synth = synthetic_stream(args.synthetic_events, bench.movies)
+        for n in (1, 2):
+            if f"sdrain{n}" not in args.skip:
+                results[f"synthetic_drain_{n}_worker{'s' if n > 1 else ''}"] = r = bench.drain(f"sdrain{n}", synth, n)
+                print(r, flush=True)
         if "synthetic" not in args.skip:
-            synth = synthetic_stream(args.synthetic_events, bench.movies)
-            results["synthetic_1_worker"] = bench.throughput("synth", synth, 1)
+            results["synthetic_1_worker"] = bench.throughput("synth", synth, 1, profile=args.profile)
             print(results["synthetic_1_worker"], flush=True)
         if "freshness" not in args.skip:
             results["freshness"] = bench.freshness(args.freshness_rate, args.freshness_seconds)

@@ -136,6 +136,10 @@ class BatchConsumer(Service):
 
     @Service.task
     async def _consume(self) -> None:
+        await self.consume_loop()
+
+    async def consume_loop(self) -> None:
+        """Poll, apply, record the offsets to commit; until the service stops."""
         assert self.consumer is not None
         ratings, movies = self.settings.topic_ratings, self.settings.topic_movies
         interval = self.settings.stream_commit_interval_s
