@@ -15,6 +15,7 @@ from models.data import Interactions
 from models.runtime import ModelRuntime
 from models.state import UserState, cold_state, encode, fold_in
 from models.training import EpochReport
+from models.vae_combine import combine_runtimes
 from reelstream.errors import ModelError
 
 __all__ = ["HybridVAE"]
@@ -56,6 +57,11 @@ class HybridVAE(Recommender):
         next is informative even when they do not love it.
     use_side
         Whether to use item side features (False gives a plain Mult-VAE).
+    members
+        Number of VAEs trained with different seeds and served as one: their hidden and latent
+        units are concatenated (block-diagonal heads) and their decoders averaged, which is
+        again exactly the encoder of :mod:`models.state`, so fold-in stays exact. Latent width
+        (and scoring cost) is ``members * latent``.
     seed
         Seeds every random draw: same seed, same weights.
     device
@@ -65,6 +71,8 @@ class HybridVAE(Recommender):
     ----------
     runtime_
         The numpy :class:`~models.runtime.ModelRuntime`.
+    modules_
+        The trained torch modules, one per member (empty after a numpy-only :meth:`load`).
     history_
         One :class:`~models.training.EpochReport` per epoch.
 
@@ -107,6 +115,7 @@ class HybridVAE(Recommender):
         recency_half_life_days: float | None = None,
         lukewarm_target: float = 0.0,
         use_side: bool = True,
+        members: int = 1,
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
@@ -127,6 +136,7 @@ class HybridVAE(Recommender):
         self.recency_half_life_days = recency_half_life_days
         self.lukewarm_target = lukewarm_target
         self.use_side = use_side
+        self.members = members
         self.seed = seed
         self.device = device
 
@@ -161,22 +171,27 @@ class HybridVAE(Recommender):
         trainable = np.zeros(data.n_items, dtype=bool)
         trainable[data.history.item] = True
 
-        gen = torch.Generator().manual_seed(self.seed)
-        module = HybridVAEModule(data.n_items, n_side, self.hidden, self.latent, generator=gen)
-        with torch.no_grad():  # never-rated movies: rows from content only
-            cold = torch.from_numpy(~trainable)
-            module.item_in[cold] = 0.0
-            module.item_dec[cold] = 0.0
-        module.to(device)
-        self.history_ = fit_module(
-            module, side, rows.subset(train_rows), rows.subset(val_rows) if n_val else None,
-            torch.from_numpy(trainable), n_items=data.n_items, seed=self.seed, lr=self.lr,
-            weight_decay=self.weight_decay, batch_size=self.batch_size, max_epochs=self.max_epochs,
-            patience=self.patience, beta=self.beta, anneal_steps=self.anneal_steps, dropout=self.dropout,
-            prefix_prob=self.prefix_prob, future_half_life=self.future_half_life, max_seconds=self.max_seconds,
-            device=device, on_epoch=on_epoch,
-        )  # fmt: skip
-        self.module_ = module.cpu().eval()
+        self.modules_, self.history_ = [], []
+        for member in range(self.members):
+            seed = self.seed + 1000 * member
+            gen = torch.Generator().manual_seed(seed)
+            module = HybridVAEModule(data.n_items, n_side, self.hidden, self.latent, generator=gen)
+            with torch.no_grad():  # never-rated movies: rows from content only
+                cold = torch.from_numpy(~trainable)
+                module.item_in[cold] = 0.0
+                module.item_dec[cold] = 0.0
+            module.to(device)
+            offset = member * self.max_epochs
+            report = None if on_epoch is None else _offset_reports(on_epoch, offset, self.members * self.max_epochs)
+            self.history_ += fit_module(
+                module, side, rows.subset(train_rows), rows.subset(val_rows) if n_val else None,
+                torch.from_numpy(trainable), n_items=data.n_items, seed=seed, lr=self.lr,
+                weight_decay=self.weight_decay, batch_size=self.batch_size, max_epochs=self.max_epochs,
+                patience=self.patience, beta=self.beta, anneal_steps=self.anneal_steps, dropout=self.dropout,
+                prefix_prob=self.prefix_prob, future_half_life=self.future_half_life,
+                max_seconds=self.max_seconds, device=device, on_epoch=report,
+            )  # fmt: skip
+            self.modules_.append(module.cpu().eval())
         self.training_seconds_ = time.perf_counter() - started
         best = max(self.history_, key=lambda r: r.val_recall) if self.history_ else None
         metadata = {
@@ -189,7 +204,8 @@ class HybridVAE(Recommender):
             "best_epoch": best.epoch if best else None,
             "val_hr_at_20": best.val_recall if best else None,
         }
-        self.runtime_ = module.to_runtime(SideFeatures(side_m, torch.device("cpu")), data.movie_ids, metadata)
+        cpu_side = SideFeatures(side_m, torch.device("cpu"))
+        self.runtime_ = combine_runtimes([m.to_runtime(cpu_side, data.movie_ids, metadata) for m in self.modules_])
         return self
 
     # --- serving --------------------------------------------------------------------------
@@ -209,9 +225,12 @@ class HybridVAE(Recommender):
     def save(self, folder: Path) -> None:
         """``weights.safetensors`` (the torch state dict), ``runtime.npz`` and ``metadata.json``."""
         folder.mkdir(parents=True, exist_ok=True)
-        if getattr(self, "module_", None) is not None:
-            save_tensors(folder / "weights.safetensors", dict(self.module_.state_dict()),
-                         metadata={"learner": "HybridVAE"})  # fmt: skip
+        if getattr(self, "modules_", None):
+            tensors = {
+                f"member{k}.{name}": t for k, m in enumerate(self.modules_) for name, t in m.state_dict().items()
+            }
+            save_tensors(folder / "weights.safetensors", tensors,
+                         metadata={"learner": "HybridVAE", "members": str(len(self.modules_))})  # fmt: skip
         self.runtime_.save(folder)
 
     @classmethod
@@ -221,19 +240,33 @@ class HybridVAE(Recommender):
         params: dict[str, Any] = read_json(folder / "metadata.json").get("params", {})
         model = cls(**params)
         model.runtime_ = runtime
-        model.module_ = None
+        model.modules_ = []
         if with_torch:
             import torch
 
             from models.vae import HybridVAEModule
 
-            state = load_tensors(folder / "weights.safetensors")
+            tensors = load_tensors(folder / "weights.safetensors")
             try:
-                n_items, hidden = state["item_in"].shape
-                module = HybridVAEModule(n_items, state["side_in"].shape[0], hidden, state["b_mu"].shape[0],
-                                         generator=torch.Generator().manual_seed(0))  # fmt: skip
-                module.load_state_dict(state)
+                for k in range(model.members):
+                    prefix = f"member{k}."
+                    state = {name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)}
+                    n_items, hidden = state["item_in"].shape
+                    module = HybridVAEModule(n_items, state["side_in"].shape[0], hidden, state["b_mu"].shape[0],
+                                             generator=torch.Generator().manual_seed(0))  # fmt: skip
+                    module.load_state_dict(state)
+                    model.modules_.append(module.eval())
             except (KeyError, RuntimeError, ValueError) as exc:
                 raise ModelError(f"{folder / 'weights.safetensors'}: does not match the model ({exc})") from None
-            model.module_ = module.eval()
         return model
+
+
+def _offset_reports(
+    on_epoch: Callable[[EpochReport], None], offset: int, total: int
+) -> Callable[[EpochReport], None]:
+    """Number one member's epochs after the previous members' (one progress bar for the ensemble)."""
+
+    def report(r: EpochReport) -> None:
+        on_epoch(EpochReport(r.epoch + offset, total, r.loss, r.val_recall, r.best_epoch + offset, r.seconds))
+
+    return report

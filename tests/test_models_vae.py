@@ -17,7 +17,7 @@ from models.vae import SideFeatures
 from reelstream.errors import ModelError
 from tests.models_support import taste_data
 
-TINY = dict(hidden=16, latent=8, max_epochs=40, lr=0.02, batch_size=16, val_fraction=0.0, seed=3)
+TINY = dict(hidden=16, latent=8, max_epochs=40, lr=0.02, batch_size=16, val_fraction=0.0, members=2, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +32,16 @@ def model(data) -> HybridVAE:
 
 def _torch_encode(model: HybridVAE, data, ratings: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
     """Re-encode the whole rating vector with the torch module (the training-side code path)."""
-    module = model.module_
     side = SideFeatures(data.item_side, torch.device("cpu"))
     items = torch.tensor(list(ratings), dtype=torch.int64)
     weights = torch.tensor([rating_weight(r) for r in ratings.values()], dtype=torch.float32)
+    mus, logvars = [], []
     with torch.no_grad():
-        w_in, _, _ = module.effective(side)
-        mu, logvar = module.encode(w_in, items, torch.tensor([0]), weights)
-    return mu[0].numpy(), logvar[0].numpy()
+        for module in model.modules_:  # an ensemble serves its members' latents side by side
+            w_in, _, _ = module.effective(side)
+            mu, logvar = module.encode(w_in, items, torch.tensor([0]), weights)
+            mus.append(mu[0].numpy()), logvars.append(logvar[0].numpy())
+    return np.concatenate(mus), np.concatenate(logvars)
 
 
 def test_fold_in_equals_re_encoding_including_re_ratings(model: HybridVAE, data) -> None:
@@ -91,9 +93,9 @@ def test_add_item_gives_a_new_movie_the_rows_of_its_content(model: HybridVAE, da
 
 def test_same_seed_same_weights_other_seed_other_weights(data) -> None:
     params = dict(TINY, max_epochs=3)
-    a = HybridVAE(**params).fit(data).module_.state_dict()
-    b = HybridVAE(**params).fit(data).module_.state_dict()
-    c = HybridVAE(**dict(params, seed=4)).fit(data).module_.state_dict()
+    a = HybridVAE(**params).fit(data).modules_[1].state_dict()
+    b = HybridVAE(**params).fit(data).modules_[1].state_dict()
+    c = HybridVAE(**dict(params, seed=4)).fit(data).modules_[1].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
@@ -103,7 +105,7 @@ def test_latent_variance_is_exposed_per_user(model: HybridVAE) -> None:
     warm = model.learn_one(model.learn_one(cold, 0, 5.0), 1, 5.0)
     _, logvar_cold = encode(model.runtime_.weights, cold)
     _, logvar_warm = encode(model.runtime_.weights, warm)
-    assert logvar_cold.shape == logvar_warm.shape == (TINY["latent"],)
+    assert logvar_cold.shape == logvar_warm.shape == (TINY["latent"] * TINY["members"],)
     assert np.isfinite(logvar_warm).all() and not np.array_equal(logvar_cold, logvar_warm)
 
 
@@ -128,7 +130,9 @@ def test_artifact_round_trip_gives_the_same_scores(model: HybridVAE, data, tmp_p
     np.testing.assert_allclose(runtime.scores(mu), model.score_one(state), atol=1e-6)
     loaded = HybridVAE.load(folder, with_torch=True)
     assert loaded._get_params() == model._get_params()
-    assert all(torch.equal(v, loaded.module_.state_dict()[k]) for k, v in model.module_.state_dict().items())
+    assert len(loaded.modules_) == len(model.modules_) == TINY["members"]
+    for mine, theirs in zip(model.modules_, loaded.modules_, strict=True):
+        assert all(torch.equal(v, theirs.state_dict()[k]) for k, v in mine.state_dict().items())
     assert _publish(model, tmp_path / "models", data.version).name == "m0002"
     assert (tmp_path / "models" / "CURRENT").read_text().strip() == "m0002"
 

@@ -45,7 +45,7 @@ def run(
         TextColumn("loss {task.fields[loss]:.2f}"), TextColumn("val HR@20 {task.fields[val]:.4f}"),
         TextColumn("best @{task.fields[best]}"), TimeElapsedColumn(), console=console,
     ) as progress:  # fmt: skip
-        task = progress.add_task("train", total=max_epochs, loss=0.0, val=0.0, best=0)
+        task = progress.add_task("train", total=max_epochs * model.members, loss=0.0, val=0.0, best=0)
         model.fit(interactions, on_epoch=lambda r: progress.update(
             task, completed=r.epoch, loss=r.loss, val=r.val_recall, best=r.best_epoch))  # fmt: skip
         progress.update(task, total=len(model.history_))
