@@ -148,6 +148,10 @@ class BatchConsumer(Service):
                 batch = await self.consumer.getmany(timeout_ms=500, max_records=self.settings.stream_batch_max)
             except (asyncio.CancelledError, IllegalStateError):
                 break
+            except KafkaError as exc:  # the broker went away or the group is rebalancing: aiokafka reconnects
+                log.warning("fetch failed (%s); polling again in 1 s", exc)
+                await self.sleep(1.0)
+                continue
             if batch:
                 async with self.lock:
                     by_topic: dict[str, list[Message]] = {movies: [], ratings: []}
