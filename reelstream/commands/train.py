@@ -21,7 +21,8 @@ def run(
     seed: Annotated[int, typer.Option(help="Seed of every random draw (same seed, same weights).")] = 0,
     hidden: Annotated[int, typer.Option(min=1, help="Encoder hidden width.")] = 256,
     latent: Annotated[int, typer.Option(min=1, help="Latent width (the decoder's item rows).")] = 64,
-    max_epochs: Annotated[int, typer.Option(min=1, help="Upper bound on epochs (early stopping ends sooner).")] = 200,
+    max_epochs: Annotated[int, typer.Option(min=1, help="Upper bound on epochs (early stopping ends sooner).")] = 100,
+    members: Annotated[int, typer.Option(min=1, help="Seeds trained and served as one (scoring cost x members).")] = 1,
     data: Annotated[
         Path | None, typer.Option(help="Train on a MovieLens folder instead of the feature store.")
     ] = None,
@@ -39,7 +40,7 @@ def run(
         f"data: store version {interactions.version}, {len(interactions.history):,} HISTORY ratings, "
         f"{interactions.n_items:,} movies, {interactions.n_side} side features"
     )
-    model = HybridVAE(hidden=hidden, latent=latent, max_epochs=max_epochs, seed=seed, device=device)
+    model = HybridVAE(hidden=hidden, latent=latent, max_epochs=max_epochs, members=members, seed=seed, device=device)
     with Progress(
         TextColumn("[bold]training[/]"), BarColumn(), TextColumn("epoch {task.completed}/{task.total}"),
         TextColumn("loss {task.fields[loss]:.2f}"), TextColumn("val HR@20 {task.fields[val]:.4f}"),
