@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
@@ -78,6 +79,9 @@ def test_rating_a_movie_in_the_dashboard_changes_the_list(live: Live, browser: w
     gateway = GatewayProcess(live.env, live.log_dir)
     try:
         gateway.wait_ready()
+        # /lag answers a documented 503 until its first sample; Chromium logs any 503 as a console
+        # error, so the page is opened once the sampler has a figure to show.
+        wait_for(lambda: httpx.get(f"{gateway.url}/lag", timeout=2.0).status_code == 200, 30, "the first lag sample")
         browser.get(f"{gateway.url}/")
         wait_for(lambda: len(_css(browser, "#user-picks button.pick")) >= 4, 30, "users to pick from")
         next(b for b in _css(browser, "#user-picks button.pick") if b.text == "2").click()
