@@ -151,6 +151,34 @@ def _counts(frames: StoreFrames, rows_in: int, result_counts: dict[str, Any], ta
     }
 
 
+def _publish(
+    store_dir: Path,
+    reports_dir: Path,
+    frames: StoreFrames,
+    metadata: dict[str, Any],
+    report: dict[str, Any],
+    timer: _Timer,
+    t0: float,
+    rows_in: int,
+    message: Callable[[str], str],
+) -> BootstrapResult:
+    """Write the new version atomically under the store lock, then the report; ``message(version_name)``."""
+    with timer("write"), store_lock(store_dir):
+        path = write_version(store_dir, frames, {**metadata, "timings": timer.timings}, report)
+        _write_report(reports_dir, report)
+    return BootstrapResult(
+        created=True,
+        message=message(path.name),
+        version=path.name,
+        path=path,
+        metadata=json.loads((path / "metadata.json").read_text(encoding="utf-8")),
+        report=report,
+        rows_in=rows_in,
+        seconds=time.perf_counter() - t0,
+        timings=timer.timings,
+    )
+
+
 def run_bootstrap(
     store_dir: Path,
     reports_dir: Path,
@@ -212,21 +240,7 @@ def run_bootstrap(
         "appended": [],
         "options": {"min_tag_count": options.min_tag_count, "thresholds": options.thresholds.model_dump()},
     }
-    with timer("write"), store_lock(store_dir):
-        path = write_version(store_dir, frames, {**metadata, "timings": timer.timings}, report)
-        _write_report(reports_dir, report)
-    seconds = time.perf_counter() - t0
-    return BootstrapResult(
-        created=True,
-        message=f"wrote {path.name}",
-        version=path.name,
-        path=path,
-        metadata=json.loads((path / "metadata.json").read_text(encoding="utf-8")),
-        report=report,
-        rows_in=result.rows_in,
-        seconds=seconds,
-        timings=timer.timings,
-    )
+    return _publish(store_dir, reports_dir, frames, metadata, report, timer, t0, result.rows_in, "wrote {}".format)
 
 
 def run_append(
@@ -363,17 +377,7 @@ def run_append(
         "created_at": _iso(now),
         "appended": [*meta.get("appended", []), entry],
     }
-    with timer("write"), store_lock(store_dir):
-        path = write_version(store_dir, frames, {**metadata, "timings": timer.timings}, report)
-        _write_report(reports_dir, report)
-    return BootstrapResult(
-        created=True,
-        message=f"appended {added.height} ratings from {ratings_file.name} as {path.name}",
-        version=path.name,
-        path=path,
-        metadata=json.loads((path / "metadata.json").read_text(encoding="utf-8")),
-        report=report,
-        rows_in=result.rows_in,
-        seconds=time.perf_counter() - t0,
-        timings=timer.timings,
-    )
+    def message(name: str) -> str:
+        return f"appended {added.height} ratings from {ratings_file.name} as {name}"
+
+    return _publish(store_dir, reports_dir, frames, metadata, report, timer, t0, result.rows_in, message)

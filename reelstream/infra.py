@@ -306,25 +306,34 @@ def stop_process(run_dir: Path, name: str) -> bool:
 
 def up(settings: Settings) -> list[str]:
     """Start whatever is not already answering; returns one line per service."""
-    lines = []
-    run_dir = settings.run_dir
     host, port = kafka_address(settings.kafka_bootstrap)
-    if broker_answers(settings.kafka_bootstrap):
-        lines.append(f"broker  {host}:{port} already answering; not starting one")
-    elif not is_local(host):
-        raise InfraError(f"KAFKA_BOOTSTRAP={settings.kafka_bootstrap} does not answer and is not local")
-    else:
-        pid = start_broker(run_dir, host, port)
-        lines.append(f"broker  {host}:{port} started (Tansu, pid {pid})")
     rhost, rport = redis_address(settings.redis_url)
-    if redis_answers(settings.redis_url):
-        lines.append(f"redis   {rhost}:{rport} already answering; not starting one")
-    elif not is_local(rhost):
-        raise InfraError(f"REDIS_URL={settings.redis_url} does not answer and is not local")
-    else:
-        pid = start_redis(run_dir, rhost, rport)
-        lines.append(f"redis   {rhost}:{rport} started (pid {pid})")
-    return lines
+    return [
+        _ensure(settings.run_dir, "broker", "KAFKA_BOOTSTRAP", settings.kafka_bootstrap, host, port,
+                lambda: broker_answers(settings.kafka_bootstrap), start_broker, "Tansu, "),
+        _ensure(settings.run_dir, "redis", "REDIS_URL", settings.redis_url, rhost, rport,
+                lambda: redis_answers(settings.redis_url), start_redis, ""),
+    ]  # fmt: skip
+
+
+def _ensure(
+    run_dir: Path,
+    name: str,
+    variable: str,
+    value: str,
+    host: str,
+    port: int,
+    answers: Callable[[], bool],
+    start: Callable[[Path, str, int], int],
+    what: str,
+) -> str:
+    """Use a service that answers; else start it locally, or refuse for a remote address."""
+    if answers():
+        return f"{name:<7} {host}:{port} already answering; not starting one"
+    if not is_local(host):
+        raise InfraError(f"{variable}={value} does not answer and is not local")
+    pid = start(run_dir, host, port)
+    return f"{name:<7} {host}:{port} started ({what}pid {pid})"
 
 
 def down(settings: Settings) -> list[str]:
