@@ -59,8 +59,10 @@ class Recommender(abc.ABC):
     def learn_one(self, state: State, item: int, rating: float, previous_rating: float | None = None) -> State:
         """The user's state after rating ``item``; ``previous_rating`` is their earlier rating of it."""
 
-    def observe(self, item: int, rating: float, previous_rating: float | None = None) -> None:  # noqa: B027
-        """Update global (non-personal) statistics from one event; most learners have none."""
+    def observe(  # noqa: B027
+        self, item: int, rating: float, previous_rating: float | None = None, ts: float | None = None
+    ) -> None:
+        """Update global (non-personal) statistics from one event at ``ts`` (seconds); most learners have none."""
 
     @abc.abstractmethod
     def score_one(self, state: State) -> np.ndarray:

@@ -11,8 +11,8 @@ import numpy as np
 
 from models.artifacts import load_tensors, read_json, save_tensors
 from models.base import Recommender
-from models.data import Interactions
-from models.runtime import ModelRuntime
+from models.data import Events, Interactions
+from models.runtime import ModelRuntime, trending_increment
 from models.state import UserState, cold_state, encode, fold_in
 from models.training import EpochReport
 from models.vae_combine import combine_runtimes
@@ -62,6 +62,13 @@ class HybridVAE(Recommender):
         units are concatenated (block-diagonal heads) and their decoders averaged, which is
         again exactly the encoder of :mod:`models.state`, so fold-in stays exact. Latent width
         (and scoring cost) is ``members * latent``.
+    prior_beta, prior_half_life_days
+        The streaming item prior: ``prior_beta * log(1 + c_i)`` is added to movie ``i``'s logit, where
+        ``c_i`` counts the rating events on ``i`` (any rating), each decayed with this half-life in event
+        time: the worker's trending zset (:mod:`models.runtime`). Only scoring changes (fold-in and
+        training do not); :meth:`observe` keeps the counts, :meth:`prime` starts them from HISTORY.
+        ``prior_beta=0`` gives the plain decoder. Chosen on the HISTORY-only validation walk
+        (:mod:`models.tuning`, ``docs/evaluation.md``).
     seed
         Seeds every random draw: same seed, same weights.
     device
@@ -116,6 +123,8 @@ class HybridVAE(Recommender):
         lukewarm_target: float = 0.0,
         use_side: bool = True,
         members: int = 1,
+        prior_beta: float = 0.0,
+        prior_half_life_days: float = 7.0,
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
@@ -137,6 +146,8 @@ class HybridVAE(Recommender):
         self.lukewarm_target = lukewarm_target
         self.use_side = use_side
         self.members = members
+        self.prior_beta = prior_beta
+        self.prior_half_life_days = prior_half_life_days
         self.seed = seed
         self.device = device
 
@@ -203,10 +214,44 @@ class HybridVAE(Recommender):
             "epochs": len(self.history_),
             "best_epoch": best.epoch if best else None,
             "val_hr_at_20": best.val_recall if best else None,
+            "item_prior": self._prior_metadata(),
         }
         cpu_side = SideFeatures(side_m, torch.device("cpu"))
         self.runtime_ = combine_runtimes([m.to_runtime(cpu_side, data.movie_ids, metadata) for m in self.modules_])
+        self.prime(data.history)
         return self
+
+    # --- the streaming item prior --------------------------------------------------------
+    def _prior_metadata(self) -> dict[str, Any]:
+        return {
+            "beta": float(self.prior_beta), "half_life_s": float(self.prior_half_life_days) * 86400.0,
+            "counts": "every rating event, decayed in event time (rs:items:trending)",
+        }  # fmt: skip
+
+    def prime(self, events: Events) -> Self:
+        """Start the prior's decayed counts from ``events`` (HISTORY); the clock is their last timestamp."""
+        half_life = float(self.prior_half_life_days) * 86400.0
+        self.trending_ = np.full(self.runtime_.n_items, -np.inf)
+        np.logaddexp.at(self.trending_, events.item.astype(np.int64), trending_increment(events.ts, half_life))
+        self.now_ = float(events.ts.max()) if len(events) else 0.0
+        return self
+
+    def set_item_prior(self, beta: float, half_life_days: float, events: Events) -> Self:
+        """Change the prior's parameters (model metadata included) and re-prime from ``events``."""
+        self.prior_beta, self.prior_half_life_days = float(beta), float(half_life_days)
+        self.runtime_.metadata["item_prior"] = self._prior_metadata()
+        self.runtime_.metadata["params"] = self._get_params()
+        return self.prime(events)
+
+    def observe(
+        self, item: int, rating: float, previous_rating: float | None = None, ts: float | None = None
+    ) -> None:
+        """Count the event in the prior (as the worker's trending zset does) and move the clock to ``ts``."""
+        if ts is None or getattr(self, "trending_", None) is None:
+            return
+        inc = float(trending_increment(ts, float(self.prior_half_life_days) * 86400.0))
+        self.trending_[item] = np.logaddexp(self.trending_[item], inc)
+        self.now_ = max(self.now_, float(ts))
 
     # --- serving --------------------------------------------------------------------------
     def new_state(self) -> UserState:
@@ -219,7 +264,10 @@ class HybridVAE(Recommender):
 
     def score_one(self, state: UserState) -> np.ndarray:
         mu, _ = encode(self.runtime_.weights, state)
-        return self.runtime_.scores(mu)
+        trending = getattr(self, "trending_", None)
+        if trending is None or self.prior_beta == 0.0:
+            return self.runtime_.scores(mu)
+        return self.runtime_.scores(mu, trending, self.now_)
 
     # --- persistence ----------------------------------------------------------------------
     def save(self, folder: Path) -> None:

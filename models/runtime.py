@@ -13,11 +13,22 @@ the item decoder ``item_decoder`` [n_items, latent] and ``item_bias`` [n_items],
 ``movie_ids`` [n_items] (item_idx -> MovieLens id), and the side-feature
 projections ``side_in`` [n_side, hidden] / ``side_dec`` [n_side, latent] /
 ``side_bias`` [n_side] that give a never-rated movie its rows from its content.
+
+**Streaming item prior.** ``metadata["item_prior"] = {"beta": b, "half_life_s": h}`` adds
+``b * log(1 + c_i(now))`` to every logit, where ``c_i(now) = sum_e 0.5 ** ((now - ts_e) / h)`` is the
+time-decayed number of rating events on movie ``i`` (any rating). That count is exactly what the worker
+keeps in the trending zset ``rs:items:trending``: the zset stores ``t_i = log sum_e exp(d * ts_e)``
+with ``d = ln 2 / h`` (``streams/processor.py``), so ``log c_i(now) = t_i - d * now``
+(:func:`decayed_log_counts`). Pass the zset's scores to :meth:`ModelRuntime.scores` as ``trending``
+(aligned with the item index, ``-inf`` for a movie without events) together with ``now_s``; without
+them the scores are the plain decoder logits. The worker's ``trending_half_life_s`` must equal the
+prior's ``half_life_s`` (:meth:`ModelRuntime.prior_logits` refuses another one).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +39,26 @@ import numpy as np
 from models.state import FoldInWeights
 from reelstream.errors import ModelError
 
-__all__ = ["ModelRuntime", "current_model_dir"]
+__all__ = ["ModelRuntime", "current_model_dir", "decayed_log_counts", "trending_increment"]
+
+
+def trending_increment(ts_s: float | np.ndarray, half_life_s: float) -> float | np.ndarray:
+    """What one event at ``ts_s`` (seconds) adds, by ``logaddexp``, to its movie's trending score.
+
+    The same ``d * ts`` as the worker's trending zset (``streams/processor.py``, ``d = ln 2 / half-life``).
+    """
+    return (math.log(2.0) / half_life_s) * np.asarray(ts_s, dtype=np.float64)
+
+
+def decayed_log_counts(trending: np.ndarray, now_s: float, half_life_s: float) -> np.ndarray:
+    """``log(1 + c_i(now))`` from trending scores ``t_i = log sum_e exp(d * ts_e)`` (float64 [n]).
+
+    >>> t = np.array([-np.inf, float(trending_increment(0.0, 10.0)), float(trending_increment(10.0, 10.0))])
+    >>> decayed_log_counts(t, 10.0, 10.0).round(4).tolist()  # no event; one 10 s ago; one now
+    [0.0, 0.4055, 0.6931]
+    """
+    x = np.asarray(trending, dtype=np.float64) - float(trending_increment(now_s, half_life_s))
+    return np.logaddexp(0.0, x)
 
 _ENCODER_KEYS = ("w_in", "b_in", "w_mu", "b_mu", "w_logvar", "b_logvar")
 _REQUIRED = (*_ENCODER_KEYS, "item_decoder", "item_bias", "movie_ids", "side_in", "side_dec", "side_bias")
@@ -83,9 +113,40 @@ class ModelRuntime:
         return self.index_of.get(int(movie_id))
 
     # --- scoring ------------------------------------------------------------------------
-    def scores(self, mu: np.ndarray) -> np.ndarray:
-        """Decoder logits over the whole catalogue for one latent vector (float32 [n_items])."""
-        return self.item_decoder @ mu.astype(np.float32, copy=False) + self.item_bias
+    @property
+    def item_prior(self) -> dict[str, float]:
+        """``{"beta", "half_life_s"}`` of the streaming item prior (beta 0: none); see the module docstring."""
+        prior = self.metadata.get("item_prior") or {}
+        return {"beta": float(prior.get("beta", 0.0)), "half_life_s": float(prior.get("half_life_s", 7 * 86400.0))}
+
+    def prior_logits(self, trending: np.ndarray, now_s: float, *, half_life_s: float | None = None) -> np.ndarray:
+        """float32 [n_items]: ``beta * log(1 + decayed count)`` from the trending scores (see the module docstring).
+
+        ``half_life_s`` is the half-life the trending scores were kept with; ModelError when it is
+        not the prior's (the scores would mean another count).
+        """
+        prior = self.item_prior
+        if half_life_s is not None and not math.isclose(half_life_s, prior["half_life_s"], rel_tol=1e-9):
+            raise ModelError(
+                f"trending scores kept with a {half_life_s:g} s half-life, but model {self.version}'s item prior "
+                f"uses {prior['half_life_s']:g} s: set trending_half_life_s to match"
+            )
+        if len(trending) != self.n_items:
+            raise ModelError(f"trending has {len(trending)} scores, the model {self.n_items} movies")
+        return (prior["beta"] * decayed_log_counts(trending, now_s, prior["half_life_s"])).astype(np.float32)
+
+    def scores(self, mu: np.ndarray, trending: np.ndarray | None = None, now_s: float | None = None) -> np.ndarray:
+        """Logits over the whole catalogue for one latent vector (float32 [n_items]).
+
+        ``trending`` (the trending zset's scores by item index, ``-inf`` where absent) and ``now_s`` add the
+        streaming item prior; without them (or with beta 0) these are the plain decoder logits.
+        """
+        logits = self.item_decoder @ mu.astype(np.float32, copy=False) + self.item_bias
+        if trending is not None and self.item_prior["beta"] != 0.0:
+            if now_s is None:
+                raise ModelError("scores(mu, trending): now_s is needed to decay the trending counts")
+            logits += self.prior_logits(trending, now_s)
+        return logits
 
     def add_item(self, movie_id: int, side: np.ndarray) -> int:
         """Give a never-rated movie encoder and decoder rows from its side features; returns its index.

@@ -94,7 +94,7 @@ def prequential(
     shown = np.zeros(data.n_items, dtype=bool)
     div_sum = nov_sum = 0.0
     static_cache: dict[int, np.ndarray] = {}
-    for u, i, r in zip(s.user.tolist(), s.item.tolist(), s.rating.tolist(), strict=True):
+    for u, i, r, t in zip(s.user.tolist(), s.item.tolist(), s.rating.tolist(), s.ts.tolist(), strict=True):
         user_seen = seen[u]
         if r >= POSITIVE and catalogue[i] and not user_seen[i]:
             if streaming:
@@ -114,7 +114,7 @@ def prequential(
         if streaming:
             prev = last.get((u, i))
             states[u] = model.learn_one(states[u] if u in states else model.new_state(), i, r, prev)
-            model.observe(i, r, prev)
+            model.observe(i, r, prev, ts=t)
         user_seen[i] = True
         last[(u, i)] = r
 

@@ -49,6 +49,7 @@ def run(
     vae = HybridVAE.load(folder, expect_data_version=interactions.version if data is None else None)
     if vae.runtime_.n_items != interactions.n_items:
         raise ModelError(f"{folder}: model has {vae.runtime_.n_items} movies, the data {interactions.n_items}")
+    vae.prime(interactions.history)  # the streaming item prior's decayed counts at the split
     with console.status("fitting baselines…"):
         popularity = Popularity().fit(interactions)
         ease = EASE(l2=ease_l2, tie_break=0.0).fit(interactions)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,6 +23,15 @@ def run(
     latent: Annotated[int, typer.Option(min=1, help="Latent width (the decoder's item rows).")] = 64,
     max_epochs: Annotated[int, typer.Option(min=1, help="Upper bound on epochs (early stopping ends sooner).")] = 100,
     members: Annotated[int, typer.Option(min=1, help="Seeds trained and served as one (scoring cost x members).")] = 1,
+    prior_beta: Annotated[
+        float | None, typer.Option(help="Weight of the streaming item prior (default: the model's tuned default).")
+    ] = None,
+    prior_half_life_days: Annotated[
+        float | None, typer.Option(help="Half-life of the prior's decayed counts (must match the worker's).")
+    ] = None,
+    tune_prior: Annotated[
+        bool, typer.Option(help="Choose the prior on the HISTORY-only validation walk first (about 2x slower).")
+    ] = False,
     data: Annotated[
         Path | None, typer.Option(help="Train on a MovieLens folder instead of the feature store.")
     ] = None,
@@ -40,7 +49,20 @@ def run(
         f"data: store version {interactions.version}, {len(interactions.history):,} HISTORY ratings, "
         f"{interactions.n_items:,} movies, {interactions.n_side} side features"
     )
-    model = HybridVAE(hidden=hidden, latent=latent, max_epochs=max_epochs, members=members, seed=seed, device=device)
+    params: dict[str, Any] = dict(hidden=hidden, latent=latent, max_epochs=max_epochs, members=members, seed=seed,
+                                  device=device)  # fmt: skip
+    if prior_beta is not None:
+        params["prior_beta"] = prior_beta
+    if prior_half_life_days is not None:
+        params["prior_half_life_days"] = prior_half_life_days
+    tuning = None
+    if tune_prior:
+        from models.tuning import tune_item_prior
+
+        tuning = tune_item_prior(params, interactions, log=console.print)
+        params.update(prior_beta=tuning.best.beta, prior_half_life_days=tuning.best.half_life_days)
+        console.print(f"validation picks prior beta {tuning.best.beta:g}, half-life {tuning.best.half_life_days:g} d")
+    model = HybridVAE(**params)
     with Progress(
         TextColumn("[bold]training[/]"), BarColumn(), TextColumn("epoch {task.completed}/{task.total}"),
         TextColumn("loss {task.fields[loss]:.2f}"), TextColumn("val HR@20 {task.fields[val]:.4f}"),
@@ -59,6 +81,8 @@ def run(
 
     def write(folder: Path, name: str) -> None:
         model.runtime_.metadata.update(model_version=name, data_version=interactions.version, metrics=metrics)
+        if tuning is not None:
+            model.runtime_.metadata["prior_tuning"] = tuning.as_dict()
         model.save(folder)
 
     folder = publish(settings.models_dir, write)
