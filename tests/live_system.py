@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,27 +13,25 @@ from pathlib import Path
 import httpx
 import polars as pl
 import pytest
-import redis
 
 from models.runtime import ModelRuntime
 from reelstream import infra
 from reelstream.settings import Settings, get_settings
 from schemas import redis_keys as keys
-from streams.admin import ensure_topics_sync
-from tests.stream_support import WorkerProcess, install_model, unique_stream_env, wait_for
+from tests.stream_support import (
+    StreamCase,
+    WorkerProcess,
+    bootstrap_var,
+    install_model,
+    open_case,
+    unique_stream_env,
+    wait_for,
+)
 
 __all__ = ["EVALUATION", "GatewayProcess", "Live", "bootstrap_var", "built_var", "install_var", "live"]
 
 #: A stand-in for ``var/reports/evaluation.json`` (the models engineer's ``reelstream evaluate`` writes the real one).
 EVALUATION = {"protocol": "prequential", "models": [{"model": "popularity", "HR@20": 0.05}]}
-
-
-def bootstrap_var(var: Path) -> Path:
-    """Bootstrap the bundled dataset into ``var`` (store and quality report; ~2 s); returns ``var``."""
-    env = {**os.environ, "REELSTREAM_VAR_DIR": str(var)}
-    subprocess.run([sys.executable, "-m", "reelstream.cli", "bootstrap"], env=env, check=True,
-                   capture_output=True, timeout=300)  # fmt: skip
-    return var
 
 
 def install_var(settings: Settings, built_var: Path, evaluation: dict | None = None) -> ModelRuntime:
@@ -63,19 +60,12 @@ def built_var(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @dataclass
-class Live:
+class Live(StreamCase):
     """One test's live system: its own topics and group, a store and a tiny model, worker processes."""
 
-    settings: Settings
-    env: dict[str, str]
-    runtime: ModelRuntime
-    redis: redis.Redis
-    log_dir: Path
-    workers: list[WorkerProcess]
-
-    def worker(self, name: str) -> WorkerProcess:
-        w = WorkerProcess(self.env, self.log_dir, name)
-        self.workers.append(w)
+    def worker(self, name: str, workers: int = 1) -> WorkerProcess:
+        """Start a worker and wait for its heartbeat."""
+        w = super().worker(name, workers)
         wait_for(lambda: self._beating(w), 60, f"worker {name}'s heartbeat")
         return w
 
@@ -97,15 +87,8 @@ def live(
     get_settings.cache_clear()
     settings = get_settings()
     runtime = install_var(settings, built_var, evaluation=EVALUATION)
-    ensure_topics_sync(settings)
-    client = redis.Redis.from_url(settings.redis_url)
-    case = Live(settings, {**subprocess_env, **env}, runtime, client, tmp_path, [])
-    try:
+    with open_case(Live, settings, {**subprocess_env, **env}, runtime, tmp_path) as case:
         yield case
-    finally:
-        for w in case.workers:
-            w.stop()
-        client.close()
 
 
 class GatewayProcess:

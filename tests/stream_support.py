@@ -10,9 +10,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import redis
@@ -22,6 +24,7 @@ from models.runtime import ModelRuntime, current_model_dir
 from reelstream import infra
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
+from streams.admin import ensure_topics_sync
 from streams.codecs import codec_for
 from streams.events import rating_event
 from streams.processor import Message, RatingProcessor
@@ -164,3 +167,47 @@ def _same(x: Any, y: Any, rel: float) -> bool:
     if isinstance(x, float) and isinstance(y, float):
         return math.isclose(x, y, rel_tol=rel, abs_tol=1e-12)
     return x == y
+
+
+def bootstrap_var(var: Path) -> Path:
+    """Bootstrap the bundled dataset into ``var`` (store and quality report; ~2 s); returns ``var``."""
+    env = {**os.environ, "REELSTREAM_VAR_DIR": str(var)}
+    subprocess.run([sys.executable, "-m", "reelstream.cli", "bootstrap"], env=env, check=True,
+                   capture_output=True, timeout=300)  # fmt: skip
+    return var
+
+
+@dataclass
+class StreamCase:
+    """One test's stream setup: its settings, child environment, model, Redis client and worker processes."""
+
+    settings: Settings
+    env: dict[str, str]
+    runtime: ModelRuntime
+    redis: redis.Redis
+    log_dir: Path
+    workers: list[WorkerProcess]
+
+    def worker(self, name: str, workers: int = 1) -> WorkerProcess:
+        w = WorkerProcess(self.env, self.log_dir, name, workers)
+        self.workers.append(w)
+        return w
+
+
+C = TypeVar("C", bound=StreamCase)
+
+
+@contextmanager
+def open_case(
+    cls: type[C], settings: Settings, env: dict[str, str], runtime: ModelRuntime, log_dir: Path
+) -> Iterator[C]:
+    """Create the case's topics, open its Redis client; stop its workers and close the client at the end."""
+    ensure_topics_sync(settings)
+    client = redis.Redis.from_url(settings.redis_url)
+    case = cls(settings, env, runtime, client, log_dir, [])
+    try:
+        yield case
+    finally:
+        for w in case.workers:
+            w.stop()
+        client.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -19,22 +18,22 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from models.runtime import ModelRuntime
 from reelstream.settings import Settings, get_settings
-from streams.admin import ensure_topics_sync, high_watermarks
+from streams.admin import high_watermarks
 from streams.codecs import codec_for
 from streams.events import rating_event, user_key
 from streams.replay import read_checkpoint
 from streams.store import redis_snapshot
+from tests.stream_support import StreamCase as BaseCase
 from tests.stream_support import (
-    WorkerProcess,
+    bootstrap_var,
     diff_states,
     install_model,
     install_store,
+    open_case,
     reference_state,
     stats,
     stream_rows,
@@ -48,26 +47,12 @@ APPLY_TIMEOUT_S = 120
 @pytest.fixture(scope="session")
 def built_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled ml-latest-small bootstrapped once per session (its STREAM split is ~20k events)."""
-    var = tmp_path_factory.mktemp("store-var")
-    env = {**os.environ, "REELSTREAM_VAR_DIR": str(var)}
-    subprocess.run([sys.executable, "-m", "reelstream.cli", "bootstrap"], env=env, check=True,
-                   capture_output=True, timeout=300)  # fmt: skip
-    return var / "store"
+    return bootstrap_var(tmp_path_factory.mktemp("store-var")) / "store"
 
 
 @dataclass
-class StreamCase:
-    settings: Settings
-    env: dict[str, str]
-    runtime: ModelRuntime
-    redis: redis.Redis
-    log_dir: Path
-    workers: list[WorkerProcess]
-
-    def worker(self, name: str, workers: int = 1) -> WorkerProcess:
-        w = WorkerProcess(self.env, self.log_dir, name, workers)
-        self.workers.append(w)
-        return w
+class StreamCase(BaseCase):
+    """A stream case that can also run the replay and wait for applied events."""
 
     def replay(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "reelstream.cli", "replay", *args], env=self.env,
@@ -99,15 +84,8 @@ def case(
     install_store(settings, built_store)
     movies = pl.read_parquet(next(built_store.glob("v*/items.parquet")))["movie_id"].to_numpy()
     runtime = install_model(settings, movies)
-    ensure_topics_sync(settings)
-    client = redis.Redis.from_url(settings.redis_url)
-    c = StreamCase(settings, {**subprocess_env, **names}, runtime, client, tmp_path, [])
-    try:
+    with open_case(StreamCase, settings, {**subprocess_env, **names}, runtime, tmp_path) as c:
         yield c
-    finally:
-        for w in c.workers:
-            w.stop()
-        client.close()
 
 
 def _assert_matches_reference(case: StreamCase, rows: list[tuple[int, int, float, int]]) -> None:
