@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
@@ -123,8 +124,8 @@ class HybridVAE(Recommender):
         lukewarm_target: float = 0.0,
         use_side: bool = True,
         members: int = 1,
-        prior_beta: float = 0.0,
-        prior_half_life_days: float = 7.0,
+        prior_beta: float = 1.25,
+        prior_half_life_days: float = 365.0,
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
@@ -271,7 +272,11 @@ class HybridVAE(Recommender):
 
     # --- persistence ----------------------------------------------------------------------
     def save(self, folder: Path) -> None:
-        """``weights.safetensors`` (the torch state dict), ``runtime.npz`` and ``metadata.json``."""
+        """``weights.safetensors`` (the torch state dict), ``runtime.npz``, ``metadata.json``, ``item_prior.npz``.
+
+        ``item_prior.npz`` holds the prior's decayed counts (as trending scores) and clock; the gateway
+        uses the worker's live trending zset instead.
+        """
         folder.mkdir(parents=True, exist_ok=True)
         if getattr(self, "modules_", None):
             tensors = {
@@ -280,6 +285,8 @@ class HybridVAE(Recommender):
             save_tensors(folder / "weights.safetensors", tensors,
                          metadata={"learner": "HybridVAE", "members": str(len(self.modules_))})  # fmt: skip
         self.runtime_.save(folder)
+        if getattr(self, "trending_", None) is not None:  # the prior's counts where fitting or priming left them
+            np.savez(folder / "item_prior.npz", trending=self.trending_, now=np.float64(self.now_))
 
     @classmethod
     def load(cls, folder: Path, *, expect_data_version: int | None = None, with_torch: bool = False) -> Self:
@@ -289,6 +296,16 @@ class HybridVAE(Recommender):
         model = cls(**params)
         model.runtime_ = runtime
         model.modules_ = []
+        prior_path = folder / "item_prior.npz"
+        if prior_path.exists():
+            try:
+                with np.load(prior_path, allow_pickle=False) as arrays:
+                    model.trending_, model.now_ = arrays["trending"].astype(np.float64), float(arrays["now"])
+            except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+                raise ModelError(f"{prior_path}: corrupt artifact ({exc})") from None
+            if model.trending_.shape != (runtime.n_items,):
+                raise ModelError(f"{prior_path}: corrupt artifact, {model.trending_.shape[0]} counts for "
+                                 f"{runtime.n_items} movies")  # fmt: skip
         if with_torch:
             import torch
 

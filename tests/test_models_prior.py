@@ -17,7 +17,7 @@ from models.tuning import tune_item_prior, validation_split
 from reelstream.errors import ModelError
 from tests.models_support import taste_data
 
-TINY = dict(hidden=16, latent=8, max_epochs=30, lr=0.02, batch_size=16, val_fraction=0.0, seed=3)
+TINY = dict(hidden=16, latent=8, max_epochs=30, lr=0.02, batch_size=16, val_fraction=0.0, prior_beta=0.0, seed=3)
 DAY = 86400.0
 
 

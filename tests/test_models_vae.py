@@ -123,12 +123,14 @@ def _publish(model: HybridVAE, models_dir: Path, data_version: int | None) -> Pa
 def test_artifact_round_trip_gives_the_same_scores(model: HybridVAE, data, tmp_path: Path) -> None:
     folder = _publish(model, tmp_path / "models", data.version)
     assert folder.name == "m0001" and current_model_dir(tmp_path / "models") == folder
-    assert {p.name for p in folder.iterdir()} == {"metadata.json", "runtime.npz", "weights.safetensors"}
+    assert {p.name for p in folder.iterdir()} == {"metadata.json", "runtime.npz", "weights.safetensors",
+                                                  "item_prior.npz"}  # fmt: skip
     runtime = ModelRuntime.load(folder, expect_data_version=data.version)
     state = model.learn_one(model.learn_one(model.new_state(), 1, 5.0), 4, 3.0)
     mu, _ = encode(runtime.weights, state)
-    np.testing.assert_allclose(runtime.scores(mu), model.score_one(state), atol=1e-6)
+    np.testing.assert_allclose(runtime.scores(mu, model.trending_, model.now_), model.score_one(state), atol=1e-6)
     loaded = HybridVAE.load(folder, with_torch=True)
+    np.testing.assert_allclose(loaded.score_one(state), model.score_one(state), atol=1e-6)
     assert loaded._get_params() == model._get_params()
     assert len(loaded.modules_) == len(model.modules_) == TINY["members"]
     for mine, theirs in zip(model.modules_, loaded.modules_, strict=True):
