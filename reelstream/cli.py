@@ -18,6 +18,7 @@ from reelstream.commands import infra
 from reelstream.commands import lag as lag_cmd
 from reelstream.commands import rate as rate_cmd
 from reelstream.commands import replay as replay_cmd
+from reelstream.commands import seed as seed_cmd
 from reelstream.commands import synth as synth_cmd
 from reelstream.commands import system as system_cmd
 from reelstream.commands import topics as topics_cmd
@@ -40,6 +41,7 @@ app.command("gateway")(gateway_cmd.gateway_cmd)
 app.command("lag")(lag_cmd.lag)
 app.command("rate")(rate_cmd.rate)
 app.command("replay")(replay_cmd.run)
+app.command("seed")(seed_cmd.run)
 app.command("synth")(synth_cmd.run)
 app.add_typer(topics_cmd.app, name="topics")
 app.command("train")(train_cmd.run)

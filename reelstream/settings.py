@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     #: Worker heartbeat period and time-to-live of its Redis key (seconds).
     worker_heartbeat_s: float = Field(1.0, gt=0)
     worker_heartbeat_ttl_s: int = Field(10, ge=1)
+    #: The pseudo-topic under which ``reelstream seed`` applies HISTORY (partition 0, offset = row index in
+    #: the store's HISTORY order): its offsets in ``rs:offsets:{seed_topic}`` fence the seed like a real
+    #: topic's. Never created on the broker.
+    seed_topic: str = "reelstream.history"
+    #: HISTORY rows per seed batch (one Lua script each).
+    seed_batch: int = Field(5000, ge=1, le=100_000)
     #: Address the worker's web server (``/metrics``, ``/online``) binds; ``0.0.0.0`` in containers.
     worker_web_bind: str = "127.0.0.1"
 

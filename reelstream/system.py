@@ -1,7 +1,8 @@
 """The whole live system in one command: infrastructure, data, model, worker(s), gateway and replay.
 
 ``up`` is idempotent: it starts only what is not running and builds only what is
-missing (the feature store, a model trained on the current store version), so a
+missing (the feature store, a model trained on the current store version, the
+HISTORY seed of Redis for that store and model: ``reelstream seed``), so a
 second ``up`` reuses everything. ``down`` stops, in reverse order, every process
 that ``up`` started (never an external broker or Redis). Each long-running
 process is a ``reelstream`` sub-command with its own pid and log file in
@@ -78,6 +79,46 @@ def _model_data_version(settings: Settings) -> int | None:
     return int(value) if value is not None else None
 
 
+def _model_version(settings: Settings) -> str | None:
+    pointer = settings.models_dir / "CURRENT"
+    try:
+        meta = settings.models_dir / pointer.read_text().strip() / "metadata.json"
+        return str(json.loads(meta.read_text()).get("model_version", "unversioned"))
+    except (OSError, ValueError):
+        return None
+
+
+def _seed_marker(settings: Settings) -> dict[str, str] | None:
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5.0)
+    try:
+        raw = client.hgetall(redis_keys.SEED)
+    finally:
+        client.close()
+    return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
+
+
+def _seed(settings: Settings, store_version: int | None, trained: bool, echo: Callable[[str], None]) -> str:
+    """Seed HISTORY into Redis unless ``rs:seed`` already holds this store and model version, complete.
+
+    A model trained by this ``up`` invalidates every state in Redis (they depend on its weights), so
+    then the seed runs with ``--reset`` (which also rewinds the worker group to the topics' start);
+    a marker left by another model otherwise makes ``reelstream seed`` refuse with what to do.
+    """
+    marker = _seed_marker(settings)
+    model_version = _model_version(settings)
+    if (
+        marker is not None and marker.get("status") == "done"
+        and marker.get("store_version") == str(store_version) and marker.get("model_version") == model_version
+    ):  # fmt: skip
+        return f"seed    reusing HISTORY in Redis (store v{store_version}, model {model_version})"
+    stale = marker is not None and (
+        marker.get("store_version") != str(store_version) or marker.get("model_version") != model_version
+    )
+    argv = _cli("seed", "--reset") if trained and stale else _cli("seed")
+    _run_step(argv, "seeding Redis with HISTORY", echo)
+    return f"seed    HISTORY applied to Redis (store v{store_version}, model {model_version})"
+
+
 def _worker_names(settings: Settings) -> list[str]:
     return sorted(p.stem for p in settings.run_dir.glob("worker-*.pid"))
 
@@ -127,11 +168,13 @@ def up(settings: Settings, plan: SystemPlan, echo: Callable[[str], None]) -> lis
         lines.append(f"store   built version {store_version}")
     else:
         lines.append(f"store   reusing version {store_version}")
-    if _model_data_version(settings) != store_version:
+    trained = _model_data_version(settings) != store_version
+    if trained:
         _run_step(_cli("train"), "training the hybrid VAE", echo)
         lines.append("model   trained")
     else:
         lines.append("model   reusing the current model")
+    lines.append(_seed(settings, store_version, trained, echo))
 
     run_dir = settings.run_dir
     for i in range(plan.workers):

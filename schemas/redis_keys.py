@@ -31,6 +31,9 @@ key                            type    fields / members
                                        events: ``n``, ``p50``, ``p99``, ``max``; expires like above
 ``rs:stats``                   hash    events_applied, dead_letters, duplicates_skipped,
                                        movies_applied
+``rs:seed``                    hash    what ``reelstream seed`` applied: ``status`` (running, done),
+                                       ``store_version``, ``model_version``, ``rows``, ``topic``,
+                                       ``started_ms``, ``finished_ms``
 =============================  ======  =============================================================
 """
 
@@ -42,6 +45,7 @@ __all__ = [
     "ONLINE",
     "PREFIX",
     "RECENT_MAX",
+    "SEED",
     "STATS",
     "item",
     "movie",
@@ -58,6 +62,8 @@ ITEMS_TRENDING = f"{PREFIX}:items:trending"
 ITEMS_POPULAR = f"{PREFIX}:items:popular"
 ONLINE = f"{PREFIX}:online"
 STATS = f"{PREFIX}:stats"
+#: What ``reelstream seed`` applied (HISTORY's store and model version); see streams/seed.py.
+SEED = f"{PREFIX}:seed"
 #: How many recent ratings a user's ``recent`` list keeps.
 RECENT_MAX = 50
 

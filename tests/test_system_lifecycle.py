@@ -70,6 +70,7 @@ def test_up_detach_then_down_leaves_no_process_behind(tmp_path: Path, built_var:
         first = _cli(env, "up", "--detach", "--rate", "50")
         assert first.returncode == 0, first.stdout + first.stderr
         assert "store   reusing version 1" in first.stdout and "model   reusing" in first.stdout
+        assert "seed    HISTORY applied to Redis (store v1, model random-0)" in first.stdout
         assert f"http://127.0.0.1:{gateway_port}/" in first.stdout
         pids = _pids(run_dir)
         assert set(pids) == EXPECTED, first.stdout
@@ -84,6 +85,7 @@ def test_up_detach_then_down_leaves_no_process_behind(tmp_path: Path, built_var:
         second = _cli(env, "up", "--detach", "--rate", "50")
         assert second.returncode == 0, second.stdout + second.stderr
         assert "worker-0 already running" in second.stdout and "gateway already answering" in second.stdout
+        assert "seed    reusing HISTORY in Redis" in second.stdout
         assert "replay  already running" in second.stdout and "already answering; not starting" in second.stdout
         assert _pids(run_dir) == pids
     finally:
