@@ -51,14 +51,18 @@ def trending_increment(ts_s: float | np.ndarray, half_life_s: float) -> float | 
 
 
 def decayed_log_counts(trending: np.ndarray, now_s: float, half_life_s: float) -> np.ndarray:
-    """``log(1 + c_i(now))`` from trending scores ``t_i = log sum_e exp(d * ts_e)`` (float64 [n]).
+    """float32 ``log(1 + c_i(now))`` from trending scores ``t_i = log sum_e exp(d * ts_e)`` (float64 [n]).
 
     >>> t = np.array([-np.inf, float(trending_increment(0.0, 10.0)), float(trending_increment(10.0, 10.0))])
-    >>> decayed_log_counts(t, 10.0, 10.0).round(4).tolist()  # no event; one 10 s ago; one now
+    >>> [round(float(v), 4) for v in decayed_log_counts(t, 10.0, 10.0)]  # no event; one 10 s ago; one now
     [0.0, 0.4055, 0.6931]
     """
-    x = np.asarray(trending, dtype=np.float64) - float(trending_increment(now_s, half_life_s))
-    return np.logaddexp(0.0, x)
+    # subtract in float64 (scores are about d * ts, large), then exp/log1p in float32: 10x faster than
+    # logaddexp; a log count never nears float32's exp limit (88), the clip only guards corrupt input
+    x = np.subtract(trending, float(trending_increment(now_s, half_life_s)), dtype=np.float64).astype(np.float32)
+    np.minimum(x, 80.0, out=x)
+    np.exp(x, out=x)
+    return np.log1p(x, out=x)
 
 _ENCODER_KEYS = ("w_in", "b_in", "w_mu", "b_mu", "w_logvar", "b_logvar")
 _REQUIRED = (*_ENCODER_KEYS, "item_decoder", "item_bias", "movie_ids", "side_in", "side_dec", "side_bias")
@@ -133,7 +137,9 @@ class ModelRuntime:
             )
         if len(trending) != self.n_items:
             raise ModelError(f"trending has {len(trending)} scores, the model {self.n_items} movies")
-        return (prior["beta"] * decayed_log_counts(trending, now_s, prior["half_life_s"])).astype(np.float32)
+        out = decayed_log_counts(trending, now_s, prior["half_life_s"])
+        out *= np.float32(prior["beta"])
+        return out
 
     def scores(self, mu: np.ndarray, trending: np.ndarray | None = None, now_s: float | None = None) -> np.ndarray:
         """Logits over the whole catalogue for one latent vector (float32 [n_items]).
