@@ -59,3 +59,16 @@ def test_evaluate_without_a_model_says_to_train(settings: Settings, tmp_path: Pa
     result = CliRunner().invoke(app, ["evaluate", "--data", str(folder)])
     assert result.exit_code != 0
     assert "reelstream train" in str(result.exception)
+
+
+def test_train_tune_prior_records_the_validation_choice(settings: Settings, tmp_path: Path) -> None:
+    folder = tmp_path / "ml-tiny"
+    write_movielens(folder)
+    trained = CliRunner().invoke(app, ["train", "--data", str(folder), "--max-epochs", "3", "--hidden", "16",
+                                       "--latent", "8", "--tune-prior", "--no-evaluate"])  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    assert "validation picks prior beta" in trained.output
+    meta = json.loads((settings.models_dir / "m0001" / "metadata.json").read_text())
+    best = meta["prior_tuning"]["best"]
+    assert meta["item_prior"]["beta"] == best["prior_beta"] == meta["params"]["prior_beta"]
+    assert meta["item_prior"]["half_life_s"] == best["prior_half_life_days"] * 86400.0
