@@ -47,6 +47,7 @@ app.add_typer(topics_cmd.app, name="topics")
 app.command("train")(train_cmd.run)
 app.command("worker")(worker_cmd.run)
 app.command("up")(system_cmd.up)
+app.command("prepare")(system_cmd.prepare)
 app.command("down")(system_cmd.down)
 
 

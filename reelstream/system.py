@@ -27,7 +27,7 @@ from reelstream.errors import ReelstreamError
 from reelstream.settings import Settings
 from schemas import redis_keys
 
-__all__ = ["SystemPlan", "down", "managed_processes", "up"]
+__all__ = ["SystemPlan", "down", "managed_processes", "prepare", "up"]
 
 READY_TIMEOUT_S = 120.0
 #: Order matters: ``down`` stops these first (producers before consumers before servers).
@@ -156,9 +156,14 @@ def _worker_heartbeat(settings: Settings) -> bool:
         client.close()
 
 
-def up(settings: Settings, plan: SystemPlan, echo: Callable[[str], None]) -> list[str]:
-    """Bring the system up; returns one summary line per component."""
-    lines = infra.up(settings)
+def prepare(settings: Settings, echo: Callable[[str], None]) -> list[str]:
+    """Topics, feature store, model and seeded HISTORY, each built only when missing or stale.
+
+    Idempotent, and needs only a reachable broker and Redis: ``up`` runs it after the local
+    infrastructure; the docker-compose ``init`` service runs it (``reelstream prepare``) against
+    Apache Kafka and Redis 7.
+    """
+    lines = []
     _run_step(_cli("topics", "create"), "creating topics", echo)
 
     store_version = _store_version(settings)
@@ -175,6 +180,13 @@ def up(settings: Settings, plan: SystemPlan, echo: Callable[[str], None]) -> lis
     else:
         lines.append("model   reusing the current model")
     lines.append(_seed(settings, store_version, trained, echo))
+    return lines
+
+
+def up(settings: Settings, plan: SystemPlan, echo: Callable[[str], None]) -> list[str]:
+    """Bring the system up; returns one summary line per component."""
+    lines = infra.up(settings)
+    lines += prepare(settings, echo)
 
     run_dir = settings.run_dir
     for i in range(plan.workers):

@@ -143,3 +143,16 @@ def test_dashboard_json_parses_and_queries_only_exported_series() -> None:
         "datasources"
     ][0]["uid"]
     assert all(panel["datasource"]["uid"] == datasource_uid for panel in dashboard["panels"])
+
+
+def test_services_run_commands_the_cli_has() -> None:
+    from typer.main import get_command
+
+    from reelstream.cli import app
+
+    commands = set(get_command(app).commands)  # type: ignore[attr-defined]
+    services = _compose()["services"]
+    for name in ("init", "worker", "gateway"):
+        argv = services[name]["command"]
+        assert argv[0] == "reelstream" and argv[1] in commands, (name, argv)
+    assert services["init"]["command"] == ["reelstream", "prepare"]

@@ -47,6 +47,12 @@ def up(
         console.print(f"  {line}")
 
 
+def prepare() -> None:
+    """Create topics, bootstrap, train and seed HISTORY where missing or stale (broker and Redis must answer)."""
+    for line in system.prepare(get_settings(), console.print):
+        console.print(f"  {line}")
+
+
 def down() -> None:
     """Stop everything `reelstream up` started (replay, gateway, workers, then broker and Redis)."""
     for line in system.down(get_settings()):
