@@ -22,7 +22,9 @@ from typing import Any, Self
 
 import numpy as np
 
+from models.artifacts import read_json, write_json
 from models.data import Events, Interactions
+from reelstream.errors import ModelError
 
 __all__ = ["Recommender"]
 
@@ -89,3 +91,16 @@ class Recommender(abc.ABC):
     @abc.abstractmethod
     def load(cls, folder: Path) -> Self:
         """Read a learner that :meth:`save` wrote; ModelError when missing or corrupt."""
+
+    def _write_params(self, folder: Path, learner: str) -> None:
+        """Create ``folder`` and record the constructor arguments under the learner's name."""
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / "params.json", {"learner": learner, **self._get_params()})
+
+    @classmethod
+    def _from_params(cls, folder: Path, learner: str) -> Self:
+        """A fresh learner built from ``params.json``; ModelError when the folder holds another learner."""
+        params = read_json(folder / "params.json")
+        if params.pop("learner", None) != learner:
+            raise ModelError(f"{folder}: params.json holds another learner, not {learner}")
+        return cls(**params)

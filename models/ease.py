@@ -7,10 +7,9 @@ from typing import Self
 
 import numpy as np
 
-from models.artifacts import load_arrays, read_json, save_arrays, write_json
+from models.artifacts import load_arrays, save_arrays
 from models.base import Recommender
 from models.data import POSITIVE, Interactions
-from reelstream.errors import ModelError
 
 __all__ = ["EASE"]
 
@@ -106,17 +105,13 @@ class EASE(Recommender):
         return scores
 
     def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
+        self._write_params(folder, "EASE")
         save_arrays(folder / "ease.npz", B=self.B_, items=self.items_, prior=self.prior_,
                     n_items=np.array(self.n_items_))  # fmt: skip
-        write_json(folder / "params.json", {"learner": "EASE", **self._get_params()})
 
     @classmethod
     def load(cls, folder: Path) -> Self:
-        params = read_json(folder / "params.json")
-        if params.pop("learner", None) != "EASE":
-            raise ModelError(f"{folder}: not an EASE model")
-        model = cls(**params)
+        model = cls._from_params(folder, "EASE")
         arrays = load_arrays(folder / "ease.npz", ("B", "items", "prior", "n_items"))
         model.B_, model.items_, model.prior_ = arrays["B"], arrays["items"], arrays["prior"]
         model.n_items_ = int(arrays["n_items"])

@@ -7,10 +7,9 @@ from typing import Self
 
 import numpy as np
 
-from models.artifacts import load_arrays, read_json, save_arrays, write_json
+from models.artifacts import load_arrays, save_arrays
 from models.base import Recommender
 from models.data import POSITIVE, Interactions
-from reelstream.errors import ModelError
 
 __all__ = ["Popularity"]
 
@@ -71,15 +70,11 @@ class Popularity(Recommender):
         return self.counts_.astype(np.float32)
 
     def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
+        self._write_params(folder, "Popularity")
         save_arrays(folder / "popularity.npz", counts=self.counts_)
-        write_json(folder / "params.json", {"learner": "Popularity", **self._get_params()})
 
     @classmethod
     def load(cls, folder: Path) -> Self:
-        params = read_json(folder / "params.json")
-        if params.pop("learner", None) != "Popularity":
-            raise ModelError(f"{folder}: not a Popularity model")
-        model = cls(**params)
+        model = cls._from_params(folder, "Popularity")
         model.counts_ = load_arrays(folder / "popularity.npz", ("counts",))["counts"].astype(np.float64)
         return model
