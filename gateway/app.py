@@ -20,6 +20,7 @@ from gateway.api.routes import dashboard, monitoring, movies, ratings, recommend
 from gateway.catalog import Catalog
 from gateway.errors import BrokerUnavailable, StateUnavailable, http_status
 from gateway.monitors import LagSampler, ProbeRunner
+from gateway.prior import ItemPrior
 from gateway.producer import KafkaRatingsProducer, RatingsProducer
 from gateway.rules import RulesStore
 from gateway.service import Gateway
@@ -46,7 +47,10 @@ def build_gateway(settings: Settings) -> Gateway:
     except DataError:
         catalog = Catalog.build(runtime, None)
     state = RedisState(settings.redis_url, timeout=settings.gateway_redis_timeout)
-    return Gateway(settings, catalog, RulesStore(settings.rules_path), state)
+    gateway = Gateway(settings, catalog, RulesStore(settings.rules_path), state, prior=ItemPrior(runtime))
+    with contextlib.suppress(StateUnavailable):  # Redis down: the primed HISTORY prior until it answers
+        gateway.refresh_prior()
+    return gateway
 
 
 async def _refresh_movies(gateway: Gateway) -> None:
@@ -54,6 +58,14 @@ async def _refresh_movies(gateway: Gateway) -> None:
         with contextlib.suppress(StateUnavailable):
             await run_in_threadpool(gateway.refresh_movies)
         await asyncio.sleep(MOVIE_REFRESH_S)
+
+
+async def _refresh_prior(gateway: Gateway, every_s: float) -> None:
+    """The model's item prior from the worker's ``rs:items:prior``, every ``gateway_prior_refresh_s``."""
+    while True:
+        with contextlib.suppress(StateUnavailable):
+            await run_in_threadpool(gateway.refresh_prior)
+        await asyncio.sleep(every_s)
 
 
 def _probe_movies(gateway: Gateway) -> list[int]:
@@ -92,6 +104,8 @@ def create_app(
             app.state.producer = KafkaRatingsProducer(settings)
         app.state.gateway.telemetry = telemetry
         tasks = [asyncio.create_task(_refresh_movies(app.state.gateway))]
+        if app.state.gateway.prior.active:
+            tasks.append(asyncio.create_task(_refresh_prior(app.state.gateway, settings.gateway_prior_refresh_s)))
         if run_monitors:
             tasks += _start_monitors(app, settings, telemetry)
         try:

@@ -27,6 +27,10 @@ decoder comes from DRAM once per batch instead of once per user. Measured on
 this 2-core EPYC at 87,585 x 64: ~2.0 ms for one user, ~0.8 ms per user at 4,
 ~0.65 ms at 16 (a true GEMM would be ~0.67 / ~0.25 ms, but not bit-identical).
 
+Only ``decoder @ mu`` is batched: bias and the model's item prior (:mod:`gateway.prior`) are added
+afterwards by :func:`gateway.engine.personal_scores`, the same element-wise adds on both paths, so the
+batched and single lists stay bit-identical with the prior too.
+
 Nothing is kept between batches: each request's vector is computed from the
 ``mu`` it read from Redis for this request, so "uncached" stays uncached and a
 new state version is always scored afresh.

@@ -1,9 +1,10 @@
 """A small thread-safe LRU for rendered responses, with hit/miss counters.
 
 Keys carry everything a response depends on: (user, state version, rules version,
-catalogue version, parameters). A new rating bumps the state version and a rules
-change bumps the rules version, so a stale entry is never looked up again; it
-just ages out. Entries may carry an expiry (cold-start lists follow trending).
+catalogue version, item-prior generation, parameters). A new rating bumps the state
+version, a rules change the rules version and a moved item prior its generation,
+so a stale entry is never looked up again; it just ages out. Entries may carry an
+expiry (cold-start lists follow trending).
 """
 
 from __future__ import annotations

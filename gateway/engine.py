@@ -93,15 +93,22 @@ def preference_boost(cat: Catalog, genres: Sequence[str], weight: float = 1.0) -
     return (cat.genre_matrix[:, cols].sum(axis=1) * np.float32(weight)).astype(np.float32)
 
 
-def personal_scores(cat: Catalog, mu: np.ndarray, raw: np.ndarray | None = None) -> np.ndarray:
-    """Decoder logits for every item, standardised to mean 0 and unit variance for this user.
+def personal_scores(
+    cat: Catalog, mu: np.ndarray, raw: np.ndarray | None = None, prior: np.ndarray | None = None
+) -> np.ndarray:
+    """The model's logits for every item, standardised to mean 0 and unit variance for this user.
 
-    ``raw`` is ``cat.decoder @ mu`` when the caller already has it (from
-    :class:`gateway.batching.ScoreBatcher`, bit-identical); it is updated in place.
+    Logits = ``decoder @ mu + bias + prior``: ``prior`` is the model's streaming item prior over the
+    catalogue (:class:`gateway.prior.ItemPrior`, None for a model without one), so before the rule set's
+    adjustments the order is exactly the evaluated model's. ``raw`` is ``cat.decoder @ mu`` when the
+    caller already has it (from :class:`gateway.batching.ScoreBatcher`, bit-identical); it is updated in
+    place (``prior`` is only read).
     """
     if raw is None:
         raw = cat.decoder @ mu.astype(np.float32, copy=False)
     raw += cat.bias
+    if prior is not None:
+        raw += prior
     sample = raw[:: max(1, raw.shape[0] // 8192)]  # moments from a strided sample: same scale, 10x cheaper
     std = float(sample.std())
     raw -= np.float32(sample.mean())

@@ -8,8 +8,10 @@ Per uncached personalised recommendation (``recommend``): one Redis round trip
 when the response cache is off (the state version comes with the state hash;
 with the cache on, a cheap ``HGET version`` first so hits stay small), one
 full-catalogue mat-vec shared with the other requests in flight
-(:class:`~gateway.batching.ScoreBatcher`, bit-identical to scoring alone), a
-few vectorised passes, then work on the candidate pool only (:mod:`gateway.engine`).
+(:class:`~gateway.batching.ScoreBatcher`, bit-identical to scoring alone), plus
+bias and the model's streaming item prior (:class:`~gateway.prior.ItemPrior`,
+refreshed in the background; its generation is part of the cache key), a few
+vectorised passes, then work on the candidate pool only (:mod:`gateway.engine`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from gateway.engine import (
     too_similar_to_dislikes,
 )
 from gateway.errors import MovieNotFound, StateUnavailable, UserNotFound
+from gateway.prior import ItemPrior
 from gateway.rules import LoadedRules, RuleSet, RulesStore
 from gateway.state import StateReader
 from gateway.telemetry import Telemetry
@@ -107,14 +110,17 @@ class Gateway:
         state: StateReader,
         *,
         telemetry: Telemetry | None = None,
+        prior: ItemPrior | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
+        """``prior``: the model's item prior (``ItemPrior(runtime)``); None serves decoder + bias only."""
         self.settings = settings
         self.catalog = catalog
         self.rules = rules
         self.state = state
         self.telemetry = telemetry or Telemetry()
+        self.prior = prior or ItemPrior(None)
         self.cache = ResponseCache(settings.gateway_cache_size, clock=clock)
         self.batcher = ScoreBatcher(settings.gateway_batch_max)
         self.clock = clock
@@ -150,6 +156,7 @@ class Gateway:
         """``variant``/``segment`` override the user's A/B arm and segment (to compare rule sets)."""
         rules = self.rules.current()
         cat = self.catalog
+        prior_gen, prior = self.prior.current(cat.n)  # read once: the key and the scores agree
         variant = variant or rules.variant_for(str(user_id))
         params = (k, tuple(sorted(set(genres))), tuple(sorted(set(exclude_genres))), variant, segment)
         try:
@@ -159,7 +166,8 @@ class Gateway:
             else:  # no cache to look in: read the state at once, its version is in the hash (one round trip)
                 snap = self.state.user(user_id, details=False)
                 version = snap.version if snap.exists else None
-            key = ("rec", user_id, version or 0, rules.version, cat.version, params)
+            # the prior's generation too: the same state version is ranked differently once the prior moves
+            key = ("rec", user_id, version or 0, rules.version, cat.version, prior_gen, params)
             hit = self.cache.get(key)
             if hit is not None:
                 self.telemetry.cache_events.labels("hit").inc()
@@ -181,7 +189,7 @@ class Gateway:
         rated_idx, liked, disliked = self._split_rated(cat, snap.rated, ruleset.avoid.dislike_max_rating)
         if source is Source.PERSONALISED:
             assert snap.mu is not None
-            total = personal_scores(cat, snap.mu, self.batcher.raw_scores(cat.decoder, snap.mu))
+            total = personal_scores(cat, snap.mu, self.batcher.raw_scores(cat.decoder, snap.mu), prior)
             total += adj
             pool_source = None
         else:
@@ -406,6 +414,10 @@ class Gateway:
         )  # fmt: skip
         self.cache.put(key, out)
         return out
+
+    def refresh_prior(self) -> bool:
+        """Re-read the worker's ``rs:items:prior`` (gateway/prior.py); True when the prior changed."""
+        return self.prior.refresh(self.catalog, self.state)
 
     def refresh_movies(self) -> int:
         """Add movies announced by MovieEvents (``rs:movie:*``) to the catalogue; returns how many."""

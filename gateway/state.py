@@ -75,6 +75,8 @@ class StateReader(Protocol):
     def user_version(self, user_id: int) -> int | None: ...
     def user(self, user_id: int, *, details: bool) -> UserSnapshot: ...
     def trending(self, n: int) -> list[tuple[int, float]]: ...
+    def item_prior_clock(self) -> dict[str, str]: ...
+    def item_prior(self) -> tuple[dict[str, str], list[tuple[int, float]]]: ...
     def item_stats(self, movie_id: int) -> dict[str, str]: ...
     def stats(self) -> dict[str, str]: ...
     def ping(self) -> bool: ...
@@ -164,6 +166,29 @@ class RedisState:
             except ValueError:
                 continue
         return out
+
+    def item_prior_clock(self) -> dict[str, str]:
+        """``rs:items:prior:clock`` (``event_ms``, ``events``, ``half_life_s``); empty when never written."""
+        raw = self._call(lambda: self.client.hgetall(keys.ITEMS_PRIOR_CLOCK))
+        return {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
+
+    def item_prior(self) -> tuple[dict[str, str], list[tuple[int, float]]]:
+        """The prior's clock and every ``rs:items:prior`` member with its score, read in one MULTI (consistent)."""
+
+        def read() -> list[Any]:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hgetall(keys.ITEMS_PRIOR_CLOCK)
+            pipe.zrange(keys.ITEMS_PRIOR, 0, -1, withscores=True)
+            return pipe.execute()
+
+        clock, rows = self._call(read)
+        out = []
+        for member, score in rows:
+            try:
+                out.append((int(member), float(score)))
+            except ValueError:
+                continue
+        return {k.decode(): v.decode(errors="replace") for k, v in clock.items()}, out
 
     def item_stats(self, movie_id: int) -> dict[str, str]:
         raw = self._call(lambda: self.client.hgetall(keys.item(movie_id)))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
@@ -226,7 +225,7 @@ class HybridVAE(Recommender):
     def _prior_metadata(self) -> dict[str, Any]:
         return {
             "beta": float(self.prior_beta), "half_life_s": float(self.prior_half_life_days) * 86400.0,
-            "counts": "every rating event, decayed in event time (rs:items:trending)",
+            "counts": "every rating event, decayed in event time (rs:items:prior)",
         }  # fmt: skip
 
     def prime(self, events: Events) -> Self:
@@ -275,7 +274,7 @@ class HybridVAE(Recommender):
         """``weights.safetensors`` (the torch state dict), ``runtime.npz``, ``metadata.json``, ``item_prior.npz``.
 
         ``item_prior.npz`` holds the prior's decayed counts (as trending scores) and clock; the gateway
-        uses the worker's live trending zset instead.
+        uses the worker's live ``rs:items:prior`` zset instead, and these until that zset exists.
         """
         folder.mkdir(parents=True, exist_ok=True)
         if getattr(self, "modules_", None):
@@ -296,16 +295,8 @@ class HybridVAE(Recommender):
         model = cls(**params)
         model.runtime_ = runtime
         model.modules_ = []
-        prior_path = folder / "item_prior.npz"
-        if prior_path.exists():
-            try:
-                with np.load(prior_path, allow_pickle=False) as arrays:
-                    model.trending_, model.now_ = arrays["trending"].astype(np.float64), float(arrays["now"])
-            except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-                raise ModelError(f"{prior_path}: corrupt artifact ({exc})") from None
-            if model.trending_.shape != (runtime.n_items,):
-                raise ModelError(f"{prior_path}: corrupt artifact, {model.trending_.shape[0]} counts for "
-                                 f"{runtime.n_items} movies")  # fmt: skip
+        if runtime.primed_prior is not None:  # item_prior.npz, read (and checked) by ModelRuntime.load
+            model.trending_, model.now_ = runtime.primed_prior[0].copy(), runtime.primed_prior[1]
         if with_torch:
             import torch
 

@@ -17,12 +17,18 @@ projections ``side_in`` [n_side, hidden] / ``side_dec`` [n_side, latent] /
 **Streaming item prior.** ``metadata["item_prior"] = {"beta": b, "half_life_s": h}`` adds
 ``b * log(1 + c_i(now))`` to every logit, where ``c_i(now) = sum_e 0.5 ** ((now - ts_e) / h)`` is the
 time-decayed number of rating events on movie ``i`` (any rating). That count is exactly what the worker
-keeps in the trending zset ``rs:items:trending``: the zset stores ``t_i = log sum_e exp(d * ts_e)``
-with ``d = ln 2 / h`` (``streams/processor.py``), so ``log c_i(now) = t_i - d * now``
+keeps in its trending-style zsets (``rs:items:trending``, ``rs:items:prior``): a zset stores
+``t_i = log sum_e exp(d * ts_e)`` with ``d = ln 2 / h`` (``streams/processor.py``), so ``log c_i(now) = t_i - d * now``
 (:func:`decayed_log_counts`). Pass the zset's scores to :meth:`ModelRuntime.scores` as ``trending``
 (aligned with the item index, ``-inf`` for a movie without events) together with ``now_s``; without
-them the scores are the plain decoder logits. The worker's ``trending_half_life_s`` must equal the
-prior's ``half_life_s`` (:meth:`ModelRuntime.prior_logits` refuses another one).
+them the scores are the plain decoder logits. The scores must have been kept with the prior's
+``half_life_s`` (:meth:`ModelRuntime.prior_logits` refuses another one): the worker therefore keeps a
+second zset, ``rs:items:prior``, with the same definition at the model's half-life, and its clock
+(the latest event time it applied) in ``rs:items:prior:clock``; the gateway adds the prior from them.
+
+``item_prior.npz`` (written by :meth:`models.hybrid_vae.HybridVAE.save`) holds the counts primed on
+HISTORY and their clock; :meth:`ModelRuntime.load` reads it into :attr:`ModelRuntime.primed_prior`
+(what the gateway serves before the worker's zset exists).
 """
 
 from __future__ import annotations
@@ -64,6 +70,21 @@ def decayed_log_counts(trending: np.ndarray, now_s: float, half_life_s: float) -
     np.exp(x, out=x)
     return np.log1p(x, out=x)
 
+
+def _load_primed_prior(path: Path, n_items: int) -> tuple[np.ndarray, float] | None:
+    """``item_prior.npz`` as ``(trending, now_s)``; None when the file is absent, ModelError when corrupt."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            trending, now = arrays["trending"].astype(np.float64), float(arrays["now"])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ModelError(f"{path}: corrupt artifact ({exc})") from None
+    if trending.shape != (n_items,):
+        raise ModelError(f"{path}: corrupt artifact, {trending.shape[0]} counts for {n_items} movies")
+    return trending, now
+
+
 _ENCODER_KEYS = ("w_in", "b_in", "w_mu", "b_mu", "w_logvar", "b_logvar")
 _REQUIRED = (*_ENCODER_KEYS, "item_decoder", "item_bias", "movie_ids", "side_in", "side_dec", "side_bias")
 
@@ -93,6 +114,8 @@ class ModelRuntime:
     side_dec: np.ndarray  #: float32 [n_side, latent]
     side_bias: np.ndarray  #: float32 [n_side]
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: ``(trending float64 [n_items], now_s)`` from ``item_prior.npz``: the prior's HISTORY counts, or None
+    primed_prior: tuple[np.ndarray, float] | None = None
     index_of: dict[int, int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -123,11 +146,20 @@ class ModelRuntime:
         prior = self.metadata.get("item_prior") or {}
         return {"beta": float(prior.get("beta", 0.0)), "half_life_s": float(prior.get("half_life_s", 7 * 86400.0))}
 
-    def prior_logits(self, trending: np.ndarray, now_s: float, *, half_life_s: float | None = None) -> np.ndarray:
+    @property
+    def has_item_prior(self) -> bool:
+        """True when the metadata names an item prior with a non-zero beta (the worker then keeps its zset)."""
+        return bool(self.metadata.get("item_prior")) and self.item_prior["beta"] != 0.0
+
+    def prior_logits(
+        self, trending: np.ndarray, now_s: float, *, half_life_s: float | None = None, catalogue: bool = False
+    ) -> np.ndarray:
         """float32 [n_items]: ``beta * log(1 + decayed count)`` from the trending scores (see the module docstring).
 
         ``half_life_s`` is the half-life the trending scores were kept with; ModelError when it is
-        not the prior's (the scores would mean another count).
+        not the prior's (the scores would mean another count). ``catalogue=True`` accepts scores for a
+        serving catalogue that extends the model's items (side-feature-only rows appended after them,
+        gateway/catalog.py); the same formula applies to every row.
         """
         prior = self.item_prior
         if half_life_s is not None and not math.isclose(half_life_s, prior["half_life_s"], rel_tol=1e-9):
@@ -135,7 +167,7 @@ class ModelRuntime:
                 f"trending scores kept with a {half_life_s:g} s half-life, but model {self.version}'s item prior "
                 f"uses {prior['half_life_s']:g} s: set trending_half_life_s to match"
             )
-        if len(trending) != self.n_items:
+        if len(trending) != self.n_items and not (catalogue and len(trending) > self.n_items):
             raise ModelError(f"trending has {len(trending)} scores, the model {self.n_items} movies")
         out = decayed_log_counts(trending, now_s, prior["half_life_s"])
         out *= np.float32(prior["beta"])
@@ -188,6 +220,8 @@ class ModelRuntime:
             side_in=self.side_in, side_dec=self.side_dec, side_bias=self.side_bias,
         )  # fmt: skip
         np.savez(folder / "runtime.npz", **arrays)
+        if self.primed_prior is not None:
+            np.savez(folder / "item_prior.npz", trending=self.primed_prior[0], now=np.float64(self.primed_prior[1]))
         (folder / "metadata.json").write_text(json.dumps(self.metadata, indent=2, sort_keys=True))
 
     @classmethod
@@ -210,6 +244,7 @@ class ModelRuntime:
             raise ModelError(f"{npz_path}: missing") from None
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
             raise ModelError(f"{npz_path}: corrupt artifact ({exc})") from None
+        primed = _load_primed_prior(folder / "item_prior.npz", len(arrays["movie_ids"]))
         runtime = cls(
             weights=FoldInWeights(*(arrays[k].astype(np.float32) for k in _ENCODER_KEYS)),
             item_decoder=arrays["item_decoder"].astype(np.float32),
@@ -219,6 +254,7 @@ class ModelRuntime:
             side_dec=arrays["side_dec"].astype(np.float32),
             side_bias=arrays["side_bias"].astype(np.float32),
             metadata=metadata,
+            primed_prior=primed,
         )
         runtime._check_shapes(npz_path)
         if expect_data_version is not None and runtime.data_version != expect_data_version:

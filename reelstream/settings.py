@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     gateway_worker_stale_ms: int = Field(15_000, ge=1)
     #: Seconds a client is told to wait (Retry-After) when the broker is unreachable.
     gateway_retry_after_s: int = Field(5, ge=1)
+    #: Seconds between re-reads of the worker's ``rs:items:prior`` (the model's item prior; gateway/prior.py).
+    gateway_prior_refresh_s: float = Field(2.0, gt=0)
 
     # --- monitoring (the gateway's background samplers; docs/monitoring.md) ----------
     #: Seconds between consumer-lag samples behind ``GET /lag`` and the lag gauges (0: off).

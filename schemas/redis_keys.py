@@ -19,6 +19,14 @@ key                            type    fields / members
                                        ``lambda = ln 2 / trending_half_life_s``; the order is the
                                        trending order at any time; the decayed count at time ``t`` is
                                        ``exp(score - lambda * t)``
+``rs:items:prior``             zset    movie_id -> the same log-space decayed event count as trending,
+                                       but with ``lambda = ln 2 / item_prior.half_life_s`` of the
+                                       loaded model (kept only when the model has an item prior); the
+                                       gateway adds ``beta * log(1 + exp(score - lambda * now))`` to
+                                       every logit (``ModelRuntime.prior_logits``)
+``rs:items:prior:clock``       hash    ``event_ms`` (the latest event time the worker applied, epoch
+                                       ms: the prior's ``now``), ``events`` (events counted in the
+                                       prior zset), ``half_life_s`` (the half-life it is kept with)
 ``rs:items:popular``           zset    movie_id -> rating count
 ``rs:movie:{mid}``             hash    movies added by ``MovieEvent``: ``title``, ``genres`` and
                                        ``tags`` (``|``-joined), ``year`` (empty: unknown),
@@ -41,6 +49,8 @@ from __future__ import annotations
 
 __all__ = [
     "ITEMS_POPULAR",
+    "ITEMS_PRIOR",
+    "ITEMS_PRIOR_CLOCK",
     "ITEMS_TRENDING",
     "ONLINE",
     "PREFIX",
@@ -60,6 +70,9 @@ __all__ = [
 PREFIX = "rs"
 ITEMS_TRENDING = f"{PREFIX}:items:trending"
 ITEMS_POPULAR = f"{PREFIX}:items:popular"
+#: The model's item prior counts (like trending, at the model's ``item_prior.half_life_s``) and their clock.
+ITEMS_PRIOR = f"{PREFIX}:items:prior"
+ITEMS_PRIOR_CLOCK = f"{PREFIX}:items:prior:clock"
 ONLINE = f"{PREFIX}:online"
 STATS = f"{PREFIX}:stats"
 #: What ``reelstream seed`` applied (HISTORY's store and model version); see streams/seed.py.

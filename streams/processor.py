@@ -17,10 +17,19 @@ Per batch:
 4. messages at or below the stored offset of their partition are skipped
    (already applied before a crash or rebalance);
 5. each event is folded into its user's state (``models.state.fold_in``), the
-   user's statistics, rated set and recent list, the item aggregates and the
-   trending score, and scored then learned by the online model;
+   user's statistics, rated set and recent list, the item aggregates, the
+   trending score and (when the model has an item prior) the prior's count and
+   clock, and scored then learned by the online model;
 6. the result is a list of ops plus a fence ``{partition: (offset read, new
    highest offset)}`` that :meth:`commit` applies atomically.
+
+**Trending and the item prior.** Both zsets hold ``log sum_e exp(d * ts_e)`` (event seconds) per movie,
+with ``d = ln 2 / half-life``: ``rs:items:trending`` at ``settings.trending_half_life_s`` (the cold-start
+fallback's meaning of "trending"), ``rs:items:prior`` at the loaded model's ``item_prior.half_life_s``
+(what the model was evaluated with; :meth:`models.runtime.ModelRuntime.prior_logits`). The prior's clock,
+``rs:items:prior:clock`` ``event_ms``, is the latest event time applied (a max, so the gateway's ``now``
+is deterministic and in event time). All of it is written by the same fenced script as the rest of the
+batch, so it is exactly-once under redelivery too.
 """
 
 from __future__ import annotations
@@ -144,6 +153,9 @@ class RatingProcessor:
         self.min_ts_ms = min_ts_ms
         self.max_future_ms = max_future_ms
         self.decay = math.log(2.0) / half_life_s
+        #: the item prior's half-life (None: the model has no prior, ``rs:items:prior`` is not kept)
+        self.prior_half_life_s = runtime.item_prior["half_life_s"] if runtime.has_item_prior else None
+        self.prior_decay = None if self.prior_half_life_s is None else math.log(2.0) / self.prior_half_life_s
         self.online = online if online is not None else OnlineRatingModel()
         self.clock = clock
         self._codec = codec_for("RatingEvent")
@@ -209,9 +221,11 @@ class RatingProcessor:
         weights = self.runtime.weights
         index_of = self.runtime.index_of
         decay = self.decay
+        prior_decay = self.prior_decay if self.prior_decay is not None else 0.0
         online = self.online
         work: dict[int, _UserWork] = {}
-        items: dict[int, list[float]] = {}  # mid -> [count, sum, trending x]
+        items: dict[int, list[float]] = {}  # mid -> [count, sum, trending x, prior x]
+        max_ts: int | None = None
         abs_sum = sq_sum = 0.0
         drifts = 0
         for _m, ev in events:
@@ -232,13 +246,16 @@ class RatingProcessor:
             w.rated[mid] = r
             w.recent.append(f"{mid}:{r}:{ts}")
             x = decay * ts / 1000.0
+            xp = prior_decay * ts / 1000.0
+            max_ts = ts if max_ts is None or ts > max_ts else max_ts
             agg = items.get(mid)
             if agg is None:
-                items[mid] = [1, r, x]
+                items[mid] = [1, r, x, xp]
             else:
                 agg[0] += 1
                 agg[1] += r
                 agg[2] = logaddexp(agg[2], x)
+                agg[3] = logaddexp(agg[3], xp)
             step = online.learn_one(uid, mid, r)
             abs_sum += step.abs_error
             sq_sum += step.abs_error * step.abs_error
@@ -259,10 +276,17 @@ class RatingProcessor:
                 rated += [mid, r]
             ops.append(("H", keys.user_rated(uid), rated))
             ops.append(("L", keys.user_recent(uid), w.recent[-keys.RECENT_MAX :]))
-        for mid, (cnt, total, x) in items.items():
+        prior = self.prior_decay is not None
+        for mid, (cnt, total, x, xp) in items.items():
             ops.append(("I", keys.item(mid), mid, cnt, total))
             ops.append(("T", mid, x))
+            if prior:
+                ops.append(("P", mid, xp))
         applied = len(events)
+        if applied and prior:
+            ops.append(("X", keys.ITEMS_PRIOR_CLOCK, "event_ms", max_ts))
+            ops.append(("C", keys.ITEMS_PRIOR_CLOCK, "events", applied))
+            ops.append(("H", keys.ITEMS_PRIOR_CLOCK, ["half_life_s", self.prior_half_life_s]))
         if applied:
             ops.append(("C", keys.STATS, "events_applied", applied))
             ops.append(("C", keys.ONLINE, "n", applied))

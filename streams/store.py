@@ -7,6 +7,8 @@ Both stores take the same *ops*, a flat list of tuples the processor computes::
     ("I", item_key, movie_id, count, sum)  HINCRBY n, HINCRBYFLOAT sum, HSET mean=sum/n,
                                            ZINCRBY rs:items:popular count movie_id
     ("T", movie_id, x)                     rs:items:trending[movie_id] = logaddexp(old, x)
+    ("P", movie_id, x)                     rs:items:prior[movie_id] = logaddexp(old, x) (the item prior)
+    ("X", key, field, int)                 HSET field max(old, int) (the prior's clock)
     ("C", key, field, int)                 HINCRBY
     ("F", key, field, float)               HINCRBYFLOAT
     ("O",)                                 recompute rs:online mae/rmse from its sums
@@ -96,8 +98,8 @@ for _ = 1, np do
   i = i + 3
 end
 local recent_max = tonumber(ARGV[i])
-local trending, popular, online = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-i = i + 4
+local trending, popular, online, prior = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+i = i + 5
 local n = #ARGV
 while i <= n do
   local op = ARGV[i]
@@ -117,17 +119,25 @@ while i <= n do
     redis.call('HSET', key, 'mean', tonumber(sum) / cnt)
     redis.call('ZINCRBY', popular, ARGV[i + 3], mid)
     i = i + 5
-  elseif op == 'T' then
+  elseif op == 'T' or op == 'P' then
+    local zkey = trending
+    if op == 'P' then zkey = prior end
     local mid, x = ARGV[i + 1], tonumber(ARGV[i + 2])
-    local cur = redis.call('ZSCORE', trending, mid)
+    local cur = redis.call('ZSCORE', zkey, mid)
     if cur then
       local c = tonumber(cur)
       local m = c
       if x > m then m = x end
       x = m + math.log(math.exp(c - m) + math.exp(x - m))
     end
-    redis.call('ZADD', trending, x, mid)
+    redis.call('ZADD', zkey, x, mid)
     i = i + 3
+  elseif op == 'X' then
+    local cur = redis.call('HGET', ARGV[i + 1], ARGV[i + 2])
+    if (not cur) or tonumber(cur) < tonumber(ARGV[i + 3]) then
+      redis.call('HSET', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+    end
+    i = i + 4
   elseif op == 'C' then
     redis.call('HINCRBY', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
     i = i + 4
@@ -176,7 +186,7 @@ def _flatten(topic: str, fence: dict[int, tuple[int | None, int]], ops: list[Op]
     args: list[Any] = [keys.offsets(topic), len(fence)]
     for partition, (expected, new) in fence.items():
         args += [partition, "" if expected is None else expected, new]
-    args += [keys.RECENT_MAX, keys.ITEMS_TRENDING, keys.ITEMS_POPULAR, keys.ONLINE]
+    args += [keys.RECENT_MAX, keys.ITEMS_TRENDING, keys.ITEMS_POPULAR, keys.ONLINE, keys.ITEMS_PRIOR]
     for op in ops:
         kind = op[0]
         if kind in ("H", "L"):
@@ -276,10 +286,14 @@ class MemoryFeatureStore:
                 h["mean"] = h["sum"] / h["n"]
                 pop = self.zsets.setdefault(keys.ITEMS_POPULAR, {})
                 pop[str(mid)] = pop.get(str(mid), 0.0) + cnt
-            elif kind == "T":
+            elif kind in ("T", "P"):
                 _, mid, x = op
-                z = self.zsets.setdefault(keys.ITEMS_TRENDING, {})
+                z = self.zsets.setdefault(keys.ITEMS_TRENDING if kind == "T" else keys.ITEMS_PRIOR, {})
                 z[str(mid)] = x if str(mid) not in z else logaddexp(z[str(mid)], x)
+            elif kind == "X":
+                h = self._h(op[1])
+                if op[2] not in h or float(h[op[2]]) < op[3]:
+                    h[op[2]] = op[3]
             elif kind == "C":
                 h = self._h(op[1])
                 h[op[2]] = int(h.get(op[2], 0)) + op[3]

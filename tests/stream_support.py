@@ -45,10 +45,15 @@ def unique_stream_env(tag: str) -> dict[str, str]:
     }
 
 
+#: The installed model's item prior: a half-life other than trending's, so the two zsets differ.
+PRIOR = {"beta": 1.0, "half_life_s": 30 * 86400.0}
+
+
 def install_model(settings: Settings, movie_ids: np.ndarray, seed: int = 0) -> ModelRuntime:
-    """A small random model saved as the CURRENT model of ``settings``."""
+    """A small random model, with an item prior (:data:`PRIOR`), saved as the CURRENT model of ``settings``."""
     runtime = ModelRuntime.random(movie_ids, hidden=32, latent=8, seed=seed)
     runtime.metadata["side_features"] = ["genre=Action", "genre=Comedy", "genre=Drama", "genre=Horror"]
+    runtime.metadata["item_prior"] = dict(PRIOR)
     runtime.save(settings.models_dir / "m0001")
     (settings.models_dir / "CURRENT").write_text("m0001")
     return ModelRuntime.load(current_model_dir(settings.models_dir))

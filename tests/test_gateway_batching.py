@@ -16,6 +16,7 @@ import gateway.batching as batching
 from gateway._blas import limit_blas_threads
 from gateway.batching import ScoreBatcher, matvec_many
 from gateway.catalog import Catalog
+from gateway.prior import ItemPrior
 from gateway.rules import RulesStore
 from gateway.service import Gateway
 from gateway.state import RedisState
@@ -84,9 +85,14 @@ def test_batching_off_is_the_plain_matvec() -> None:
 
 
 def test_batched_lists_equal_single_lists(live_settings: Settings) -> None:
-    """The same users, scored alone (batch_max=1) and 16 at a time from threads: identical responses."""
+    """The same users, scored alone (batch_max=1) and 16 at a time from threads: identical responses.
+
+    The model has an item prior (primed counts), so both paths add the same prior vector after the mat-vec.
+    """
     ids = np.arange(1, 3001) * 7
     runtime = ModelRuntime.random(ids, hidden=16, latent=8, seed=4)
+    runtime.metadata["item_prior"] = {"beta": 0.5, "half_life_s": 86400.0}
+    runtime.primed_prior = (rng.normal(0.0, 1.0, len(ids)), 0.0)
     catalog = Catalog.build(runtime, synthetic_items(ids.tolist(), seed=6))
     client = redis.Redis.from_url(live_settings.redis_url)
     users = list(range(1, 25))
@@ -97,7 +103,8 @@ def test_batched_lists_equal_single_lists(live_settings: Settings) -> None:
 
     def gateway(batch_max: int) -> Gateway:
         s = live_settings.model_copy(update={"gateway_cache_size": 0, "gateway_batch_max": batch_max})
-        g = Gateway(s, catalog, RulesStore(s.rules_path), RedisState(s.redis_url))
+        g = Gateway(s, catalog, RulesStore(s.rules_path), RedisState(s.redis_url), prior=ItemPrior(runtime))
+        assert g.prior.current(catalog.n)[1] is not None
         g.batcher.chunk_rows = 256  # several row blocks even on this small catalogue
         return g
 

@@ -8,6 +8,7 @@ import redis
 
 from models.runtime import ModelRuntime
 from reelstream.settings import Settings
+from schemas import redis_keys as keys
 from streams.codecs import codec_for
 from streams.events import rating_event
 from streams.online import OnlineRatingModel
@@ -35,7 +36,9 @@ def _messages(n: int = 3000, partitions: int = 4) -> list[Message]:
 
 
 def _processor(store) -> RatingProcessor:
-    return RatingProcessor(ModelRuntime.random(MOVIES, seed=3), store, topic=TOPIC, min_ts_ms=0,
+    runtime = ModelRuntime.random(MOVIES, seed=3)
+    runtime.metadata["item_prior"] = {"beta": 0.5, "half_life_s": 7200.0}  # keeps rs:items:prior too
+    return RatingProcessor(runtime, store, topic=TOPIC, min_ts_ms=0,
                            max_future_ms=10**15, half_life_s=3600.0, online=OnlineRatingModel(seed=1))  # fmt: skip
 
 
@@ -47,6 +50,11 @@ def test_lua_and_dict_stores_agree_and_redelivery_changes_nothing(live_settings:
         in_redis.run(msgs[i : i + 700])
     in_memory.run(msgs)  # one big batch: batching must not change the result
     assert diff_states(in_memory.store.snapshot(), redis_snapshot(client)) == []
+    clock = client.hgetall(keys.ITEMS_PRIOR_CLOCK)  # the item prior: its own zset and clock, same script
+    assert clock[b"event_ms"] == b"%d" % (1_400_000_000_000 + (len(msgs) - 1) * 60_000)
+    assert int(clock[b"events"]) == len(msgs) and float(clock[b"half_life_s"]) == 7200.0
+    assert client.zcard(keys.ITEMS_PRIOR) == client.zcard(keys.ITEMS_TRENDING) > 0
+    assert client.zscore(keys.ITEMS_PRIOR, 1) != client.zscore(keys.ITEMS_TRENDING, 1)
     before = redis_snapshot(client)
     plan = in_redis.run(msgs[100:2500])  # a redelivery after a crash
     assert (plan.applied, plan.skipped) == (0, 2400)

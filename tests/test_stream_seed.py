@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 import redis
@@ -21,6 +22,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bootstrap.store import load_store
+from models.data import Events
+from models.hybrid_vae import HybridVAE
 from models.runtime import ModelRuntime
 from reelstream.errors import DataError
 from reelstream.settings import Settings, get_settings
@@ -218,3 +221,30 @@ def test_worker_state_without_a_marker_is_refused(case: Case) -> None:
         case.seed(limit=100, reset=True)
     case.redis.delete(keys.worker("w1"))
     assert case.seed(limit=100, reset=True).applied == 100
+
+
+def test_seeded_prior_zset_is_the_models_own_prior_at_the_end_of_history(case: Case) -> None:
+    """``rs:items:prior`` after the seed, through ``prior_logits``, equals the model's HISTORY-primed prior."""
+    rows = case.rows()
+    case.seed()
+    rt = case.runtime
+    half_life = rt.item_prior["half_life_s"]
+    assert half_life != case.settings.trending_half_life_s  # the prior has its own zset, not trending's
+    # the model's own prior: HybridVAE.prime over HISTORY, clock at the last HISTORY timestamp
+    model = HybridVAE(prior_beta=rt.item_prior["beta"], prior_half_life_days=half_life / 86400.0)
+    model.runtime_ = rt
+    idx = np.array([rt.item_index(m) for _, m, _, _ in rows], dtype=np.int32)
+    ts = np.array([t for *_, t in rows], dtype=np.int64)
+    model.prime(Events(np.zeros_like(idx), idx, np.zeros(len(rows), np.float32), ts))
+    expected = rt.prior_logits(model.trending_, model.now_)
+
+    clock = {k.decode(): v.decode() for k, v in case.redis.hgetall(keys.ITEMS_PRIOR_CLOCK).items()}
+    assert int(clock["event_ms"]) == int(model.now_) * 1000 == int(ts.max()) * 1000
+    assert int(clock["events"]) == len(rows)
+    zset = np.full(rt.n_items, -np.inf)
+    for member, score in case.redis.zrange(keys.ITEMS_PRIOR, 0, -1, withscores=True):
+        zset[rt.item_index(int(member))] = score
+    got = rt.prior_logits(zset, int(clock["event_ms"]) / 1000.0, half_life_s=float(clock["half_life_s"]))
+    assert np.isfinite(zset).sum() == len(set(idx.tolist()))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(expected, 0.0)  # a real prior, not an empty one
