@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,6 +22,7 @@ from gateway.state import RedisState
 from gateway.testing import synthetic_items, write_user
 from models.runtime import ModelRuntime
 from reelstream.settings import Settings
+from tests.stream_support import wait_for
 
 rng = np.random.default_rng(3)
 DECODER = rng.standard_normal((20_011, 64), dtype=np.float32)
@@ -54,9 +54,7 @@ def test_concurrent_callers_share_batches_and_get_their_own_vectors(monkeypatch:
     def slow_first(decoder, mus, chunk_rows):  # the first batch waits until everyone else has queued
         if not first.is_set():
             first.set()
-            deadline = time.monotonic() + 10
-            while len(batcher._waiting) < n - 1 and time.monotonic() < deadline:
-                time.sleep(0.001)
+            wait_for(lambda: len(batcher._waiting) >= n - 1, 10, "the other callers to queue", interval=0.001)
         return real(decoder, mus, chunk_rows)
 
     monkeypatch.setattr(batching, "matvec_many", slow_first)
