@@ -36,6 +36,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from mode import Service
+from redis.exceptions import RedisError
 
 from reelstream.settings import Settings
 from streams.processor import Message
@@ -176,7 +177,7 @@ class BatchConsumer(Service):
                     if msgs:
                         await self.apply(topic, msgs)
                 return True
-            except Exception:
+            except (RedisError, KafkaError, OSError):  # infrastructure: retry; a bug in our code stops the worker
                 log.exception("applying a batch failed; retrying it in 1 s")
                 await self.sleep(1.0)
                 if self.should_stop:
