@@ -158,19 +158,11 @@ class RedisState:
 
     # --- items and system -----------------------------------------------------------------
     def trending(self, n: int) -> list[tuple[int, float]]:
-        rows = self._call(lambda: self.client.zrevrange(keys.ITEMS_TRENDING, 0, n - 1, withscores=True))
-        out = []
-        for member, score in rows:
-            try:
-                out.append((int(member), float(score)))
-            except ValueError:
-                continue
-        return out
+        return _scored_ids(self._call(lambda: self.client.zrevrange(keys.ITEMS_TRENDING, 0, n - 1, withscores=True)))
 
     def item_prior_clock(self) -> dict[str, str]:
         """``rs:items:prior:clock`` (``event_ms``, ``events``, ``half_life_s``); empty when never written."""
-        raw = self._call(lambda: self.client.hgetall(keys.ITEMS_PRIOR_CLOCK))
-        return {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
+        return _decoded(self._call(lambda: self.client.hgetall(keys.ITEMS_PRIOR_CLOCK)))
 
     def item_prior(self) -> tuple[dict[str, str], list[tuple[int, float]]]:
         """The prior's clock and every ``rs:items:prior`` member with its score, read in one MULTI (consistent)."""
@@ -182,21 +174,13 @@ class RedisState:
             return pipe.execute()
 
         clock, rows = self._call(read)
-        out = []
-        for member, score in rows:
-            try:
-                out.append((int(member), float(score)))
-            except ValueError:
-                continue
-        return {k.decode(): v.decode(errors="replace") for k, v in clock.items()}, out
+        return _decoded(clock), _scored_ids(rows)
 
     def item_stats(self, movie_id: int) -> dict[str, str]:
-        raw = self._call(lambda: self.client.hgetall(keys.item(movie_id)))
-        return {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
+        return _decoded(self._call(lambda: self.client.hgetall(keys.item(movie_id))))
 
     def stats(self) -> dict[str, str]:
-        raw = self._call(lambda: self.client.hgetall(keys.STATS))
-        return {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
+        return _decoded(self._call(lambda: self.client.hgetall(keys.STATS)))
 
     def ping(self) -> bool:
         return bool(self._call(self.client.ping))
@@ -248,9 +232,25 @@ class RedisState:
                 pipe.hgetall(name)
             out = []
             for name, raw in zip(names, pipe.execute() if names else [], strict=True):
-                doc = {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
+                doc = _decoded(raw)
                 doc["movie_id"] = name.decode()[len(prefix) :]
                 out.append(doc)
             return out
 
         return self._call(read)
+
+
+def _decoded(raw: dict[bytes, bytes]) -> dict[str, str]:
+    """A Redis hash as text."""
+    return {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
+
+
+def _scored_ids(rows: list[tuple[bytes, float]]) -> list[tuple[int, float]]:
+    """Sorted-set rows as (movie id, score), skipping members that are not ids."""
+    out = []
+    for member, score in rows:
+        try:
+            out.append((int(member), float(score)))
+        except ValueError:
+            continue
+    return out
