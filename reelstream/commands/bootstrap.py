@@ -13,17 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from bootstrap.pipeline import BootstrapOptions, BootstrapResult, run_append, run_bootstrap
 from bootstrap.quality import QualityThresholds
+from reelstream.console import console
 from reelstream.errors import QualityError
 from reelstream.settings import get_settings
 
 __all__ = ["run"]
 
-console = Console()
 
 
 @contextmanager

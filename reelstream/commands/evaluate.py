@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from reelstream.console import console
 from reelstream.settings import get_settings
 
 __all__ = ["run"]
 
-console = Console()
 
 
 def run(

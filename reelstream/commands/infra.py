@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 
 from reelstream import infra
+from reelstream.console import console
 from reelstream.settings import get_settings
 from streams.admin import ensure_topics_sync
 
 app = typer.Typer(help="Start, stop and inspect the local Kafka-protocol broker and Redis server.")
-console = Console()
 
 
 @app.command("up")

@@ -7,15 +7,14 @@ import contextlib
 import json
 
 import typer
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from monitoring.lag import GroupLag, LagMonitor
 from monitoring.liveness import worker_heartbeats
+from reelstream.console import console
 from reelstream.settings import get_settings
 
-console = Console()
 VERDICT_STYLE = {"OK": "green", "WARN": "yellow", "STALL": "magenta", "STOP": "red", "REWIND": "cyan"}
 
 

@@ -6,14 +6,13 @@ import asyncio
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from reelstream.console import console
 from reelstream.settings import get_settings
 from streams.events import RatingProducer
 
 __all__ = ["rate"]
 
-console = Console()
 
 
 def rate(

@@ -6,10 +6,10 @@ import asyncio
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bootstrap.store import load_store
+from reelstream.console import console
 from reelstream.errors import ConfigError
 from reelstream.settings import get_settings
 from streams.admin import ensure_topics_sync
@@ -17,7 +17,6 @@ from streams.replay import Pace, replay
 
 __all__ = ["run"]
 
-console = Console()
 
 
 def run(

@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from reelstream.console import console
 from reelstream.settings import get_settings
 
 __all__ = ["run"]
 
-console = Console()
 
 
 def run(

@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from bootstrap.synth import generate, scale, write_dataset
+from reelstream.console import console
 
 __all__ = ["run"]
 
-console = Console()
 
 
 def run(

@@ -5,12 +5,10 @@ from __future__ import annotations
 import signal
 
 import typer
-from rich.console import Console
 
 from reelstream import system
+from reelstream.console import console
 from reelstream.settings import get_settings
-
-console = Console()
 
 
 def _interrupt(signum: int, frame: object) -> None:

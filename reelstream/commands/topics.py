@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 
+from reelstream.console import console
 from reelstream.settings import get_settings
 from streams.admin import ensure_topics_sync
 
 __all__ = ["app"]
 
 app = typer.Typer(help="Kafka topics: ratings (keyed by user), movies, dead letters.")
-console = Console()
 
 
 @app.command("create")

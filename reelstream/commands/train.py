@@ -6,14 +6,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from reelstream.console import console
 from reelstream.settings import get_settings
 
 __all__ = ["run"]
 
-console = Console()
 
 
 def run(
