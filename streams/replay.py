@@ -62,6 +62,7 @@ class ReplaySummary:
     seconds: float
     start: int  #: first index this run considered
     end: int  #: one past the last index
+    restarted: bool = False  #: the checkpoint named records the topic no longer holds, so it started over
 
     @property
     def events_per_s(self) -> float:
@@ -131,7 +132,7 @@ async def replay(
     end = stream.height if limit is None else min(limit, stream.height)
     ident = {"fingerprint": fingerprint, "topic": topic, "bootstrap": settings.kafka_bootstrap}
     ends = await high_watermarks(settings, topic)
-    start, offsets, seen = 0, {p: hw - 1 for p, hw in ends.items()}, set()
+    start, offsets, seen, restarted = 0, {p: hw - 1 for p, hw in ends.items()}, set(), False
     if resume:
         doc = read_checkpoint(path)
         if doc is not None:
@@ -141,6 +142,11 @@ async def replay(
                 )
             start = int(doc["next"])
             offsets = {int(p): int(o) for p, o in doc["offsets"].items()}
+            if any(ends.get(p, 0) < o + 1 for p, o in offsets.items()):
+                # The topic holds fewer records than this replay saw acknowledged: it was recreated
+                # (Tansu keeps topics in memory, so `infra down` loses them). Nothing before ``next``
+                # can be assumed sent: start over, skipping whatever the new topic already holds.
+                start, offsets, restarted = 0, {p: -1 for p in ends}, True
             seen = await _ids_after(settings, topic, offsets, ends)
     _write_checkpoint(path, {"ident": ident, "next": start, "offsets": offsets, "end": end})
 
@@ -217,4 +223,4 @@ async def replay(
         _write_checkpoint(path, {"ident": ident, "next": acked_next, "offsets": offsets, "end": end})
     if on_progress is not None:
         on_progress(end)
-    return ReplaySummary(sent, skipped, time.perf_counter() - t0, start, end)
+    return ReplaySummary(sent, skipped, time.perf_counter() - t0, start, end, restarted)

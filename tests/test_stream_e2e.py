@@ -244,6 +244,22 @@ async def _event_ids(settings: Settings) -> Counter[str]:
     return ids
 
 
+def test_resume_after_the_broker_lost_the_topic_replays_what_is_missing(case: StreamCase) -> None:
+    """Tansu keeps topics in memory: after `infra down`/`up` a checkpoint names records the topic lost."""
+    limit = 3000
+    expected = Counter(rating_event(u, m, r, ts * 1000, "replay")["event_id"]
+                       for u, m, r, ts in stream_rows(case.settings, limit))  # fmt: skip
+    case.replay("--limit", "1000")  # what the "new" topic holds
+    path = case.settings.replay_checkpoint
+    doc = read_checkpoint(path)
+    lost = {p: o + 10_000 for p, o in doc["offsets"].items()}  # acknowledged by the broker that was lost
+    path.write_text(json.dumps({**doc, "next": limit, "offsets": lost}))
+    result = case.replay("--resume", "--limit", str(limit))
+    assert "starting over" in result.stdout
+    assert f"replayed {limit - 1000:,} events (indexes 0..{limit:,}, 1,000 already in the topic)" in result.stdout
+    assert asyncio.run(_event_ids(case.settings)) == expected  # every event exactly once
+
+
 def test_resumed_replay_neither_skips_nor_duplicates(case: StreamCase) -> None:
     limit = 6000
     expected = Counter(rating_event(u, m, r, ts * 1000, "replay")["event_id"]
