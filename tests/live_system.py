@@ -16,11 +16,12 @@ import pytest
 
 from models.runtime import ModelRuntime
 from reelstream import infra
-from reelstream.settings import Settings, get_settings
+from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from tests.stream_support import (
     StreamCase,
     WorkerProcess,
+    apply_env,
     bootstrap_var,
     install_model,
     open_case,
@@ -82,10 +83,7 @@ def live(
     """Settings with unique topic names and fast monitors, a var folder ready to serve; workers on demand."""
     env = unique_stream_env(request.node.name[5:20].replace("_", "-"))
     env |= {"REELSTREAM_GATEWAY_LAG_INTERVAL_S": "0.3", "REELSTREAM_PROBE_INTERVAL_S": "0.3"}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    get_settings.cache_clear()
-    settings = get_settings()
+    settings = apply_env(monkeypatch, env)
     runtime = install_var(settings, built_var, evaluation=EVALUATION)
     with open_case(Live, settings, {**subprocess_env, **env}, runtime, tmp_path) as case:
         yield case

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import polars as pl
+import pytest
 import redis
 
 from bootstrap.store import load_store
 from models.runtime import ModelRuntime, current_model_dir
 from reelstream import infra
-from reelstream.settings import Settings
+from reelstream.settings import Settings, get_settings
 from schemas import redis_keys as keys
 from streams.admin import ensure_topics_sync
 from streams.codecs import codec_for
@@ -61,6 +63,25 @@ def install_model(settings: Settings, movie_ids: np.ndarray, seed: int = 0) -> M
 
 def install_store(settings: Settings, built: Path) -> None:
     shutil.copytree(built, settings.store_dir)
+
+
+def apply_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Settings:
+    """Set ``env`` for this test and return the settings rebuilt from it."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    get_settings.cache_clear()
+    return get_settings()
+
+
+def store_and_model(
+    monkeypatch: pytest.MonkeyPatch, built_store: Path, tag: str
+) -> tuple[Settings, dict[str, str], ModelRuntime]:
+    """One test's own topics and group (``tag``), a copy of the built store and a tiny model over its movies."""
+    names = unique_stream_env(tag)
+    settings = apply_env(monkeypatch, names)
+    install_store(settings, built_store)
+    movies = pl.read_parquet(next(built_store.glob("v*/items.parquet")))["movie_id"].to_numpy()
+    return settings, names, install_model(settings, movies)
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:

@@ -16,12 +16,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import polars as pl
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from reelstream.settings import Settings, get_settings
+from reelstream.settings import Settings
 from streams.admin import high_watermarks
 from streams.codecs import codec_for
 from streams.events import rating_event, user_key
@@ -31,13 +30,11 @@ from tests.stream_support import StreamCase as BaseCase
 from tests.stream_support import (
     bootstrap_var,
     diff_states,
-    install_model,
-    install_store,
     open_case,
     reference_state,
     stats,
+    store_and_model,
     stream_rows,
-    unique_stream_env,
     wait_for,
 )
 
@@ -76,14 +73,7 @@ def case(
     live_settings: Settings, subprocess_env: dict[str, str], built_store: Path, monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path, request: pytest.FixtureRequest,
 ) -> Iterator[StreamCase]:  # fmt: skip
-    names = unique_stream_env(request.node.name[:20].replace("_", "-"))
-    for k, v in names.items():
-        monkeypatch.setenv(k, v)
-    get_settings.cache_clear()
-    settings = get_settings()
-    install_store(settings, built_store)
-    movies = pl.read_parquet(next(built_store.glob("v*/items.parquet")))["movie_id"].to_numpy()
-    runtime = install_model(settings, movies)
+    settings, names, runtime = store_and_model(monkeypatch, built_store, request.node.name[:20].replace("_", "-"))
     with open_case(StreamCase, settings, {**subprocess_env, **names}, runtime, tmp_path) as c:
         yield c
 

@@ -26,7 +26,7 @@ from models.data import Events
 from models.hybrid_vae import HybridVAE
 from models.runtime import ModelRuntime
 from reelstream.errors import DataError
-from reelstream.settings import Settings, get_settings
+from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from streams.admin import ensure_topics_sync
 from streams.seed import SeedSummary, read_marker, seed_history
@@ -35,10 +35,9 @@ from tests.stream_support import (
     bootstrap_var,
     diff_states,
     install_model,
-    install_store,
     reference_state,
     stats,
-    unique_stream_env,
+    store_and_model,
 )
 
 #: Rows of HISTORY the slice tests seed, and their batch size (several batches, a partial last one).
@@ -76,14 +75,8 @@ def case(
     live_settings: Settings, subprocess_env: dict[str, str], built_store: Path, monkeypatch: pytest.MonkeyPatch,
     request: pytest.FixtureRequest,
 ) -> Iterator[Case]:  # fmt: skip
-    names = unique_stream_env(request.node.name[5:25].replace("_", "-"))
-    for k, v in names.items():
-        monkeypatch.setenv(k, v)
-    get_settings.cache_clear()
-    settings = get_settings()
-    install_store(settings, built_store)
-    movies = pl.read_parquet(next(built_store.glob("v*/items.parquet")))["movie_id"].to_numpy()
-    c = Case(settings, {**subprocess_env, **names}, install_model(settings, movies))
+    settings, names, runtime = store_and_model(monkeypatch, built_store, request.node.name[5:25].replace("_", "-"))
+    c = Case(settings, {**subprocess_env, **names}, runtime)
     ensure_topics_sync(settings)
     try:
         yield c
