@@ -17,6 +17,11 @@ Writes ``bench/results/gateway.json``. Usage::
     .venv/bin/python bench/gateway.py            # full run (a few minutes on 2 cores)
     .venv/bin/python bench/gateway.py --quick    # fewer requests
     .venv/bin/python bench/gateway.py --only-synthetic --only-uncached --batch-max 1 --out /tmp/gw.json
+    .venv/bin/python bench/gateway.py --only-uncached --floor --out bench/results/gateway_floor.json
+
+``--floor`` serves empty lists (the pool stage and MMR stubbed out): what HTTP, the Redis read and
+the full-catalogue scoring alone cost, the limit any ranking work is added to. Each phase also
+records ``mean_batch``, users per scoring pass (from ``GET /stats``).
 
 Throughput is measured at ``--concurrency`` (4, the goal's figure) and again at
 ``--high-concurrency`` (16) connections; the load average is recorded before and
@@ -105,6 +110,11 @@ def serve_main(args: argparse.Namespace) -> None:
     runtime = ModelRuntime.load(Path(args.model_dir))
     catalog = Catalog.build(runtime, pl.read_parquet(args.items))
     gw = Gateway(settings, catalog, RulesStore(settings.rules_path), RedisState(settings.redis_url))
+    if args.floor:  # everything but ranking: the pool stage and MMR return nothing, the list is empty
+        import numpy as np
+
+        gw._personal_pool = lambda *a: (np.empty(0, np.int64), np.empty(0, np.float32))  # type: ignore[method-assign]
+        gw._select = lambda *a: []  # type: ignore[method-assign]
     uvicorn.run(create_app(settings, gateway=gw), host="127.0.0.1", port=args.port, log_level="warning",
                 access_log=False)  # fmt: skip
 
@@ -144,10 +154,21 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _scoring(port: int) -> dict:
+    """The gateway's scoring-pass counters (``/stats``)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as resp:
+        return json.loads(resp.read())["scoring"]
+
+
 def _phase(pid: int, port: int, paths: Path, n: int, concurrency: int) -> dict:
-    cpu0 = _cpu_s(pid)
+    cpu0, s0 = _cpu_s(pid), _scoring(port)
     out = _run_load(port, paths, n, concurrency)
-    out["server_cpu_ms_per_req"] = (_cpu_s(pid) - cpu0) * 1000 / max(out["n"], 1)
+    cpu1, s1 = _cpu_s(pid), _scoring(port)
+    out["server_cpu_ms_per_req"] = (cpu1 - cpu0) * 1000 / max(out["n"], 1)
+    passes = s1["batches"] - s0["batches"]
+    out["mean_batch"] = round((s1["scored"] - s0["scored"]) / passes, 2) if passes else None
     return out
 
 
@@ -190,7 +211,7 @@ def bench_catalogue(name: str, items, runtime, args: argparse.Namespace, work: P
                 [sys.executable, __file__, "serve", "--port", str(port), "--redis-url", url,
                  "--model-dir", str(model_dir), "--items", str(items_path), "--var-dir", str(work / f"var-{mode}"),
                  "--cache-size", str(cache_size), "--dead-port", str(infra.free_port()),
-                 "--batch-max", str(args.batch_max)],
+                 "--batch-max", str(args.batch_max), *(["--floor"] if args.floor else [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             try:
@@ -207,7 +228,9 @@ def bench_catalogue(name: str, items, runtime, args: argparse.Namespace, work: P
                                   "server_cpu_ms_per_req": round(thr["server_cpu_ms_per_req"], 3),
                                   f"req_per_s_c{args.high_concurrency}": round(high["req_per_s"], 1),
                                   f"p99_ms_c{args.high_concurrency}": round(high["p99_ms"], 3),
-                                  "errors": lat["errors"] + thr["errors"] + high["errors"]}  # fmt: skip
+                                  "errors": lat["errors"] + thr["errors"] + high["errors"],
+                                  "mean_batch": thr["mean_batch"],
+                                  f"mean_batch_c{args.high_concurrency}": high["mean_batch"]}  # fmt: skip
                 rec, hea = res["recommendations"], res["health"]
                 res["throughput_vs_health"] = round(rec["req_per_s"] / hea["req_per_s"], 3)
                 hk = f"req_per_s_c{args.high_concurrency}"
@@ -237,6 +260,7 @@ def main(args: argparse.Namespace) -> None:
         "latency": "1 connection, closed loop", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "command": "python bench/gateway.py" + (" --quick" if args.quick else ""), "catalogues": [],
         "batch_max": args.batch_max,
+        "floor": args.floor,
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="rs-bench-gw-") as tmp:
         if not args.only_synthetic:
@@ -274,9 +298,14 @@ if __name__ == "__main__":
     p_serve.add_argument("--cache-size", type=int, default=0)
     p_serve.add_argument("--dead-port", type=int, required=True)
     p_serve.add_argument("--batch-max", type=int, default=32)
+    p_serve.add_argument("--floor", action="store_true")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--high-concurrency", type=int, default=16)
     parser.add_argument("--batch-max", type=int, default=32, help="gateway_batch_max (1: no micro-batching)")
+    parser.add_argument(
+        "--floor", action="store_true",
+        help="stub out ranking (empty lists): HTTP + Redis + full-catalogue scoring alone, the path's floor",
+    )  # fmt: skip
     parser.add_argument("--only-synthetic", action="store_true", help="skip ml-latest-small (quick iterations)")
     parser.add_argument("--only-uncached", action="store_true", help="skip the cached runs (quick iterations)")
     parser.add_argument("--out", type=Path, default=RESULTS)

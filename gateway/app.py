@@ -117,6 +117,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await app.state.producer.close()
+            await app.state.gateway.state.aclose()
 
     app = FastAPI(
         title="reelstream gateway",

@@ -68,7 +68,9 @@ class Catalog:
     years: np.ndarray  #: int32 [n], 0 when unknown
     n_ratings: np.ndarray  #: float32 [n] (store history counts)
     mean_rating: np.ndarray  #: float32 [n], NaN when unknown
-    decoder: np.ndarray  #: float32 [n, latent]
+    #: float32 [n, latent]: a transposed view of a latent-major (C-order [latent, n]) array, so the
+    #: per-request ``decoder @ mu`` streams contiguous rows (~0.5 ms instead of ~0.8 at 87,585 x 64)
+    decoder: np.ndarray
     bias: np.ndarray  #: float32 [n]
     unit: np.ndarray  #: float32 [n, latent], decoder rows scaled to unit length
     log_pop: np.ndarray  #: float32 [n], log1p(n_ratings) scaled to [0, 1]
@@ -173,7 +175,7 @@ class Catalog:
         return cls(
             model_version=model_version, movie_ids=ids, titles=titles, genres=genres, genre_names=names,
             genre_matrix=gm, years=years, n_ratings=n_ratings, mean_rating=mean,
-            decoder=np.ascontiguousarray(decoder), bias=bias, unit=unit, log_pop=log_pop,
+            decoder=np.ascontiguousarray(decoder.T).T, bias=bias, unit=unit, log_pop=log_pop,
             popularity_order=order, side_dec=side_dec, side_bias=side_bias, side_names=side_names,
             in_model=in_model, index_of={int(m): i for i, m in enumerate(ids.tolist())},
         )  # fmt: skip

@@ -10,7 +10,6 @@ Nothing here touches Redis, the clock or global state.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -146,11 +145,17 @@ def candidate_pool(total: np.ndarray, size: int) -> np.ndarray:
     return pool[np.isfinite(total[pool])]
 
 
-def too_similar_to_dislikes(cat: Catalog, pool: np.ndarray, dislikes: np.ndarray, threshold: float) -> np.ndarray:
-    """Boolean mask over ``pool``: decoder cosine to some disliked item is at least ``threshold``."""
+def too_similar_to_dislikes(
+    cat: Catalog, pool: np.ndarray, dislikes: np.ndarray, threshold: float, pool_unit: np.ndarray | None = None
+) -> np.ndarray:
+    """Boolean mask over ``pool``: decoder cosine to some disliked item is at least ``threshold``.
+
+    ``pool_unit`` is ``cat.unit[pool]`` when the caller already gathered it.
+    """
     if pool.size == 0 or dislikes.size == 0:
         return np.zeros(pool.shape[0], dtype=bool)
-    sims = cat.unit[pool] @ cat.unit[dislikes].T
+    unit = cat.unit[pool] if pool_unit is None else pool_unit
+    sims = unit @ cat.unit[dislikes].T
     return sims.max(axis=1) >= threshold
 
 
@@ -160,60 +165,71 @@ def select(
     relevance: np.ndarray,
     k: int,
     rules: RuleSet,
+    pool_unit: np.ndarray | None = None,
 ) -> list[Pick]:
     """Greedy MMR over the pool with per-genre caps and a cap on promoted slots.
 
     Step score: ``lambda * rel - (1 - lambda) * max cosine to the items already
-    chosen``, with ``rel`` the pool's relevance scaled to [0, 1]. A pick that is
-    not the most relevant eligible item is a "diversity pick".
+    chosen``, with ``rel`` the pool's relevance scaled to [0, 1]; ties go to the
+    first pool position (``argmax``). A pick that is not the most relevant
+    eligible item is a "diversity pick". ``pool_unit`` is ``cat.unit[pool]``
+    when the caller already gathered it.
     """
     if pool.size == 0 or k <= 0:
         return []
+    n = pool.size
     lam = rules.diversity.mmr_lambda
     cap = rules.diversity.genre_cap
     lo, hi = float(relevance.min()), float(relevance.max())
     rel = (relevance - lo) / (hi - lo) if hi > lo else np.ones_like(relevance)
-    unit = cat.unit[pool]
-    genres = cat.genre_matrix[pool]
+    unit = cat.unit[pool] if pool_unit is None else pool_unit
     promoted_ids = set(rules.promotions.items)
     if promoted_ids:
         is_promoted = np.isin(cat.movie_ids[pool], np.fromiter(promoted_ids, np.int64, len(promoted_ids)))
     else:
-        is_promoted = np.zeros(pool.size, dtype=bool)
-    eligible = np.ones(pool.size, dtype=bool)
-    max_sim = np.zeros(pool.size, dtype=np.float32)
-    has_genre = genres > 0
-    genre_counts = [0] * genres.shape[1]
-    promoted_used = 0
-    if rules.promotions.max_slots == 0:
-        eligible &= ~is_promoted
-    # Same arithmetic as the plain loop (bit for bit), fewer numpy calls per step: ``lam * rel`` once;
-    # the most relevant eligible item by walking a stable relevance order (argmax's first-index
-    # tie-break); a genre's cap applied once, when it fills (eligibility only ever shrinks).
-    lam_rel = lam * rel
+        is_promoted = np.zeros(n, dtype=bool)
+    # The hot loop keeps numpy calls per step to a handful (the MMR is ~20 steps on every uncached
+    # request): eligibility lives in ``base`` itself (``lambda * rel``, -inf once an item is taken or
+    # capped out, which eligibility only ever is), the penalty ``(1 - lambda) * max_sim`` is kept up
+    # to date, the most relevant eligible item comes from walking one stable relevance order, and a
+    # genre's cap is applied once, when it fills. Same arithmetic as the plain loop, bit for bit.
+    base = lam * rel
     other = 1.0 - lam
+    max_sim = np.zeros(n, dtype=np.float32)
+    penalty = np.zeros(n, dtype=np.float32)
+    mmr = np.empty(n, dtype=np.float32)
+    if rules.promotions.max_slots == 0:
+        base[is_promoted] = -np.inf
     by_rel = np.argsort(-rel, kind="stable").tolist()
+    column = {g: c for c, g in enumerate(cat.genre_names)}
+    genre_counts = [0] * len(cat.genre_names)
+    promoted_used = 0
     top = 0
     picks: list[Pick] = []
-    for step in range(min(k, pool.size)):
-        mmr = rel if step == 0 else lam_rel - other * max_sim
-        masked = np.where(eligible, mmr, -np.inf)
-        j = int(masked.argmax())
-        if not math.isfinite(masked[j]):
-            break
-        while not eligible[by_rel[top]]:
+    for step in range(min(k, n)):
+        while top < n and base[by_rel[top]] == -np.inf:
             top += 1
-        picks.append(Pick(int(pool[j]), float(relevance[j]), bool(is_promoted[j]), j != by_rel[top]))
-        eligible[j] = False
-        for g in has_genre[j].nonzero()[0].tolist():
+        if top == n:
+            break
+        if step == 0:
+            j = by_rel[top]  # no penalty yet: the most relevant eligible item
+        else:
+            np.subtract(base, penalty, out=mmr)
+            j = int(mmr.argmax())
+        index = int(pool[j])
+        picks.append(Pick(index, float(relevance[j]), bool(is_promoted[j]), j != by_rel[top]))
+        base[j] = -np.inf
+        for genre in set(cat.genres[index]):  # a malformed row may repeat a genre
+            g = column[genre]
             genre_counts[g] += 1
             if genre_counts[g] == cap:
-                eligible &= ~has_genre[:, g]
+                base[cat.genre_matrix[pool, g] > 0] = -np.inf
         if is_promoted[j]:
             promoted_used += 1
             if promoted_used >= rules.promotions.max_slots:
-                eligible &= ~is_promoted
+                base[is_promoted] = -np.inf
         np.maximum(max_sim, unit @ unit[j], out=max_sim)
+        np.multiply(max_sim, other, out=penalty)
     return picks
 
 

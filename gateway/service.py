@@ -1,13 +1,16 @@
 """The gateway's use cases: state + rules + catalogue + cache -> response models.
 
-:class:`Gateway` is what the routes call (through ``gateway.api.deps``). It is
-synchronous on purpose: routes run it in Starlette's threadpool, where Redis
-round trips block only a worker thread and the numpy mat-vec releases the GIL.
+:class:`Gateway` is what the routes call (through ``gateway.api.deps``).
+``recommend``, the hot path, is a coroutine that runs on the event loop: its
+Redis reads are async and the scoring that follows is a millisecond of numpy,
+cheaper inline than a threadpool hop (:mod:`gateway.state` has the figures).
+Everything else is synchronous and runs in Starlette's threadpool, where a slow
+Redis or broker blocks only a worker thread.
 
-Per uncached personalised recommendation (``recommend``): one Redis round trip
-when the response cache is off (the state version comes with the state hash;
-with the cache on, a cheap ``HGET version`` first so hits stay small), one
-full-catalogue mat-vec shared with the other requests in flight
+Per uncached personalised recommendation: one Redis round trip when the response
+cache is off (the state version comes with the state hash; with the cache on, a
+cheap ``HGET version`` first so hits stay small), one full-catalogue mat-vec
+shared with the other requests ready at the same moment
 (:class:`~gateway.batching.ScoreBatcher`, bit-identical to scoring alone), plus
 bias and the model's streaming item prior (:class:`~gateway.prior.ItemPrior`,
 refreshed in the background; its generation is part of the cache key), a few
@@ -143,7 +146,7 @@ class Gateway:
                 self._adjust[key] = adj
         return adj
 
-    def recommend(
+    async def recommend(
         self,
         user_id: int,
         k: int,
@@ -161,10 +164,10 @@ class Gateway:
         params = (k, tuple(sorted(set(genres))), tuple(sorted(set(exclude_genres))), variant, segment)
         try:
             if self.cache.capacity > 0:
-                version = self.state.user_version(user_id)
+                version = await self.state.auser_version(user_id)
                 snap = None
             else:  # no cache to look in: read the state at once, its version is in the hash (one round trip)
-                snap = self.state.user(user_id, details=False)
+                snap = await self.state.auser(user_id)
                 version = snap.version if snap.exists else None
             # the prior's generation too: the same state version is ranked differently once the prior moves
             key = ("rec", user_id, version or 0, rules.version, cat.version, prior_gen, params)
@@ -175,9 +178,9 @@ class Gateway:
                 return hit.model_copy(update={"cached": True})
             self.telemetry.cache_events.labels("miss").inc()
             if snap is None:
-                snap = self.state.user(user_id, details=False)
+                snap = await self.state.auser(user_id)
             cold = rule_3_unknown_user(snap.exists, snap.mu) or rule_4_state_does_not_fit_model(snap.mu, cat.latent)
-            trending = self.state.trending(self.settings.gateway_candidate_pool) if cold else []
+            trending = await self.state.atrending(self.settings.gateway_candidate_pool) if cold else []
         except StateUnavailable:
             return self._degraded(user_id, k, genres, exclude_genres, rules, variant)
         source, degraded = choose_source(
@@ -187,14 +190,17 @@ class Gateway:
         ruleset = rules.rules_for(segment, variant)
         adj = self.adjustment(cat, rules, segment, variant)
         rated_idx, liked, disliked = self._split_rated(cat, snap.rated, ruleset.avoid.dislike_max_rating)
+        avoid_idx = rated_idx if ruleset.avoid.rated else []
         if source is Source.PERSONALISED:
             assert snap.mu is not None
-            total = personal_scores(cat, snap.mu, self.batcher.raw_scores(cat.decoder, snap.mu), prior)
+            total = personal_scores(cat, snap.mu, await self.batcher.raw_scores(cat.decoder, snap.mu), prior)
             total += adj
-            pool_source = None
+            pool, rel = self._personal_pool(cat, total, genres, exclude_genres, avoid_idx)
         else:
-            total, pool_source = None, self._cold_pool(cat, trending, source)
-        picks = self._rank(cat, ruleset, total, pool_source, adj, k, genres, exclude_genres, rated_idx, disliked)
+            pool, rel = self._filtered_cold_pool(
+                cat, self._cold_pool(cat, trending, source), adj, genres, exclude_genres, avoid_idx
+            )
+        picks = self._select(cat, ruleset, pool, rel, k, disliked)
         result = self._render(
             cat, picks, liked, genres, user_id=user_id, k=k, source=source.value, degraded=degraded,
             segment=segment, variant=variant, rules=rules, state_version=snap.version,
@@ -241,47 +247,52 @@ class Gateway:
         std = float(rel.std())
         return idx, ((rel - rel.mean()) / std if std > 1e-9 else np.zeros_like(rel)).astype(np.float32)
 
-    def _rank(
-        self,
-        cat: Catalog,
-        ruleset: RuleSet,
-        total: np.ndarray | None,
-        cold: tuple[np.ndarray, np.ndarray] | None,
-        adj: np.ndarray,
-        k: int,
-        genres: Sequence[str],
-        exclude_genres: Sequence[str],
-        rated_idx: list[int],
-        disliked: list[int],
-    ) -> list[Pick]:
+    def _personal_pool(
+        self, cat: Catalog, total: np.ndarray, genres: Sequence[str], exclude_genres: Sequence[str],
+        avoid_idx: list[int],
+    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """The candidate pool (indices, relevance) from a personalised score vector (updated in place)."""
         pref = preference_boost(cat, genres, PREFERENCE_WEIGHT) if genres else None
+        if pref is not None:
+            total += pref
         excluded = [j for j in (cat.genre_index(g) for g in exclude_genres) if j is not None]
-        if total is not None:
-            if pref is not None:
-                total += pref
-            if excluded:
-                total[cat.genre_matrix[:, excluded].any(axis=1)] = -np.inf
-            if ruleset.avoid.rated and rated_idx:
-                total[rated_idx] = -np.inf
-            pool = candidate_pool(total, self.settings.gateway_candidate_pool)
-            rel = total[pool]
-        else:
-            assert cold is not None
-            pool, rel = cold
-            rel = rel + adj[pool]
-            if pref is not None:
-                rel = rel + pref[pool]
-            keep = np.isfinite(rel)
-            if excluded:
-                keep &= ~cat.genre_matrix[np.ix_(pool, excluded)].any(axis=1)
-            if ruleset.avoid.rated and rated_idx:
-                keep &= ~np.isin(pool, rated_idx)
-            pool, rel = pool[keep], rel[keep]
+        if excluded:
+            total[cat.genre_matrix[:, excluded].any(axis=1)] = -np.inf
+        if avoid_idx:
+            total[avoid_idx] = -np.inf
+        pool = candidate_pool(total, self.settings.gateway_candidate_pool)
+        return pool, total[pool]
+
+    @staticmethod
+    def _filtered_cold_pool(
+        cat: Catalog, cold: tuple[np.ndarray, np.ndarray], adj: np.ndarray, genres: Sequence[str],
+        exclude_genres: Sequence[str], avoid_idx: list[int],
+    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """A cold-start pool with the rule set's adjustment, the request's genres and the avoids applied."""
+        pool, rel = cold
+        rel = rel + adj[pool]
+        pref = preference_boost(cat, genres, PREFERENCE_WEIGHT) if genres else None
+        if pref is not None:
+            rel = rel + pref[pool]
+        keep = np.isfinite(rel)
+        excluded = [j for j in (cat.genre_index(g) for g in exclude_genres) if j is not None]
+        if excluded:
+            keep &= ~cat.genre_matrix[np.ix_(pool, excluded)].any(axis=1)
+        if avoid_idx:
+            keep &= ~np.isin(pool, avoid_idx)
+        return pool[keep], rel[keep]
+
+    @staticmethod
+    def _select(
+        cat: Catalog, ruleset: RuleSet, pool: np.ndarray, rel: np.ndarray, k: int, disliked: list[int]
+    ) -> list[Pick]:
+        """Drop items too similar to a dislike, then MMR with the caps (:func:`gateway.engine.select`)."""
+        unit = cat.unit[pool]
         dislikes = np.array(disliked, dtype=np.int64)
         if dislikes.size and pool.size:
-            keep = ~too_similar_to_dislikes(cat, pool, dislikes, ruleset.avoid.dislike_similarity)
-            pool, rel = pool[keep], rel[keep]
-        return select(cat, pool, rel, k, ruleset)
+            keep = ~too_similar_to_dislikes(cat, pool, dislikes, ruleset.avoid.dislike_similarity, unit)
+            pool, rel, unit = pool[keep], rel[keep], unit[keep]
+        return select(cat, pool, rel, k, ruleset, unit)
 
     def _render(
         self, cat: Catalog, picks: list[Pick], liked: dict[int, float], genres: Sequence[str], *,
@@ -292,8 +303,11 @@ class Gateway:
         if source != "personalised":
             for r in reasons:
                 r.insert(0, "trending now" if source == "trending" else "popular")
+        # model_construct: every field is built right here from typed catalogue columns, so validation
+        # would only re-check our own types (21 model validations per list, on every uncached request);
+        # tests/test_gateway_api.py checks responses against the OpenAPI schema
         items = [
-            RecommendedMovie(
+            RecommendedMovie.model_construct(
                 movie_id=int(cat.movie_ids[p.index]),
                 title=cat.titles[p.index],
                 genres=list(cat.genres[p.index]),
@@ -303,7 +317,7 @@ class Gateway:
             )
             for p, why in zip(picks, reasons, strict=True)
         ]
-        return RecommendationList(
+        return RecommendationList.model_construct(
             user_id=user_id, k=k, items=items, source=source, degraded=degraded, cached=False, segment=segment,
             variant=variant, rule_set=rules.doc.name, rules_version=rules.version, state_version=state_version,
             model_version=cat.model_version,
@@ -317,8 +331,10 @@ class Gateway:
         cat = self.catalog
         ruleset = rules.rules_for("new", variant)
         adj = self.adjustment(cat, rules, "new", variant)
-        pool = self._cold_pool(cat, [], Source.POPULARITY)
-        picks = self._rank(cat, ruleset, None, pool, adj, k, genres, exclude_genres, [], [])
+        pool, rel = self._filtered_cold_pool(
+            cat, self._cold_pool(cat, [], Source.POPULARITY), adj, genres, exclude_genres, []
+        )
+        picks = self._select(cat, ruleset, pool, rel, k, [])
         self.telemetry.served(variant, "new", Source.POPULARITY.value, True, False)
         return self._render(
             cat, picks, {}, genres, user_id=user_id, k=k, source=Source.POPULARITY.value, degraded=True,
@@ -493,9 +509,10 @@ class Gateway:
             applied = int(float(worker_stats["events_applied"])) if "events_applied" in worker_stats else None
         except ValueError:
             applied = None
-        c = self.cache
+        c, b = self.cache, self.batcher
         return Stats(
             requests=counts, latency_ms=t.percentiles(),
             cache={"hits": c.hits, "misses": c.misses, "hit_rate": c.hit_rate, "size": len(c)},
+            scoring={"batches": b.batches, "scored": b.batched, "mean_batch": b.batched / max(b.batches, 1)},
             recommendations_by_variant=by_variant, events_applied=applied, worker_stats=worker_stats,
         )  # fmt: skip

@@ -12,6 +12,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from gateway.api.models import RecommendationList
 from gateway.app import create_app
 from gateway.catalog import Catalog
 from gateway.rules import RulesStore
@@ -61,7 +62,9 @@ def ids(body: dict) -> list[int]:
 
 def test_personalised_list_has_explanations_and_versions(client: TestClient, rclient, runtime) -> None:
     version = write_user(rclient, runtime, 7, [(HEAT, 5.0), (TOY_STORY, 4.0), (GOLDENEYE, 4.5)])
-    body = client.get("/recommendations/7", params={"k": 20}).json()
+    response = client.get("/recommendations/7", params={"k": 20})
+    RecommendationList.model_validate_json(response.content)  # built without validation: the schema still holds
+    body = response.json()
     assert body["source"] == "personalised" and body["degraded"] is False
     assert body["state_version"] == version == 3
     assert body["model_version"] == runtime.version and body["rules_version"].startswith("v1-")
@@ -159,7 +162,10 @@ def test_profile_movie_similar_health_metrics(client: TestClient, rclient, runti
     health = client.get("/health").json()
     assert health["redis"]["ok"] and health["broker"]["ok"] and health["model"]["ok"]
     assert health["worker"]["ok"] is False  # heartbeat from 1970 is stale (Rule 6)
+    scored = client.get("/stats").json()["scoring"]["scored"]
     variant = client.get("/recommendations/11").json()["variant"]
+    scoring = client.get("/stats").json()["scoring"]
+    assert scoring["scored"] == scored + 1 and scoring["mean_batch"] >= 1.0  # one personalised mat-vec
     metrics = client.get("/metrics").text
     assert "gateway_requests_total" in metrics and f'variant="{variant}"' in metrics
 
@@ -236,7 +242,9 @@ def test_redis_down_degrades_to_popularity(live_settings, runtime, items, tmp_pa
         with TestClient(app) as tc:
             assert tc.get("/recommendations/5").json()["source"] == "personalised"
             infra.stop_process(run_dir, "redis")
-            body = tc.get("/recommendations/5", params={"k": 10}).json()
+            response = tc.get("/recommendations/5", params={"k": 10})
+            RecommendationList.model_validate_json(response.content)
+            body = response.json()
             assert body["degraded"] is True and body["source"] == "popularity" and len(body["items"]) == 10
             top = items.sort("n_ratings", descending=True)["movie_id"].to_list()[:60]
             assert set(ids(body)) <= set(top)

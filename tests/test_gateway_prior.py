@@ -22,6 +22,7 @@ from streams.events import rating_event
 from streams.online import OnlineRatingModel
 from streams.processor import Message, RatingProcessor
 from streams.store import RedisFeatureStore
+from tests.gateway_support import recommend
 
 DAY = 86400.0
 IDS = np.arange(1, 501) * 3
@@ -69,14 +70,14 @@ def test_large_beta_ranks_a_new_users_list_by_the_prior_from_redis(live_settings
     _stream(live_settings, rclient, runtime)
     write_user(rclient, runtime, 7, [(int(IDS[-1]), 4.0)], ts0=NOW_MS)  # one rating: personalised, new-ish
     g = _gateway(live_settings, runtime)
-    before = g.recommend(7, 10)
+    before = recommend(g, 7, 10)
     assert before.source == "personalised" and g.prior.source == "none"  # no primed counts, not yet read
     assert g.refresh_prior() is True and g.prior.source == "redis" and g.prior.now_s == NOW_MS / 1000
-    after = g.recommend(7, 10)
+    after = recommend(g, 7, 10)
     assert not after.cached  # the prior's generation is in the cache key
     assert [it.movie_id for it in after.items[:3]] == [B, C, D]  # the prior's order, not trending's (A first)
     assert A not in [it.movie_id for it in before.items[:3]]
-    assert g.refresh_prior() is False and g.recommend(7, 10).cached  # unchanged zset: same generation, a hit
+    assert g.refresh_prior() is False and recommend(g, 7, 10).cached  # unchanged zset: same generation, a hit
 
 
 def test_prior_vector_is_the_models_prior_logits(live_settings: Settings, rclient) -> None:
@@ -101,10 +102,10 @@ def test_empty_zset_serves_the_models_primed_history_counts(live_settings: Setti
     g = _gateway(live_settings, runtime)
     write_user(rclient, runtime, 8, [(int(IDS[-1]), 4.0)], ts0=NOW_MS)
     assert g.refresh_prior() is False and g.prior.source == "primed"  # nothing in Redis yet
-    assert g.recommend(8, 5).items[0].movie_id == D
+    assert recommend(g, 8, 5).items[0].movie_id == D
     _stream(live_settings, rclient, runtime)  # the worker applies events: Redis takes over
     assert g.refresh_prior() is True and g.prior.source == "redis"
-    assert [it.movie_id for it in g.recommend(8, 5).items[:3]] == [B, C, D]
+    assert [it.movie_id for it in recommend(g, 8, 5).items[:3]] == [B, C, D]
 
 
 def test_a_model_without_prior_serves_decoder_and_bias_only(live_settings: Settings, rclient) -> None:

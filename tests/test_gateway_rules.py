@@ -20,6 +20,7 @@ from gateway.state import RedisState
 from gateway.testing import synthetic_items, write_user
 from models.runtime import ModelRuntime
 from reelstream.settings import Settings
+from tests.gateway_support import recommend
 
 N_ITEMS = 600
 MOVIE_IDS = np.arange(1, N_ITEMS + 1) * 3
@@ -67,7 +68,7 @@ def user(live_settings: Settings, runtime: ModelRuntime) -> int:
 
 
 def picks(gw: Gateway, uid: int, k: int = 20, **kw: Any) -> list[int]:
-    return [gw.catalog.index(it.movie_id) for it in gw.recommend(uid, k, **kw).items]
+    return [gw.catalog.index(it.movie_id) for it in recommend(gw, uid, k, **kw).items]
 
 
 def test_rated_items_are_avoided_unless_the_rule_is_off(gw: Gateway, user: int) -> None:
@@ -131,9 +132,9 @@ def mean_pairwise_similarity(cat: Catalog, idx: list[int]) -> float:
 
 def test_mmr_lambda_trades_relevance_for_diversity(gw: Gateway, user: int) -> None:
     write_rules(gw, {"diversity": {"mmr_lambda": 1.0, "genre_cap": 100}})
-    focused = gw.recommend(user, 20)
+    focused = recommend(gw, user, 20)
     write_rules(gw, {"diversity": {"mmr_lambda": 0.3, "genre_cap": 100}})
-    diverse = gw.recommend(user, 20)
+    diverse = recommend(gw, user, 20)
     idx = lambda r: [gw.catalog.index(i.movie_id) for i in r.items]  # noqa: E731
     assert mean_pairwise_similarity(gw.catalog, idx(diverse)) < mean_pairwise_similarity(gw.catalog, idx(focused))
     assert not any("diversity pick" in i.reasons for i in focused.items)
@@ -151,11 +152,11 @@ def test_promotions_are_boosted_and_capped(gw: Gateway, user: int) -> None:
     base = set(picks(gw, user, 20))
     promoted = [int(cat.movie_ids[i]) for i in cat.popularity_order[-50:] if i not in base][:5]
     write_rules(gw, {"promotions": {"items": promoted, "boost": 50.0, "max_slots": 2}})
-    items = gw.recommend(user, 20).items
+    items = recommend(gw, user, 20).items
     shown = [i for i in items if i.movie_id in promoted]
     assert len(shown) == 2 and all("promoted" in i.reasons for i in shown)
     write_rules(gw, {"promotions": {"items": promoted, "boost": 50.0, "max_slots": 0}})
-    assert not {i.movie_id for i in gw.recommend(user, 20).items} & set(promoted)
+    assert not {i.movie_id for i in recommend(gw, user, 20).items} & set(promoted)
 
 
 def test_segments_pick_their_rule_sets(gw: Gateway, live_settings, runtime, user: int) -> None:
@@ -163,18 +164,18 @@ def test_segments_pick_their_rule_sets(gw: Gateway, live_settings, runtime, user
     write_user(client, runtime, 3, [(int(m), 4.0) for m in MOVIE_IDS[10:22]])  # 12 ratings: casual
     heavy_rules = {"avoid": {"exclude_genres": ["Drama"]}}
     write_rules(gw, segments={"casual_min_ratings": 5, "heavy_min_ratings": 10, "heavy": heavy_rules})
-    heavy, new = gw.recommend(3, 30), gw.recommend(user, 30)
+    heavy, new = recommend(gw, 3, 30), recommend(gw, user, 30)
     assert (heavy.segment, new.segment) == ("heavy", "new")
     assert not any("Drama" in i.genres for i in heavy.items) and any("Drama" in i.genres for i in new.items)
 
 
 def test_hot_reload_without_restart_and_bad_files_keep_the_last_good_rules(gw: Gateway, user: int) -> None:
-    first = gw.recommend(user, 10)
+    first = recommend(gw, user, 10)
     loaded = write_rules(gw, {"avoid": {"exclude_genres": ["Drama"]}})
-    second = gw.recommend(user, 10)
+    second = recommend(gw, user, 10)
     assert second.rules_version == loaded.version != first.rules_version and second.cached is False
     gw.rules.path.write_text("base: {diversity: {mmr_lambda: 7}}\n")
-    third = gw.recommend(user, 10)
+    third = recommend(gw, user, 10)
     assert third.rules_version == loaded.version and "mmr_lambda" in (gw.rules.last_error or "")
     assert gw.health().rules.ok is False
 
@@ -202,7 +203,7 @@ def test_variant_overrides_apply_and_are_reported(gw: Gateway, live_settings, ru
             break
     for uid in by_variant.values():
         write_user(client, runtime, uid, [(int(MOVIE_IDS[0]), 5.0)])
-    control, nodrama = gw.recommend(by_variant["control"], 30), gw.recommend(by_variant["no-drama"], 30)
+    control, nodrama = recommend(gw, by_variant["control"], 30), recommend(gw, by_variant["no-drama"], 30)
     assert (control.variant, nodrama.variant) == ("control", "no-drama")
     assert not any("Drama" in i.genres for i in nodrama.items) and any("Drama" in i.genres for i in control.items)
     assert gw.telemetry.by_variant["no-drama"] >= 1

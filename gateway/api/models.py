@@ -163,6 +163,9 @@ class Stats(BaseModel):
     requests: list[dict[str, Any]]
     latency_ms: dict[str, dict[str, float]]
     cache: dict[str, float]
+    scoring: dict[str, float] = Field(
+        description="Full-catalogue scoring passes: `batches`, `scored` users, `mean_batch` (users per pass)."
+    )
     recommendations_by_variant: dict[str, int]
     events_applied: int | None
     worker_stats: dict[str, str]

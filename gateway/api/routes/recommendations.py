@@ -1,9 +1,10 @@
 """GET /recommendations/{user_id}.
 
-The route answers with the JSON bytes of the :class:`RecommendationList` the service built
+The route is a coroutine (the service reads Redis asynchronously and scores inline; no threadpool
+hop). It answers with the JSON bytes of the :class:`RecommendationList` the service built
 (``model_dump_json``, pydantic's Rust serializer) instead of returning the model: FastAPI would
-otherwise validate the already-valid model a second time, in one more threadpool hop for a sync
-route, before serializing it. ``response_model`` stays declared, so the OpenAPI schema is the same.
+otherwise validate the already-valid model a second time before serializing it. ``response_model``
+stays declared, so the OpenAPI schema is the same.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ router = APIRouter(prefix="/recommendations", tags=["recommendations"])
 
 
 @router.get("/{user_id}", response_model=RecommendationList)
-def recommendations(
+async def recommendations(
     gateway: GatewayDep,
     user_id: UserId,
     k: Annotated[int, Query(ge=1, le=100, description="List length.")] = 20,
@@ -48,5 +49,5 @@ def recommendations(
         arms = [name for name, _ in gateway.rules.current().arms]
         if variant not in arms:
             raise field_error(("query", "variant"), f"unknown variant {variant!r}; known: {arms}", variant)
-    result = gateway.recommend(user_id, k, genres, exclude_genres, variant=variant, segment=segment)
+    result = await gateway.recommend(user_id, k, genres, exclude_genres, variant=variant, segment=segment)
     return Response(result.model_dump_json(), media_type="application/json")
