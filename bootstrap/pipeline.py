@@ -377,6 +377,7 @@ def run_append(
         "created_at": _iso(now),
         "appended": [*meta.get("appended", []), entry],
     }
+
     def message(name: str) -> str:
         return f"appended {added.height} ratings from {ratings_file.name} as {name}"
 

@@ -79,7 +79,7 @@ class ScoreBatcher:
         self.batches = 0
         self.batched = 0
         self._waiting: list[tuple[np.ndarray, np.ndarray, asyncio.Future[np.ndarray]]] = []
-        self._flush_pending = False
+        self._flush_loop: asyncio.AbstractEventLoop | None = None  # the loop a flush is scheduled on
 
     async def raw_scores(self, decoder: np.ndarray, mu: np.ndarray) -> np.ndarray:
         """``decoder @ mu`` (float32 [n]), computed in one pass with whatever else is ready."""
@@ -88,14 +88,17 @@ class ScoreBatcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[np.ndarray] = loop.create_future()
         self._waiting.append((decoder, mu, future))
-        if not self._flush_pending:
-            self._flush_pending = True
-            loop.call_soon(self._flush)
+        if self._flush_loop is not loop:  # none pending, or one on a loop that has gone (a stopped app)
+            self._flush_loop = loop
+            loop.call_soon(self._flush, loop)
         return await future
 
-    def _flush(self) -> None:
-        self._flush_pending = False
-        waiting, self._waiting = self._waiting, []
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._flush_loop is loop:
+            self._flush_loop = None
+        # callers from another (stopped) loop can never be answered: they are dropped, not scored
+        waiting = [w for w in self._waiting if w[2].get_loop() is loop]
+        self._waiting = [w for w in self._waiting if w[2].get_loop() is not loop and not w[2].get_loop().is_closed()]
         while waiting:
             decoder = waiting[0][0]
             batch = [w for w in waiting if w[0] is decoder][: self.max_batch]

@@ -168,7 +168,7 @@ class Catalog:
             for g in gs:
                 gm[i, col[g]] = 1.0
         norms = np.linalg.norm(decoder, axis=1, keepdims=True)
-        unit = (decoder / np.maximum(norms, 1e-12)).astype(np.float32)
+        unit = np.ascontiguousarray(decoder / np.maximum(norms, 1e-12), dtype=np.float32)  # item-major rows
         lp = np.log1p(n_ratings)
         log_pop = (lp / lp.max()).astype(np.float32) if lp.size and lp.max() > 0 else np.zeros_like(lp)
         order = np.argsort(-n_ratings, kind="stable")

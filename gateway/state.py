@@ -98,6 +98,8 @@ class StateReader(Protocol):
     def user_ids(self, prefix: str, limit: int, below: int) -> list[int]: ...
 
 
+#: Connections the event loop's Redis client may hold (a round trip each: ~0.1 ms on loopback).
+ASYNC_MAX_CONNECTIONS = 128
 #: SCAN rounds (of COUNT 1000) one user search may take.
 USER_SCAN_ROUNDS = 50
 
@@ -150,7 +152,13 @@ class RedisState:
         self._check_backoff()
         loop = asyncio.get_running_loop()
         if self._async is None or self._async_loop is not loop:
-            self._async, self._async_loop = aioredis.Redis.from_url(self.url, **self._async_options), loop
+            # bounded, and a request waits for a free connection (at most the timeout) rather than
+            # opening one per concurrent request: each holds it for one round trip only
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url, max_connections=ASYNC_MAX_CONNECTIONS, timeout=self._async_options["socket_timeout"],
+                **self._async_options,
+            )  # fmt: skip
+            self._async, self._async_loop = aioredis.Redis.from_pool(pool), loop
         try:
             return await fn(self._async)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:

@@ -189,8 +189,9 @@ def from_movielens(
     ratings = ratings.sort(["timestamp", "userId", "movieId"])
     user_idx = np.searchsorted(users, ratings["userId"].to_numpy()).astype(np.int32)
     item_idx = np.searchsorted(movie_ids, ratings["movieId"].to_numpy())
-    if (item_idx >= len(movie_ids)).any() or (movie_ids[np.minimum(item_idx, len(movie_ids) - 1)]
-                                               != ratings["movieId"].to_numpy()).any():
+    if (item_idx >= len(movie_ids)).any() or (
+        movie_ids[np.minimum(item_idx, len(movie_ids) - 1)] != ratings["movieId"].to_numpy()
+    ).any():
         raise DataError("ratings.csv names movies missing from movies.csv", path=folder / "ratings.csv")
     ts = ratings["timestamp"].to_numpy().astype(np.int64)
     events = Events(user_idx, item_idx.astype(np.int32), ratings["rating"].to_numpy().astype(np.float32), ts)
@@ -216,11 +217,11 @@ def from_movielens(
             rows.append(i), cols.append(col_of[f"decade:{years[i] // 10 * 10}s"]), vals.append(1.0)
     if tags is not None and tags.height:
         tag_item = np.searchsorted(movie_ids, tags["movieId"].to_numpy())
-        ok = (tag_item < len(movie_ids)) & (movie_ids[np.minimum(tag_item, len(movie_ids) - 1)]
-                                            == tags["movieId"].to_numpy())
+        ok = (tag_item < len(movie_ids)) & (
+            movie_ids[np.minimum(tag_item, len(movie_ids) - 1)] == tags["movieId"].to_numpy()
+        )
         pairs: set[tuple[int, str]] = set()
-        for it, text, good in zip(tag_item.tolist(), tags["tag"].cast(pl.Utf8).to_list(), ok.tolist(),
-                                  strict=True):
+        for it, text, good in zip(tag_item.tolist(), tags["tag"].cast(pl.Utf8).to_list(), ok.tolist(), strict=True):
             if good and text:
                 pairs.update((it, tok) for tok in _TOKEN.findall(text.lower()))
         df: dict[str, int] = {}

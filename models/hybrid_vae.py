@@ -243,9 +243,7 @@ class HybridVAE(Recommender):
         self.runtime_.metadata["params"] = self._get_params()
         return self.prime(events)
 
-    def observe(
-        self, item: int, rating: float, previous_rating: float | None = None, ts: float | None = None
-    ) -> None:
+    def observe(self, item: int, rating: float, previous_rating: float | None = None, ts: float | None = None) -> None:
         """Count the event in the prior (as the worker's trending zset does) and move the clock to ``ts``."""
         if ts is None or getattr(self, "trending_", None) is None:
             return
@@ -257,9 +255,7 @@ class HybridVAE(Recommender):
     def new_state(self) -> UserState:
         return cold_state(self.runtime_.weights)
 
-    def learn_one(
-        self, state: UserState, item: int, rating: float, previous_rating: float | None = None
-    ) -> UserState:
+    def learn_one(self, state: UserState, item: int, rating: float, previous_rating: float | None = None) -> UserState:
         return fold_in(self.runtime_.weights, state, item, rating, previous_rating)
 
     def score_one(self, state: UserState) -> np.ndarray:
@@ -306,7 +302,7 @@ class HybridVAE(Recommender):
             try:
                 for k in range(model.members):
                     prefix = f"member{k}."
-                    state = {name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)}
+                    state = {name[len(prefix) :]: t for name, t in tensors.items() if name.startswith(prefix)}
                     n_items, hidden = state["item_in"].shape
                     module = HybridVAEModule(n_items, state["side_in"].shape[0], hidden, state["b_mu"].shape[0],
                                              generator=torch.Generator().manual_seed(0))  # fmt: skip
@@ -317,9 +313,7 @@ class HybridVAE(Recommender):
         return model
 
 
-def _offset_reports(
-    on_epoch: Callable[[EpochReport], None], offset: int, total: int
-) -> Callable[[EpochReport], None]:
+def _offset_reports(on_epoch: Callable[[EpochReport], None], offset: int, total: int) -> Callable[[EpochReport], None]:
     """Number one member's epochs after the previous members' (one progress bar for the ensemble)."""
 
     def report(r: EpochReport) -> None:

@@ -60,9 +60,7 @@ class Popularity(Recommender):
     def learn_one(self, state: None, item: int, rating: float, previous_rating: float | None = None) -> None:
         return None
 
-    def observe(
-        self, item: int, rating: float, previous_rating: float | None = None, ts: float | None = None
-    ) -> None:
+    def observe(self, item: int, rating: float, previous_rating: float | None = None, ts: float | None = None) -> None:
         was = previous_rating is not None and previous_rating >= self.threshold
         self.counts_[item] += float(rating >= self.threshold) - float(was)
 

@@ -109,14 +109,25 @@ def _batch(rows: TrainingRows, take: np.ndarray, row_of: np.ndarray, is_input: n
 
     target = rows.target[take] if target_scale is None else rows.target[take] * target_scale.astype(np.float32)
     return Batch(
-        t(rows.items[take][is_input]), t(offsets), t(rows.weight[take][is_input]),
-        t(row_of[is_target].astype(np.int64)), t(rows.items[take][is_target]), t(target[is_target]), size,
+        t(rows.items[take][is_input]),
+        t(offsets),
+        t(rows.weight[take][is_input]),
+        t(row_of[is_target].astype(np.int64)),
+        t(rows.items[take][is_target]),
+        t(target[is_target]),
+        size,
     )
 
 
 def make_batch(
-    rows: TrainingRows, batch: np.ndarray, rng: np.random.Generator, *, dropout: float, prefix_prob: float,
-    device: torch.device, future_half_life: float | None = None,
+    rows: TrainingRows,
+    batch: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    dropout: float,
+    prefix_prob: float,
+    device: torch.device,
+    future_half_life: float | None = None,
 ) -> Batch:
     """Dropped-out (prefix) inputs and their targets for the training rows ``batch``."""
     starts, ends = rows.indptr[batch], rows.indptr[batch + 1]

@@ -98,8 +98,14 @@ class HybridVAEModule(nn.Module):
         return h @ self.w_mu + self.b_mu, h @ self.w_logvar + self.b_logvar
 
     def forward(
-        self, side: SideFeatures, items: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor, *,
-        sample: bool, generator: torch.Generator | None = None,
+        self,
+        side: SideFeatures,
+        items: torch.Tensor,
+        offsets: torch.Tensor,
+        weights: torch.Tensor,
+        *,
+        sample: bool,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(logits, mu, logvar)`` for a batch of sparse input rows."""
         w_in, dec, bias = self.effective(side)
@@ -112,9 +118,7 @@ class HybridVAEModule(nn.Module):
 
     # --- export ---------------------------------------------------------------------------
     @torch.no_grad()
-    def to_runtime(
-        self, side: SideFeatures, movie_ids: np.ndarray, metadata: dict[str, object]
-    ) -> ModelRuntime:
+    def to_runtime(self, side: SideFeatures, movie_ids: np.ndarray, metadata: dict[str, object]) -> ModelRuntime:
         """The numpy serving model (encoder for fold-in, effective decoder rows, side projections)."""
         w_in, dec, bias = self.effective(side)
 

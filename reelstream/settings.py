@@ -24,9 +24,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 class Settings(BaseSettings):
     """All configuration, validated once at start-up."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="REELSTREAM_", env_file=".env", extra="ignore", populate_by_name=True
-    )
+    model_config = SettingsConfigDict(env_prefix="REELSTREAM_", env_file=".env", extra="ignore", populate_by_name=True)
 
     # --- infrastructure -------------------------------------------------------------
     kafka_bootstrap: str = Field(

@@ -240,4 +240,3 @@ def supervise(settings: Settings, poll_s: float = 1.0) -> str:
 
 def log_path(settings: Settings, name: str) -> Path:
     return settings.run_dir / f"{name}.log"
-

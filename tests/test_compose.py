@@ -63,8 +63,9 @@ def test_published_ports_match_the_default_settings() -> None:
     _, redis_port = infra.redis_address(defaults.redis_url)
     assert f"{kafka_port}:9092" in services["kafka"]["ports"]
     assert f"{redis_port}:6379" in services["redis"]["ports"]
-    assert f"{defaults.gateway_port}:{services['gateway']['environment']['REELSTREAM_GATEWAY_PORT']}" in (
-        services["gateway"]["ports"]
+    assert (
+        f"{defaults.gateway_port}:{services['gateway']['environment']['REELSTREAM_GATEWAY_PORT']}"
+        in (services["gateway"]["ports"])
     )
 
 

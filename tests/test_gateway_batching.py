@@ -67,7 +67,18 @@ async def test_callers_ready_together_share_passes_and_get_their_own_vectors(max
     for mu, out in zip(MUS[:12], outs, strict=True):
         assert np.array_equal(out, DECODER_T @ mu)
     assert (batcher.batches, batcher.batched) == (passes, 12)
-    assert not batcher._waiting and not batcher._flush_pending
+    assert not batcher._waiting and batcher._flush_loop is None
+
+
+async def test_a_flush_left_on_a_stopped_loop_does_not_strand_the_next_loops_callers() -> None:
+    """An app stopped mid-request leaves a caller and a flush that never ran; a new loop must still score."""
+    batcher = ScoreBatcher(max_batch=8)
+    dead = asyncio.new_event_loop()
+    batcher._waiting.append((DECODER, MUS[0], dead.create_future()))
+    batcher._flush_loop = dead
+    dead.close()
+    assert np.array_equal(await batcher.raw_scores(DECODER, MUS[1]), DECODER @ MUS[1])
+    assert not batcher._waiting and batcher._flush_loop is None and batcher.batched == 1
 
 
 async def test_an_error_reaches_every_caller_of_the_pass_and_the_next_pass_runs(

@@ -24,7 +24,6 @@ from reelstream.settings import get_settings
 __all__ = ["run"]
 
 
-
 @contextmanager
 def _status(name: str) -> Iterator[None]:
     with console.status(f"[bold]{name}[/]…"):

@@ -19,7 +19,6 @@ from reelstream.settings import get_settings
 __all__ = ["run"]
 
 
-
 def run(
     model_dir: Annotated[
         Path | None, typer.Option(help="Model folder to evaluate (default: the one var/models/CURRENT names).")

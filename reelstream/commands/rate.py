@@ -14,7 +14,6 @@ from streams.events import RatingProducer
 __all__ = ["rate"]
 
 
-
 def rate(
     user: Annotated[int, typer.Argument(help="MovieLens user id.")],
     movie: Annotated[int, typer.Argument(help="MovieLens movie id.")],

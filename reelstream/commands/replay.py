@@ -18,12 +18,9 @@ from streams.replay import Pace, replay
 __all__ = ["run"]
 
 
-
 def run(
     rate: Annotated[float | None, typer.Option(min=0.001, help="Events per second.")] = None,
-    speed: Annotated[
-        float | None, typer.Option(min=0.001, help="Multiple of event time (86400: a day per s).")
-    ] = None,
+    speed: Annotated[float | None, typer.Option(min=0.001, help="Multiple of event time (86400: a day per s).")] = None,
     max_: Annotated[bool, typer.Option("--max", help="As fast as possible (the default).")] = False,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoint in var/run.")] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="Replay only the first N events.")] = None,
@@ -36,9 +33,7 @@ def run(
     stream = store.stream
     ensure_topics_sync(settings)
     total = stream.height if limit is None else min(limit, stream.height)
-    with Progress(
-        TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    ) as bar:
+    with Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("replay", total=total)
         summary = asyncio.run(
             replay(

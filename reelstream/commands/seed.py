@@ -13,7 +13,6 @@ from reelstream.settings import get_settings
 __all__ = ["run"]
 
 
-
 def run(
     reset: Annotated[
         bool, typer.Option(help="Delete every rs:* key (SCAN + UNLINK) and rewind the worker group first.")

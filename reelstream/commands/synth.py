@@ -14,7 +14,6 @@ from reelstream.console import console
 __all__ = ["run"]
 
 
-
 def run(
     out: Annotated[Path, typer.Option(help="Folder to write ratings/movies/tags/links.csv into.")],
     ratings: Annotated[int, typer.Option(min=1, help="Number of ratings (32000000 = ML-32M scale).")] = 100_000,

@@ -14,7 +14,6 @@ from reelstream.settings import get_settings
 __all__ = ["run"]
 
 
-
 def run(
     device: Annotated[str, typer.Option(help="cpu, or cuda for a GPU.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Seed of every random draw (same seed, same weights).")] = 0,
@@ -31,9 +30,7 @@ def run(
     tune_prior: Annotated[
         bool, typer.Option(help="Choose the prior on the HISTORY-only validation walk first (about 2x slower).")
     ] = False,
-    data: Annotated[
-        Path | None, typer.Option(help="Train on a MovieLens folder instead of the feature store.")
-    ] = None,
+    data: Annotated[Path | None, typer.Option(help="Train on a MovieLens folder instead of the feature store.")] = None,
     evaluate: Annotated[bool, typer.Option(help="Score the prequential protocol into the metadata.")] = True,
 ) -> None:
     """Train on HISTORY, stop early on held-out users, write var/models/mNNNN and point CURRENT at it."""

@@ -38,9 +38,7 @@ def run(
         _run_one(port, base, loglevel)
         return
     argv = [sys.executable, "-m", "reelstream.cli", "worker", "--loglevel", loglevel]
-    children = [
-        subprocess.Popen([*argv, "--web-port", str(port + i), "--name", f"{base}-{i}"]) for i in range(workers)
-    ]
+    children = [subprocess.Popen([*argv, "--web-port", str(port + i), "--name", f"{base}-{i}"]) for i in range(workers)]
 
     def forward(signum: int, _frame: object) -> None:
         for child in children:

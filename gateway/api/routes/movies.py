@@ -19,8 +19,6 @@ def movie(gateway: GatewayDep, movie_id: MovieId) -> MovieDetail:
 
 
 @router.get("/{movie_id}/similar", response_model=SimilarList, responses={404: {}})
-def similar(
-    gateway: GatewayDep, movie_id: MovieId, k: Annotated[int, Query(ge=1, le=100)] = 10
-) -> SimilarList:
+def similar(gateway: GatewayDep, movie_id: MovieId, k: Annotated[int, Query(ge=1, le=100)] = 10) -> SimilarList:
     """Nearest movies by cosine of their item-decoder rows."""
     return gateway.similar(movie_id, k)
