@@ -191,14 +191,15 @@ class Gateway:
         adj = self.adjustment(cat, rules, segment, variant)
         rated_idx, liked, disliked = self._split_rated(cat, snap.rated, ruleset.avoid.dislike_max_rating)
         avoid_idx = rated_idx if ruleset.avoid.rated else []
+        pref, excluded = self._request_terms(cat, genres, exclude_genres)
         if source is Source.PERSONALISED:
             assert snap.mu is not None
             total = personal_scores(cat, snap.mu, await self.batcher.raw_scores(cat.decoder, snap.mu), prior)
             total += adj
-            pool, rel = self._personal_pool(cat, total, genres, exclude_genres, avoid_idx)
+            pool, rel = self._personal_pool(cat, total, pref, excluded, avoid_idx)
         else:
             pool, rel = self._filtered_cold_pool(
-                cat, self._cold_pool(cat, trending, source), adj, genres, exclude_genres, avoid_idx
+                cat, self._cold_pool(cat, trending, source), adj, pref, excluded, avoid_idx
             )
         picks = self._select(cat, ruleset, pool, rel, k, disliked)
         result = self._render(
@@ -247,15 +248,20 @@ class Gateway:
         std = float(rel.std())
         return idx, ((rel - rel.mean()) / std if std > 1e-9 else np.zeros_like(rel)).astype(np.float32)
 
-    def _personal_pool(
-        self, cat: Catalog, total: np.ndarray, genres: Sequence[str], exclude_genres: Sequence[str],
-        avoid_idx: list[int],
-    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-        """The candidate pool (indices, relevance) from a personalised score vector (updated in place)."""
+    @staticmethod
+    def _request_terms(
+        cat: Catalog, genres: Sequence[str], exclude_genres: Sequence[str]
+    ) -> tuple[np.ndarray | None, list[int]]:
+        """A request's ``genres=`` boost per item (None without one) and its excluded genre columns."""
         pref = preference_boost(cat, genres, PREFERENCE_WEIGHT) if genres else None
+        return pref, [j for j in (cat.genre_index(g) for g in exclude_genres) if j is not None]
+
+    def _personal_pool(
+        self, cat: Catalog, total: np.ndarray, pref: np.ndarray | None, excluded: list[int], avoid_idx: list[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The candidate pool (indices, relevance) from a personalised score vector (updated in place)."""
         if pref is not None:
             total += pref
-        excluded = [j for j in (cat.genre_index(g) for g in exclude_genres) if j is not None]
         if excluded:
             total[cat.genre_matrix[:, excluded].any(axis=1)] = -np.inf
         if avoid_idx:
@@ -265,17 +271,15 @@ class Gateway:
 
     @staticmethod
     def _filtered_cold_pool(
-        cat: Catalog, cold: tuple[np.ndarray, np.ndarray], adj: np.ndarray, genres: Sequence[str],
-        exclude_genres: Sequence[str], avoid_idx: list[int],
+        cat: Catalog, cold: tuple[np.ndarray, np.ndarray], adj: np.ndarray, pref: np.ndarray | None,
+        excluded: list[int], avoid_idx: list[int],
     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """A cold-start pool with the rule set's adjustment, the request's genres and the avoids applied."""
         pool, rel = cold
         rel = rel + adj[pool]
-        pref = preference_boost(cat, genres, PREFERENCE_WEIGHT) if genres else None
         if pref is not None:
             rel = rel + pref[pool]
         keep = np.isfinite(rel)
-        excluded = [j for j in (cat.genre_index(g) for g in exclude_genres) if j is not None]
         if excluded:
             keep &= ~cat.genre_matrix[np.ix_(pool, excluded)].any(axis=1)
         if avoid_idx:
@@ -331,9 +335,8 @@ class Gateway:
         cat = self.catalog
         ruleset = rules.rules_for("new", variant)
         adj = self.adjustment(cat, rules, "new", variant)
-        pool, rel = self._filtered_cold_pool(
-            cat, self._cold_pool(cat, [], Source.POPULARITY), adj, genres, exclude_genres, []
-        )
+        pref, excluded = self._request_terms(cat, genres, exclude_genres)
+        pool, rel = self._filtered_cold_pool(cat, self._cold_pool(cat, [], Source.POPULARITY), adj, pref, excluded, [])
         picks = self._select(cat, ruleset, pool, rel, k, [])
         self.telemetry.served(variant, "new", Source.POPULARITY.value, True, False)
         return self._render(
