@@ -11,11 +11,17 @@ docker-compose and most tooling call them); every other field is read as
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import secrets
+import stat
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, PrivateAttr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from reelstream.errors import ConfigError
 
 #: The repository root (the folder holding ``pyproject.toml``).
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +31,8 @@ class Settings(BaseSettings):
     """All configuration, validated once at start-up."""
 
     model_config = SettingsConfigDict(env_prefix="REELSTREAM_", env_file=".env", extra="ignore", populate_by_name=True)
+    #: The token read from (or written to) a token file, with that file's path: read once per process.
+    _admin_secret: tuple[Path, str] | None = PrivateAttr(None)
 
     # --- infrastructure -------------------------------------------------------------
     kafka_bootstrap: str = Field(
@@ -82,10 +90,26 @@ class Settings(BaseSettings):
     #: Address the worker's web server (``/metrics``, ``/online``) binds; ``0.0.0.0`` in containers.
     worker_web_bind: str = "127.0.0.1"
 
+    # --- supervisor (``reelstream up``; reelstream/system.py) --------------------------
+    #: A crashed child waits this long before its restart, doubled for each earlier crash of it within
+    #: ``supervisor_crash_window_s``, up to ``supervisor_backoff_max_s`` (seconds).
+    supervisor_backoff_s: float = Field(0.5, gt=0)
+    supervisor_backoff_max_s: float = Field(30.0, gt=0)
+    #: This many crashes of one child within ``supervisor_crash_window_s`` seconds is a crash loop:
+    #: ``up`` stops the whole system with a message naming the child and its log.
+    supervisor_crash_limit: int = Field(5, ge=1)
+    supervisor_crash_window_s: float = Field(60.0, gt=0)
+    #: Seconds between two checks of the supervised processes.
+    supervisor_poll_s: float = Field(0.5, gt=0)
+
     # --- gateway --------------------------------------------------------------------
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
-    admin_token: str = "change-me"
+    #: Bearer token of the admin routes (``GET``/``PUT /rules``). Unset: one is generated per installation
+    #: into ``admin_token_path`` (mode 0600) and reused (:meth:`Settings.admin_secret`). There is no default
+    #: value: a published default protects nothing. An explicit one must be long and random (see
+    #: :func:`admin_token_problem`), and a gateway binding a non-loopback address requires an explicit one.
+    admin_token: str | None = Field(None, repr=False)
     #: The business-rules YAML the gateway serves and hot-reloads (seeded from the bundled default).
     gateway_rules_path: Path | None = None
     #: Candidate pool taken from the full-catalogue scores before rules and MMR run.
@@ -143,6 +167,43 @@ class Settings(BaseSettings):
         return self.gateway_rules_path or self.var_dir / "gateway" / "rules.yaml"
 
     @property
+    def admin_token_path(self) -> Path:
+        """The generated admin token (mode 0600), used when ``REELSTREAM_ADMIN_TOKEN`` is not set."""
+        return self.var_dir / "admin_token"
+
+    @property
+    def admin_token_explicit(self) -> bool:
+        """True when the admin token was set (environment, ``.env`` or a constructor argument)."""
+        return self.admin_token is not None
+
+    def admin_secret(self, bind_host: str | None = None) -> str:
+        """The admin bearer token: the explicit one, else ``admin_token_path`` (generated on first use).
+
+        Raises :class:`~reelstream.errors.ConfigError` for a weak explicit token, an unusable token file,
+        and, given ``bind_host``, for a non-loopback bind without an explicit token: the generated file
+        is convenient on one machine, but a gateway reachable from elsewhere needs a token its operator
+        chose and handed out on purpose.
+        """
+        if self.admin_token is not None:
+            problem = admin_token_problem(self.admin_token)
+            if problem:
+                raise ConfigError(
+                    f"REELSTREAM_ADMIN_TOKEN {problem}: set it to {ADMIN_TOKEN_HINT}, or unset it to use the "
+                    f"generated {self.admin_token_path}"
+                )
+            return self.admin_token
+        if bind_host is not None and not is_loopback(bind_host):
+            raise ConfigError(
+                f"refusing to bind the gateway to {bind_host} (not loopback) without an explicitly set admin "
+                f"token: set REELSTREAM_ADMIN_TOKEN (environment or .env) to {ADMIN_TOKEN_HINT}, or "
+                "bind 127.0.0.1"
+            )
+        path = self.admin_token_path
+        if self._admin_secret is None or self._admin_secret[0] != path:
+            self._admin_secret = (path, _read_or_create_token(path))
+        return self._admin_secret[1]
+
+    @property
     def replay_checkpoint(self) -> Path:
         """Where ``reelstream replay`` records how far the broker acknowledged it."""
         return self.run_dir / "replay.checkpoint.json"
@@ -156,6 +217,70 @@ class Settings(BaseSettings):
     def topics(self) -> tuple[str, ...]:
         """Every topic the system uses, for creation and lag monitoring."""
         return (self.topic_ratings, self.topic_movies, self.topic_dead_letters)
+
+
+#: Shortest admin token accepted: shorter ones are guessable or copied from an example
+#: (``secrets.token_urlsafe(32)``, what the generated one is, has 43 characters).
+ADMIN_TOKEN_MIN_CHARS = 16
+ADMIN_TOKEN_HINT = 'a long random value (python -c "import secrets; print(secrets.token_urlsafe(32))")'
+
+
+def admin_token_problem(token: str) -> str | None:
+    """Why ``token`` cannot guard the admin routes (empty, short, few distinct characters), or None."""
+    if not token.strip():
+        return "is empty"
+    if token != token.strip():
+        return "has leading or trailing whitespace"
+    if len(token) < ADMIN_TOKEN_MIN_CHARS:
+        return f"is shorter than {ADMIN_TOKEN_MIN_CHARS} characters (a guessable or well-known value)"
+    if len(set(token)) < ADMIN_TOKEN_MIN_CHARS // 3:
+        return "repeats too few distinct characters to be random"
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses: a bind nobody on another machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _read_or_create_token(path: Path) -> str:
+    """The token in ``path``, created once (0600) with ``secrets.token_urlsafe``; concurrent callers agree.
+
+    The new token is written to a private temporary file and hard-linked into place, so a reader never
+    sees a half-written file and two first starts (``up`` and the gateway) cannot make two tokens.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, (secrets.token_urlsafe(32) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+        finally:
+            tmp.unlink(missing_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError(
+            f"{path} is readable by other users (mode {mode:04o}): run `chmod 600 {path}`, or delete it to "
+            "generate a new token"
+        )
+    token = path.read_text().strip()
+    problem = admin_token_problem(token)
+    if problem:
+        raise ConfigError(f"the admin token in {path} {problem}: delete the file to generate a new one")
+    return token
 
 
 @lru_cache

@@ -1,37 +1,53 @@
-"""The whole live system in one command: infrastructure, data, model, worker(s), gateway and replay.
+"""The whole live system in one command: infrastructure, data, model, worker(s), archive, gateway, replay.
 
 ``up`` is idempotent: it starts only what is not running and builds only what is
 missing (the feature store, a model trained on the current store version, the
 HISTORY seed of Redis for that store and model: ``reelstream seed``), so a
-second ``up`` reuses everything. ``down`` stops, in reverse order, every process
-that ``up`` started (never an external broker or Redis). Each long-running
-process is a ``reelstream`` sub-command with its own pid and log file in
-``var/run/``.
+second ``up`` reuses everything. Every process it starts or finds running is
+handed to a :class:`~reelstream.supervisor.Supervisor`, which restarts what
+crashes (from the first spawn on, so a child dying during start-up is restarted
+too) and raises :class:`~reelstream.supervisor.CrashLoop` when one keeps dying.
+``down`` first makes the supervisor let go, then stops, in reverse order, every
+process that ``up`` started (never an external broker or Redis). Each
+long-running process is a ``reelstream`` sub-command with its own pid and log
+file in ``var/run/``; children get the settings of ``up`` itself, ``.env``
+included (they run in ``var/run/``, where no ``.env`` is).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import redis
+from dotenv import dotenv_values
 
 from reelstream import infra
-from reelstream.errors import ReelstreamError
+from reelstream.errors import InfraError, ReelstreamError
 from reelstream.settings import Settings
+from reelstream.supervisor import ChildSpec, Supervisor, stop_supervisor
 from schemas import redis_keys
 
-__all__ = ["SystemPlan", "down", "managed_processes", "prepare", "up"]
+__all__ = [
+    "SystemPlan",
+    "archive_available",
+    "child_specs",
+    "down",
+    "gateway_url",
+    "managed_processes",
+    "prepare",
+    "up",
+]
 
 READY_TIMEOUT_S = 120.0
 #: Order matters: ``down`` stops these first (producers before consumers before servers).
-APP_PROCESSES = ("replay", "gateway", "worker")
+APP_PROCESSES = ("replay", "gateway", "archive", "worker")
 
 
 @dataclass(frozen=True)
@@ -124,8 +140,12 @@ def _worker_names(settings: Settings) -> list[str]:
 
 
 def managed_processes(settings: Settings) -> dict[str, int]:
-    """Name -> pid of every application process ``up`` started that is still alive."""
-    names = ["replay", "gateway", *_worker_names(settings)]
+    """Name -> pid of every application process ``up`` started that is still alive.
+
+    Not for the supervisor: ``infra.running_pid`` reaps a dead child of the calling process and so
+    loses its exit status (reelstream/supervisor.py).
+    """
+    names = ["replay", "gateway", "archive", *_worker_names(settings)]
     alive = {}
     for name in names:
         pid = infra.running_pid(settings.run_dir, name)
@@ -135,6 +155,7 @@ def managed_processes(settings: Settings) -> dict[str, int]:
 
 
 def gateway_url(settings: Settings) -> str:
+    """Where a client on this machine reaches the gateway (a wildcard bind is reached on loopback)."""
     host = "127.0.0.1" if settings.gateway_host in {"0.0.0.0", "::"} else settings.gateway_host
     return f"http://{host}:{settings.gateway_port}"
 
@@ -183,59 +204,144 @@ def prepare(settings: Settings, echo: Callable[[str], None]) -> list[str]:
     return lines
 
 
-def up(settings: Settings, plan: SystemPlan, echo: Callable[[str], None]) -> list[str]:
-    """Bring the system up; returns one summary line per component."""
+def archive_available() -> bool:
+    """True once ``reelstream archive`` is a registered command (``up`` runs it like a worker)."""
+    from typer.main import get_command
+
+    from reelstream.cli import app
+
+    return "archive" in get_command(app).commands  # type: ignore[attr-defined]
+
+
+def _child_env(settings: Settings, plan: SystemPlan) -> dict[str, str]:
+    """What the children need on top of this environment: ``.env`` (they run in ``var/run/``) and the plan's."""
+    env_file = settings.model_config.get("env_file")
+    dotenv = {k: v for k, v in dotenv_values(env_file).items() if v is not None} if isinstance(env_file, str) else {}
+    return {**{k: v for k, v in dotenv.items() if k not in os.environ}, **plan.extra_env}
+
+
+def _start_infra(settings: Settings, name: str) -> int:
+    """(Re)start the local broker or Redis (``infra.up`` starts what does not answer); topics after a broker."""
+    infra.up(settings)
+    if name == "broker":  # a fresh memory-only broker has no topics: create them before anyone auto-creates them
+        from streams.admin import ensure_topics_sync
+
+        ensure_topics_sync(settings)
+    pid = infra.running_pid(settings.run_dir, name)
+    if pid is None:
+        raise InfraError(f"{name} answers but was not started by reelstream; not supervising it")
+    return pid
+
+
+def child_specs(settings: Settings, plan: SystemPlan) -> dict[str, ChildSpec]:
+    """How ``up`` starts, and the supervisor restarts, each process of ``plan`` (by name)."""
+    env, run_dir = _child_env(settings, plan), settings.run_dir
+
+    def app(name: str, *args: str) -> ChildSpec:
+        return ChildSpec(name, lambda: infra.spawn(run_dir, name, _cli(*args), env=env))
+
+    specs = {name: ChildSpec(name, lambda name=name: _start_infra(settings, name)) for name in ("broker", "redis")}
+    for i in range(plan.workers):
+        specs[f"worker-{i}"] = app(f"worker-{i}", "worker", "--web-port", str(settings.worker_web_port + i))
+    if archive_available():
+        specs["archive"] = app("archive", "archive")
+    specs["gateway"] = app("gateway", "gateway")
+    if plan.replay:
+        replay = app("replay", "replay", "--rate", f"{plan.replay_rate:g}", "--resume")
+        specs["replay"] = ChildSpec("replay", replay.start, restart_on_success=False)  # exit 0: stream done
+    return specs
+
+
+def _admin_line(settings: Settings) -> str:
+    """Check the admin token and the gateway's bind before anything starts; the summary line about it."""
+    token = settings.admin_secret(settings.gateway_host)
+    if settings.admin_token_explicit:
+        return "admin   token from REELSTREAM_ADMIN_TOKEN (not shown)"
+    return (
+        f"admin   token {token}  (generated once, in {settings.admin_token_path}, mode 0600; "
+        "set REELSTREAM_ADMIN_TOKEN to choose one)"
+    )
+
+
+def _wait(supervisor: Supervisor, ready: Callable[[], bool], what: str) -> None:
+    """Wait for ``ready`` while supervising: a child that dies meanwhile is restarted (or is a crash loop)."""
+
+    def check() -> bool:
+        supervisor.check()
+        return ready()
+
+    infra.wait_until(check, READY_TIMEOUT_S, what, 0.2)
+
+
+def up(
+    settings: Settings, plan: SystemPlan, echo: Callable[[str], None], supervisor: Supervisor | None = None
+) -> list[str]:
+    """Bring the system up under ``supervisor``; returns one summary line per component.
+
+    Raises ConfigError (nothing started) for an unusable admin token or a non-loopback gateway bind
+    without an explicit one, and :class:`~reelstream.supervisor.CrashLoop` when a child keeps dying.
+    """
+    supervisor = supervisor or Supervisor(settings, echo)
+    admin_line = _admin_line(settings)
     lines = infra.up(settings)
     lines += prepare(settings, echo)
 
     run_dir = settings.run_dir
+    specs = child_specs(settings, plan)
+
+    def ensure(name: str) -> int | None:
+        """Adopt ``name`` when it runs, else start it; None when it was already running."""
+        pid = infra.running_pid(run_dir, name)
+        if pid is None:
+            supervisor.start(specs[name])
+            return supervisor.children[name].pid
+        supervisor.adopt(specs[name], pid)
+        return None
+
+    for name in ("broker", "redis"):  # only those this project started: an external one is not ours to restart
+        pid = infra.running_pid(run_dir, name)
+        if pid is not None:
+            supervisor.adopt(specs[name], pid)
     for i in range(plan.workers):
         name = f"worker-{i}"
-        if infra.running_pid(run_dir, name) is None:
-            port = settings.worker_web_port + i
-            infra.spawn(run_dir, name, _cli("worker", "--web-port", str(port)), env=plan.extra_env)
-            lines.append(f"{name} started (web port {port})")
-        else:
-            lines.append(f"{name} already running")
-    infra.wait_until(lambda: _worker_heartbeat(settings), READY_TIMEOUT_S, "worker heartbeat in Redis", 0.2)
+        started = ensure(name) is not None
+        port = settings.worker_web_port + i
+        lines.append(f"{name} started (web port {port})" if started else f"{name} already running")
+    if "archive" in specs:
+        lines.append("archive started" if ensure("archive") is not None else "archive already running")
+    _wait(supervisor, lambda: _worker_heartbeat(settings), "worker heartbeat in Redis")
 
     url = gateway_url(settings)
-    if infra.running_pid(run_dir, "gateway") is None and not _gateway_answers(url):
-        infra.spawn(run_dir, "gateway", _cli("gateway"), env=plan.extra_env)
+    pid = infra.running_pid(run_dir, "gateway")
+    if pid is None and not _gateway_answers(url):
+        supervisor.start(specs["gateway"])
         lines.append(f"gateway started at {url}")
     else:
+        if pid is not None:
+            supervisor.adopt(specs["gateway"], pid)
         lines.append(f"gateway already answering at {url}")
-    infra.wait_until(lambda: _gateway_answers(url), READY_TIMEOUT_S, f"gateway at {url}", 0.2)
+    _wait(supervisor, lambda: _gateway_answers(url), f"gateway at {url}")
 
     if plan.replay:
-        if infra.running_pid(run_dir, "replay") is None:
-            argv = _cli("replay", "--rate", f"{plan.replay_rate:g}", "--resume")
-            infra.spawn(run_dir, "replay", argv, env=plan.extra_env)
+        if ensure("replay") is not None:
             lines.append(f"replay  started at {plan.replay_rate:g} events/s (resumes from its checkpoint)")
         else:
             lines.append("replay  already running")
+    lines.append(admin_line)
     return lines
 
 
 def down(settings: Settings) -> list[str]:
-    """Stop every process ``up`` started, then the local broker and Redis."""
+    """Make the supervisor let go, then stop every process ``up`` started, then the local broker and Redis."""
     lines = []
-    for name in ("replay", "gateway", *_worker_names(settings)):
+    pid = stop_supervisor(settings)
+    if pid is not None:
+        lines.append(f"supervisor (pid {pid}) let go; stopping what it supervised")
+    for name in ("replay", "gateway", "archive", *_worker_names(settings)):
         if infra.stop_process(settings.run_dir, name):
             lines.append(f"{name:<8} stopped")
     lines.extend(infra.down(settings))
     return lines
-
-
-def supervise(settings: Settings, poll_s: float = 1.0) -> str:
-    """Block while the application processes run; returns why it stopped (a process died)."""
-    expected = set(managed_processes(settings))
-    while True:
-        alive = set(managed_processes(settings))
-        missing = expected - alive - {"replay"}  # the replay ends by itself when the stream is done
-        if missing:
-            return f"{', '.join(sorted(missing))} exited; see {settings.run_dir}/<name>.log"
-        time.sleep(poll_s)  # supervision period, not synchronisation
 
 
 def log_path(settings: Settings, name: str) -> Path:

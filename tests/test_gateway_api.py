@@ -209,7 +209,7 @@ def test_bad_ratings_are_422(client: TestClient, body: dict, field: str) -> None
 def test_rules_need_the_bearer_token(client: TestClient, live_settings: Settings) -> None:
     assert client.get("/rules").status_code == 401
     assert client.get("/rules", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    auth = {"Authorization": f"Bearer {live_settings.admin_token}"}
+    auth = {"Authorization": f"Bearer {live_settings.admin_secret()}"}
     current = client.get("/rules", headers=auth).json()
     doc = current["document"] | {"base": current["document"]["base"] | {"diversity": {"mmr_lambda": 0.5}}}
     put = client.put("/rules", json=doc, headers=auth)

@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.producer import RatingsProducer
 from gateway.service import Gateway
+from reelstream.errors import ConfigError
 from reelstream.settings import Settings, get_settings
 
 __all__ = ["AdminDep", "GatewayDep", "ProducerDep", "SettingsDep"]
@@ -32,14 +33,24 @@ async def _producer(request: Request) -> RatingsProducer:
 GatewayDep = Annotated[Gateway, Depends(_gateway)]
 ProducerDep = Annotated[RatingsProducer, Depends(_producer)]
 
-_bearer = HTTPBearer(auto_error=False, description="The admin token from the settings (REELSTREAM_ADMIN_TOKEN).")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="The admin token: REELSTREAM_ADMIN_TOKEN, else the one generated in var/admin_token (mode 0600).",
+)
 
 
 def require_admin(
     settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
-    if credentials is None or not secrets.compare_digest(
-        credentials.credentials.encode(), settings.admin_token.encode()
+    """401 without the admin token; 403 when the configured token is unusable (never accepted as a password)."""
+    try:
+        expected = settings.admin_secret()
+    except ConfigError as exc:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"admin routes are disabled: {exc}") from None
+    if (
+        credentials is None
+        or not credentials.credentials
+        or not secrets.compare_digest(credentials.credentials.encode(), expected.encode())
     ):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}

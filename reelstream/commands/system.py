@@ -1,18 +1,40 @@
-"""``reelstream up`` / ``reelstream down``: the whole live system in one command."""
+"""``reelstream up`` / ``reelstream down``: the whole live system in one command, supervised.
+
+``up`` stays in the foreground and supervises (reelstream/supervisor.py): a crashed child is restarted,
+a crash loop stops everything with a message, Ctrl-C or SIGTERM stops everything. ``up --detach`` runs
+the same supervising ``up`` in the background (its own session, output in ``var/run/up.log``), relays
+its output until the system is up, and returns. ``down`` (any shell) makes the supervisor let go, then
+stops everything.
+"""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import typer
+from rich.markup import escape
 
-from reelstream import system
+from reelstream import supervisor, system
 from reelstream.console import console
-from reelstream.settings import get_settings
+from reelstream.settings import Settings, get_settings
+
+#: The last line a background ``up`` prints once everything runs; ``up --detach`` relays output until it.
+BACKGROUND_MARKER = "Supervising in the background"
+
+
+def _echo(message: str) -> None:
+    """One line, never wrapped: paths and the token stay whole in logs (and for whoever greps them)."""
+    console.print(message, soft_wrap=True)
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM stops the system like Ctrl-C does."""
+    """SIGTERM (and ``down``'s SIGUSR1) during start-up stop the system like Ctrl-C does."""
     raise KeyboardInterrupt
 
 
@@ -20,29 +42,127 @@ def up(
     workers: int = typer.Option(1, min=1, max=8, help="Worker processes in the consumer group."),
     rate: float = typer.Option(200.0, min=1.0, help="Replay speed in events per second."),
     replay: bool = typer.Option(True, "--replay/--no-replay", help="Replay the STREAM split into Kafka."),
-    detach: bool = typer.Option(False, "--detach", help="Return once everything runs (stop with `down`)."),
+    detach: bool = typer.Option(False, "--detach", help="Supervise in the background; return once everything runs."),
+    background: bool = typer.Option(False, "--background", hidden=True, help="Set by --detach for its child."),
 ) -> None:
-    """Start broker, Redis, worker(s), gateway and replay; bootstrap and train first when needed."""
+    """Start broker, Redis, worker(s), archive, gateway and replay under a supervisor that restarts what crashes."""
     settings = get_settings()
     plan = system.SystemPlan(workers=workers, replay=replay, replay_rate=rate)
-    lines = system.up(settings, plan, console.print)
-    for line in lines:
-        console.print(f"  {line}")
-    url = system.gateway_url(settings)
-    console.print(f"\n[bold green]reelstream is up.[/] Dashboard: {url}/   API docs: {url}/docs")
-    console.print(f"Logs and pids: {settings.run_dir}   Lag: `reelstream lag --watch`")
     if detach:
-        console.print("Stop it with `reelstream down`.")
-        return
-    console.print("Ctrl-C stops everything.")
-    signal.signal(signal.SIGTERM, _interrupt)
+        code = _detach(settings, plan)
+    else:
+        other = supervisor.claim(settings)
+        if other is not None:
+            code = _alongside(settings, plan, other)
+        else:
+            try:
+                code = _supervised(settings, plan, background)
+            finally:
+                supervisor.release(settings)
+    if code:
+        raise typer.Exit(code)
+
+
+def _summary(settings: Settings, lines: list[str]) -> None:
+    for line in lines:
+        _echo(f"  {escape(line)}")
+    url = system.gateway_url(settings)
+    _echo(f"\n[bold green]reelstream is up.[/] Dashboard: {url}/   API docs: {url}/docs")
+    _echo(f"Logs and pids: {settings.run_dir}   Lag: `reelstream lag --watch`")
+
+
+def _stop_all(settings: Settings) -> None:
+    for line in system.down(settings):
+        _echo(f"  {escape(line)}")
+
+
+def _supervised(settings: Settings, plan: system.SystemPlan, background: bool) -> int:
+    """Start the system under a supervisor held by this process and supervise until told to stop."""
+    sup = supervisor.Supervisor(settings, _echo)
+    stop, let_go = threading.Event(), threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGUSR1):  # start-up: stop everything ourselves (``down`` waits)
+        signal.signal(signum, _interrupt)
     try:
-        reason = system.supervise(settings)
-        console.print(f"[red]{reason}[/]")
+        _summary(settings, system.up(settings, plan, _echo, sup))
+        log = settings.run_dir / supervisor.LOG_NAME
+        if background:
+            _echo(f"{BACKGROUND_MARKER} (pid {os.getpid()}; crashes in {log}). Stop it with `reelstream down`.")
+        else:
+            _echo(f"Supervising: a crashed process is restarted ({log}). Ctrl-C stops everything.")
+
+        def on_stop(signum: int, frame: object) -> None:
+            stop.set()
+
+        def on_let_go(signum: int, frame: object) -> None:  # ``reelstream down`` stops the processes itself
+            let_go.set()
+            stop.set()
+
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGUSR1, on_let_go)
+        sup.run(stop)
+    except supervisor.CrashLoop as exc:
+        _echo(f"[bold red]{escape(str(exc))}[/]")
+        _stop_all(settings)
+        return 1
     except KeyboardInterrupt:
         console.print("\nstopping ...")
-    for line in system.down(settings):
-        console.print(f"  {line}")
+        _stop_all(settings)
+        return 130
+    if let_go.is_set():
+        console.print("`reelstream down` took over; it stops everything")
+        return 0
+    console.print("\nstopping ...")
+    _stop_all(settings)
+    return 0
+
+
+def _alongside(settings: Settings, plan: system.SystemPlan, other: int) -> int:
+    """Another supervisor holds this var folder: report (starting only what is missing) and leave it in charge."""
+    _summary(settings, system.up(settings, plan, _echo, supervisor.Supervisor(settings, _echo, passive=True)))
+    _echo(f"Already supervised by pid {other}. Stop everything with `reelstream down`.")
+    return 0
+
+
+def _detach(settings: Settings, plan: system.SystemPlan) -> int:
+    """Run the supervising ``up`` in its own session and relay its output until the system is up."""
+    other = supervisor.supervisor_pid(settings)
+    if other is not None:
+        return _alongside(settings, plan, other)
+    argv = [sys.executable, "-m", "reelstream.cli", "up", "--background", "--workers", str(plan.workers),
+            "--rate", f"{plan.replay_rate:g}", "--replay" if plan.replay else "--no-replay"]  # fmt: skip
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    log = settings.run_dir / "up.log"
+    with log.open("ab") as fh:
+        offset = fh.tell()
+        # The working folder stays this one, so the background ``up`` reads the same ``.env``.
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)  # fmt: skip
+    try:
+        return _relay(proc, log, offset)
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGTERM)  # it stops what it started
+        proc.wait()
+        return 130
+
+
+def _relay(proc: subprocess.Popen[bytes], log: Path, offset: int) -> int:
+    """Echo ``log`` from ``offset`` until the background ``up`` prints :data:`BACKGROUND_MARKER` or exits."""
+    seen = ""
+    with log.open("rb") as fh:
+        fh.seek(offset)
+        while True:
+            exited = proc.poll() is not None
+            chunk = fh.read().decode(errors="replace")
+            if chunk:
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+                seen = (seen + chunk)[-4096:]
+            if BACKGROUND_MARKER in seen:
+                return 0
+            if exited:
+                return proc.returncode
+            time.sleep(0.1)  # following a file another process writes: nothing to wait on
 
 
 def prepare() -> None:
@@ -52,6 +172,6 @@ def prepare() -> None:
 
 
 def down() -> None:
-    """Stop everything `reelstream up` started (replay, gateway, workers, then broker and Redis)."""
+    """Stop everything `reelstream up` started (supervisor, replay, gateway, archive, workers, broker, Redis)."""
     for line in system.down(get_settings()):
         console.print(line)
