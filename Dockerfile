@@ -1,4 +1,4 @@
-# The reelstream image used by docker-compose.kafka.yml (worker, gateway and the one-shot init).
+# The reelstream image used by docker-compose.kafka.yml (worker, archive, gateway and the one-shot init).
 FROM python:3.11-slim
 WORKDIR /app
 ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 REELSTREAM_DATA_PATH=/app/data/ml-latest-small
@@ -14,3 +14,7 @@ COPY gateway gateway
 COPY monitoring monitoring
 COPY data data
 RUN pip install .
+# Not root: the var volume (REELSTREAM_VAR_DIR in docker-compose.kafka.yml) is created owned by this user.
+RUN useradd --system --uid 10001 --no-create-home reelstream \
+    && mkdir -p /var/lib/reelstream && chown reelstream /var/lib/reelstream
+USER reelstream

@@ -1,10 +1,16 @@
-"""docker-compose.kafka.yml stays in step with the settings module (no Docker needed to check)."""
+"""docker-compose.kafka.yml stays in step with the settings module and is secure by default (no Docker needed).
+
+Published ports and secrets are checked after compose's own variable interpolation (``${VAR:-default}``,
+``${VAR:?error}``, nested), done here by :func:`interpolate` with the rules compose documents.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from pydantic import AliasChoices
 
@@ -12,10 +18,45 @@ from reelstream import infra
 from reelstream.settings import PROJECT_ROOT, Settings
 
 COMPOSE = PROJECT_ROOT / "docker-compose.kafka.yml"
+#: One innermost ``${...}``: the name, then an optional ``:-``/``-``/``:?``/``?`` and its argument.
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^${}]*))?\}")
+
+
+class ComposeRefused(Exception):
+    """``${VAR:?message}`` with VAR unset or empty: compose refuses to start and prints the message."""
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """``value`` as compose interpolates it with ``env``, innermost variable first."""
+
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3) or ""
+        found = env.get(name)
+        missing = not found if op and op.startswith(":") else found is None
+        if op in {":?", "?"} and missing:
+            raise ComposeRefused(f"{name}: {arg}")
+        if op in {":-", "-"} and missing:
+            return arg
+        return found or ""
+
+    while (expanded := _VARIABLE.sub(one, value)) != value:
+        value = expanded
+    return value
 
 
 def _compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE.read_text())
+
+
+def _published(env: dict[str, str]) -> dict[str, list[tuple[str, int, int]]]:
+    """Service -> (host address, host port, container port) of every published port, interpolated."""
+    out: dict[str, list[tuple[str, int, int]]] = {}
+    for name, service in _compose()["services"].items():
+        for spec in service.get("ports", []):
+            parts = interpolate(spec, env).split(":")
+            assert len(parts) == 3, f"{name} publishes {spec!r} without a host address (all interfaces)"
+            out.setdefault(name, []).append((parts[0], int(parts[1]), int(parts[2])))
+    return out
 
 
 def _settings_env_names() -> set[str]:
@@ -44,7 +85,7 @@ def test_services_are_the_ones_the_system_needs() -> None:
 def test_every_variable_is_a_setting_and_addresses_match_the_services() -> None:
     known = _settings_env_names()
     services = _compose()["services"]
-    for name in ("worker", "gateway"):
+    for name in ("worker", "archive", "gateway"):
         env = services[name]["environment"]
         unknown = {k for k in env if k not in known}
         assert not unknown, f"{name} sets variables Settings does not read: {unknown}"
@@ -61,12 +102,41 @@ def test_published_ports_match_the_default_settings() -> None:
     defaults = Settings()
     _, kafka_port = infra.kafka_address(defaults.kafka_bootstrap)
     _, redis_port = infra.redis_address(defaults.redis_url)
-    assert f"{kafka_port}:9092" in services["kafka"]["ports"]
-    assert f"{redis_port}:6379" in services["redis"]["ports"]
-    assert (
-        f"{defaults.gateway_port}:{services['gateway']['environment']['REELSTREAM_GATEWAY_PORT']}"
-        in (services["gateway"]["ports"])
-    )
+    published = {name: [(host_port, port) for _, host_port, port in ports] for name, ports in _published({}).items()}
+    assert (kafka_port, 9092) in published["kafka"]
+    assert (redis_port, 6379) in published["redis"]
+    assert (defaults.gateway_port, int(services["gateway"]["environment"]["REELSTREAM_GATEWAY_PORT"])) in published[
+        "gateway"
+    ]
+
+
+def test_every_port_is_published_on_loopback_unless_asked() -> None:
+    by_default = _published({})
+    assert {"kafka", "redis", "gateway", "prometheus", "grafana"} <= set(by_default)
+    assert {host for ports in by_default.values() for host, _, _ in ports} == {"127.0.0.1"}
+    everything = _published({"REELSTREAM_PUBLISH_HOST": "0.0.0.0"})
+    assert {host for ports in everything.values() for host, _, _ in ports} == {"0.0.0.0"}
+    gateway_only = _published({"REELSTREAM_GATEWAY_PUBLISH_HOST": "0.0.0.0"})
+    assert {name for name, ports in gateway_only.items() if any(h != "127.0.0.1" for h, _, _ in ports)} == {"gateway"}
+
+
+def test_compose_requires_the_admin_token_and_the_grafana_password() -> None:
+    services = _compose()["services"]
+    token_spec = services["gateway"]["environment"]["REELSTREAM_ADMIN_TOKEN"]
+    password_spec = services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    for spec, variable in ((token_spec, "REELSTREAM_ADMIN_TOKEN"), (password_spec, "GRAFANA_ADMIN_PASSWORD")):
+        for env in ({}, {variable: ""}):
+            with pytest.raises(ComposeRefused, match=variable):
+                interpolate(spec, env)
+    token = "Zr8uF2" * 5
+    assert interpolate(token_spec, {"REELSTREAM_ADMIN_TOKEN": token}) == token
+    # What the gateway container then runs with: an explicit token on a wildcard bind is accepted.
+    gateway = Settings(admin_token=token, gateway_host=services["gateway"]["environment"]["REELSTREAM_GATEWAY_HOST"])
+    assert gateway.gateway_host == "0.0.0.0" and gateway.admin_secret(gateway.gateway_host) == token
+    # No secret has a default anywhere in the file: every ${VAR...} naming one is a :? requirement.
+    for match in _VARIABLE.finditer(COMPOSE.read_text()):
+        if re.search(r"TOKEN|PASSWORD|SECRET", match.group(1)):
+            assert match.group(2) == ":?", match.group(0)
 
 
 def test_dockerfile_copies_every_package() -> None:
@@ -105,7 +175,7 @@ def test_prometheus_and_grafana_services_mount_the_repo_provisioning() -> None:
         assert (PROJECT_ROOT / source).exists(), f"{mount}: {source} is not in the repository"
     datasource = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text())
     assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
-    assert "9090:9090" in services["prometheus"]["ports"]
+    assert ("127.0.0.1", 9090, 9090) in _published({})["prometheus"]
     provider = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/reelstream.yml").read_text())
     dash_mount = next(m for m in services["grafana"]["volumes"] if m.startswith("./deploy/grafana/dashboards:"))
     assert provider["providers"][0]["options"]["path"] == dash_mount.split(":")[1]
@@ -153,7 +223,7 @@ def test_services_run_commands_the_cli_has() -> None:
 
     commands = set(get_command(app).commands)  # type: ignore[attr-defined]
     services = _compose()["services"]
-    for name in ("init", "worker", "gateway"):
+    for name in ("init", "worker", "archive", "gateway"):
         argv = services[name]["command"]
         assert argv[0] == "reelstream" and argv[1] in commands, (name, argv)
     assert services["init"]["command"] == ["reelstream", "prepare"]
