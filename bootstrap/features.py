@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 
 from bootstrap.split import split_sorted
+from models import side_features as sf
 
 __all__ = [
     "attach_indices",
@@ -122,44 +123,45 @@ def item_side_features(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(item_side long-form, side_features names): genres, decade, year, frequent tags.
 
-    A tag is kept when it was applied at least ``min_tag_count`` times (before the cut).
+    The names and values are those of :mod:`models.side_features` (the one definition the
+    worker and the gateway also build new movies' rows from). A tag is kept when it was
+    applied at least ``min_tag_count`` times (before the cut).
     """
-    genre = items.select("item_idx", pl.col("genres").alias("token")).explode("token").drop_nulls("token")
-    genre = genre.select("item_idx", pl.lit("genre").alias("kind"), pl.col("token"), pl.lit(1.0).alias("value"))
+    genre = items.select("item_idx", pl.col("genres").alias("token")).explode("token").drop_nulls("token").unique()
+    genre = genre.select("item_idx", pl.lit(sf.GENRE).alias("kind"), pl.col("token"), pl.lit(1.0).alias("value"))
     decade = items.drop_nulls("year").select(
         "item_idx",
-        pl.lit("decade").alias("kind"),
-        ((pl.col("year") // 10) * 10).cast(pl.String).alias("token"),
+        pl.lit(sf.DECADE).alias("kind"),
+        sf.decade_of(pl.col("year")).cast(pl.String).alias("token"),
         pl.lit(1.0).alias("value"),
     )
-    years = items["year"].drop_nulls()
-    lo, hi = (int(years.min()), int(years.max())) if years.len() else (0, 1)  # type: ignore[arg-type]
+    lo, hi = sf.year_range(items["year"].drop_nulls().unique().to_list())
     year = items.drop_nulls("year").select(
         "item_idx",
-        pl.lit("year").alias("kind"),
-        pl.lit("scaled").alias("token"),
-        ((pl.col("year") - lo) / max(hi - lo, 1)).alias("value"),
+        pl.lit(sf.YEAR).alias("kind"),
+        pl.lit(sf.YEAR_TOKEN).alias("token"),
+        sf.scaled_year(pl.col("year"), lo, hi).alias("value"),
     )
     parts = [genre, decade, year]
     if tags.height:
         t = tags.drop_nulls(["tag", "movie_id"])
         if cut_ts is not None:
             t = t.filter(pl.col("ts") <= cut_ts)
-        t = t.with_columns(pl.col("tag").str.strip_chars().str.to_lowercase().alias("token")).filter(
-            pl.col("token").str.len_chars() > 0
-        )
+        distinct = t["tag"].unique()
+        tokens = pl.DataFrame({"tag": distinct, "token": [sf.tag_token(s) for s in distinct.to_list()]})
+        t = t.join(tokens, on="tag", how="left").filter(pl.col("token").str.len_chars() > 0)
         frequent = t.group_by("token").len().filter(pl.col("len") >= min_tag_count)["token"]
         tag = (
             t.filter(pl.col("token").is_in(frequent.implode()))
             .join(items.select("movie_id", "item_idx"), on="movie_id", how="inner")
             .select("item_idx", "token")
             .unique()
-            .select("item_idx", pl.lit("tag").alias("kind"), "token", pl.lit(1.0).alias("value"))
+            .select("item_idx", pl.lit(sf.TAG).alias("kind"), "token", pl.lit(1.0).alias("value"))
         )
         parts.append(tag)
     long = pl.concat([p.with_columns(pl.col("value").cast(pl.Float64)) for p in parts])
-    long = long.with_columns((pl.col("kind") + "=" + pl.col("token")).alias("name"))
-    kind_order = pl.col("kind").replace_strict({"genre": 0, "decade": 1, "year": 2, "tag": 3}, return_dtype=pl.Int8)
+    long = long.with_columns((pl.col("kind") + sf.SEP + pl.col("token")).alias("name"))
+    kind_order = pl.col("kind").replace_strict({k: i for i, k in enumerate(sf.KINDS)}, return_dtype=pl.Int8)
     names = (
         long.select("name", "kind")
         .unique()

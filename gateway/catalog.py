@@ -3,7 +3,10 @@
 Built once at start-up from the :class:`~models.runtime.ModelRuntime` and the
 feature store's ``items`` frame. Store movies the model has no row for, and
 movies added later by ``MovieEvent`` (``rs:movie:{mid}``), get decoder rows from
-their side features (``side @ side_dec``), so they are scored like any other.
+their side features (``side @ side_dec``), so they are scored like any other; an
+announced movie's side row comes from :class:`models.side_features.SideEncoder`
+(:attr:`Catalog.side`), the definition bootstrap built the training rows with, so the
+gateway and the worker give it the same row.
 A :class:`Catalog` is immutable: additions build a new one, swapped atomically.
 """
 
@@ -17,8 +20,9 @@ import numpy as np
 import polars as pl
 
 from models.runtime import ModelRuntime
+from models.side_features import META_NAMES, SideEncoder, year_range
 
-__all__ = ["Catalog", "NewMovie", "side_vector"]
+__all__ = ["Catalog", "NewMovie", "side_encoder"]
 
 
 @dataclass(frozen=True)
@@ -32,27 +36,18 @@ class NewMovie:
     side: np.ndarray  #: float32 [n_side]
 
 
-def side_vector(
-    side_names: Sequence[str], genres: Iterable[str], tags: Iterable[str] = (), year: int | None = None
-) -> np.ndarray:
-    """A dense side-feature vector by feature name, as the bootstrap names them (``genre=X``, ``tag=x``,
-    ``year=1995``, ``decade=1990``; ``:`` and ``_`` separators are accepted too).
+def side_encoder(
+    runtime: ModelRuntime, store_names: Sequence[str] = (), store_years: Iterable[int] | None = None
+) -> SideEncoder:
+    """The model's side-feature encoder (its metadata names and year range).
 
-    >>> side_vector(["genre=Drama", "genre=Comedy", "decade=1990", "tag=heist"], ["Comedy"], ["Heist"], 1995).tolist()
-    [0.0, 1.0, 1.0, 1.0]
+    A model whose metadata names none (trained before they were recorded) falls back to the store's
+    names when they fit its rows, with the year scale bootstrap derived from the store's years.
     """
-    index = {name.lower(): i for i, name in enumerate(side_names)}
-    out = np.zeros(len(side_names), dtype=np.float32)
-    dated = () if year is None else ((str(year),), (str(year // 10 * 10),))
-    pairs = [("genre", genres), ("tag", tags)] + ([("year", dated[0]), ("decade", dated[1])] if dated else [])
-    for prefix, values in pairs:
-        for value in values:
-            for sep in (":", "=", "_"):
-                i = index.get(f"{prefix}{sep}{value}".lower())
-                if i is not None:
-                    out[i] = 1.0
-                    break
-    return out
+    n_side = int(runtime.side_dec.shape[0])
+    if runtime.metadata.get(META_NAMES) or len(store_names) != n_side:
+        return SideEncoder.from_metadata(runtime.metadata, n_side)
+    return SideEncoder(tuple(store_names), None if store_years is None else year_range(store_years))
 
 
 @dataclass(frozen=True)
@@ -77,7 +72,7 @@ class Catalog:
     popularity_order: np.ndarray  #: int64 [n], most rated first
     side_dec: np.ndarray
     side_bias: np.ndarray
-    side_names: tuple[str, ...]
+    side: SideEncoder  #: new movies' side rows, in the model's side-feature columns
     in_model: np.ndarray  #: bool [n], False for side-feature-only rows
     index_of: dict[int, int] = field(repr=False)
 
@@ -93,6 +88,10 @@ class Catalog:
     def version(self) -> str:
         """Changes when the model or the set of movies changes (part of every cache key)."""
         return f"{self.model_version}/{self.n}"
+
+    @property
+    def side_names(self) -> tuple[str, ...]:
+        return self.side.names
 
     @property
     def max_year(self) -> int:
@@ -133,11 +132,12 @@ class Catalog:
                     row = np.asarray(store_side[int(idx)].todense(), dtype=np.float32).ravel()
                     if row.shape[0] == runtime.side_dec.shape[0]:
                         extra.append(NewMovie(int(mid), title or f"movie {mid}", g, year, row))
-        base = cls._assemble(runtime, ids, meta, side_names)
+        years = None if items is None or not items.height else items["year"].drop_nulls().unique().to_list()
+        base = cls._assemble(runtime, ids, meta, side_encoder(runtime, side_names, years))
         return base.with_new_movies(extra, from_store=meta) if extra else base
 
     @classmethod
-    def _assemble(cls, runtime: ModelRuntime, ids: np.ndarray, meta: dict, side_names: Sequence[str]) -> Catalog:
+    def _assemble(cls, runtime: ModelRuntime, ids: np.ndarray, meta: dict, side: SideEncoder) -> Catalog:
         n = ids.shape[0]
         titles, genres = [], []
         years = np.zeros(n, dtype=np.int32)
@@ -153,13 +153,13 @@ class Catalog:
         return cls._finish(
             runtime.version, ids, titles, genres, years, n_ratings, mean,
             runtime.item_decoder.astype(np.float32), runtime.item_bias.astype(np.float32),
-            runtime.side_dec, runtime.side_bias, tuple(side_names), np.ones(n, dtype=bool),
+            runtime.side_dec, runtime.side_bias, side, np.ones(n, dtype=bool),
         )  # fmt: skip
 
     @classmethod
     def _finish(
         cls, model_version, ids, titles, genres, years, n_ratings, mean, decoder, bias,
-        side_dec, side_bias, side_names, in_model,
+        side_dec, side_bias, side, in_model,
     ) -> Catalog:  # fmt: skip
         names = tuple(sorted({g for gs in genres for g in gs}))
         col = {g: j for j, g in enumerate(names)}
@@ -176,7 +176,7 @@ class Catalog:
             model_version=model_version, movie_ids=ids, titles=titles, genres=genres, genre_names=names,
             genre_matrix=gm, years=years, n_ratings=n_ratings, mean_rating=mean,
             decoder=np.ascontiguousarray(decoder.T).T, bias=bias, unit=unit, log_pop=log_pop,
-            popularity_order=order, side_dec=side_dec, side_bias=side_bias, side_names=side_names,
+            popularity_order=order, side_dec=side_dec, side_bias=side_bias, side=side,
             in_model=in_model, index_of={int(m): i for i, m in enumerate(ids.tolist())},
         )  # fmt: skip
 
@@ -201,6 +201,6 @@ class Catalog:
             np.concatenate([self.mean_rating, mean]),
             np.vstack([self.decoder, dec.astype(np.float32)]),
             np.concatenate([self.bias, bias.astype(np.float32)]),
-            self.side_dec, self.side_bias, self.side_names,
+            self.side_dec, self.side_bias, self.side,
             np.concatenate([self.in_model, np.zeros(len(fresh), dtype=bool)]),
         )  # fmt: skip

@@ -19,6 +19,7 @@ vectorised passes, then work on the candidate pool only (:mod:`gateway.engine`).
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -42,7 +43,7 @@ from gateway.api.models import (
 )
 from gateway.batching import ScoreBatcher
 from gateway.cache import ResponseCache
-from gateway.catalog import Catalog, NewMovie, side_vector
+from gateway.catalog import Catalog, NewMovie
 from gateway.decisions import (
     Source,
     choose_source,
@@ -67,8 +68,13 @@ from gateway.state import StateReader
 from gateway.telemetry import Telemetry
 from reelstream import infra
 from reelstream.settings import Settings
+from schemas import redis_keys as keys
+from schemas.movie_record import decode_movie
+from schemas.user_record import RecordError
 
 __all__ = ["Gateway"]
+
+log = logging.getLogger(__name__)
 
 #: How long a cold-start list is cached (it follows trending, which has no version).
 COLD_TTL_S = 1.0
@@ -93,13 +99,6 @@ class _Probe:
                 self.value = self.fn()
                 self.at = self.clock()
             return self.value
-
-
-def _split(raw: str | None) -> tuple[str, ...]:
-    if not raw:
-        return ()
-    sep = "|" if "|" in raw else ","
-    return tuple(p.strip() for p in raw.split(sep) if p.strip() and p.strip() != "(no genres listed)")
 
 
 class Gateway:
@@ -444,22 +443,18 @@ class Gateway:
         fresh = []
         for doc in self.state.movie_events():
             try:
-                mid = int(doc["movie_id"])
+                mid = int(doc.pop("movie_id"))
             except (KeyError, ValueError):
                 continue
             if cat.index(mid) is not None:
                 continue
-            genres = _split(doc.get("genres"))
             try:
-                year = int(doc["year"]) if doc.get("year") else None
-            except ValueError:
-                year = None
-            n_side = cat.side_dec.shape[0]
-            if len(cat.side_names) == n_side:
-                side = side_vector(cat.side_names, genres, _split(doc.get("tags")), year)
-            else:  # no store side-feature names to map onto: the movie gets the bias-only row
-                side = np.zeros(n_side, dtype=np.float32)
-            fresh.append(NewMovie(mid, doc.get("title") or f"movie {mid}", genres, year, side))
+                movie = decode_movie(doc)
+            except RecordError as exc:  # the worker refuses its ratings too (unknown_movie)
+                log.warning("%s: %s; not added to the catalogue", keys.movie(mid), exc)
+                continue
+            side = cat.side.vector(movie.genres, movie.year, movie.tags)  # the worker's row for it too
+            fresh.append(NewMovie(mid, movie.title or f"movie {mid}", movie.genres, movie.year, side))
         if fresh:
             self.catalog = cat.with_new_movies(fresh)
         return len(fresh)

@@ -16,6 +16,7 @@ health, admin) stays synchronous, in the threadpool.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,15 +29,29 @@ import redis.asyncio as aioredis
 from gateway.decisions import rule_1_redis_backing_off
 from gateway.errors import StateUnavailable
 from schemas import redis_keys as keys
+from schemas.user_record import (
+    BINARY_FIELDS,
+    RecordError,
+    UserRecord,
+    decode_rated,
+    decode_recent_list,
+    decode_user,
+)
 
-__all__ = ["RedisState", "StateReader", "UserSnapshot", "parse_recent"]
+__all__ = ["RedisState", "StateReader", "UserSnapshot"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class UserSnapshot:
-    """One read of a user's state hash (plus, optionally, the rated hash and recent list)."""
+    """One read of a user's record (:mod:`schemas.user_record`; plus, optionally, the recent list).
+
+    ``version``, ``n``, ``mu`` and ``logvar`` come from ``record``; ``fields`` is the text of the
+    non-binary fields (the profile shows them).
+    """
 
     user_id: int
     exists: bool
@@ -47,12 +62,7 @@ class UserSnapshot:
     fields: dict[str, str] = field(default_factory=dict)
     rated: dict[int, float] = field(default_factory=dict)
     recent: list[tuple[int, float, int]] = field(default_factory=list)
-
-
-def _f32(raw: bytes | None) -> np.ndarray | None:
-    if not raw or len(raw) % 4:
-        return None
-    return np.frombuffer(raw, dtype=np.float32)
+    record: UserRecord | None = None
 
 
 def _int(raw: Any, default: int = 0) -> int:
@@ -60,22 +70,6 @@ def _int(raw: Any, default: int = 0) -> int:
         return int(float(raw))
     except (TypeError, ValueError):
         return default
-
-
-def parse_recent(entries: list[bytes]) -> list[tuple[int, float, int]]:
-    """``movie_id:rating:ts_ms`` strings (newest first) -> tuples; malformed entries are skipped.
-
-    >>> parse_recent([b"31:4.5:1000", b"junk"])
-    [(31, 4.5, 1000)]
-    """
-    out = []
-    for e in entries:
-        try:
-            mid, rating, ts = e.decode().split(":")
-            out.append((int(mid), float(rating), int(ts)))
-        except (ValueError, UnicodeDecodeError):
-            continue
-    return out
 
 
 class StateReader(Protocol):
@@ -168,7 +162,7 @@ class RedisState:
     def user_version(self, user_id: int) -> int | None:
         """The state version alone (one round trip; the cache key), None for an unknown user."""
         raw = self._call(lambda: self.client.hget(keys.user(user_id), "version"))
-        return None if raw is None else _int(raw)
+        return None if raw is None else _version(user_id, raw)
 
     def user(self, user_id: int, *, details: bool) -> UserSnapshot:
         """The state hash, and with ``details`` the rated hash and the recent list, in one pipeline."""
@@ -186,7 +180,7 @@ class RedisState:
     async def auser_version(self, user_id: int) -> int | None:
         """:meth:`user_version`, on the event loop."""
         raw = await self._acall(lambda c: c.hget(keys.user(user_id), "version"))
-        return None if raw is None else _int(raw)
+        return None if raw is None else _version(user_id, raw)
 
     async def auser(self, user_id: int) -> UserSnapshot:
         """:meth:`user` without details (the state and rated hashes, one pipeline), on the event loop."""
@@ -303,28 +297,40 @@ def _scored_ids(rows: list[tuple[bytes, float]]) -> list[tuple[int, float]]:
     return out
 
 
+def _version(user_id: int, raw: bytes) -> int:
+    """The stored ``version`` (0 when it does not decode: the cache key then never matches a real one)."""
+    return _lenient(user_id, "version", lambda: decode_user({"version": raw}).version, 0)
+
+
+def _lenient(user_id: int, what: str, decode: Callable[[], T], default: T) -> T:
+    """``decode()``, or ``default`` with a warning naming the problem: one corrupt key costs a user
+    their personalised list (rule 3/4 serve them cold), never a 500."""
+    try:
+        return decode()
+    except RecordError as exc:
+        log.warning("user %d: %s does not decode (%s); read as absent", user_id, what, exc)
+        return default
+
+
 def _snapshot(user_id: int, result: list[Any], details: bool) -> UserSnapshot:
     """A user's snapshot from the replies of the state pipeline (state hash, rated hash[, recent list])."""
     state: dict[bytes, bytes] = result[0]
-    rated = {}
-    for k, v in result[1].items():
-        try:
-            rated[int(k)] = float(v)
-        except ValueError:
-            continue
-    recent = parse_recent(result[2]) if details else []
+    rated = _lenient(user_id, keys.user_rated(user_id), lambda: decode_rated(result[1]), {})
+    recent = _lenient(user_id, keys.user_recent(user_id), lambda: decode_recent_list(result[2]), []) if details else []
     if not state:
         return UserSnapshot(user_id, exists=bool(rated), rated=rated, recent=recent)
-    binary = (b"mu", b"logvar", b"pre")
+    record = _lenient(user_id, keys.user(user_id), lambda: decode_user(state), UserRecord())
+    binary = {f.encode() for f in BINARY_FIELDS}
     fields = {k.decode(): v.decode(errors="replace") for k, v in state.items() if k not in binary}
     return UserSnapshot(
         user_id=user_id,
         exists=True,
-        version=_int(state.get(b"version")),
-        n=_int(state.get(b"n", state.get(b"n_events")), len(rated)),
-        mu=_f32(state.get(b"mu")),
-        logvar=_f32(state.get(b"logvar")),
+        version=record.version,
+        n=record.n,
+        mu=record.mu,
+        logvar=record.logvar,
         fields=fields,
         rated=rated,
         recent=recent,
+        record=record,
     )

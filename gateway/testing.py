@@ -1,8 +1,8 @@
 """Test and benchmark support: catalogues and Redis user state written exactly as the worker writes them.
 
-The state functions use :mod:`models.state` (``fold_in`` / ``encode``), so a
-user seeded here is what the stream worker would have produced from the same
-ratings.
+The state functions use :mod:`models.state` (``fold_in`` / ``encode``) and the user record's codec
+(:mod:`schemas.user_record`), so a user seeded here is what the stream worker would have produced
+from the same ratings (tests/test_user_record.py compares the two).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import redis
 from models.runtime import ModelRuntime
 from models.state import UserState, cold_state, encode, fold_in
 from schemas import redis_keys as keys
+from schemas.user_record import decode_rated, decode_user, encode_rated, encode_recent, encode_user
 
 __all__ = ["apply_rating", "movielens_items", "synthetic_items", "write_user"]
 
@@ -74,49 +75,36 @@ def movielens_items(folder: Path) -> pl.DataFrame:
     )  # fmt: skip
 
 
-def _load_state(raw: dict[bytes, bytes], hidden: int) -> UserState:
-    if not raw or b"pre" not in raw:
-        return UserState(pre=np.zeros(hidden, dtype=np.float64))
-    return UserState(
-        pre=np.frombuffer(raw[b"pre"], dtype=np.float64).copy(),
-        norm2=float(raw[b"norm2"]),
-        n_events=int(raw[b"n_events"]),
-    )
-
-
 def apply_rating(
     client: redis.Redis, runtime: ModelRuntime, user_id: int, movie_id: int, rating: float, ts_ms: int
 ) -> int:
-    """Apply one rating to the user's Redis state as the worker does; returns the new state version."""
+    """Apply one rating to the user's Redis state as the worker does; returns the new state version.
+
+    The same steps as :meth:`streams.processor.RatingProcessor.plan` for one event: the stored
+    record decoded by :mod:`schemas.user_record`, ``fold_in``, :meth:`UserRecord.observe`, and the
+    record, rated entry and recent entry written back through the same codec.
+    """
     idx = runtime.item_index(movie_id)
     if idx is None:
         raise KeyError(movie_id)
-    raw = client.hgetall(keys.user(user_id))
-    state = _load_state(raw, runtime.weights.hidden) if raw else cold_state(runtime.weights)
-    prev_raw = client.hget(keys.user_rated(user_id), str(movie_id))
-    prev = float(prev_raw) if prev_raw is not None else None
+    rec = decode_user(client.hgetall(keys.user(user_id)))
+    state = cold_state(runtime.weights) if rec.pre is None else UserState(rec.pre, rec.norm2, rec.n_events)
+    stored = client.hget(keys.user_rated(user_id), movie_id)
+    prev = None if stored is None else decode_rated({movie_id: stored})[movie_id]
     state = fold_in(runtime.weights, state, idx, rating, prev)
-    mu, logvar = encode(runtime.weights, state)
-    n = int(raw.get(b"n", 0)) + (0 if prev is not None else 1)
-    total = float(raw.get(b"sum", 0.0)) + rating - (prev or 0.0)
-    sumsq = float(raw.get(b"sumsq", 0.0)) + rating * rating - (prev or 0.0) ** 2
-    version = int(raw.get(b"version", 0)) + 1
+    rec.observe(rating, ts_ms)
+    rec.pre, rec.norm2, rec.n_events = state.pre, state.norm2, state.n_events
+    rec.mu, rec.logvar = encode(runtime.weights, state)
+    rec.model_version = runtime.version
+    fields = encode_user(rec)
     pipe = client.pipeline(transaction=True)
-    pipe.hset(
-        keys.user(user_id),
-        mapping={
-            "version": version, "pre": state.pre.astype(np.float64).tobytes(), "norm2": state.norm2,
-            "n_events": state.n_events, "mu": mu.astype(np.float32).tobytes(),
-            "logvar": logvar.astype(np.float32).tobytes(), "n": n, "sum": total, "sumsq": sumsq,
-            "first_ms": int(raw.get(b"first_ms", ts_ms)), "last_ms": ts_ms, "model_version": runtime.version,
-        },
-    )  # fmt: skip
-    pipe.hset(keys.user_rated(user_id), str(movie_id), rating)
-    pipe.lpush(keys.user_recent(user_id), f"{movie_id}:{rating:g}:{ts_ms}")
+    pipe.hset(keys.user(user_id), mapping=dict(zip(fields[::2], fields[1::2], strict=True)))
+    pipe.hset(keys.user_rated(user_id), *encode_rated({movie_id: rating}))
+    pipe.lpush(keys.user_recent(user_id), encode_recent(movie_id, rating, ts_ms))
     pipe.ltrim(keys.user_recent(user_id), 0, keys.RECENT_MAX - 1)
     pipe.hincrby(keys.STATS, "events_applied", 1)
     pipe.execute()
-    return version
+    return rec.version
 
 
 def write_user(

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from models.side_features import year_range
 from reelstream.errors import DataError
 
 __all__ = ["POSITIVE", "Events", "Interactions", "from_movielens", "from_store"]
@@ -69,6 +70,9 @@ class Interactions:
         One list of genre names per item (diversity metrics).
     version
         The feature-store version the arrays come from (``None`` for ad-hoc data).
+    side_year_range
+        ``(lo, hi)`` of the ``year=scaled`` side feature (:mod:`models.side_features`), so a
+        model can scale a new movie's year as training did; ``None`` when no feature has it.
     """
 
     history: Events
@@ -81,6 +85,7 @@ class Interactions:
     genres: list[list[str]]
     version: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    side_year_range: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.item_side.shape[0] != self.n_items or len(self.movie_ids) != self.n_items:
@@ -153,6 +158,7 @@ def from_store(store: Any) -> Interactions:
         genres=[list(g) if g is not None else [] for g in items["genres"].to_list()],
         version=int(store.version) if store.version is not None else None,
         metadata=dict(getattr(store, "metadata", {}) or {}),
+        side_year_range=year_range(items["year"].drop_nulls().unique().to_list()),
     )
 
 

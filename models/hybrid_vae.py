@@ -13,6 +13,7 @@ from models.artifacts import load_tensors, read_json, save_tensors
 from models.base import Recommender
 from models.data import Events, Interactions
 from models.runtime import ModelRuntime, trending_increment
+from models.side_features import side_metadata
 from models.state import UserState, cold_state, encode, fold_in
 from models.training import EpochReport
 from models.vae_combine import combine_runtimes
@@ -209,7 +210,7 @@ class HybridVAE(Recommender):
             "learner": "HybridVAE",
             "params": self._get_params(),
             "data_version": data.version,
-            "side_names": list(data.side_names) if self.use_side else [],
+            **side_metadata(data.side_names if self.use_side else [], data.side_year_range if self.use_side else None),
             "training_seconds": self.training_seconds_,
             "epochs": len(self.history_),
             "best_epoch": best.epoch if best else None,

@@ -33,7 +33,7 @@ def validation_split(data: Interactions, quantile: float = 0.8) -> Interactions:
         history=h.select(before), stream=h.select(~before), n_users=data.n_users, n_items=data.n_items,
         item_side=data.item_side, side_names=data.side_names, movie_ids=data.movie_ids, genres=data.genres,
         version=data.version, metadata={"validation_of": data.metadata.get("split"), "split_ts": cut,
-                                        "split_quantile": quantile},
+                                        "split_quantile": quantile}, side_year_range=data.side_year_range,
     )  # fmt: skip
 
 

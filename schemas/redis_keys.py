@@ -9,8 +9,10 @@ key                            type    fields / members
 =============================  ======  =============================================================
 ``rs:user:{uid}``              hash    ``version`` (events applied; bumps on every applied event),
                                        ``pre`` (float64 bytes), ``norm2``, ``n_events``, ``mu`` and
-                                       ``logvar`` (float32 bytes), ``n``, ``sum``, ``sumsq``,
-                                       ``first_ms``, ``last_ms``, ``model_version``
+                                       ``logvar`` (float32 bytes), ``n``, ``sum``, ``sumsq`` (over
+                                       every applied event), ``first_ms``, ``last_ms`` (min and max
+                                       event time), ``model_version``; encoded and decoded only by
+                                       :mod:`schemas.user_record`, like the two keys below
 ``rs:user:{uid}:rated``        hash    movie_id -> rating (the latest one)
 ``rs:user:{uid}:recent``       list    newest first, ``movie_id:rating:ts_ms``, capped at RECENT_MAX
 ``rs:item:{mid}``              hash    ``n``, ``sum``, ``mean``
@@ -30,7 +32,7 @@ key                            type    fields / members
 ``rs:items:popular``           zset    movie_id -> rating count
 ``rs:movie:{mid}``             hash    movies added by ``MovieEvent``: ``title``, ``genres`` and
                                        ``tags`` (``|``-joined), ``year`` (empty: unknown),
-                                       ``updated_ms``
+                                       ``updated_ms``; codec :mod:`schemas.movie_record`
 ``rs:offsets:{topic}``         hash    partition -> highest applied offset (exactly-once effect)
 ``rs:online``                  hash    river online model, prequential, all workers together:
                                        ``n``, ``abs_sum``, ``sq_sum``, ``mae``, ``rmse``, ``drifts``

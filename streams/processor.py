@@ -34,24 +34,28 @@ batch, so it is exactly-once under redelivery too.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from models.runtime import ModelRuntime
+from models.side_features import SideEncoder
 from models.state import UserState, cold_state, encode, fold_in
 from schemas import redis_keys as keys
+from schemas.movie_record import decode_movie, encode_movie
+from schemas.user_record import RecordError, decode_fold_row, encode_rated, encode_recent, encode_user
 from streams.codecs import DecodeError, codec_for
 from streams.events import dead_letter_key
 from streams.online import OnlineRatingModel
 from streams.rules import movie_event_problem, rating_verdict
 from streams.store import FeatureStoreIO, Op, logaddexp
 
-__all__ = ["BatchPlan", "DeadLetterOut", "Message", "MovieProcessor", "RatingProcessor", "side_vector"]
+__all__ = ["BatchPlan", "DeadLetterOut", "Message", "MovieProcessor", "RatingProcessor"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -85,24 +89,6 @@ class BatchPlan:
     users: list[int] = field(default_factory=list)
 
 
-def side_vector(runtime: ModelRuntime, genres: Iterable[str]) -> np.ndarray:
-    """A movie's side-feature vector from its genres, by the model's ``metadata["side_features"]`` names.
-
-    A name matches a genre written plainly (``Action``) or prefixed (``genre:Action``);
-    a model without named side features gives a zero vector (the item then
-    starts from the side projection's bias only).
-    """
-    names = runtime.metadata.get("side_features") or []
-    vec = np.zeros(runtime.side_in.shape[0], dtype=np.float32)
-    wanted = set()
-    for g in genres:
-        wanted |= {g, f"genre:{g}", f"genre={g}"}
-    for i, name in enumerate(names[: vec.shape[0]]):
-        if name in wanted:
-            vec[i] = 1.0
-    return vec
-
-
 def _dead(msg: Message, reason: str, error: str, now_ms: int) -> DeadLetterOut:
     record = {
         "original": bytes(msg.value), "topic": msg.topic, "partition": msg.partition, "offset": msg.offset,
@@ -112,22 +98,19 @@ def _dead(msg: Message, reason: str, error: str, now_ms: int) -> DeadLetterOut:
 
 
 class _UserWork:
-    """One user's state while a batch is folded in."""
+    """One user's record (:mod:`schemas.user_record`) and fold-in state while a batch is folded in."""
 
-    __slots__ = ("first_ms", "last_ms", "n", "rated", "recent", "state", "sum", "sumsq", "version")
+    __slots__ = ("rated", "rec", "recent", "state")
 
     def __init__(self, row: list[Any], cold: UserState) -> None:
-        version, pre, norm2, n_events, n, total, sumsq, first_ms, last_ms = row
-        if pre is None:
+        """``row``: the stored ``FOLD_FIELDS``; RecordError when they do not decode or fit the model."""
+        self.rec = rec = decode_fold_row(row)
+        if rec.pre is None:
             self.state = cold
+        elif rec.pre.shape != cold.pre.shape:
+            raise RecordError(f"pre has {rec.pre.shape[0]} values, the model's hidden size is {cold.pre.shape[0]}")
         else:
-            self.state = UserState(np.frombuffer(pre, dtype=np.float64).copy(), float(norm2), int(n_events))
-        self.version = int(version or 0)
-        self.n = int(n or 0)
-        self.sum = float(total or 0.0)
-        self.sumsq = float(sumsq or 0.0)
-        self.first_ms = int(first_ms) if first_ms is not None else None
-        self.last_ms = int(last_ms) if last_ms is not None else None
+            self.state = UserState(rec.pre, rec.norm2, rec.n_events)
         self.rated: dict[int, float] = {}
         self.recent: list[str] = []
 
@@ -160,6 +143,24 @@ class RatingProcessor:
         self.clock = clock
         self._codec = codec_for("RatingEvent")
         self._cold = cold_state(runtime.weights)
+        #: new movies' side-feature rows, by the model's own feature names and year scale
+        self.side = SideEncoder.from_metadata(runtime.metadata, runtime.side_in.shape[0])
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def _add_announced(self, movie_ids: list[int]) -> None:
+        """Give movies announced by a MovieEvent (``rs:movie:{mid}``) model rows from their side features.
+
+        An announcement that does not decode is logged and skipped: its ratings stay ``unknown_movie``.
+        """
+        for mid, row in self.store.read_movies(movie_ids).items():
+            try:
+                movie = decode_movie(row)
+            except RecordError as exc:
+                log.warning("%s: %s", keys.movie(mid), exc)
+                continue
+            self.runtime.add_item(mid, self.side.vector(movie.genres, movie.year, movie.tags))
 
     # --- the plan -------------------------------------------------------------------
     def plan(self, msgs: list[Message]) -> BatchPlan:
@@ -183,8 +184,7 @@ class RatingProcessor:
         index_of = self.runtime.index_of
         unknown = sorted({ev["movie_id"] for _, ev in decoded if ev["movie_id"] not in index_of})
         if unknown:
-            for mid, row in self.store.read_movies(unknown).items():
-                self.runtime.add_item(mid, side_vector(self.runtime, row.get("genres", "").split("|")))
+            self._add_announced(unknown)
         valid: list[tuple[Message, dict[str, Any]]] = []
         for m, ev in decoded:
             if ev["movie_id"] in index_of:
@@ -228,23 +228,24 @@ class RatingProcessor:
         max_ts: int | None = None
         abs_sum = sq_sum = 0.0
         drifts = 0
+        refused = 0  # events of users whose stored record does not decode (dead letters)
         for _m, ev in events:
             uid, mid, r, ts = ev["user_id"], ev["movie_id"], ev["rating"], ev["event_ts"]
             w = work.get(uid)
             if w is None:
-                w = work[uid] = _UserWork(rows[uid], self._cold)
+                try:
+                    w = work[uid] = _UserWork(rows[uid], self._cold)
+                except RecordError as exc:  # left as it is; the event is a dead letter saying why
+                    refused += 1
+                    plan.dead.append(_dead(_m, "corrupt_user_state", f"{keys.user(uid)}: {exc}", self._now_ms()))
+                    continue
             prev = w.rated.get(mid)
             if prev is None:
                 prev = earlier[uid].get(mid)
             w.state = fold_in(weights, w.state, index_of[mid], r, prev)
-            w.version += 1
-            w.n += 1
-            w.sum += r
-            w.sumsq += r * r
-            w.first_ms = ts if w.first_ms is None or ts < w.first_ms else w.first_ms
-            w.last_ms = ts if w.last_ms is None or ts > w.last_ms else w.last_ms
+            w.rec.observe(r, ts)
             w.rated[mid] = r
-            w.recent.append(f"{mid}:{r}:{ts}")
+            w.recent.append(encode_recent(mid, r, ts))
             x = decay * ts / 1000.0
             xp = prior_decay * ts / 1000.0
             max_ts = ts if max_ts is None or ts > max_ts else max_ts
@@ -264,17 +265,12 @@ class RatingProcessor:
         ops = plan.ops
         model_version = self.runtime.version
         for uid, w in work.items():
-            mu, logvar = encode(weights, w.state)
-            ops.append(("H", keys.user(uid), [
-                "version", w.version, "pre", w.state.pre.tobytes(), "norm2", w.state.norm2,
-                "n_events", w.state.n_events, "mu", mu.astype(np.float32).tobytes(),
-                "logvar", logvar.astype(np.float32).tobytes(), "n", w.n, "sum", w.sum, "sumsq", w.sumsq,
-                "first_ms", w.first_ms, "last_ms", w.last_ms, "model_version", model_version,
-            ]))  # fmt: skip
-            rated: list[Any] = []
-            for mid, r in w.rated.items():
-                rated += [mid, r]
-            ops.append(("H", keys.user_rated(uid), rated))
+            rec, state = w.rec, w.state
+            rec.pre, rec.norm2, rec.n_events = state.pre, state.norm2, state.n_events
+            rec.mu, rec.logvar = encode(weights, state)
+            rec.model_version = model_version
+            ops.append(("H", keys.user(uid), encode_user(rec)))
+            ops.append(("H", keys.user_rated(uid), encode_rated(w.rated)))
             ops.append(("L", keys.user_recent(uid), w.recent[-keys.RECENT_MAX :]))
         prior = self.prior_decay is not None
         for mid, (cnt, total, x, xp) in items.items():
@@ -282,7 +278,7 @@ class RatingProcessor:
             ops.append(("T", mid, x))
             if prior:
                 ops.append(("P", mid, xp))
-        applied = len(events)
+        applied = len(events) - refused
         if applied and prior:
             ops.append(("X", keys.ITEMS_PRIOR_CLOCK, "event_ms", max_ts))
             ops.append(("C", keys.ITEMS_PRIOR_CLOCK, "events", applied))
@@ -349,11 +345,12 @@ class MovieProcessor:
             if problem is not None:
                 plan.dead.append(_dead(m, "bad_movie_event", problem, now_ms))
                 continue
-            plan.ops.append(("H", keys.movie(ev["movie_id"]), [
-                "title", ev["title"], "genres", "|".join(ev["genres"]),
-                "year", "" if ev["year"] is None else ev["year"], "tags", "|".join(ev["tags"]),
-                "updated_ms", now_ms,
-            ]))  # fmt: skip
+            try:
+                record = encode_movie(ev["title"], ev["genres"], ev["year"], ev["tags"], now_ms)
+            except RecordError as exc:
+                plan.dead.append(_dead(m, "bad_movie_event", str(exc), now_ms))
+                continue
+            plan.ops.append(("H", keys.movie(ev["movie_id"]), record))
             plan.applied += 1
         if plan.applied:
             plan.ops.append(("C", keys.STATS, "movies_applied", plan.applied))

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import redis
 
 from schemas import redis_keys as keys
+from schemas.user_record import FOLD_FIELDS
 
 __all__ = [
     "USER_FIELDS",
@@ -50,8 +51,8 @@ __all__ = [
     "redis_snapshot",
 ]
 
-#: Fields of ``rs:user:{uid}`` the processor reads back before folding in a batch.
-USER_FIELDS = ("version", "pre", "norm2", "n_events", "n", "sum", "sumsq", "first_ms", "last_ms")
+#: Fields of ``rs:user:{uid}`` the processor reads back before folding in a batch (the user record's codec).
+USER_FIELDS = FOLD_FIELDS
 
 Op = tuple[Any, ...]
 #: (stored offsets {partition: offset}, user rows {uid: [USER_FIELDS values]}, earlier ratings {uid: {mid: r}})

@@ -1,0 +1,199 @@
+"""The user record in Redis: one codec for its writer (the worker) and its readers (the gateway, tests).
+
+Three keys (:mod:`schemas.redis_keys`) hold one user:
+
+* ``rs:user:{uid}`` (hash): :class:`UserRecord`'s fields, typed as in :data:`FIELDS`;
+* ``rs:user:{uid}:rated`` (hash): movie id -> the latest rating (:func:`encode_rated`, :func:`decode_rated`);
+* ``rs:user:{uid}:recent`` (list, newest first, at most ``RECENT_MAX``): ``movie_id:rating:ts_ms``
+  entries (:func:`encode_recent`, :func:`decode_recent`).
+
+The worker (``streams/processor.py``) folds a batch into :class:`UserRecord` values
+(:meth:`UserRecord.observe` updates the statistics) and writes :func:`encode_user`; it reads back only
+:data:`FOLD_FIELDS` (:func:`decode_fold_row`). The gateway (``gateway/state.py``) decodes the hashes
+with :func:`decode_user`; ``gateway/testing.py`` writes users through the same functions. Values
+arrive as Redis returns them (bytes) or as ``streams.store.MemoryFeatureStore`` keeps them (text,
+numbers, bytes); a value that is not of its field's type raises :class:`RecordError`, naming the
+field, so no reader guesses.
+
+Pure: numpy only, no Redis client.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "BINARY_FIELDS",
+    "FIELDS",
+    "FOLD_FIELDS",
+    "RecordError",
+    "UserRecord",
+    "decode_fold_row",
+    "decode_rated",
+    "decode_recent",
+    "decode_recent_list",
+    "decode_user",
+    "encode_rated",
+    "encode_recent",
+    "encode_user",
+]
+
+#: ``rs:user:{uid}`` fields and their types (``f8``/``f4``: little-endian float64/float32 array bytes).
+FIELDS: dict[str, str] = {
+    "version": "int",  # events applied to this user; bumps on every one (the gateway's cache key)
+    "pre": "f8",  # the encoder's pre-activation sum (models.state.UserState.pre)
+    "norm2": "float",  # squared input norm (UserState.norm2)
+    "n_events": "int",  # UserState.n_events
+    "mu": "f4",  # encoded latent mean
+    "logvar": "f4",  # encoded latent log-variance
+    "n": "int",  # rating events applied (a re-rating counts again)
+    "sum": "float",  # sum of their ratings
+    "sumsq": "float",  # sum of their squares
+    "first_ms": "int",  # earliest event time applied (epoch ms)
+    "last_ms": "int",  # latest event time applied (epoch ms; the freshness probe waits on it)
+    "model_version": "str",  # the model whose weights ``pre``/``mu``/``logvar`` belong to
+}
+#: The fields the worker reads back before folding in a batch, in this order (``streams/store.py``).
+FOLD_FIELDS = ("version", "pre", "norm2", "n_events", "n", "sum", "sumsq", "first_ms", "last_ms")
+BINARY_FIELDS = tuple(f for f, t in FIELDS.items() if t in ("f4", "f8"))
+_DTYPES = {"f8": np.dtype("<f8"), "f4": np.dtype("<f4")}
+
+
+class RecordError(ValueError):
+    """A stored value that is not of its field's type (the message names the field and the value)."""
+
+
+@dataclass(slots=True)
+class UserRecord:
+    """``rs:user:{uid}`` decoded; ``None`` for a field the hash does not hold."""
+
+    version: int = 0
+    pre: np.ndarray | None = None  #: float64 [hidden]
+    norm2: float = 0.0
+    n_events: int = 0
+    mu: np.ndarray | None = None  #: float32 [latent]
+    logvar: np.ndarray | None = None  #: float32 [latent]
+    n: int = 0
+    sum: float = 0.0
+    sumsq: float = 0.0
+    first_ms: int | None = None
+    last_ms: int | None = None
+    model_version: str | None = None
+
+    def observe(self, rating: float, ts_ms: int) -> None:
+        """Count one applied rating event in the version and the statistics (the worker's rule)."""
+        self.version += 1
+        self.n += 1
+        self.sum += rating
+        self.sumsq += rating * rating
+        if self.first_ms is None or ts_ms < self.first_ms:
+            self.first_ms = ts_ms
+        if self.last_ms is None or ts_ms > self.last_ms:
+            self.last_ms = ts_ms
+
+
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes | bytearray) else str(raw)
+
+
+def _value(name: str, raw: Any) -> Any:
+    """One stored value as its field's type (``raw`` not None)."""
+    kind = FIELDS[name]
+    try:
+        if kind in _DTYPES:
+            if not isinstance(raw, bytes | bytearray) or len(raw) % _DTYPES[kind].itemsize:
+                raise ValueError(f"{len(raw) if isinstance(raw, bytes | bytearray) else type(raw).__name__} bytes")
+            return np.frombuffer(raw, dtype=_DTYPES[kind]).astype(_DTYPES[kind].newbyteorder("="))
+        if kind == "str":
+            return _text(raw)
+        if kind == "int":
+            if isinstance(raw, int):
+                return raw
+            return int(_text(raw))
+        value = float(raw) if isinstance(raw, int | float) else float(_text(raw))
+        if not math.isfinite(value):
+            raise ValueError("not finite")
+        return value
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RecordError(f"user record field {name!r}: {str(raw)[:40]!r} is not a {kind} ({exc})") from None
+
+
+def decode_user(raw: Mapping[Any, Any]) -> UserRecord:
+    """``HGETALL rs:user:{uid}`` (bytes or text keys) as a record; fields it does not know are ignored."""
+    rec = UserRecord()
+    for key, value in raw.items():
+        name = _text(key)
+        if name in FIELDS and value is not None:
+            setattr(rec, name, _value(name, value))
+    return rec
+
+
+def decode_fold_row(values: Sequence[Any]) -> UserRecord:
+    """``HMGET rs:user:{uid} *FOLD_FIELDS`` (a missing field is None) as a record."""
+    if len(values) != len(FOLD_FIELDS):
+        raise RecordError(f"user record row has {len(values)} values, expected {len(FOLD_FIELDS)} ({FOLD_FIELDS})")
+    return decode_user(dict(zip(FOLD_FIELDS, values, strict=True)))
+
+
+def encode_user(rec: UserRecord) -> list[Any]:
+    """The record as flat ``HSET`` arguments (``field, value, ...``); None fields are left out."""
+    out: list[Any] = []
+    for name, kind in FIELDS.items():
+        value = getattr(rec, name)
+        if value is None:
+            continue
+        if kind in _DTYPES:
+            value = np.ascontiguousarray(value, dtype=_DTYPES[kind]).tobytes()
+        elif kind == "int":
+            value = int(value)
+        elif kind == "float":
+            value = float(value)
+        out += [name, value]
+    return out
+
+
+def encode_rated(ratings: Mapping[int, float]) -> list[Any]:
+    """``rs:user:{uid}:rated`` entries as flat ``HSET`` arguments (``movie_id, rating, ...``)."""
+    out: list[Any] = []
+    for mid, r in ratings.items():
+        out += [int(mid), float(r)]
+    return out
+
+
+def decode_rated(raw: Mapping[Any, Any]) -> dict[int, float]:
+    """``HGETALL rs:user:{uid}:rated`` as ``{movie_id: rating}``."""
+    out = {}
+    for k, v in raw.items():
+        try:
+            out[int(_text(k))] = float(v) if isinstance(v, int | float) else float(_text(v))
+        except (ValueError, UnicodeDecodeError):
+            raise RecordError(f"rated entry {str(k)[:40]!r} -> {str(v)[:40]!r} is not movie id -> rating") from None
+    return out
+
+
+def encode_recent(movie_id: int, rating: float, ts_ms: int) -> str:
+    """One ``rs:user:{uid}:recent`` entry.
+
+    >>> encode_recent(31, 4.0, 1000), decode_recent(b"31:4.0:1000")
+    ('31:4.0:1000', (31, 4.0, 1000))
+    """
+    return f"{int(movie_id)}:{float(rating)!r}:{int(ts_ms)}"
+
+
+def decode_recent(entry: Any) -> tuple[int, float, int]:
+    """``movie_id:rating:ts_ms`` -> ``(movie_id, rating, ts_ms)``."""
+    try:
+        mid, rating, ts = _text(entry).split(":")
+        return int(mid), float(rating), int(ts)
+    except (ValueError, UnicodeDecodeError):
+        raise RecordError(f"recent entry {str(entry)[:60]!r} is not movie_id:rating:ts_ms") from None
+
+
+def decode_recent_list(entries: Iterable[Any]) -> list[tuple[int, float, int]]:
+    """A whole recent list (newest first)."""
+    return [decode_recent(e) for e in entries]

@@ -1,0 +1,143 @@
+"""One codec for the user record (schemas/user_record.py): it round-trips, what the worker writes
+decodes in the gateway to the values the documented formulas give, and the test writer
+(gateway/testing.py) writes byte for byte what the worker writes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import redis
+
+from gateway.state import RedisState
+from gateway.testing import apply_rating
+from models.runtime import ModelRuntime
+from models.state import cold_state, encode, fold_in
+from reelstream.settings import Settings
+from schemas import redis_keys as keys
+from schemas.user_record import (
+    FIELDS,
+    RecordError,
+    UserRecord,
+    decode_fold_row,
+    decode_rated,
+    decode_recent,
+    decode_recent_list,
+    decode_user,
+    encode_rated,
+    encode_recent,
+    encode_user,
+)
+from streams.codecs import codec_for
+from streams.events import rating_event, user_key
+from streams.processor import Message, RatingProcessor
+from streams.store import USER_FIELDS, MemoryFeatureStore, RedisFeatureStore, redis_snapshot
+
+MOVIES = np.arange(1, 41) * 10
+T0 = 1_500_000_000_000
+#: (user, movie, rating, ts_ms): user 3 re-rates movie 20 and has an out-of-order event time
+EVENTS = [(3, 20, 4.0, T0 + 5_000), (5, 10, 2.5, T0 + 6_000), (3, 30, 5.0, T0 + 1_000),
+          (3, 20, 1.5, T0 + 9_000), (5, 400, 3.0, T0 + 7_000)] + [
+          (9, int(m), float(1 + i % 9) / 2, T0 + i) for i, m in enumerate(np.resize(MOVIES, 60))]  # fmt: skip
+
+
+def _runtime() -> ModelRuntime:
+    return ModelRuntime.random(MOVIES, hidden=16, latent=8, seed=4)
+
+
+def _worker_run(store: MemoryFeatureStore | RedisFeatureStore, runtime: ModelRuntime) -> None:
+    codec = codec_for("RatingEvent")
+    msgs = [Message("ratings", 0, i, codec.encode(rating_event(u, m, r, t, "live")), key=user_key(u))
+            for i, (u, m, r, t) in enumerate(EVENTS)]  # fmt: skip
+    processor = RatingProcessor(runtime, store, topic="ratings", min_ts_ms=0, max_future_ms=10**15, half_life_s=3600.0)
+    for i in range(0, len(msgs), 7):  # several batches: each reads back what the last one wrote
+        processor.run(msgs[i : i + 7])
+
+
+def _expected(runtime: ModelRuntime, uid: int) -> tuple[UserRecord, dict[int, float], list[tuple[int, float, int]]]:
+    """The user's record by the documented formulas (docs/redis-keys.md), folded with models.state."""
+    mine = [(m, r, t) for u, m, r, t in EVENTS if u == uid]
+    state, rated = cold_state(runtime.weights), {}
+    for m, r, _t in mine:
+        state = fold_in(runtime.weights, state, runtime.index_of[m], r, rated.get(m))
+        rated[m] = r
+    mu, logvar = encode(runtime.weights, state)
+    rs = [r for _, r, _ in mine]
+    ts = [t for *_, t in mine]
+    rec = UserRecord(
+        version=len(mine), pre=state.pre, norm2=state.norm2, n_events=state.n_events, mu=mu.astype(np.float32),
+        logvar=logvar.astype(np.float32), n=len(mine), sum=sum(rs), sumsq=sum(r * r for r in rs), first_ms=min(ts),
+        last_ms=max(ts), model_version=runtime.version,
+    )  # fmt: skip
+    return rec, rated, [(m, r, t) for m, r, t in reversed(mine)][: keys.RECENT_MAX]
+
+
+def _same_record(got: UserRecord, want: UserRecord) -> None:
+    for name in FIELDS:
+        a, b = getattr(got, name), getattr(want, name)
+        if isinstance(b, np.ndarray):
+            assert a is not None and a.dtype == b.dtype and np.array_equal(a, b), name
+        elif isinstance(b, float):
+            assert a == pytest.approx(b, rel=1e-12), name
+        else:
+            assert a == b, name
+
+
+def test_the_record_round_trips_as_redis_and_as_the_memory_store_return_it() -> None:
+    runtime = _runtime()
+    want, rated, recent = _expected(runtime, 3)
+    flat = encode_user(want)
+    assert flat[::2] == list(FIELDS)  # every field, in the documented order
+    as_redis = {str(k).encode(): v if isinstance(v, bytes) else str(v).encode() for k, v in
+                zip(flat[::2], flat[1::2], strict=True)}  # fmt: skip
+    _same_record(decode_user(as_redis), want)
+    _same_record(decode_user(dict(zip(flat[::2], flat[1::2], strict=True))), want)
+    assert decode_fold_row([as_redis.get(f.encode()) for f in USER_FIELDS]).sumsq == want.sumsq
+    flat_rated = encode_rated(rated)
+    assert decode_rated(dict(zip(flat_rated[::2], flat_rated[1::2], strict=True))) == rated
+    assert decode_recent_list([encode_recent(*e).encode() for e in recent]) == recent
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [({b"version": b"3.5"}, "'version'"), ({b"mu": b"abc"}, "'mu'"), ({b"sum": b"nan"}, "'sum'")],
+)
+def test_a_value_of_the_wrong_type_is_a_precise_error(raw: dict[bytes, bytes], problem: str) -> None:
+    with pytest.raises(RecordError, match=problem):
+        decode_user(raw)
+    with pytest.raises(RecordError, match="movie_id:rating:ts_ms"):
+        decode_recent(b"31:4.5")
+
+
+def test_what_the_worker_writes_decodes_in_the_gateway_to_the_same_values(live_settings: Settings) -> None:
+    memory = MemoryFeatureStore()
+    _worker_run(memory, _runtime())
+    client = redis.Redis.from_url(live_settings.redis_url)
+    _worker_run(RedisFeatureStore(client), runtime := _runtime())
+    state = RedisState(live_settings.redis_url)
+    for uid in (3, 5, 9):
+        want, rated, recent = _expected(runtime, uid)
+        snap = state.user(uid, details=True)
+        assert snap.record is not None
+        _same_record(snap.record, want)
+        _same_record(decode_user(memory.hashes[keys.user(uid)]), want)
+        assert (snap.version, snap.n, snap.rated, snap.recent) == (want.version, want.n, rated, recent)
+        assert np.array_equal(snap.mu, want.mu) and np.array_equal(snap.logvar, want.logvar)
+        assert state.user_version(uid) == want.version
+    state.close()
+
+
+def test_the_test_writer_writes_what_the_worker_writes(live_settings: Settings) -> None:
+    client = redis.Redis.from_url(live_settings.redis_url)
+    runtime = _runtime()
+    _worker_run(RedisFeatureStore(client), runtime)
+    names = {f(u) for u, *_ in EVENTS for f in (keys.user, keys.user_rated, keys.user_recent)}
+
+    def user_keys() -> dict:
+        return {k: v for k, v in redis_snapshot(client).items() if k in names}
+
+    by_worker = user_keys()
+    assert set(by_worker) == names
+    client.flushdb()
+    for u, m, r, t in EVENTS:
+        apply_rating(client, runtime, u, m, r, t)
+    assert user_keys() == by_worker
