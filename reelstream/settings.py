@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL", "REELSTREAM_REDIS_URL")
     )
+    #: Socket and connect timeout (seconds) of every Redis client (``reelstream.redis_client``): no call
+    #: waits forever on a Redis that went away. The gateway's request path uses ``gateway_redis_timeout``.
+    redis_timeout_s: float = Field(5.0, gt=0)
 
     # --- folders --------------------------------------------------------------------
     #: The dataset the bootstrap reads by default (the bundled ml-latest-small).
@@ -72,6 +75,9 @@ class Settings(BaseSettings):
     #: Kafka offsets are committed at most this often (seconds) and on revoke/stop; the
     #: offset fence in Redis, not this commit, is what keeps effects exactly-once.
     stream_commit_interval_s: float = Field(1.0, gt=0)
+    #: The worker consumer's metadata refresh period (ms): how soon it sees topics created again after a
+    #: broker restart (aiokafka's default, 5 minutes, would leave it idle that long).
+    stream_metadata_max_age_ms: int = Field(5000, ge=100)
     #: Trending score half-life in event time (seconds).
     trending_half_life_s: float = Field(7 * 24 * 3600.0, gt=0)
     #: Event times before this (epoch ms) are refused as bad timestamps (1990-01-01).
@@ -81,6 +87,14 @@ class Settings(BaseSettings):
     #: Worker heartbeat period and time-to-live of its Redis key (seconds).
     worker_heartbeat_s: float = Field(1.0, gt=0)
     worker_heartbeat_ttl_s: int = Field(10, ge=1)
+    #: While Redis or the broker is down the worker pauses and retries with capped exponential backoff:
+    #: the first wait, doubled after each failure up to the cap (seconds).
+    worker_retry_initial_s: float = Field(0.2, gt=0)
+    worker_retry_max_s: float = Field(5.0, gt=0)
+    #: The worker rebuilds a missing, stale or partial Redis (``streams.rebuild``) before it consumes and
+    #: after every Redis outage. Off: it folds the stream into whatever Redis holds (tests whose reference
+    #: is the stream alone).
+    worker_rebuild: bool = True
     #: The pseudo-topic under which ``reelstream seed`` applies HISTORY (partition 0, offset = row index in
     #: the store's HISTORY order): its offsets in ``rs:offsets:{seed_topic}`` fence the seed like a real
     #: topic's. Never created on the broker.

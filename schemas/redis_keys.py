@@ -33,14 +33,21 @@ key                            type    fields / members
 ``rs:movie:{mid}``             hash    movies added by ``MovieEvent``: ``title``, ``genres`` and
                                        ``tags`` (``|``-joined), ``year`` (empty: unknown),
                                        ``updated_ms``; codec :mod:`schemas.movie_record`
-``rs:offsets:{topic}``         hash    partition -> highest applied offset (exactly-once effect)
+``rs:offsets:{topic}``         hash    partition -> highest applied offset (exactly-once effect; -1
+                                       right after a log reset re-based the partition)
+``rs:fence:{topic}``           hash    partition -> the identity of the log that offset fences:
+                                       ``epoch:fingerprint:highwater`` (streams/log_identity.py),
+                                       written by the same script as the offset
+``rs:resets:{topic}``          hash    partition -> the latest log reset detected there, JSON:
+                                       ``at_ms``, ``reason``, ``old_offset``, ``old_epoch``,
+                                       ``epoch``, ``highwater``, ``lost``
 ``rs:online``                  hash    river online model, prequential, all workers together:
                                        ``n``, ``abs_sum``, ``sq_sum``, ``mae``, ``rmse``, ``drifts``
 ``rs:worker:{name}``           string  heartbeat (epoch ms), expires after worker_heartbeat_ttl_s
 ``rs:worker:{name}:freshness``  hash    produce-to-commit latency (ms) of the worker's latest
                                        events: ``n``, ``p50``, ``p99``, ``max``; expires like above
 ``rs:stats``                   hash    events_applied, dead_letters, duplicates_skipped,
-                                       movies_applied
+                                       movies_applied, log_resets, events_lost (estimated)
 ``rs:seed``                    hash    what ``reelstream seed`` applied: ``status`` (running, done),
                                        ``store_version``, ``model_version``, ``rows``, ``topic``,
                                        ``started_ms``, ``finished_ms``
@@ -59,9 +66,11 @@ __all__ = [
     "RECENT_MAX",
     "SEED",
     "STATS",
+    "fence",
     "item",
     "movie",
     "offsets",
+    "resets",
     "user",
     "user_rated",
     "user_recent",
@@ -115,6 +124,20 @@ def offsets(topic: str) -> str:
     'rs:offsets:reelstream.ratings'
     """
     return f"{PREFIX}:offsets:{topic}"
+
+
+def fence(topic: str) -> str:
+    """Per partition of ``topic``, the identity of the log its applied offset fences.
+
+    >>> fence("reelstream.ratings")
+    'rs:fence:reelstream.ratings'
+    """
+    return f"{PREFIX}:fence:{topic}"
+
+
+def resets(topic: str) -> str:
+    """Per partition of ``topic``, the latest log reset detected (JSON)."""
+    return f"{PREFIX}:resets:{topic}"
 
 
 def worker(name: str) -> str:

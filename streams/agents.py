@@ -6,43 +6,79 @@ agent per topic: see :mod:`streams.consumer` and :mod:`streams.app`).
 
 Delivery is at-least-once (Tansu has no transactions, INFRA.md); the effect is
 exactly-once because each commit stores the highest applied offset per
-partition and the processor skips anything at or below it. Dead letters are
-sent and acknowledged *before* the batch commits, so a crash can repeat a dead
-letter (same key ``topic:partition:offset``) but never lose one.
+partition, with the identity of its log (:mod:`streams.log_identity`), and the
+processor skips anything at or below it. Dead letters are sent and acknowledged
+*before* the batch commits, so a crash can repeat a dead letter (same key
+``topic:partition:offset``) but never lose one.
+
+**Nothing blocks the event loop, nothing ends the process.** The processor's Redis calls are sync
+(redis-py pipelines and Lua scripts are ~3x cheaper than redis.asyncio here, INFRA.md), so plan and
+commit run in a thread (``asyncio.to_thread``); the heartbeat, the Redis ping and the pages use
+redis.asyncio. Every client comes from :mod:`reelstream.redis_client` (with ``redis_timeout_s``).
+The heartbeat timer doubles as the outage watch: a Redis or broker error there is logged once per
+outage and counted (:class:`streams.consumer.Outages`), the consumer pauses and recovers, and
+``GET /health`` on the worker's web port answers 503 with what is down and since when.
+
+**The rebuild hook.** Before consuming starts and after every Redis outage the consumer calls
+``streams.rebuild.rebuild_if_needed(settings, client)`` in a thread (when that module exists): it
+rebuilds Redis from HISTORY and the archive when the ``rs:seed`` marker is missing or stale; then every
+owned partition is sought to its fence.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
+import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 
 from models.runtime import ModelRuntime, current_model_dir
+from reelstream import infra
+from reelstream.errors import ReelstreamError
+from reelstream.redis_client import async_redis_client, redis_client
 from schemas import redis_keys as keys
 from streams.app import app, settings, worker_name
-from streams.consumer import BatchConsumer
+from streams.consumer import INFRA_ERRORS, BatchConsumer, Outages
+from streams.log_identity import Fence, LogView
 from streams.metrics import CONTENT_TYPE, dead_reasons, metrics
 from streams.online import OnlineRatingModel
-from streams.processor import DeadLetterOut, Message, MovieProcessor, RatingProcessor
+from streams.processor import BatchPlan, DeadLetterOut, Message, MovieProcessor, RatingProcessor
 from streams.records import DeadLetterRecord
 from streams.store import RedisFeatureStore
 from streams.topics import dead_letters_topic
 
-__all__ = ["StreamConsumer", "apply_batch", "heartbeat", "prometheus_metrics"]
+__all__ = ["StreamConsumer", "apply_batch", "health", "heartbeat", "outages", "prometheus_metrics"]
+
+log = logging.getLogger(__name__)
 
 #: Produce-to-committed latencies (ms) of the latest applied rating events (``rs:worker:{name}:freshness``).
 FRESHNESS_WINDOW = 20_000
 _freshness: deque[int] = deque(maxlen=FRESHNESS_WINDOW)
+#: Longest wait for the broker to acknowledge a batch's dead letters (then: a broker outage, retried).
+DEAD_LETTER_TIMEOUT_S = 15.0
+#: The heartbeat's broker check (an ApiVersions round trip) gives up after this many seconds.
+BROKER_PROBE_TIMEOUT_S = 2.0
+#: What is down in this worker, since when (``GET /health``).
+outages = Outages()
+_consumers: list[BatchConsumer] = []
 
 
 @cache
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url)
+    return redis_client(settings.redis_url)
+
+
+@cache
+def _aredis() -> aioredis.Redis:
+    return async_redis_client(settings.redis_url)
 
 
 @cache
@@ -64,22 +100,31 @@ def movie_processor() -> MovieProcessor:
     return MovieProcessor(_runtime(), RedisFeatureStore(_redis()), topic=settings.topic_movies)
 
 
+def _processor(topic: str) -> RatingProcessor | MovieProcessor:
+    return rating_processor() if topic == settings.topic_ratings else movie_processor()
+
+
 async def _send_dead(dead: list[DeadLetterOut]) -> None:
-    futures = [await dead_letters_topic.send(key=d.key, value=DeadLetterRecord(**d.record)) for d in dead]
-    await asyncio.gather(*futures)
+    async def send() -> None:
+        futures = [await dead_letters_topic.send(key=d.key, value=DeadLetterRecord(**d.record)) for d in dead]
+        await asyncio.gather(*futures)
+
+    await asyncio.wait_for(send(), DEAD_LETTER_TIMEOUT_S)  # TimeoutError: the broker is away, retried
 
 
-async def apply_batch(topic: str, msgs: list[Message]) -> None:
-    """Plan, send the dead letters, and commit one batch of ``topic`` (re-planned while the fence fails)."""
-    processor: RatingProcessor | MovieProcessor
-    processor = rating_processor() if topic == settings.topic_ratings else movie_processor()
+async def apply_batch(topic: str, msgs: list[Message], logs: dict[int, LogView] | None = None) -> BatchPlan:
+    """Plan, send the dead letters, and commit one batch of ``topic`` (re-planned while the fence fails).
+
+    Plan and commit run in a thread: their Redis calls are sync and must not block the event loop.
+    """
+    processor = _processor(topic)
     started = time.perf_counter()
     retries = 0
     while True:  # re-plan while the offset fence fails (another worker wrote a partition meanwhile)
-        plan = processor.plan(msgs)
+        plan = await asyncio.to_thread(processor.plan, msgs, logs)
         if plan.dead:
             await _send_dead(plan.dead)
-        if processor.commit(plan):
+        if await asyncio.to_thread(processor.commit, plan):
             break
         retries += 1
     now_ms = int(time.time() * 1000)
@@ -90,6 +135,53 @@ async def apply_batch(topic: str, msgs: list[Message]) -> None:
     )  # fmt: skip
     if isinstance(processor, RatingProcessor):
         _freshness.extend(now_ms - m.timestamp_ms for m in msgs)
+    return plan
+
+
+async def _read_fences(topic: str) -> dict[int, Fence]:
+    return await asyncio.to_thread(_processor(topic).store.read_fences, topic)
+
+
+async def _ping_redis() -> None:
+    await _aredis().ping()
+
+
+async def _ping_broker() -> None:
+    if not await asyncio.to_thread(infra.broker_answers, settings.kafka_bootstrap, BROKER_PROBE_TIMEOUT_S):
+        raise ConnectionError(f"no broker answers at {settings.kafka_bootstrap}")
+
+
+@cache
+def _rebuild_hook() -> Callable[[Any, redis.Redis], Any] | None:
+    """``streams.rebuild.rebuild_if_needed`` (written separately; None until that module exists)."""
+    try:
+        module = importlib.import_module("streams.rebuild")
+    except ModuleNotFoundError as exc:
+        if exc.name != "streams.rebuild":
+            raise
+        log.info("streams.rebuild is not installed: no automatic Redis rebuild")
+        return None
+    return module.rebuild_if_needed
+
+
+async def _recover() -> None:
+    """The rebuild hook, in a thread (it reads the store and writes Redis with the sync client).
+
+    Infrastructure errors propagate (the consumer retries); a store or model that cannot be read is logged
+    and the worker goes on with Redis as it is (nothing to rebuild from is not a reason to stop consuming).
+    """
+    hook = _rebuild_hook() if settings.worker_rebuild else None
+    if hook is None:
+        return
+    try:
+        summary = await asyncio.to_thread(hook, settings, _redis())
+    except INFRA_ERRORS:
+        raise
+    except ReelstreamError as exc:
+        log.error("Redis rebuild skipped: %s", exc)
+        return
+    if summary is not None:
+        log.warning("Redis state rebuilt: %s", summary)
 
 
 @app.service
@@ -97,21 +189,54 @@ class StreamConsumer(BatchConsumer):
     """The ratings and movies consumer of this worker, started and stopped with the Faust app."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(settings, apply_batch, **kwargs)
+        super().__init__(
+            settings, apply_batch, fences=_read_fences, ping_redis=_ping_redis, ping_broker=_ping_broker,
+            recover=_recover, outages=outages, **kwargs,
+        )  # fmt: skip
+        _consumers.append(self)
+
+
+def _request_recovery() -> None:
+    for consumer in _consumers:
+        consumer.request_recovery()
+
+
+async def _beat() -> None:
+    pipe = _aredis().pipeline(transaction=False)
+    pipe.set(keys.worker(worker_name), int(time.time() * 1000), ex=settings.worker_heartbeat_ttl_s)
+    if _freshness:
+        window = sorted(_freshness)
+        n = len(window)
+        pipe.hset(keys.worker_freshness(worker_name), mapping={
+            "n": n, "p50": window[n // 2], "p99": window[min(n - 1, (n * 99) // 100)], "max": window[-1],
+        })  # fmt: skip
+        pipe.expire(keys.worker_freshness(worker_name), settings.worker_heartbeat_ttl_s)
+    await pipe.execute()
 
 
 @app.timer(interval=settings.worker_heartbeat_s)
 async def heartbeat() -> None:
-    """``rs:worker:{name}`` = now (epoch ms), expiring: the gateway's liveness signal."""
-    client = _redis()
-    client.set(keys.worker(worker_name), int(time.time() * 1000), ex=settings.worker_heartbeat_ttl_s)
-    if _freshness:
-        window = sorted(_freshness)
-        n = len(window)
-        client.hset(keys.worker_freshness(worker_name), mapping={
-            "n": n, "p50": window[n // 2], "p99": window[min(n - 1, (n * 99) // 100)], "max": window[-1],
-        })  # fmt: skip
-        client.expire(keys.worker_freshness(worker_name), settings.worker_heartbeat_ttl_s)
+    """``rs:worker:{name}`` = now (epoch ms), expiring: the gateway's liveness signal; and the outage watch.
+
+    Never raises on an infrastructure error (a raising Faust timer ends the app): it records the outage,
+    and the consumer pauses; when Redis answers again the consumer recovers (rebuild hook, fences).
+    """
+    try:
+        await _beat()
+    except INFRA_ERRORS as exc:
+        if outages.fail("redis", exc):
+            _request_recovery()
+    else:
+        if outages.ok("redis"):
+            _request_recovery()  # Redis came back: AOF may have lost its last second; follow the fences
+    try:
+        await _ping_broker()
+    except INFRA_ERRORS as exc:
+        if outages.fail("broker", exc):
+            _request_recovery()
+    else:
+        if outages.ok("broker"):
+            _request_recovery()
 
 
 @app.task
@@ -125,6 +250,14 @@ async def warm_up() -> None:
     gc.collect()
     gc.freeze()
     await heartbeat()
+
+
+@app.page("/health")
+async def health(web: Any, request: Any) -> Any:
+    """This worker's state: 200 ``ok``, or 503 ``degraded`` with what is down, since when and why."""
+    body = {**outages.as_dict(), "worker": worker_name,
+            "recovering": any(c.recovery_needed for c in _consumers)}  # fmt: skip
+    return web.json(body, status=503 if outages.degraded else 200)
 
 
 @app.page("/online")

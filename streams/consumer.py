@@ -11,8 +11,10 @@ and hands each topic's records to its processor as one batch.
 Loop, one poll at a time::
 
     records = getmany(max_records=batch_max, timeout_ms=...)   # no waiting to fill: adaptive batches
+    per partition: the fetch high watermark -> a LogView (streams/log_identity.py)
     movies first (a rating of a just-announced movie then finds it), then ratings:
-        plan -> dead letters sent and acknowledged -> one Lua script (state + offsets, fenced)
+        plan -> dead letters sent and acknowledged -> one Lua script (state + offsets + log identity, fenced)
+    then the positions follow the plan: a reset partition is re-read from its beginning, a gap from F + 1
     offsets committed to Kafka every ``settings.stream_commit_interval_s`` in the background
     (awaited on revoke and stop)
 
@@ -23,6 +25,21 @@ the offset fence in Redis. The group id is ``settings.app_id``, so
 ``reelstream lag`` and the gateway's lag monitor read this consumer's commits.
 Batches grow with load by themselves: while one batch is applied, aiokafka keeps
 fetching in the background, and the next ``getmany`` takes everything buffered.
+
+**The position follows the fence.** Redis, not the Kafka commit, says what was applied. On assignment and
+after every outage the consumer seeks each owned partition to its fenced offset F (not F + 1; the beginning
+when there is none), so the first record read is the fenced one: the processor checks its fingerprint (a
+different record means the log was replaced) and skips it. A batch that starts beyond F + 1 (Redis lost
+its last acknowledged writes: AOF everysec after a kill -9) is re-read from F + 1 once per (partition, F),
+since a Kafka log may legitimately skip offsets (control records). A high watermark lower than the last one
+seen drops that partition's records and re-reads from the fence to verify it.
+
+**Outages.** Redis or the broker down (``RedisError``, ``KafkaError``, ``OSError``, ``TimeoutError``) never
+ends the worker: the outage is logged once and counted (:class:`Outages`, the worker's ``/health``), the
+assignment is paused and nothing is committed, Redis and the broker are retried with capped exponential
+backoff (``worker_retry_initial_s`` .. ``worker_retry_max_s``), and when both answer the ``recover`` hook
+runs (the Redis rebuild, when one is needed) and every owned partition is sought to its fence again, so
+nothing is lost or applied twice. A bug in our own code still stops the worker: it must not loop.
 """
 
 from __future__ import annotations
@@ -38,15 +55,85 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from mode import Service
 from redis.exceptions import RedisError
 
+from reelstream.errors import InfraError
 from reelstream.settings import Settings
-from streams.processor import Message
+from streams.log_identity import NO_FENCE, Fence, LogView, did_highwater_fall, is_log_shorter
+from streams.metrics import WorkerMetrics, metrics
+from streams.processor import BatchPlan, Message
 
-__all__ = ["BatchConsumer"]
+__all__ = ["INFRA_ERRORS", "Backoff", "BatchConsumer", "Outages", "infra_service"]
 
 log = logging.getLogger(__name__)
 
-#: ``apply(topic, messages)``: plan, dead-letter and commit one batch of one topic to Redis.
-ApplyFn = Callable[[str, list[Message]], Awaitable[None]]
+#: Errors of the infrastructure (Redis, the broker, the network; reelstream's own InfraError wraps them):
+#: retried, never fatal.
+INFRA_ERRORS: tuple[type[BaseException], ...] = (RedisError, KafkaError, OSError, TimeoutError, InfraError)
+
+#: ``apply(topic, messages, logs)``: plan, dead-letter and commit one batch of one topic to Redis.
+ApplyFn = Callable[[str, list[Message], dict[int, LogView]], Awaitable[BatchPlan | None]]
+#: ``fences(topic)``: every partition's fence of ``topic`` in Redis.
+FencesFn = Callable[[str], Awaitable[dict[int, Fence]]]
+#: A health check or hook that raises one of :data:`INFRA_ERRORS` while its service is down.
+CheckFn = Callable[[], Awaitable[None]]
+
+
+def infra_service(exc: BaseException) -> str:
+    """Which service an infrastructure error came from: ``broker`` or ``redis``."""
+    return "broker" if isinstance(exc, KafkaError | TimeoutError) and not isinstance(exc, RedisError) else "redis"
+
+
+class Backoff:
+    """Capped exponential backoff: ``initial``, doubled after each failure, at most ``cap`` (seconds)."""
+
+    def __init__(self, initial: float, cap: float) -> None:
+        self.initial, self.cap = initial, max(cap, initial)
+        self._next = initial
+
+    def next(self) -> float:
+        delay, self._next = self._next, min(self._next * 2, self.cap)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.initial
+
+
+class Outages:
+    """What is down and since when: logged once per outage, counted, shown by the worker's ``/health``."""
+
+    def __init__(self, worker_metrics: WorkerMetrics = metrics, clock: Callable[[], float] = time.time) -> None:
+        self.metrics = worker_metrics
+        self.clock = clock
+        self.down: dict[str, tuple[float, str]] = {}  #: service -> (since, epoch seconds; the first error)
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.down)
+
+    def fail(self, service: str, exc: BaseException | str) -> bool:
+        """Record ``service`` as down; True (and one warning) when this starts an outage."""
+        if service in self.down:
+            return False
+        why = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+        self.down[service] = (self.clock(), why)
+        self.metrics.outage(service, down=True)
+        log.warning("%s unreachable (%s): consumption paused, retrying with backoff", service, why)
+        return True
+
+    def ok(self, service: str) -> bool:
+        """Record ``service`` as up; True (and one line) when this ends an outage."""
+        since = self.down.pop(service, None)
+        if since is None:
+            return False
+        self.metrics.outage(service, down=False)
+        log.warning("%s reachable again after %.1f s", service, self.clock() - since[0])
+        return True
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``/health`` body: ``status`` (ok, degraded) and, per service down, since when and why."""
+        return {
+            "status": "degraded" if self.down else "ok",
+            "down": {s: {"since_ms": int(t * 1000), "error": why} for s, (t, why) in self.down.items()},
+        }
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -56,23 +143,53 @@ class _Rebalance(ConsumerRebalanceListener):
     async def on_partitions_revoked(self, revoked: Any) -> None:
         # The batch in flight finishes (and its offsets are committed) before the partitions go.
         async with self.owner.lock:
-            await self.owner.commit_offsets()
+            if not self.owner.outages.degraded:
+                await self.owner.commit_offsets()
+            self.owner.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+        self.owner.follow_fence(assigned)
 
 
 class BatchConsumer(Service):
-    """Consume ``settings.topic_ratings`` and ``settings.topic_movies`` in batches; see the module docstring."""
+    """Consume ``settings.topic_ratings`` and ``settings.topic_movies`` in batches; see the module docstring.
 
-    def __init__(self, settings: Settings, apply: ApplyFn, **kwargs: Any) -> None:
+    ``fences`` reads the fences the positions follow (none: positions are left to Kafka), ``ping_redis`` and
+    ``ping_broker`` raise while their service is down, and ``recover`` runs before consuming starts and after
+    every outage (the worker's Redis rebuild hook).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        apply: ApplyFn,
+        *,
+        fences: FencesFn | None = None,
+        ping_redis: CheckFn | None = None,
+        ping_broker: CheckFn | None = None,
+        recover: CheckFn | None = None,
+        outages: Outages | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.settings = settings
         self.apply = apply
+        self.read_fences = fences
+        self.ping_redis = ping_redis
+        self.ping_broker = ping_broker
+        self.recover = recover
+        self.outages = outages if outages is not None else Outages()
         self.lock = asyncio.Lock()
         self.pending: dict[TopicPartition, int] = {}  # next offset to commit, per partition
         self._last_commit = time.monotonic()
         self.consumer: AIOKafkaConsumer | None = None
         self._committing: asyncio.Future[None] | None = None
+        self.recovery_needed = True  # before consuming starts: the rebuild hook, then the fences
+        self._to_fence: set[TopicPartition] = set()  # partitions whose position must first follow the fence
+        self._fences: dict[TopicPartition, Fence] = {}  # the latest fence read or written, per owned partition
+        self._hw_seen: dict[TopicPartition, int] = {}  # the latest fetch high watermark, per partition
+        self._fell: dict[TopicPartition, int] = {}  # partitions re-read after their high watermark fell: old one
+        self._gap_checked: dict[TopicPartition, int] = {}  # fenced offset whose gap was re-read once
         super().__init__(**kwargs)
 
     def _new_consumer(self) -> AIOKafkaConsumer:
@@ -87,6 +204,7 @@ class BatchConsumer(Service):
             max_poll_records=s.stream_batch_max,
             session_timeout_ms=int(s.broker_session_timeout * 1000),
             heartbeat_interval_ms=int(s.broker_heartbeat_interval * 1000),
+            metadata_max_age_ms=s.stream_metadata_max_age_ms,
         )
 
     async def on_start(self) -> None:
@@ -98,9 +216,122 @@ class BatchConsumer(Service):
         if self.consumer is None:
             return
         async with self.lock:
-            await self.commit_offsets()
+            if not self.outages.degraded:
+                await self.commit_offsets()
         await self.consumer.stop()
 
+    # --- positions ---------------------------------------------------------------------------
+    def follow_fence(self, partitions: Any) -> None:
+        """Pause ``partitions`` until the loop has sought them to their fences (assignment, verification)."""
+        tps = set(partitions)
+        if tps and self.consumer is not None:
+            self.consumer.pause(*tps)
+        self._to_fence |= tps
+
+    def forget(self, partitions: Any) -> None:
+        """Drop what this consumer knew of partitions it no longer owns (the next owner reads the fence)."""
+        for tp in partitions:
+            self._to_fence.discard(tp)
+            self._fences.pop(tp, None)
+            self._gap_checked.pop(tp, None)
+            self.pending.pop(tp, None)
+
+    def request_recovery(self) -> None:
+        """Pause and recover before the next poll (called when Redis came back under the heartbeat)."""
+        self.recovery_needed = True
+
+    async def _seek_to_fences(self) -> None:
+        """Seek each partition waiting in ``_to_fence`` to its fenced offset F (the beginning without one)."""
+        assert self.consumer is not None
+        owned = self.consumer.assignment()
+        todo = {tp for tp in self._to_fence if tp in owned}
+        self._to_fence &= owned
+        if self.read_fences is None:
+            self._to_fence -= todo
+            self.consumer.resume(*todo)
+            return
+        for topic in sorted({tp.topic for tp in todo}):
+            fences = await self.read_fences(topic)
+            for tp in sorted((tp for tp in todo if tp.topic == topic), key=lambda t: t.partition):
+                fence = fences.get(tp.partition, NO_FENCE)
+                self._fences[tp] = fence
+                if fence.offset >= 0:
+                    self.consumer.seek(tp, fence.offset)
+                else:
+                    await self.consumer.seek_to_beginning(tp)
+                metrics.fence_seek("fence")
+                self._to_fence.discard(tp)
+                self.consumer.resume(tp)
+
+    def _views(self, batch: dict[TopicPartition, list[Any]]) -> dict[str, dict[int, LogView]]:
+        """Each partition's log as the consumer sees it; drops records whose high watermark fell (re-verified)."""
+        assert self.consumer is not None
+        views: dict[str, dict[int, LogView]] = {}
+        paused = self.consumer.paused()
+        owned = self.consumer.assignment()
+        for tp in [tp for tp in batch if tp not in owned]:
+            batch.pop(tp)  # revoked since the fetch: the next owner reads it from the fence
+        for tp in owned:
+            if tp in paused or tp in self._to_fence:
+                batch.pop(tp, None)
+                continue
+            hw = self.consumer.highwater(tp)
+            prev = self._hw_seen.get(tp)
+            if tp not in self._fell and did_highwater_fall(prev, hw):
+                # The log is shorter than it was: verify the fenced record before applying anything of it.
+                assert prev is not None
+                self._fell[tp] = prev
+                batch.pop(tp, None)
+                log.warning("%s[%d]: high watermark fell from %d to %s; verifying the fence", tp.topic,
+                            tp.partition, prev, hw)  # fmt: skip
+                self.follow_fence([tp])
+                continue
+            recs = batch.get(tp)
+            fence = self._fences.get(tp)
+            shorter = hw is not None and fence is not None and is_log_shorter(hw, fence.offset)
+            if recs or shorter:
+                seen = self._fell.get(tp, prev)
+                views.setdefault(tp.topic, {})[tp.partition] = LogView(hw, seen, None, self._gap_checked.get(tp))
+            if hw is not None and tp not in self._fell:
+                self._hw_seen[tp] = hw
+        return views
+
+    async def _follow(self, tp: TopicPartition, plan: BatchPlan, recs: list[Any] | None) -> None:
+        """Move ``tp``'s position as its plan says, and remember what is to commit and the new fence."""
+        assert self.consumer is not None
+        p = tp.partition
+        moved = plan.fence.get(p)
+        if moved is not None:
+            self._fences[tp] = moved[1]
+        elif p in plan.stored:
+            self._fences[tp] = plan.stored[p]
+        fell = self._fell.pop(tp, None)
+        hw = self.consumer.highwater(tp)
+        if hw is not None:
+            self._hw_seen[tp] = hw
+        for reset in plan.resets:
+            if reset.partition == p:
+                metrics.log_reset(plan.topic, reset.lost)
+        if p in plan.rewind:
+            self.pending.pop(tp, None)
+            metrics.fence_seek("rewind")
+            await self.consumer.seek_to_beginning(tp)
+        elif p in plan.gaps:
+            fenced = plan.gaps[p]
+            self.pending.pop(tp, None)
+            self._gap_checked[tp] = fenced
+            metrics.fence_seek("gap")
+            log.warning("%s[%d]: batch starts at %d, beyond the fence %d + 1; re-reading from %d once",
+                        tp.topic, p, recs[0].offset if recs else -1, fenced, fenced + 1)  # fmt: skip
+            if fenced < 0 and p not in plan.stored:
+                self.recovery_needed = True  # no fence at all: Redis lost its state, rebuild first
+            self.consumer.seek(tp, fenced + 1)
+        elif recs:
+            self.pending[tp] = recs[-1].offset + 1  # only now: at-least-once
+        elif fell is not None:
+            self._hw_seen[tp] = hw if hw is not None else fell
+
+    # --- commits -----------------------------------------------------------------------------
     async def commit_offsets(self) -> None:
         """Commit what Redis holds and wait for it (on revoke and stop)."""
         if self._committing is not None:
@@ -111,7 +342,7 @@ class BatchConsumer(Service):
 
     def _start_commit(self) -> asyncio.Future[None] | None:
         """Send the pending offsets to the group coordinator in the background (the loop goes on)."""
-        if not self.pending or self.consumer is None or self._committing is not None:
+        if not self.pending or self.consumer is None or self._committing is not None or self.outages.degraded:
             return None
         owned = self.consumer.assignment()
         offsets = {tp: off for tp, off in self.pending.items() if tp in owned}
@@ -135,9 +366,47 @@ class BatchConsumer(Service):
         finally:
             self._committing = None
 
+    # --- the loop ----------------------------------------------------------------------------
     @Service.task
     async def _consume(self) -> None:
         await self.consume_loop()
+
+    def _failed(self, exc: BaseException) -> None:
+        """An infrastructure error: record the outage, pause everything, recover before the next poll."""
+        self.outages.fail(infra_service(exc), exc)
+        self.recovery_needed = True
+        if self.consumer is not None:
+            self.consumer.pause(*self.consumer.assignment())
+
+    async def _recover(self) -> bool:
+        """Paused: retry with capped backoff until Redis and the broker answer, run the recover hook, seek
+        every owned partition to its fence and resume. False if the worker stops first."""
+        assert self.consumer is not None
+        s = self.settings
+        backoff = Backoff(s.worker_retry_initial_s, s.worker_retry_max_s)
+        self.consumer.pause(*self.consumer.assignment())
+        while not self.should_stop:
+            step = "redis"
+            try:
+                if self.ping_redis is not None:
+                    await self.ping_redis()
+                self.outages.ok("redis")
+                step = "broker"
+                if self.ping_broker is not None and "broker" in self.outages.down:
+                    await self.ping_broker()
+                self.outages.ok("broker")
+                step = "redis"
+                if self.recover is not None:
+                    await self.recover()
+                self.recovery_needed = False
+                self.follow_fence(self.consumer.assignment())
+                await self._seek_to_fences()
+                return True
+            except INFRA_ERRORS as exc:
+                self.outages.fail("broker" if step == "broker" else infra_service(exc), exc)
+                self.recovery_needed = True
+                await self.sleep(backoff.next())
+        return False
 
     async def consume_loop(self) -> None:
         """Poll, apply, record the offsets to commit; until the service stops."""
@@ -145,40 +414,41 @@ class BatchConsumer(Service):
         ratings, movies = self.settings.topic_ratings, self.settings.topic_movies
         interval = self.settings.stream_commit_interval_s
         while not self.should_stop:
+            if self.recovery_needed or self.outages.degraded:
+                if not await self._recover():
+                    break
+                continue
             try:
+                if self._to_fence:
+                    await self._seek_to_fences()
                 batch = await self.consumer.getmany(timeout_ms=500, max_records=self.settings.stream_batch_max)
             except (asyncio.CancelledError, IllegalStateError):
                 break
-            except KafkaError as exc:  # the broker went away or the group is rebalancing: aiokafka reconnects
-                log.warning("fetch failed (%s); polling again in 1 s", exc)
-                await self.sleep(1.0)
+            except INFRA_ERRORS as exc:  # the broker went away, or Redis while reading fences
+                self._failed(exc)
                 continue
-            if batch:
+            views = self._views(batch)
+            if batch or views:
                 async with self.lock:
                     by_topic: dict[str, list[Message]] = {movies: [], ratings: []}
                     for tp, recs in batch.items():
                         topic = by_topic.setdefault(tp.topic, [])
-                        topic.extend(Message(r.topic, r.partition, r.offset, r.value, r.timestamp) for r in recs)
-                    if not await self._apply_until_done(by_topic):
-                        break  # stopping: nothing of this batch is committed to Kafka
-                    for tp, recs in batch.items():  # only now: at-least-once
-                        self.pending[tp] = recs[-1].offset + 1
+                        topic.extend(Message(r.topic, r.partition, r.offset, r.value, r.timestamp, r.key) for r in recs)
+                    try:
+                        for topic, msgs in by_topic.items():  # movies first
+                            if not msgs and not views.get(topic):
+                                continue
+                            plan = await self.apply(topic, msgs, views.get(topic, {}))
+                            if plan is None:
+                                continue
+                            touched = {m.partition for m in msgs} | set(views.get(topic, {}))
+                            for p in sorted(touched):
+                                tp = TopicPartition(topic, p)
+                                await self._follow(tp, plan, batch.get(tp))
+                    except INFRA_ERRORS as exc:
+                        # Nothing of the failed part is committed to Kafka: after the outage every partition
+                        # is re-read from its fence, and what was applied before the error is skipped there.
+                        self._failed(exc)
+                        continue
             if self.pending and time.monotonic() - self._last_commit >= interval:
                 self._start_commit()  # a Kafka round trip; the next batch need not wait for it
-
-    async def _apply_until_done(self, by_topic: dict[str, list[Message]]) -> bool:
-        """Apply the batch, retrying the same records while Redis fails; False if the worker stops first.
-
-        A retry after a partial success is safe: the part already applied is skipped by the offset fence.
-        """
-        while True:
-            try:
-                for topic, msgs in by_topic.items():  # movies first
-                    if msgs:
-                        await self.apply(topic, msgs)
-                return True
-            except (RedisError, KafkaError, OSError):  # infrastructure: retry; a bug in our code stops the worker
-                log.exception("applying a batch failed; retrying it in 1 s")
-                await self.sleep(1.0)
-                if self.should_stop:
-                    return False

@@ -16,10 +16,18 @@ series                                         type       labels
 ``reelstream_worker_apply_seconds``            histogram  ``topic`` (plan + dead letters + commit)
 ``reelstream_worker_batch_age_seconds``        histogram  ``topic`` (oldest event's produce time to
                                                           commit: the batch's worst freshness)
+``reelstream_worker_log_resets_total``         counter    ``topic`` (a partition's log was replaced:
+                                                          streams/log_identity.py; fence re-based)
+``reelstream_worker_events_lost_total``        counter    ``topic`` (estimated records of reset logs
+                                                          never applied)
+``reelstream_worker_outages_total``            counter    ``service`` (redis, broker: outages begun)
+``reelstream_worker_degraded``                 gauge      ``service`` (1 while it is down)
+``reelstream_worker_fence_seeks_total``        counter    ``reason`` (fence: assignment, recovery or
+                                                          verification; gap; rewind after a reset)
 =============================================  =========  ======================================
 
 ``rs:stats`` in Redis keeps the group-wide totals (events_applied, dead_letters,
-duplicates_skipped); these series add the per-reason split, batch shapes and
+duplicates_skipped, log_resets, events_lost); these series add the per-reason split, batch shapes and
 latencies, per process.
 """
 
@@ -29,7 +37,7 @@ from collections import Counter as Tally
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["CONTENT_TYPE", "SERIES", "WorkerMetrics", "dead_reasons", "metrics"]
 
@@ -48,6 +56,11 @@ SERIES = (
     "reelstream_worker_batch_size",
     "reelstream_worker_apply_seconds",
     "reelstream_worker_batch_age_seconds",
+    "reelstream_worker_log_resets_total",
+    "reelstream_worker_events_lost_total",
+    "reelstream_worker_outages_total",
+    "reelstream_worker_degraded",
+    "reelstream_worker_fence_seeks_total",
 )
 
 
@@ -80,6 +93,32 @@ class WorkerMetrics:
             "reelstream_worker_batch_age_seconds", "Produce time to Redis commit, per applied event", ["topic"],
             buckets=_AGE_BUCKETS, registry=r,
         )  # fmt: skip
+        self.resets = Counter(
+            "reelstream_worker_log_resets", "Partition logs found replaced (fence re-based)", ["topic"], registry=r
+        )
+        self.lost = Counter(
+            "reelstream_worker_events_lost", "Estimated records of reset logs never applied", ["topic"], registry=r
+        )
+        self.outages = Counter("reelstream_worker_outages", "Outages begun, by service", ["service"], registry=r)
+        self.degraded = Gauge("reelstream_worker_degraded", "1 while the service is down", ["service"], registry=r)
+        self.seeks = Counter(
+            "reelstream_worker_fence_seeks", "Positions moved to follow the Redis fence", ["reason"], registry=r
+        )
+
+    def log_reset(self, topic: str, lost: int) -> None:
+        """One partition's log reset was committed (its fence re-based)."""
+        self.resets.labels(topic).inc()
+        if lost:
+            self.lost.labels(topic).inc(lost)
+
+    def outage(self, service: str, *, down: bool) -> None:
+        """``service`` went down (counted) or came back."""
+        if down:
+            self.outages.labels(service).inc()
+        self.degraded.labels(service).set(1 if down else 0)
+
+    def fence_seek(self, reason: str) -> None:
+        self.seeks.labels(reason).inc()
 
     def observe_batch(
         self,

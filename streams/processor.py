@@ -34,10 +34,12 @@ batch, so it is exactly-once under redelivery too.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,9 +51,20 @@ from schemas.movie_record import decode_movie, encode_movie
 from schemas.user_record import RecordError, decode_fold_row, encode_rated, encode_recent, encode_user
 from streams.codecs import DecodeError, codec_for
 from streams.events import dead_letter_key
+from streams.log_identity import (
+    NO_FENCE,
+    Fence,
+    LogReset,
+    LogView,
+    Verdict,
+    fingerprint,
+    is_gap,
+    lost_estimate,
+    verdict,
+)
 from streams.online import OnlineRatingModel
 from streams.rules import movie_event_problem, rating_verdict
-from streams.store import FeatureStoreIO, Op, logaddexp
+from streams.store import FeatureStoreIO, FenceMove, Op, logaddexp
 
 __all__ = ["BatchPlan", "DeadLetterOut", "Message", "MovieProcessor", "RatingProcessor"]
 
@@ -67,6 +80,8 @@ class Message:
     offset: int
     value: bytes
     timestamp_ms: int = 0  #: the producer's timestamp (CreateTime), for freshness
+    #: the Kafka key; the rating contract refuses a rating whose key is not its user's (``key_mismatch``)
+    key: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -79,14 +94,105 @@ class DeadLetterOut:
 
 @dataclass
 class BatchPlan:
+    """One batch's atomic write, and what the consumer must do with its positions afterwards."""
+
     topic: str
-    fence: dict[int, tuple[int | None, int]] = field(default_factory=dict)
+    #: {partition: (fence read, None when none; new fence)}, compared and written by the commit script
+    fence: FenceMove = field(default_factory=dict)
     ops: list[Op] = field(default_factory=list)
     dead: list[DeadLetterOut] = field(default_factory=list)
     applied: int = 0
     skipped: int = 0
     #: user ids whose state this batch changed (gateway cache invalidation, freshness probes)
     users: list[int] = field(default_factory=list)
+    #: log resets detected (the commit re-bases their fences; logged once it succeeded)
+    resets: list[LogReset] = field(default_factory=list)
+    #: partitions re-based whose records in this batch were not applied: read them again from the beginning
+    rewind: list[int] = field(default_factory=list)
+    #: {partition: fenced offset F} for batches that started beyond F + 1: nothing applied, re-read from F + 1
+    gaps: dict[int, int] = field(default_factory=dict)
+    #: the fences read before computing (partitions with none are absent)
+    stored: dict[int, Fence] = field(default_factory=dict)
+
+
+def commit_plan(store: FeatureStoreIO, plan: BatchPlan) -> bool:
+    """Apply ``plan`` atomically (False: the fence moved, re-plan); log the log resets it re-based."""
+    if not plan.ops and not plan.fence:
+        return True
+    if not store.commit(plan.topic, plan.fence, plan.ops):
+        return False
+    for r in plan.resets:
+        log.warning(
+            "log reset on %s[%d] (%s): fence was offset %d epoch %d, log high watermark now %d; about %d "
+            "events of the old log were never applied; re-based to epoch %d",
+            r.topic, r.partition, r.reason, r.old.offset, r.old.epoch, r.highwater, r.lost, r.epoch,
+        )  # fmt: skip
+    return True
+
+
+def fence_batch(
+    plan: BatchPlan, msgs: list[Message], stored: dict[int, Fence], logs: Mapping[int, LogView] | None, now_ms: int
+) -> dict[int, int]:
+    """The offset fence, with the log's identity (:mod:`streams.log_identity`): which messages are fresh.
+
+    Fills ``plan.fence`` (and ``skipped``, ``resets``, ``rewind``, ``gaps``) and returns, per partition,
+    the offset a message must exceed to be applied (a partition left for a re-read gets ``sys.maxsize``).
+    ``logs`` are the consumer's views of the partitions' logs; a partition in ``logs`` without messages is
+    still checked (a reset shows even while the new log is empty).
+    """
+    logs = logs or {}
+    plan.stored = stored
+    by_partition: dict[int, list[Message]] = {}
+    for m in msgs:
+        by_partition.setdefault(m.partition, []).append(m)
+    for p in logs:
+        by_partition.setdefault(p, [])
+    after: dict[int, int] = {}
+    for p, ms in by_partition.items():
+        read = stored.get(p)
+        fence = read or NO_FENCE
+        view = logs.get(p) or LogView()
+        at_fence = next((m for m in ms if m.offset == fence.offset), None)
+        fp = None if at_fence is None else fingerprint(at_fence.key, at_fence.value, at_fence.timestamp_ms)
+        judged = verdict(fence, view, fp)
+        if judged.is_reset:
+            epoch = view.epoch if judged is Verdict.NEW_EPOCH and view.epoch is not None else fence.epoch + 1
+            lost = 0 if judged is Verdict.NEW_EPOCH else lost_estimate(fence, view.seen)
+            hw = -1 if view.highwater is None else view.highwater
+            plan.resets.append(LogReset(plan.topic, p, judged.value, fence, epoch, hw, lost, now_ms))
+            plan.ops.append(("C", keys.STATS, "log_resets", 1))
+            if lost:
+                plan.ops.append(("C", keys.STATS, "events_lost", lost))
+            plan.ops.append(("H", keys.resets(plan.topic), [p, json.dumps({
+                "at_ms": now_ms, "reason": judged.value, "old_offset": fence.offset, "old_epoch": fence.epoch,
+                "epoch": epoch, "highwater": hw, "lost": lost,
+            })]))  # fmt: skip
+            fence = Fence(-1, epoch, "", hw)
+            plan.fence[p] = (read, fence)
+            if judged is not Verdict.NEW_EPOCH and (not ms or ms[0].offset != 0):
+                # The new log's first records are not in this batch (the consumer read from the old
+                # fence, or only looked at the log's end): apply none of it; the consumer re-reads the
+                # partition from its beginning.
+                plan.rewind.append(p)
+                after[p] = sys.maxsize
+                continue
+        live = view.highwater is not None
+        if ms and live and is_gap(ms[0].offset, fence.offset) and view.gap_checked != fence.offset:
+            plan.gaps[p] = fence.offset  # Redis lost its last writes (or a log gap): re-read once from F + 1
+            after[p] = sys.maxsize
+            continue
+        after[p] = fence.offset
+        last: Message | None = None
+        for m in ms:
+            if m.offset <= fence.offset:
+                plan.skipped += 1
+            elif last is None or m.offset > last.offset:
+                last = m
+        if last is not None:
+            hw = view.highwater if view.highwater is not None else last.offset + 1
+            new = Fence(last.offset, fence.epoch, fingerprint(last.key, last.value, last.timestamp_ms), hw)
+            plan.fence[p] = (read, new)
+    return after
 
 
 def _dead(msg: Message, reason: str, error: str, now_ms: int) -> DeadLetterOut:
@@ -163,7 +269,8 @@ class RatingProcessor:
             self.runtime.add_item(mid, self.side.vector(movie.genres, movie.year, movie.tags))
 
     # --- the plan -------------------------------------------------------------------
-    def plan(self, msgs: list[Message]) -> BatchPlan:
+    def plan(self, msgs: list[Message], logs: Mapping[int, LogView] | None = None) -> BatchPlan:
+        """The batch's ops and fence; ``logs``: the consumer's view of each partition's log (:func:`fence_batch`)."""
         now_ms = int(self.clock() * 1000)
         plan = BatchPlan(self.topic)
         decoded: list[tuple[Message, dict[str, Any]]] = []
@@ -198,16 +305,11 @@ class RatingProcessor:
         users = list(pairs)
         offsets, rows, earlier = self.store.read(self.topic, users, pairs)
 
-        # Rule: a message at or below its partition's stored offset was applied already.
-        for m in msgs:
-            stored = offsets.get(m.partition, -1)
-            if m.offset <= stored:
-                plan.skipped += 1
-                continue
-            _, new = plan.fence.get(m.partition, (None, -1))
-            plan.fence[m.partition] = (offsets.get(m.partition), max(new, m.offset))
-        plan.dead = [d for m, d in dead if m.offset > offsets.get(m.partition, -1)]
-        fresh = [(m, ev) for m, ev in valid if m.offset > offsets.get(m.partition, -1)]
+        # Rule: a message at or below its partition's stored offset was applied already, if that offset
+        # still fences this log (fence_batch: a reset log is re-based and applied from its first record).
+        after = fence_batch(plan, msgs, offsets, logs, now_ms)
+        plan.dead = [d for m, d in dead if m.offset > after.get(m.partition, -1)]
+        fresh = [(m, ev) for m, ev in valid if m.offset > after.get(m.partition, -1)]
         self._fold(fresh, rows, earlier, plan)
         return plan
 
@@ -301,9 +403,7 @@ class RatingProcessor:
     # --- the commit -----------------------------------------------------------------
     def commit(self, plan: BatchPlan) -> bool:
         """Apply the plan atomically; False when the fence failed (re-plan and retry)."""
-        if not plan.ops and not plan.fence:
-            return True
-        return self.store.commit(plan.topic, plan.fence, plan.ops)
+        return commit_plan(self.store, plan)
 
     def run(self, msgs: list[Message], send_dead: Callable[[list[DeadLetterOut]], None] | None = None) -> BatchPlan:
         """Plan, send dead letters, commit; re-plan while the fence fails (the synchronous path)."""
@@ -326,16 +426,14 @@ class MovieProcessor:
         self.clock = clock
         self._codec = codec_for("MovieEvent")
 
-    def plan(self, msgs: list[Message]) -> BatchPlan:
+    def plan(self, msgs: list[Message], logs: Mapping[int, LogView] | None = None) -> BatchPlan:
         now_ms = int(self.clock() * 1000)
         plan = BatchPlan(self.topic)
         offsets, _, _ = self.store.read(self.topic, [], {})
+        after = fence_batch(plan, msgs, offsets, logs, now_ms)  # the offset fence (see RatingProcessor.plan)
         for m in msgs:
-            if m.offset <= offsets.get(m.partition, -1):
-                plan.skipped += 1
+            if m.offset <= after.get(m.partition, -1):
                 continue
-            _, new = plan.fence.get(m.partition, (None, -1))
-            plan.fence[m.partition] = (offsets.get(m.partition), max(new, m.offset))
             try:
                 ev = self._codec.decode(m.value)
             except DecodeError as exc:
@@ -359,6 +457,4 @@ class MovieProcessor:
         return plan
 
     def commit(self, plan: BatchPlan) -> bool:
-        if not plan.ops and not plan.fence:
-            return True
-        return self.store.commit(plan.topic, plan.fence, plan.ops)
+        return commit_plan(self.store, plan)

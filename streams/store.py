@@ -15,13 +15,18 @@ Both stores take the same *ops*, a flat list of tuples the processor computes::
 
 **Exactly-once effect.** :meth:`RedisFeatureStore.commit` runs one Lua script:
 atomic like MULTI/EXEC, but it can also refuse. For every partition in the batch
-it compares ``rs:offsets:{topic}[partition]`` with the value the worker read before
-computing (a fence); if any differs, another worker has written that partition
-since (a rebalance overlap) and nothing is applied: the worker re-reads and
-recomputes. Otherwise it applies every op and stores the new highest offsets in
-the same atomic step. Redelivered events at or below a stored offset are skipped
-by the processor, so a kill -9 between the Redis commit and the Kafka commit
-applies nothing twice.
+it compares ``rs:offsets:{topic}[partition]`` and ``rs:fence:{topic}[partition]``
+(the identity of the log that offset belongs to: :class:`streams.log_identity.Fence`)
+with the values the worker read before computing; if any differs, another worker has
+written that partition since (a rebalance overlap) and nothing is applied: the worker
+re-reads and recomputes. Otherwise it applies every op and stores the new highest
+offsets and their identities in the same atomic step. Redelivered events at or below
+a stored offset are skipped by the processor, so a kill -9 between the Redis commit
+and the Kafka commit applies nothing twice.
+
+**Keys through KEYS.** Both scripts receive every key they touch in ``KEYS`` (ops
+name theirs by index), as Redis requires of scripts for replication and Cluster
+routing; argument values travel in ``ARGV``.
 
 Item updates are commutative increments done inside the script (items are
 shared by all partitions, hence by all workers); user state is read-modify-write
@@ -39,10 +44,12 @@ import redis
 
 from schemas import redis_keys as keys
 from schemas.user_record import FOLD_FIELDS
+from streams.log_identity import Fence
 
 __all__ = [
     "USER_FIELDS",
     "FeatureStoreIO",
+    "FenceMove",
     "MemoryFeatureStore",
     "Reads",
     "RedisFeatureStore",
@@ -55,8 +62,10 @@ __all__ = [
 USER_FIELDS = FOLD_FIELDS
 
 Op = tuple[Any, ...]
-#: (stored offsets {partition: offset}, user rows {uid: [USER_FIELDS values]}, earlier ratings {uid: {mid: r}})
-Reads = tuple[dict[int, int], dict[int, list[Any]], dict[int, dict[int, float]]]
+#: (stored fences {partition: Fence}, user rows {uid: [USER_FIELDS values]}, earlier ratings {uid: {mid: r}})
+Reads = tuple[dict[int, Fence], dict[int, list[Any]], dict[int, dict[int, float]]]
+#: {partition: (the fence read before computing, None when the partition had none; the new fence)}
+FenceMove = dict[int, tuple[Fence | None, Fence]]
 
 
 def logaddexp(a: float, b: float) -> float:
@@ -76,13 +85,19 @@ class FeatureStoreIO(Protocol):
 
     def read_movies(self, movie_ids: list[int]) -> dict[int, dict[str, str]]: ...
 
-    def commit(self, topic: str, fence: dict[int, tuple[int | None, int]], ops: list[Op]) -> bool: ...
+    def read_fences(self, topic: str) -> dict[int, Fence]: ...
+
+    def commit(self, topic: str, fence: FenceMove, ops: list[Op]) -> bool: ...
 
 
+#: KEYS = offsets, fence, trending, popular, online, prior, then the ops' keys (ops name them by index).
+#: ARGV = n partitions, then per partition: partition, offset read ('' none), identity read ('' none),
+#: new offset, new identity; then RECENT_MAX; then the ops.
 _LUA = """
-local okey = ARGV[1]
-local np = tonumber(ARGV[2])
-local i = 3
+local okey, fkey = KEYS[1], KEYS[2]
+local trending, popular, online, prior = KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local np = tonumber(ARGV[1])
+local i = 2
 for _ = 1, np do
   local cur = redis.call('HGET', okey, ARGV[i])
   local want = ARGV[i + 1]
@@ -91,21 +106,22 @@ for _ = 1, np do
   elseif cur ~= want then
     return 0
   end
-  i = i + 3
+  if (redis.call('HGET', fkey, ARGV[i]) or '') ~= ARGV[i + 2] then return 0 end
+  i = i + 5
 end
-i = 3
+i = 2
 for _ = 1, np do
-  redis.call('HSET', okey, ARGV[i], ARGV[i + 2])
-  i = i + 3
+  redis.call('HSET', okey, ARGV[i], ARGV[i + 3])
+  redis.call('HSET', fkey, ARGV[i], ARGV[i + 4])
+  i = i + 5
 end
 local recent_max = tonumber(ARGV[i])
-local trending, popular, online, prior = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-i = i + 5
+i = i + 1
 local n = #ARGV
 while i <= n do
   local op = ARGV[i]
   if op == 'H' or op == 'L' then
-    local key, c = ARGV[i + 1], tonumber(ARGV[i + 2])
+    local key, c = KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
     if op == 'H' then
       redis.call('HSET', key, unpack(ARGV, i + 3, i + 2 + c))
     else
@@ -114,7 +130,7 @@ while i <= n do
     end
     i = i + 3 + c
   elseif op == 'I' then
-    local key, mid = ARGV[i + 1], ARGV[i + 2]
+    local key, mid = KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2]
     local cnt = redis.call('HINCRBY', key, 'n', ARGV[i + 3])
     local sum = redis.call('HINCRBYFLOAT', key, 'sum', ARGV[i + 4])
     redis.call('HSET', key, 'mean', tonumber(sum) / cnt)
@@ -134,16 +150,17 @@ while i <= n do
     redis.call('ZADD', zkey, x, mid)
     i = i + 3
   elseif op == 'X' then
-    local cur = redis.call('HGET', ARGV[i + 1], ARGV[i + 2])
+    local key = KEYS[tonumber(ARGV[i + 1])]
+    local cur = redis.call('HGET', key, ARGV[i + 2])
     if (not cur) or tonumber(cur) < tonumber(ARGV[i + 3]) then
-      redis.call('HSET', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+      redis.call('HSET', key, ARGV[i + 2], ARGV[i + 3])
     end
     i = i + 4
   elseif op == 'C' then
-    redis.call('HINCRBY', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+    redis.call('HINCRBY', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3])
     i = i + 4
   elseif op == 'F' then
-    redis.call('HINCRBYFLOAT', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+    redis.call('HINCRBYFLOAT', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3])
     i = i + 4
   elseif op == 'O' then
     local v = redis.call('HMGET', online, 'n', 'abs_sum', 'sq_sum')
@@ -161,40 +178,73 @@ return 1
 
 
 #: The batch's reads in one call (a pipeline of 2 x users commands costs redis-py ~10 us per command):
-#: ARGV = offsets key, len(USER_FIELDS), USER_FIELDS..., then per user: user key, rated key, n, n movie ids.
-#: Returns {HGETALL offsets, {HMGET user USER_FIELDS}..., {HMGET rated movies}...}; a missing value is nil.
+#: KEYS = offsets, fence, then per user: user key, rated key. ARGV = len(USER_FIELDS), USER_FIELDS...,
+#: then per user: n, n movie ids. Returns {HGETALL offsets, HGETALL fence, {HMGET user USER_FIELDS}...,
+#: {HMGET rated movies}...}; a missing value is nil.
 _READ_LUA = """
-local nf = tonumber(ARGV[2])
-local fields = {unpack(ARGV, 3, 2 + nf)}
+local nf = tonumber(ARGV[1])
+local fields = {unpack(ARGV, 2, 1 + nf)}
 local rows, rated = {}, {}
-local i = 3 + nf
+local i = 2 + nf
+local k = 3
 local n = #ARGV
 while i <= n do
-  rows[#rows + 1] = redis.call('HMGET', ARGV[i], unpack(fields))
-  local c = tonumber(ARGV[i + 2])
+  rows[#rows + 1] = redis.call('HMGET', KEYS[k], unpack(fields))
+  local c = tonumber(ARGV[i])
   if c > 0 then
-    rated[#rated + 1] = redis.call('HMGET', ARGV[i + 1], unpack(ARGV, i + 3, i + 2 + c))
+    rated[#rated + 1] = redis.call('HMGET', KEYS[k + 1], unpack(ARGV, i + 1, i + c))
   else
     rated[#rated + 1] = {}
   end
-  i = i + 3 + c
+  i = i + 1 + c
+  k = k + 2
 end
-return {redis.call('HGETALL', ARGV[1]), rows, rated}
+return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), rows, rated}
 """
 
+#: Ops whose second element is a key (passed through KEYS, named by its index there).
+_KEYED = frozenset("HLIXCF")
 
-def _flatten(topic: str, fence: dict[int, tuple[int | None, int]], ops: list[Op]) -> list[Any]:
-    args: list[Any] = [keys.offsets(topic), len(fence)]
+
+def _flatten(topic: str, fence: FenceMove, ops: list[Op]) -> tuple[list[str], list[Any]]:
+    """The apply script's KEYS and ARGV (layout above ``_LUA``)."""
+    key_list = [keys.offsets(topic), keys.fence(topic), keys.ITEMS_TRENDING, keys.ITEMS_POPULAR, keys.ONLINE,
+                keys.ITEMS_PRIOR]  # fmt: skip
+    index: dict[str, int] = {}
+    args: list[Any] = [len(fence)]
     for partition, (expected, new) in fence.items():
-        args += [partition, "" if expected is None else expected, new]
-    args += [keys.RECENT_MAX, keys.ITEMS_TRENDING, keys.ITEMS_POPULAR, keys.ONLINE, keys.ITEMS_PRIOR]
+        args += [partition, "" if expected is None else expected.offset,
+                 "" if expected is None else expected.identity(), new.offset, new.identity()]  # fmt: skip
+    args.append(keys.RECENT_MAX)
     for op in ops:
         kind = op[0]
-        if kind in ("H", "L"):
-            args += [kind, op[1], len(op[2]), *op[2]]
+        if kind in _KEYED:
+            key = op[1]
+            k = index.get(key)
+            if k is None:
+                key_list.append(key)
+                k = index[key] = len(key_list)  # Lua indexes from 1
+            if kind in ("H", "L"):
+                args += [kind, k, len(op[2]), *op[2]]
+            else:
+                args += [kind, k, *op[2:]]
         else:
             args += op
-    return args
+    return key_list, args
+
+
+def _fences(flat_offsets: list[Any], flat_identities: list[Any]) -> dict[int, Fence]:
+    """{partition: Fence} from HGETALL of the offsets and fence hashes (as flat lists or dicts)."""
+    offs = _pairs(flat_offsets)
+    ids = _pairs(flat_identities)
+    return {int(p): Fence.parse(o, ids.get(p)) for p, o in offs.items()}
+
+
+def _pairs(flat: Any) -> dict[Any, Any]:
+    if isinstance(flat, dict):
+        return {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in flat.items()}
+    it = iter(flat)
+    return {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in zip(it, it, strict=True)}
 
 
 class RedisFeatureStore:
@@ -206,14 +256,15 @@ class RedisFeatureStore:
         self._read = client.register_script(_READ_LUA)
 
     def read(self, topic: str, users: list[int], pairs: dict[int, list[int]]) -> Reads:
-        args: list[Any] = [keys.offsets(topic), len(USER_FIELDS), *USER_FIELDS]
+        key_list = [keys.offsets(topic), keys.fence(topic)]
+        args: list[Any] = [len(USER_FIELDS), *USER_FIELDS]
         user_key, rated_key = keys.user, keys.user_rated
         for uid in users:
             movies = pairs[uid]
-            args += [user_key(uid), rated_key(uid), len(movies), *movies]
-        flat_offsets, rows, earlier = self._read(keys=[], args=args)
-        it = iter(flat_offsets)
-        offsets = {int(p): int(o) for p, o in zip(it, it, strict=True)}
+            key_list += [user_key(uid), rated_key(uid)]
+            args += [len(movies), *movies]
+        flat_offsets, flat_fences, rows, earlier = self._read(keys=key_list, args=args)
+        offsets = _fences(flat_offsets, flat_fences)
         rated: dict[int, dict[int, float]] = {}
         for uid, values in zip(users, earlier, strict=True):
             rated[uid] = {m: float(v) for m, v in zip(pairs[uid], values, strict=True) if v is not None}
@@ -229,8 +280,17 @@ class RedisFeatureStore:
                 out[mid] = {k.decode(): v.decode() for k, v in row.items()}
         return out
 
-    def commit(self, topic: str, fence: dict[int, tuple[int | None, int]], ops: list[Op]) -> bool:
-        return bool(self._apply(keys=[], args=_flatten(topic, fence, ops)))
+    def read_fences(self, topic: str) -> dict[int, Fence]:
+        """Every partition's fence of ``topic`` (where the consumer seeks on assignment and after an outage)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(keys.offsets(topic))
+        pipe.hgetall(keys.fence(topic))
+        offs, ids = pipe.execute()
+        return _fences(offs, ids)
+
+    def commit(self, topic: str, fence: FenceMove, ops: list[Op]) -> bool:
+        key_list, args = _flatten(topic, fence, ops)
+        return bool(self._apply(keys=key_list, args=args))
 
 
 def _num(v: Any) -> Any:
@@ -249,7 +309,7 @@ class MemoryFeatureStore:
         return self.hashes.setdefault(key, {})
 
     def read(self, topic: str, users: list[int], pairs: dict[int, list[int]]) -> Reads:
-        offsets = {int(p): int(o) for p, o in self.hashes.get(keys.offsets(topic), {}).items()}
+        offsets = self.read_fences(topic)
         rows, rated = {}, {}
         for uid in users:
             h = self.hashes.get(keys.user(uid), {})
@@ -261,14 +321,21 @@ class MemoryFeatureStore:
     def read_movies(self, movie_ids: list[int]) -> dict[int, dict[str, str]]:
         return {m: dict(self.hashes[keys.movie(m)]) for m in movie_ids if keys.movie(m) in self.hashes}
 
-    def commit(self, topic: str, fence: dict[int, tuple[int | None, int]], ops: list[Op]) -> bool:
-        off = self._h(keys.offsets(topic))
+    def read_fences(self, topic: str) -> dict[int, Fence]:
+        return _fences(self.hashes.get(keys.offsets(topic), {}), self.hashes.get(keys.fence(topic), {}))
+
+    def commit(self, topic: str, fence: FenceMove, ops: list[Op]) -> bool:
+        off, ids = self._h(keys.offsets(topic)), self._h(keys.fence(topic))
         for partition, (expected, _new) in fence.items():
-            cur = off.get(str(partition))
-            if (expected is None and cur is not None) or (expected is not None and cur != str(expected)):
+            cur, cur_id = off.get(str(partition)), ids.get(str(partition), "")
+            if expected is None:
+                if cur is not None:
+                    return False
+            elif cur != str(expected.offset) or cur_id != expected.identity():
                 return False
         for partition, (_expected, new) in fence.items():
-            off[str(partition)] = str(new)
+            off[str(partition)] = str(new.offset)
+            ids[str(partition)] = new.identity()
         for op in ops:
             kind = op[0]
             if kind == "H":

@@ -34,7 +34,8 @@ from streams.processor import Message, RatingProcessor
 from streams.store import MemoryFeatureStore
 
 #: Keys whose content legitimately depends on the run (who, when, how often redelivered).
-RUN_DEPENDENT = ("rs:offsets:", "rs:worker:", keys.ONLINE, keys.STATS)
+#: rs:fence: and rs:resets: hold log identities, high watermarks and reset times (timing, not events).
+RUN_DEPENDENT = ("rs:offsets:", "rs:fence:", "rs:resets:", "rs:worker:", keys.ONLINE, keys.STATS)
 
 
 def unique_stream_env(tag: str) -> dict[str, str]:
@@ -45,6 +46,7 @@ def unique_stream_env(tag: str) -> dict[str, str]:
         "REELSTREAM_TOPIC_MOVIES": f"movies-{suffix}",
         "REELSTREAM_TOPIC_DEAD_LETTERS": f"dead-{suffix}",
         "REELSTREAM_APP_ID": f"rs-{suffix}",
+        "REELSTREAM_WORKER_REBUILD": "false",  # the references are the stream's events alone (no HISTORY)
     }
 
 
