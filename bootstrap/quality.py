@@ -1,8 +1,13 @@
 """Data-quality rules, thresholds and the quality report.
 
 Each rating rule is a small named function returning a polars boolean expression
-("is this row bad?"). :func:`rating_rules` alone fixes their order: the first rule
-a row breaks is its quarantine ``reason``. Nothing is dropped silently:
+("is this row bad?"). They are the rating contract's rules (schemas/ratings.py: the
+ones POST /ratings, ``reelstream rate`` and the worker apply), vectorised over the
+whole file from the contract's constants and limits; :func:`rating_rules` takes
+their order and reason names from the contract, after one CSV-only rule
+(``missing_value``), so a kept row is an event the worker applies when it is
+replayed, and a quarantined row carries the dead-letter reason the worker would
+give it. Nothing is dropped silently:
 
     ratings in = kept + quarantined + duplicates superseded
 
@@ -11,7 +16,8 @@ rows keep the latest (highest ts, then the later line) and count the others as
 superseded; superseded rows are written to the quarantine file too, with reason
 ``duplicate_superseded``, so they can be inspected.
 
-The clock is an argument (``now_ts``), so rules are deterministic in tests.
+The clock is an argument (``now_ts``), so rules are deterministic in tests; the limits
+(:class:`schemas.ratings.RatingLimits`) default to the process settings, like the worker's.
 """
 
 from __future__ import annotations
@@ -26,21 +32,22 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bootstrap.store import QUARANTINE_SCHEMA
 from reelstream.errors import QualityError
+from reelstream.settings import get_settings
+from schemas import ratings as contract
+from schemas.ratings import RatingLimits
 
 __all__ = [
-    "MIN_TS",
     "QualityResult",
     "QualityThresholds",
     "build_report",
     "check_ratings",
+    "default_limits",
     "enforce",
     "movie_issues",
     "pair_key",
     "rating_rules",
 ]
 
-#: MovieLens started collecting in 1995; anything earlier is a broken clock.
-MIN_TS = int(datetime(1995, 1, 1, tzinfo=UTC).timestamp())
 DUPLICATE_REASON = "duplicate_superseded"
 
 
@@ -62,47 +69,59 @@ class QualityThresholds(BaseModel):
 # --------------------------------------------------------------------------- rules (ratings)
 
 
-# Rule 1 - every field is present.
+# CSV only - every field is present (an Avro RatingEvent always has them).
 def is_missing_value() -> pl.Expr:
     return pl.any_horizontal(pl.col(c).is_null() for c in ("user_id", "movie_id", "rating", "ts"))
 
 
-# Rule 2 - ratings lie in MovieLens' 0.5..5 range.
+# bad_user - contract.is_user_id_valid.
+def is_bad_user() -> pl.Expr:
+    return (pl.col("user_id") < contract.MIN_ID) | (pl.col("user_id") > contract.MAX_ID)
+
+
+# reserved_user - contract.is_source_allowed: a dataset row is a person's rating (replayed as "replay").
+def is_reserved_user(limits: RatingLimits) -> Callable[[], pl.Expr]:
+    return lambda: pl.col("user_id") >= limits.probe_user_base
+
+
+# rating_out_of_range - contract.is_rating_in_range and contract.is_half_step.
 def is_rating_out_of_range() -> pl.Expr:
-    return (pl.col("rating") < 0.5) | (pl.col("rating") > 5.0) | pl.col("rating").is_nan()
+    rating = pl.col("rating")
+    steps = rating / contract.RATING_STEP
+    outside = (rating < contract.MIN_RATING) | (rating > contract.MAX_RATING)
+    return ~rating.is_finite() | outside | (steps != steps.round(0))
 
 
-# Rule 3 - ratings are on the half-star scale.
-def is_not_half_star() -> pl.Expr:
-    twice = pl.col("rating") * 2
-    return twice != twice.round(0)
+# bad_timestamp - contract.is_in_time_window, in the file's seconds (no ms product: a corrupt ts cannot overflow).
+def is_outside_time_window(now_ts: int, limits: RatingLimits) -> Callable[[], pl.Expr]:
+    first_s = -(-limits.min_ts_ms // 1000)  # the first whole second at or after min_ts_ms
+    last_s = (now_ts * 1000 + limits.max_future_ms) // 1000
+    return lambda: (pl.col("ts") < first_s) | (pl.col("ts") > last_s)
 
 
-# Rule 4 - no timestamp before MovieLens existed.
-def is_before_1995() -> pl.Expr:
-    return pl.col("ts") < MIN_TS
-
-
-# Rule 5 - no timestamp in the future (``now_ts`` is passed in).
-def is_in_future(now_ts: int) -> Callable[[], pl.Expr]:
-    return lambda: pl.col("ts") > now_ts
-
-
-# Rule 6 - the rated movie is in the catalogue.
+# unknown_movie - the contract's known_movie: the catalogue is the dataset's movies.
 def is_unknown_movie(movie_ids: pl.Series) -> Callable[[], pl.Expr]:
     return lambda: ~pl.col("movie_id").is_in(movie_ids.implode())
 
 
-def rating_rules(now_ts: int, movie_ids: pl.Series) -> list[tuple[str, Callable[[], pl.Expr]]]:
-    """The rules in order of precedence (a row's reason is the first it breaks)."""
-    return [
-        ("missing_value", is_missing_value),
-        ("rating_out_of_range", is_rating_out_of_range),
-        ("rating_not_half_star", is_not_half_star),
-        ("ts_before_1995", is_before_1995),
-        ("ts_in_future", is_in_future(now_ts)),
-        ("unknown_movie", is_unknown_movie(movie_ids)),
-    ]
+def rating_rules(now_ts: int, movie_ids: pl.Series, limits: RatingLimits) -> list[tuple[str, Callable[[], pl.Expr]]]:
+    """The rules in order of precedence (a row's reason is the first it breaks): the contract's order.
+
+    ``key_mismatch`` has no row rule: replay keys every row by its user id (``schemas.ratings.user_key``).
+    """
+    by_reason = {
+        "bad_user": is_bad_user,
+        "reserved_user": is_reserved_user(limits),
+        "rating_out_of_range": is_rating_out_of_range,
+        "bad_timestamp": is_outside_time_window(now_ts, limits),
+        "unknown_movie": is_unknown_movie(movie_ids),
+    }
+    return [("missing_value", is_missing_value)] + [(r, by_reason[r]) for r in contract.REASONS if r in by_reason]
+
+
+def default_limits() -> RatingLimits:
+    """The contract's limits from the process settings (the worker's)."""
+    return RatingLimits.from_settings(get_settings())
 
 
 def _reason_expr(rules: list[tuple[str, Callable[[], pl.Expr]]]) -> pl.Expr:
@@ -166,15 +185,17 @@ def check_ratings(
     movie_ids: pl.Series,
     now_ts: int,
     first_line: int,
+    limits: RatingLimits | None = None,
 ) -> QualityResult:
     """Apply the rating rules and resolve duplicate pairs; never raises on bad rows.
 
-    ``first_line`` is the file line of the first row, so quarantined rows carry their line.
+    ``first_line`` is the file line of the first row, so quarantined rows carry their line;
+    ``limits`` default to :func:`default_limits`.
     The clean case costs two fused passes and no copy; reasons, row numbers and the
     duplicate resolution are computed only for the rows that need them.
     """
     rows_in = ratings.height
-    rules = rating_rules(now_ts, movie_ids)
+    rules = rating_rules(now_ts, movie_ids, limits or default_limits())
     any_bad = pl.any_horizontal([rule().fill_null(True) for _, rule in rules])
     bad_mask = ratings.select(any_bad.alias("bad")).to_series()
     n_bad = int(bad_mask.sum())
@@ -243,8 +264,10 @@ def build_report(
     thresholds: QualityThresholds,
     ts_range: tuple[int | None, int | None],
     now_ts: int,
+    rating_limits: RatingLimits | None = None,
 ) -> dict[str, Any]:
     """Assemble the report and evaluate the thresholds (``passed``, ``violations``)."""
+    window = rating_limits or default_limits()
     n = max(result.rows_in, 1)
     n_movies = max(movies["count"], 1)
     fractions = {
@@ -273,7 +296,12 @@ def build_report(
         "fractions": fractions,
         "ratings": result.counts(),
         "reasons": result.reasons,
-        "timestamps": {"min": ts_range[0], "max": ts_range[1], "not_before": MIN_TS, "not_after": now_ts},
+        "timestamps": {
+            "min": ts_range[0],
+            "max": ts_range[1],
+            "not_before": -(-window.min_ts_ms // 1000),
+            "not_after": (now_ts * 1000 + window.max_future_ms) // 1000,
+        },
         "movies": movies,
         "tags": tags,
         "schema": schema,

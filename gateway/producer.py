@@ -2,15 +2,17 @@
 
 :class:`KafkaRatingsProducer` wraps the streams engineer's
 :class:`streams.events.RatingProducer` (the one Avro encoding and key rule the
-CLI uses too). It starts lazily, bounds every broker call by a timeout, and turns
-any broker failure into :class:`~gateway.errors.BrokerUnavailable`; the next
-call tries a fresh connection.
+CLI uses too, which judges every event by the rating contract, schemas/ratings.py,
+against the caller's ``known_movie`` catalogue). It starts lazily, bounds every
+broker call by a timeout, and turns any broker failure into
+:class:`~gateway.errors.BrokerUnavailable`; the next call tries a fresh connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,7 +32,9 @@ class Sent:
 
 
 class RatingsProducer(Protocol):
-    async def send(self, user_id: int, movie_id: int, rating: float, ts_ms: int | None) -> Sent: ...
+    async def send(
+        self, user_id: int, movie_id: int, rating: float, ts_ms: int | None, *, known_movie: Callable[[int], bool]
+    ) -> Sent: ...
     async def close(self) -> None: ...
 
 
@@ -43,7 +47,10 @@ class KafkaRatingsProducer:
         self._inner: Any = None
         self._lock = asyncio.Lock()
 
-    async def send(self, user_id: int, movie_id: int, rating: float, ts_ms: int | None) -> Sent:
+    async def send(
+        self, user_id: int, movie_id: int, rating: float, ts_ms: int | None, *, known_movie: Callable[[int], bool]
+    ) -> Sent:
+        """Produce with ``source="api"``; :class:`streams.events.RatingRefused` (nothing sent) for a refused event."""
         from streams.events import RatingProducer
 
         try:
@@ -57,7 +64,8 @@ class KafkaRatingsProducer:
                         raise
                     self._inner = inner
             sent = await asyncio.wait_for(
-                self._inner.send(user_id, movie_id, rating, source="api", ts_ms=ts_ms), self.timeout_s
+                self._inner.send(user_id, movie_id, rating, source="api", ts_ms=ts_ms, known_movie=known_movie),
+                self.timeout_s,
             )
         except (KafkaError, TimeoutError, OSError) as exc:
             await self.close()

@@ -131,6 +131,8 @@ class Gateway:
         self._adjust_lock = threading.Lock()
         self._broker = _Probe(self._probe_broker, PROBE_TTL_S, clock)
         self._workers = _Probe(self._probe_workers, PROBE_TTL_S, clock)
+        #: movies the catalogue holds because a MovieEvent announced them (the worker knows them too)
+        self.announced: set[int] = set()
 
     # --- recommendations ------------------------------------------------------------------
     def adjustment(self, cat: Catalog, rules: LoadedRules, segment: str, variant: str) -> np.ndarray:
@@ -456,8 +458,18 @@ class Gateway:
             side = cat.side.vector(movie.genres, movie.year, movie.tags)  # the worker's row for it too
             fresh.append(NewMovie(mid, movie.title or f"movie {mid}", movie.genres, movie.year, side))
         if fresh:
+            self.announced.update(m.movie_id for m in fresh)  # first: a request that sees the row may rate it
             self.catalog = cat.with_new_movies(fresh)
         return len(fresh)
+
+    def is_rateable(self, movie_id: int) -> bool:
+        """The rating contract's catalogue (schemas/ratings.py): in the model, or announced and seen here.
+
+        A store movie without a model row is served but not rateable: the worker would refuse its ratings.
+        """
+        cat = self.catalog
+        i = cat.index(movie_id)
+        return i is not None and (bool(cat.in_model[i]) or movie_id in self.announced)
 
     # --- health and stats -----------------------------------------------------------------
     def _probe_broker(self) -> ComponentHealth:

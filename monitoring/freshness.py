@@ -1,19 +1,20 @@
 """End-to-end freshness probe: produce a marker rating, time until its effect is readable in Redis.
 
-The marker is an ordinary RatingEvent from a *probe user*: user ids
+The marker is a RatingEvent with source ``probe`` from a *probe user*: user ids
 ``settings.probe_user_base ..`` (``probe_user_ids``) are reserved for probes and
-never belong to a person. The worker applies it like any other rating (decode,
-validate, fold-in, one atomic Redis commit), so the probe measures the path a
-real rating takes. Its effect is ``rs:user:{probe uid}``'s ``last_ms`` (the
-newest event time applied for that user) reaching the marker's ``event_ts``:
-a user's events share one partition and are applied in order, so that field
-reaches the marker exactly when the marker (or a later probe) was committed.
+never belong to a person (the rating contract, schemas/ratings.py, refuses any
+other source there and a probe anywhere else). The worker takes it down the path
+a real rating takes (decode, the contract's verdict, fold-in, one atomic Redis
+commit), so the probe measures that path. Its effect is ``rs:user:{probe uid}``'s
+``last_ms`` (the newest event time applied for that user) reaching the marker's
+``event_ts``: a user's events share one partition and are applied in order, so
+that field reaches the marker exactly when the marker (or a later probe) was committed.
 
-Side effects, bounded on purpose: each probe is one rating of a movie taken in
-turn from the model's catalogue (so no single movie gains popularity; at the
-default 5 s interval a 9,742-movie catalogue sees one probe per movie every
-~13 hours), counted in ``rs:stats``/``rs:online`` like any rating. Probe users
-rotate over ``probe_users`` ids so probes spread over partitions.
+Side effects, none shared: a probe changes only its probe user's own state (the
+hash, rated set and recent list above) and ``rs:stats`` ``events_applied``; the
+worker keeps it out of the item aggregates, popularity, trending, the item prior
+and the online model. The movie is taken in turn from the model's catalogue.
+Probe users rotate over ``probe_users`` ids so probes spread over partitions.
 
 Usage::
 
@@ -37,6 +38,7 @@ from redis.exceptions import RedisError
 from reelstream.errors import InfraError
 from reelstream.settings import Settings
 from schemas import redis_keys
+from schemas.ratings import PROBE_SOURCE
 
 __all__ = ["PROBE_RATING", "FreshnessProbe", "ProbeLost", "ProbeResult"]
 
@@ -76,6 +78,7 @@ class FreshnessProbe:
             raise ValueError("FreshnessProbe needs at least one movie the worker knows")
         self.settings = settings
         self.movie_ids = movie_ids
+        self._known = {int(m) for m in movie_ids}.__contains__
         self.clock = clock
         self._n = 0
         self._producer: Any = None
@@ -118,7 +121,9 @@ class FreshnessProbe:
         start = self.clock()
         try:
             sent = await asyncio.wait_for(
-                self._producer.send(user_id, movie_id, PROBE_RATING, source="live", ts_ms=ts_ms),
+                self._producer.send(
+                    user_id, movie_id, PROBE_RATING, source=PROBE_SOURCE, ts_ms=ts_ms, known_movie=self._known
+                ),
                 self.settings.probe_timeout_s,
             )
         except (KafkaError, TimeoutError, OSError) as exc:

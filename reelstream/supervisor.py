@@ -210,7 +210,7 @@ class Supervisor:
                 f"{name} crashed {n} times within {s.supervisor_crash_window_s:g} s (last: pid {child.pid} {what}): "
                 f"a crash loop, so reelstream stops everything; see {log}"
             )
-            self._log(message)
+            self._log(message, echo=False)  # the caller prints it, once, as it stops everything
             raise CrashLoop(message)
         delay = backoff_s(s, n)
         child.restart_at = now + delay
@@ -230,9 +230,10 @@ class Supervisor:
         self._track(child.spec, handle)
         self._log(f"{child.spec.name} restarted (pid {self.children[child.spec.name].pid})")
 
-    def _log(self, message: str) -> None:
+    def _log(self, message: str, echo: bool = True) -> None:
         """One line on the console and in ``supervisor.log``."""
-        self.echo(f"[yellow]supervisor:[/] {escape(message)}")
+        if echo:
+            self.echo(f"[yellow]supervisor:[/] {escape(message)}")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
         with self.log_path.open("a") as fh:

@@ -91,7 +91,8 @@ def rating_processor() -> RatingProcessor:
     return RatingProcessor(
         _runtime(), RedisFeatureStore(_redis()), topic=settings.topic_ratings,
         min_ts_ms=settings.event_min_ts_ms, max_future_ms=settings.event_max_future_ms,
-        half_life_s=settings.trending_half_life_s, online=OnlineRatingModel(seed=0),
+        half_life_s=settings.trending_half_life_s, probe_user_base=settings.probe_user_base,
+        online=OnlineRatingModel(seed=0),
     )  # fmt: skip
 
 

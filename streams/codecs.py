@@ -57,6 +57,8 @@ CODEC_NAMES: dict[str, str] = {
     "DeadLetter": "reelstream.dead_letter",
 }
 _FILES = {"RatingEvent": "rating_event.avsc", "MovieEvent": "movie_event.avsc", "DeadLetter": "dead_letter.avsc"}
+#: Earlier versions each reader keeps, so it resolves bytes its predecessors wrote (docs/events.md).
+_OLDER = {"RatingEvent": ("rating_event.v1.avsc",)}
 
 
 class DecodeError(DataError):
@@ -65,7 +67,11 @@ class DecodeError(DataError):
 
 @cache
 def _schema_doc(name: str) -> dict[str, Any]:
-    return json.loads((SCHEMA_DIR / _FILES[name]).read_text(encoding="utf-8"))
+    return _read_schema(_FILES[name])
+
+
+def _read_schema(file: str) -> dict[str, Any]:
+    return json.loads((SCHEMA_DIR / file).read_text(encoding="utf-8"))
 
 
 @cache
@@ -123,8 +129,8 @@ class SchemaCodec:
 
 @cache
 def codec_for(name: str) -> SchemaCodec:
-    """The cached codec of event type ``name`` (RatingEvent, MovieEvent, DeadLetter)."""
-    return SchemaCodec(_schema_doc(name))
+    """The cached codec of event type ``name`` (RatingEvent, MovieEvent, DeadLetter), with its older versions."""
+    return SchemaCodec(_schema_doc(name), tuple(_read_schema(f) for f in _OLDER.get(name, ())))
 
 
 class AvroCodec(faust_codecs.Codec):

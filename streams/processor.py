@@ -8,10 +8,10 @@ Redis contents "directly in Python from the same events".
 
 Per batch:
 
-1. decode and validate each message (:mod:`streams.rules`); refused ones become
-   dead letters with their reason;
-2. movies the model does not know are looked up among the MovieEvent-announced
-   movies (``rs:movie:{mid}``) and given rows from their side features;
+1. decode each message; movies the model does not know are looked up among the
+   MovieEvent-announced movies (``rs:movie:{mid}``) and given rows from their side features;
+2. judge each event by the rating contract (:func:`schemas.ratings.rating_verdict`: user,
+   key, source, rating, time window, movie); refused ones become dead letters with their reason;
 3. one read (a Lua script, one round trip): the stored offsets, the batch's
    users' state, and their earlier ratings of the batch's movies;
 4. messages at or below the stored offset of their partition are skipped
@@ -19,7 +19,8 @@ Per batch:
 5. each event is folded into its user's state (``models.state.fold_in``), the
    user's statistics, rated set and recent list, the item aggregates, the
    trending score and (when the model has an item prior) the prior's count and
-   clock, and scored then learned by the online model;
+   clock, and scored then learned by the online model; a freshness probe (source
+   ``probe``) changes only its probe user's state, never the shared tables;
 6. the result is a list of ops plus a fence ``{partition: (offset read, new
    highest offset)}`` that :meth:`commit` applies atomically.
 
@@ -46,8 +47,10 @@ from typing import Any
 from models.runtime import ModelRuntime
 from models.side_features import SideEncoder
 from models.state import UserState, cold_state, encode, fold_in
+from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from schemas.movie_record import decode_movie, encode_movie
+from schemas.ratings import PROBE_SOURCE, RatingLimits, rating_verdict
 from schemas.user_record import RecordError, decode_fold_row, encode_rated, encode_recent, encode_user
 from streams.codecs import DecodeError, codec_for
 from streams.events import dead_letter_key
@@ -63,7 +66,7 @@ from streams.log_identity import (
     verdict,
 )
 from streams.online import OnlineRatingModel
-from streams.rules import movie_event_problem, rating_verdict
+from streams.rules import movie_event_problem
 from streams.store import FeatureStoreIO, FenceMove, Op, logaddexp
 
 __all__ = ["BatchPlan", "DeadLetterOut", "Message", "MovieProcessor", "RatingProcessor"]
@@ -233,6 +236,7 @@ class RatingProcessor:
         min_ts_ms: int,
         max_future_ms: int,
         half_life_s: float,
+        probe_user_base: int = Settings.model_fields["probe_user_base"].default,
         online: OnlineRatingModel | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -241,6 +245,7 @@ class RatingProcessor:
         self.topic = topic
         self.min_ts_ms = min_ts_ms
         self.max_future_ms = max_future_ms
+        self.limits = RatingLimits(min_ts_ms, max_future_ms, probe_user_base)
         self.decay = math.log(2.0) / half_life_s
         #: the item prior's half-life (None: the model has no prior, ``rs:items:prior`` is not kept)
         self.prior_half_life_s = runtime.item_prior["half_life_s"] if runtime.has_item_prior else None
@@ -282,10 +287,6 @@ class RatingProcessor:
             except DecodeError as exc:
                 dead.append((m, _dead(m, "undecodable", str(exc), now_ms)))
                 continue
-            verdict = rating_verdict(ev, now_ms, self.min_ts_ms, self.max_future_ms)
-            if verdict is not None:
-                dead.append((m, _dead(m, verdict[0], verdict[1], now_ms)))
-                continue
             decoded.append((m, ev))
 
         index_of = self.runtime.index_of
@@ -293,11 +294,13 @@ class RatingProcessor:
         if unknown:
             self._add_announced(unknown)
         valid: list[tuple[Message, dict[str, Any]]] = []
+        limits, known = self.limits, index_of.__contains__
         for m, ev in decoded:
-            if ev["movie_id"] in index_of:
+            refusal = rating_verdict(ev, m.key, now_ms=now_ms, limits=limits, known_movie=known)
+            if refusal is None:
                 valid.append((m, ev))
             else:
-                dead.append((m, _dead(m, "unknown_movie", f"movie {ev['movie_id']} is not in the catalogue", now_ms)))
+                dead.append((m, _dead(m, refusal.reason, refusal.detail, now_ms)))
 
         pairs: dict[int, list[int]] = {}
         for _, ev in valid:
@@ -329,7 +332,7 @@ class RatingProcessor:
         items: dict[int, list[float]] = {}  # mid -> [count, sum, trending x, prior x]
         max_ts: int | None = None
         abs_sum = sq_sum = 0.0
-        drifts = 0
+        drifts = learned = 0  # learned: events that feed the item tables, the prior and the online model
         refused = 0  # events of users whose stored record does not decode (dead letters)
         for _m, ev in events:
             uid, mid, r, ts = ev["user_id"], ev["movie_id"], ev["rating"], ev["event_ts"]
@@ -348,6 +351,9 @@ class RatingProcessor:
             w.rec.observe(r, ts)
             w.rated[mid] = r
             w.recent.append(encode_recent(mid, r, ts))
+            if ev["source"] == PROBE_SOURCE:
+                continue  # a freshness probe changes its own user's state and nothing shared
+            learned += 1
             x = decay * ts / 1000.0
             xp = prior_decay * ts / 1000.0
             max_ts = ts if max_ts is None or ts > max_ts else max_ts
@@ -381,13 +387,14 @@ class RatingProcessor:
             if prior:
                 ops.append(("P", mid, xp))
         applied = len(events) - refused
-        if applied and prior:
+        if learned and prior:
             ops.append(("X", keys.ITEMS_PRIOR_CLOCK, "event_ms", max_ts))
-            ops.append(("C", keys.ITEMS_PRIOR_CLOCK, "events", applied))
+            ops.append(("C", keys.ITEMS_PRIOR_CLOCK, "events", learned))
             ops.append(("H", keys.ITEMS_PRIOR_CLOCK, ["half_life_s", self.prior_half_life_s]))
         if applied:
             ops.append(("C", keys.STATS, "events_applied", applied))
-            ops.append(("C", keys.ONLINE, "n", applied))
+        if learned:
+            ops.append(("C", keys.ONLINE, "n", learned))
             ops.append(("F", keys.ONLINE, "abs_sum", abs_sum))
             ops.append(("F", keys.ONLINE, "sq_sum", sq_sum))
             if drifts:

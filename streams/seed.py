@@ -45,7 +45,7 @@ from reelstream.errors import DataError, InfraError
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from streams.codecs import codec_for
-from streams.events import rating_event
+from streams.events import rating_event, user_key
 from streams.online import OnlineRatingModel
 from streams.processor import Message, RatingProcessor
 from streams.store import RedisFeatureStore
@@ -256,7 +256,7 @@ def _apply(
     processor = RatingProcessor(
         runtime, RedisFeatureStore(client), topic=topic, min_ts_ms=settings.event_min_ts_ms,
         max_future_ms=settings.event_max_future_ms, half_life_s=settings.trending_half_life_s,
-        online=OnlineRatingModel(seed=0),
+        probe_user_base=settings.probe_user_base, online=OnlineRatingModel(seed=0),
     )  # fmt: skip
     encode = codec_for("RatingEvent").encode
     total = history.height
@@ -273,7 +273,8 @@ def _apply(
         msgs = []
         for offset, (uid, mid, r, ts) in enumerate(rows, start=lo):
             ts_ms = int(ts) * 1000
-            msgs.append(Message(topic, 0, offset, encode(rating_event(uid, mid, r, ts_ms, "replay")), ts_ms))
+            value = encode(rating_event(uid, mid, r, ts_ms, "replay"))
+            msgs.append(Message(topic, 0, offset, value, ts_ms, user_key(uid)))
         plan = processor.run(msgs)  # the worker's path: plan, commit fenced, re-plan if the fence moved
         summary.applied += plan.applied
         summary.skipped += plan.skipped

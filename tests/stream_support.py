@@ -29,7 +29,7 @@ from reelstream.settings import Settings, get_settings
 from schemas import redis_keys as keys
 from streams.admin import ensure_topics_sync
 from streams.codecs import codec_for
-from streams.events import rating_event
+from streams.events import rating_event, user_key
 from streams.processor import Message, RatingProcessor
 from streams.store import MemoryFeatureStore
 
@@ -157,7 +157,7 @@ def reference_state(settings: Settings, runtime: ModelRuntime, rows: list[tuple[
     """The Redis contents computed directly in Python from the same events: same processor, a dict store."""
     codec = codec_for("RatingEvent")
     msgs = [
-        Message(settings.topic_ratings, 0, i, codec.encode(rating_event(u, m, r, ts * 1000, "replay")))
+        Message(settings.topic_ratings, 0, i, codec.encode(rating_event(u, m, r, ts * 1000, "replay")), key=user_key(u))
         for i, (u, m, r, ts) in enumerate(rows)
     ]
     processor = RatingProcessor(
@@ -165,6 +165,7 @@ def reference_state(settings: Settings, runtime: ModelRuntime, rows: list[tuple[
         max_future_ms=settings.event_max_future_ms, half_life_s=settings.trending_half_life_s,
     )  # fmt: skip
     processor.run(msgs)
+        probe_user_base=settings.probe_user_base,
     return processor.store.snapshot()
 
 

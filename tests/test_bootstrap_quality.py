@@ -1,4 +1,4 @@
-"""Quality rules: one bad fixture per rule, duplicates, the count equation, thresholds."""
+"""Quality rules: one bad fixture per rule, the rating contract's verdicts, duplicates, counts, thresholds."""
 
 from __future__ import annotations
 
@@ -8,12 +8,16 @@ import polars as pl
 import pytest
 
 from bootstrap.pipeline import BootstrapOptions, run_bootstrap
-from bootstrap.quality import MIN_TS, QualityThresholds, check_ratings
+from bootstrap.quality import QualityThresholds, check_ratings
 from bootstrap.store import list_versions
 from reelstream.errors import QualityError
+from schemas.ratings import MAX_ID, RatingLimits, rating_verdict, user_key
 from tests.bootstrap_helpers import RATINGS, write_csv_dataset
 
 NOW = 1_700_000_000
+LIMITS = RatingLimits(min_ts_ms=631_152_000_500, max_future_ms=86_400_000, probe_user_base=1_000_000)
+MIN_TS = 631_152_001  # the first whole second inside the window (min_ts_ms is not a whole second)
+LAST_TS = NOW + 86_400  # the last second inside it
 MOVIE_IDS = pl.Series([1, 2, 3, 5], dtype=pl.Int64)
 GOOD = (1, 1, 4.0, 946684800)
 
@@ -31,16 +35,20 @@ CASES = [
     ((2, None, 4.0, 946684800), "missing_value"),
     ((2, 1, 5.5, 946684800), "rating_out_of_range"),
     ((2, 1, 0.0, 946684800), "rating_out_of_range"),
-    ((2, 1, 3.7, 946684800), "rating_not_half_star"),
-    ((2, 1, 3.0, MIN_TS - 1), "ts_before_1995"),
-    ((2, 1, 3.0, NOW + 1), "ts_in_future"),
+    ((2, 1, 3.7, 946684800), "rating_out_of_range"),  # not a half step
+    ((2, 1, float("nan"), 946684800), "rating_out_of_range"),
+    ((2, 1, 3.0, MIN_TS - 1), "bad_timestamp"),
+    ((2, 1, 3.0, LAST_TS + 1), "bad_timestamp"),
     ((2, 4, 3.0, 946684800), "unknown_movie"),
+    ((0, 1, 3.0, 946684800), "bad_user"),
+    ((MAX_ID + 1, 1, 3.0, 946684800), "bad_user"),
+    ((LIMITS.probe_user_base, 1, 3.0, 946684800), "reserved_user"),
 ]
 
 
 @pytest.mark.parametrize(("row", "reason"), CASES, ids=[c[1] + str(i) for i, c in enumerate(CASES)])
 def test_each_rule_quarantines_with_reason_and_line(row: tuple[object, ...], reason: str) -> None:
-    result = check_ratings(frame([GOOD, row]), MOVIE_IDS, NOW, first_line=2)
+    result = check_ratings(frame([GOOD, row]), MOVIE_IDS, NOW, first_line=2, limits=LIMITS)
     assert result.kept.height == 1
     assert result.reasons == {reason: 1}
     q = result.quarantine.row(0, named=True)
@@ -49,8 +57,19 @@ def test_each_rule_quarantines_with_reason_and_line(row: tuple[object, ...], rea
 
 
 def test_boundaries_are_valid() -> None:
-    rows = [(1, 1, 0.5, MIN_TS), (1, 2, 5.0, NOW)]
-    assert check_ratings(frame(rows), MOVIE_IDS, NOW, first_line=2).kept.height == 2
+    rows = [(1, 1, 0.5, MIN_TS), (1, 2, 5.0, LAST_TS), (LIMITS.probe_user_base - 1, 3, 2.5, NOW)]
+    assert check_ratings(frame(rows), MOVIE_IDS, NOW, first_line=2, limits=LIMITS).kept.height == 3
+
+
+@pytest.mark.parametrize("row", [c[0] for c in CASES[1:]] + [GOOD, (1, 2, 0.5, MIN_TS), (1, 5, 5.0, LAST_TS)])
+def test_bootstrap_and_the_worker_give_a_row_the_same_verdict(row: tuple) -> None:
+    """A kept row is an event the worker applies when replayed; a quarantined one gets its dead-letter reason."""
+    uid, mid, rating, ts = row
+    event = {"user_id": uid, "movie_id": mid, "rating": rating, "event_ts": ts * 1000, "source": "replay"}
+    known = set(MOVIE_IDS.to_list()).__contains__
+    verdict = rating_verdict(event, user_key(uid), now_ms=NOW * 1000, limits=LIMITS, known_movie=known)
+    result = check_ratings(frame([row]), MOVIE_IDS, NOW, first_line=2, limits=LIMITS)
+    assert result.reasons == ({verdict.reason: 1} if verdict else {})
 
 
 def test_duplicates_keep_latest_and_are_counted() -> None:

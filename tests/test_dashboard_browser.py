@@ -72,7 +72,7 @@ def test_rating_a_movie_in_the_dashboard_changes_the_list(live: Live, browser: w
     async def history() -> None:  # a few users with some history, so they are personalised and pickable
         async with RatingProducer(live.settings) as producer:
             for i, mid in enumerate(movies[:40]):
-                await producer.send(1 + i % 4, mid, 3.5 + (i % 3) * 0.5)
+                await producer.send(1 + i % 4, mid, 3.5 + (i % 3) * 0.5, known_movie=live.runtime.index_of.__contains__)
 
     asyncio.run(history())
     wait_for(lambda: stats(live.redis).get("events_applied", 0) >= 40, 60, "the history applied")

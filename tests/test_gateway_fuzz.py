@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import redis
@@ -25,7 +27,9 @@ class AcceptingProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[int, int, float, int | None]] = []
 
-    async def send(self, user_id: int, movie_id: int, rating: float, ts_ms: int | None) -> Sent:
+    async def send(
+        self, user_id: int, movie_id: int, rating: float, ts_ms: int | None, *, known_movie: Callable[[int], bool]
+    ) -> Sent:
         self.sent.append((user_id, movie_id, rating, ts_ms))
         return Sent(f"fake-{len(self.sent)}", 0, len(self.sent) - 1)
 

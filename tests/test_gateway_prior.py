@@ -18,7 +18,7 @@ from models.runtime import ModelRuntime, trending_increment
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from streams.codecs import codec_for
-from streams.events import rating_event
+from streams.events import rating_event, user_key
 from streams.online import OnlineRatingModel
 from streams.processor import Message, RatingProcessor
 from streams.store import RedisFeatureStore
@@ -48,7 +48,7 @@ def _stream(settings: Settings, client: redis.Redis, runtime: ModelRuntime) -> N
     """The worker's own path: trending kept at 1000 days (A leads it), the prior at the model's 1 day."""
     codec = codec_for("RatingEvent")
     events = [(A, NOW_MS - int(30 * DAY * 1000))] * 20 + [(B, NOW_MS)] * 3 + [(C, NOW_MS)] * 2 + [(D, NOW_MS)]
-    msgs = [Message("ratings", 0, i, codec.encode(rating_event(900 + i, m, 4.0, ts, "replay")))
+    msgs = [Message("ratings", 0, i, codec.encode(rating_event(900 + i, m, 4.0, ts, "replay")), key=user_key(900 + i))
             for i, (m, ts) in enumerate(events)]  # fmt: skip
     processor = RatingProcessor(
         runtime, RedisFeatureStore(client), topic="ratings", min_ts_ms=0, max_future_ms=10**15,

@@ -53,6 +53,10 @@ def test_freshness_probe_times_a_marker_through_a_real_worker(live: Live) -> Non
     live.worker("fresh")
     # The lost marker is applied once the worker has joined: the worker consumes the probe like any rating.
     wait_for(lambda: stats(live.redis).get("events_applied", 0) >= 1, 60, "the first marker applied")
+    # Source "probe": the probe users' own state only, nothing a recommendation or the online model reads.
+    shared = (keys.ITEMS_POPULAR, keys.ITEMS_TRENDING, keys.ITEMS_PRIOR, keys.ITEMS_PRIOR_CLOCK, keys.ONLINE)
+    shared += tuple(keys.item(m) for m in movies[:6])  # the movies the next six probes rate
+    before = [live.redis.dump(k) for k in shared]
 
     async def with_worker() -> list:
         async with FreshnessProbe(settings.model_copy(update={"probe_timeout_s": 10.0}), movies) as probe:
@@ -67,6 +71,7 @@ def test_freshness_probe_times_a_marker_through_a_real_worker(live: Live) -> Non
         assert int(live.redis.hget(keys.user(r.user_id), "last_ms")) == round(r.at * 1000)
     assert stats(live.redis)["events_applied"] == 7
     assert live.redis.hlen(keys.user_rated(probe_users[0])) == 1
+    assert [live.redis.dump(k) for k in shared] == before
 
 
 def _families(text: str) -> dict[str, list]:
@@ -83,10 +88,12 @@ def test_gateway_serves_lag_freshness_reports_and_the_named_metrics(live: Live) 
     worker_port = int(worker.proc.args[-1])
 
     async def produce() -> None:
+        known = live.runtime.index_of.__contains__
         async with RatingProducer(settings) as producer:
             for i in range(20):
-                await producer.send(1 + i % 5, int(live.runtime.movie_ids[i]), 4.0)
-            await producer.send(7, 999_999_999, 3.0)  # a movie nobody announced: dead letter "unknown_movie"
+                await producer.send(1 + i % 5, int(live.runtime.movie_ids[i]), 4.0, known_movie=known)
+            # a producer that wrongly believes in a movie nobody announced: dead letter "unknown_movie"
+            await producer.send(7, 999_999_999, 3.0, known_movie=lambda _movie: True)
 
     asyncio.run(produce())
     wait_for(lambda: stats(live.redis).get("dead_letters", 0) >= 1, 60, "the dead letter")
@@ -142,7 +149,7 @@ def test_gateway_serves_lag_freshness_reports_and_the_named_metrics(live: Live) 
         partition0 = {"group": settings.app_id, "topic": settings.topic_ratings, "partition": "0"}
         assert any(s.labels == partition0 for s in fam["reelstream_lag_messages"])
         verdicts = {s.labels["verdict"]: s.value for s in fam["reelstream_lag_group_verdict"]}
-        assert set(verdicts) == {"OK", "WARN", "STALL", "STOP", "REWIND"} and sum(verdicts.values()) == 1
+        assert set(verdicts) == {"OK", "WARN", "STALL", "STOP", "REWIND", "RESET"} and sum(verdicts.values()) == 1
         assert _value(fam["reelstream_freshness_seconds"], "reelstream_freshness_seconds_count") >= 3
 
         reports = tc.get("/reports").json()["reports"]

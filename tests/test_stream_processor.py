@@ -10,7 +10,7 @@ from models.runtime import ModelRuntime
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from streams.codecs import codec_for
-from streams.events import rating_event
+from streams.events import rating_event, user_key
 from streams.online import OnlineRatingModel
 from streams.processor import Message, RatingProcessor
 from streams.store import MemoryFeatureStore, RedisFeatureStore, redis_snapshot
@@ -30,7 +30,7 @@ def _messages(n: int = 3000, partitions: int = 4) -> list[Message]:
         p = user % partitions
         ev = rating_event(user, int(RNG.choice(MOVIES)), float(RNG.integers(1, 11)) / 2, 1_400_000_000_000 + i * 60_000,
                           "replay")  # fmt: skip
-        out.append(Message(TOPIC, p, offsets[p], codec.encode(ev)))
+        out.append(Message(TOPIC, p, offsets[p], codec.encode(ev), key=user_key(user)))
         offsets[p] += 1
     return out
 
@@ -72,3 +72,45 @@ def test_the_offset_fence_refuses_a_writer_whose_reads_are_stale(live_settings: 
     assert a.commit(stale) is False  # A's late commit is refused: nothing is applied twice
     assert int(client.hget("rs:stats", "events_applied")) == 80
     assert a.run(msgs).applied == len(msgs) - 80  # re-planned: only what B had not applied
+
+
+PROBE = Settings.model_fields["probe_user_base"].default  # the processor's default probe range
+
+
+def _one(offset: int, user: int, movie: int, *, key: bytes | str | None = "user", source: str = "replay") -> Message:
+    ev = rating_event(user, movie, 4.0, 1_500_000_000_000 + offset, source)  # type: ignore[arg-type]
+    return Message(TOPIC, 0, offset, codec_for("RatingEvent").encode(ev), key=user_key(user) if key == "user" else key)
+
+
+def test_a_rating_keyed_other_than_its_user_goes_to_the_dead_letters() -> None:
+    processor = _processor(MemoryFeatureStore())
+    msgs = [_one(0, 5, 1, key=b"6"), _one(1, 5, 2, key=None), _one(2, 5, 3), _one(3, PROBE, 4, source="live")]
+    plan = processor.run(msgs)
+    assert [(d.record["offset"], d.record["reason"]) for d in plan.dead] == [
+        (0, "key_mismatch"), (1, "key_mismatch"), (3, "reserved_user"),
+    ]  # fmt: skip
+    assert plan.dead[0].record["original"] == msgs[0].value and "b'6'" in plan.dead[0].record["error"]
+    snap = processor.store.snapshot()
+    assert snap[keys.user(5)]["version"] == 1.0 and snap[keys.user_rated(5)] == {"3": 4.0}  # only the keyed one
+    assert keys.user(PROBE) not in snap
+    assert snap[keys.offsets(TOPIC)]["0"] == 3.0  # refused messages are fenced too: a redelivery repeats nothing
+
+
+def test_probe_events_change_the_probe_users_state_and_nothing_shared() -> None:
+    processor = _processor(MemoryFeatureStore())
+    processor.run(_messages(300))
+    before = processor.store.snapshot()
+    online_n = processor.online.n
+    probes = [_one(10_000 + i, PROBE + i % 3, int(MOVIES[i]), source="probe") for i in range(6)]
+    plan = processor.run(probes)
+    assert (plan.applied, plan.dead) == (6, [])
+    after = processor.store.snapshot()
+    changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+    probe_keys = {f(PROBE + i) for i in range(3) for f in (keys.user, keys.user_rated, keys.user_recent)}
+    shared = (keys.ITEMS_POPULAR, keys.ITEMS_TRENDING, keys.ITEMS_PRIOR, keys.ITEMS_PRIOR_CLOCK, keys.ONLINE)
+    assert set(shared) <= set(before)  # each exists, so "unchanged" means something
+    assert {k for k in changed if k in shared or k.startswith(keys.item(0)[:-1])} == set()
+    assert {k for k in changed if k.startswith(keys.user(0)[:-1])} == probe_keys
+    assert after[keys.STATS]["events_applied"] == before[keys.STATS]["events_applied"] + 6
+    assert processor.online.n == online_n  # the in-process online model learned nothing either
+    assert after[keys.user(PROBE)]["last_ms"] == 1_500_000_000_000 + 10_003.0  # what FreshnessProbe reads back

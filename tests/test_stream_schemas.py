@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 
+import fastavro
 import pytest
 from faust.serializers import codecs as faust_codecs
 
-from streams.codecs import CODEC_NAMES, MAGIC, SCHEMA_DIR, DecodeError, SchemaCodec, codec_for, register_codecs
+from streams.codecs import (
+    CODEC_NAMES,
+    MAGIC,
+    SCHEMA_DIR,
+    DecodeError,
+    SchemaCodec,
+    codec_for,
+    parsed_schema,
+    register_codecs,
+)
 from streams.events import rating_event
 from streams.records import DeadLetterRecord, RatingRecord
 
@@ -25,9 +36,10 @@ def test_every_schema_has_namespace_version_and_documented_fields(path) -> None:
 
 
 def _v1_and_v2() -> tuple[dict, dict]:
+    """The current RatingEvent schema and a hypothetical next version that appends a field."""
     v1 = json.loads((SCHEMA_DIR / "rating_event.avsc").read_text())
     v2 = copy.deepcopy(v1)
-    v2["version"] = 2
+    v2["version"] = v1["version"] + 1
     v2["fields"].append({"name": "device", "type": ["null", "string"], "default": None, "doc": "Client device."})
     return v1, v2
 
@@ -38,7 +50,7 @@ EVENT = rating_event(1, 31, 4.5, 964_982_703_000, "replay")
 def test_a_v1_reader_reads_v2_bytes() -> None:
     v1, v2 = _v1_and_v2()
     data = SchemaCodec(v2).encode({**EVENT, "device": "tv"})
-    assert data[:2] == bytes((MAGIC, 2))
+    assert data[:2] == bytes((MAGIC, v2["version"]))
     assert SchemaCodec(v1).decode(data) == EVENT
 
 
@@ -66,3 +78,26 @@ def test_faust_codec_is_registered_once_and_records_name_it() -> None:
     dead = DeadLetterRecord(original=b"\x00", topic="t", partition=1, offset=2, reason="undecodable", error="e",
                             dead_at=3)  # fmt: skip
     assert codec_for("DeadLetter").decode(dead.dumps())["original"] == b"\x00"
+
+
+V1 = json.loads((SCHEMA_DIR / "rating_event.v1.avsc").read_text())
+PROBE = {**EVENT, "user_id": 2_000_000_000, "source": "probe"}
+
+
+def test_the_current_reader_reads_bytes_of_the_v1_writer() -> None:
+    old = SchemaCodec(V1).encode(EVENT)
+    assert old[1] == 1 and codec_for("RatingEvent").decode(old) == EVENT
+    assert codec_for("RatingEvent").decode(codec_for("RatingEvent").encode(PROBE)) == PROBE
+
+
+def test_a_v1_reader_resolving_the_writer_schema_reads_a_probe_as_the_default_live() -> None:
+    data = codec_for("RatingEvent").encode(PROBE)
+    resolved = fastavro.schemaless_reader(io.BytesIO(data[2:]), parsed_schema("RatingEvent"), fastavro.parse_schema(V1))
+    assert resolved == {**PROBE, "source": "live"}
+
+
+def test_a_v1_reader_without_the_writer_schema_refuses_a_probe_instead_of_misreading_it() -> None:
+    old_reader = SchemaCodec(V1)
+    assert old_reader.decode(codec_for("RatingEvent").encode(EVENT)) == EVENT  # other sources still read
+    with pytest.raises(DecodeError):
+        old_reader.decode(codec_for("RatingEvent").encode(PROBE))  # a dead letter "undecodable", never applied

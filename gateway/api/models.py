@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas import ratings
+
 __all__ = [
     "ArmsPublic",
     "ComponentHealth",
@@ -123,16 +125,29 @@ class SimilarList(BaseModel):
 
 
 class RatingCreate(BaseModel):
+    """A rating to produce. The bounds are the rating contract's constants (schemas/ratings.py); the rules
+    that need settings, the clock or the catalogue (reserved probe ids, the time window, the movie) are
+    checked by the same contract in the route, so a 202 means the worker applies the event."""
+
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"user_id": 1, "movie_id": 6, "rating": 4.5}]}
     )
 
-    user_id: int = Field(ge=1, le=2**53)
-    movie_id: int = Field(ge=1, le=2**53)
-    rating: float = Field(ge=0.5, le=5.0, multiple_of=0.5, description="Stars, 0.5 to 5.0 in half steps.")
-    event_ts: int | None = Field(
-        None, ge=0, le=2**53, description="Epoch ms of the rating; defaults to the time of the request."
+    user_id: int = Field(
+        ge=ratings.MIN_ID, le=ratings.MAX_ID, description="Ids from `probe_user_base` up are reserved for probes."
     )
+    movie_id: int = Field(
+        ge=ratings.MIN_ID, le=ratings.MAX_ID, description="In the model, or announced by a MovieEvent."
+    )
+    rating: float = Field(
+        ge=ratings.MIN_RATING, le=ratings.MAX_RATING, multiple_of=ratings.RATING_STEP,
+        description=f"Stars, {ratings.MIN_RATING} to {ratings.MAX_RATING} in steps of {ratings.RATING_STEP}.",
+    )  # fmt: skip
+    event_ts: int | None = Field(
+        None, ge=0, le=ratings.MAX_ID,
+        description="Epoch ms of the rating; defaults to the time of the request. Must lie within "
+        "`event_min_ts_ms` .. now + `event_max_future_ms` (the worker's window).",
+    )  # fmt: skip
 
 
 class RatingAccepted(BaseModel):
