@@ -163,9 +163,9 @@ def reference_state(settings: Settings, runtime: ModelRuntime, rows: list[tuple[
     processor = RatingProcessor(
         runtime, MemoryFeatureStore(), topic=settings.topic_ratings, min_ts_ms=settings.event_min_ts_ms,
         max_future_ms=settings.event_max_future_ms, half_life_s=settings.trending_half_life_s,
+        probe_user_base=settings.probe_user_base,
     )  # fmt: skip
     processor.run(msgs)
-        probe_user_base=settings.probe_user_base,
     return processor.store.snapshot()
 
 
