@@ -12,13 +12,18 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
+from gateway.api.body_limit import BodyLimitMiddleware
 from gateway.api.routes import dashboard, monitoring, movies, ratings, recommendations, reports, rules, system, users
 from gateway.catalog import Catalog
-from gateway.errors import BrokerUnavailable, StateUnavailable, http_status
+from gateway.errors import BrokerUnavailable, StateUnavailable, body_error, http_status, validation_detail
 from gateway.monitors import LagSampler, ProbeRunner
 from gateway.prior import ItemPrior
 from gateway.producer import KafkaRatingsProducer, RatingsProducer
@@ -85,6 +90,26 @@ def _start_monitors(app: FastAPI, settings: Settings, telemetry: Telemetry) -> l
     return tasks
 
 
+def _install_request_error_handlers(app: FastAPI) -> None:
+    """Answers for requests refused before a route runs (docs/gateway.md, "Error answers").
+
+    FastAPI's own 422 renders the refused input as parsed, which fails (a 500) for NaN, Infinity,
+    bytes that are not UTF-8 or lone surrogates; its 400 for an unparsable body says only "There was
+    an error parsing the body".
+    """
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_detail(exc.errors())}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and (reason := body_error(exc.__cause__)) is not None:
+            detail = [{"type": "json_invalid", "loc": ["body"], "msg": reason, "input": {}}]
+            return JSONResponse({"detail": detail}, status_code=422)
+        return await http_exception_handler(request, exc)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -134,6 +159,7 @@ def create_app(
     for module in (recommendations, users, movies, ratings, rules, system, monitoring, reports, dashboard):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
+    _install_request_error_handlers(app)
 
     @app.exception_handler(ReelstreamError)
     async def _reelstream_error(request: Request, exc: ReelstreamError) -> JSONResponse:
@@ -143,5 +169,6 @@ def create_app(
             app.state.gateway.telemetry.ratings.labels("broker_unavailable").inc()
         return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
 
-    app.add_middleware(TelemetryMiddleware, telemetry=telemetry)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.gateway_max_body_bytes)
+    app.add_middleware(TelemetryMiddleware, telemetry=telemetry)  # outermost: it counts the 413s too
     return app

@@ -22,8 +22,10 @@ _WINDOW = 4096
 _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
 _FRESHNESS_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _PARTITION = ["group", "topic", "partition"]
+#: Methods labelled by name; any other token a client sends is counted as ``OTHER`` (one series, not one per token).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 #: Every verdict a lag gauge can carry (monitoring.lag_rules.Verdict names).
-VERDICTS = ("OK", "WARN", "STALL", "STOP", "REWIND")
+VERDICTS = ("OK", "WARN", "STALL", "STOP", "REWIND", "RESET")
 
 
 class Telemetry:
@@ -136,4 +138,5 @@ class TelemetryMiddleware:
         finally:
             route = scope.get("route")
             name = getattr(route, "path", None) or "unmatched"
-            self.telemetry.observe(scope.get("method", "?"), name, status, time.perf_counter() - start)
+            method = scope.get("method", "?")
+            self.telemetry.observe(method if method in METHODS else "OTHER", name, status, time.perf_counter() - start)

@@ -27,7 +27,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -56,7 +56,8 @@ Segment = Literal["new", "casual", "heavy"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and Infinity would pass unbounded and one-sided fields (genre boosts, gt=0) and turn scores into NaN.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Avoid(_Strict):
@@ -80,9 +81,9 @@ class Avoid(_Strict):
 class Prefer(_Strict):
     """Soft preferences, in standard deviations of the user's score distribution."""
 
-    genre_boosts: dict[str, float] = Field(default_factory=dict)
+    genre_boosts: dict[str, Annotated[float, Field(ge=-10.0, le=10.0)]] = Field(default_factory=dict)
     recency_boost: float = Field(0.0, ge=-10.0, le=10.0)
-    recency_half_life_years: float = Field(10.0, gt=0.0)
+    recency_half_life_years: float = Field(10.0, ge=0.01)  # a denormal half-life divides to NaN in float32
     popularity_penalty: float = Field(0.0, ge=-10.0, le=10.0)
 
 
@@ -129,10 +130,10 @@ class SegmentRules(BaseModel):
 
 
 class Arm(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    weight: float = Field(gt=0.0)
+    weight: float = Field(gt=0.0, le=1e6)  # relative; two weights near the float maximum would sum to inf
     overrides: dict[str, Any] = Field(default_factory=dict)
 
 
