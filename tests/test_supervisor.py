@@ -28,10 +28,11 @@ import pytest
 import redis
 
 from models.runtime import ModelRuntime
-from reelstream import infra
+from reelstream import infra, system
 from reelstream.settings import Settings
 from reelstream.supervisor import ChildSpec, CrashLoop, Supervisor, backoff_s
 from schemas import redis_keys as keys
+from streams.admin import ensure_topics_sync
 from streams.store import redis_snapshot
 from tests.live_system import install_var
 from tests.stream_support import diff_states, reference_state, wait_for
@@ -156,6 +157,29 @@ def test_replay_exit_0_is_done_and_a_failure_is_restarted(tmp_path: Path) -> Non
         assert "finished (exit code 0); not restarted" in _log(settings) and "replay restarted" not in _log(settings)
     finally:
         _kill_all(sup)
+
+
+def test_a_killed_local_broker_comes_back_with_its_topics(tmp_path: Path) -> None:
+    """The broker's restart is ``up``'s own (``system.child_specs``): a fresh memory-only broker gets the topics."""
+    settings = _settings(tmp_path, kafka_bootstrap=f"127.0.0.1:{infra.free_port()}",
+                         redis_url=f"redis://127.0.0.1:{infra.free_port()}/0")  # fmt: skip
+    infra.up(settings)
+    sup = Supervisor(settings, lambda _: None)
+    try:
+        ensure_topics_sync(settings)
+        old = infra.running_pid(settings.run_dir, "broker")
+        assert old is not None
+        sup.adopt(system.child_specs(settings, system.SystemPlan(replay=False))["broker"], old)
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: (sup.check(), "broker restarted" in _log(settings))[1], 60, "the broker's restart")
+        assert f"broker (pid {old}) killed by SIGKILL" in _log(settings)
+        assert infra.broker_answers(settings.kafka_bootstrap) and sup.children["broker"].pid != old
+        statuses = ensure_topics_sync(settings)
+        assert [(t.name, t.partitions, t.created) for t in statuses] == [
+            (name, settings.topic_partitions, False) for name in settings.topics
+        ]  # created by the restart, before anyone could auto-create them
+    finally:
+        infra.down(settings)
 
 
 # --- reelstream up, supervising ---------------------------------------------------------------
