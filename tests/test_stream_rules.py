@@ -10,7 +10,9 @@ import pytest
 from schemas.ratings import (
     MAX_ID,
     MAX_RATING,
+    MIN_ID,
     MIN_RATING,
+    RATING_STEP,
     REASONS,
     SOURCES,
     RatingLimits,
@@ -80,3 +82,13 @@ def test_the_sources_are_the_avro_enum() -> None:
     schema = json.loads((SCHEMA_DIR / "rating_event.avsc").read_text())
     (source,) = (f for f in schema["fields"] if f["name"] == "source")
     assert tuple(source["type"]["symbols"]) == SOURCES and source["type"]["default"] == "live"
+
+
+def test_the_openapi_bounds_of_rating_create_are_the_contracts() -> None:
+    from gateway.api.models import RatingCreate
+
+    props = RatingCreate.model_json_schema()["properties"]
+    rating = props["rating"]
+    assert (rating["minimum"], rating["maximum"], rating["multipleOf"]) == (MIN_RATING, MAX_RATING, RATING_STEP)
+    for name in ("user_id", "movie_id"):
+        assert (props[name]["minimum"], props[name]["maximum"]) == (MIN_ID, MAX_ID)
