@@ -443,7 +443,7 @@ def _run(examples: int, strategy: st.SearchStrategy[RawRequest], check: Callable
 
 
 def test_every_route_answers_raw_bytes_without_server_errors(live: Live) -> None:
-    """~1,150 hostile requests to a real gateway: all answered, none a 5xx but a documented 503, still up."""
+    """~1,700 hostile requests to a real gateway: all answered, none a 5xx but a documented 503, still up."""
     for uid in USERS:  # state in Redis, so valid ids reach the personalised list and the profile
         write_user(live.redis, live.runtime, uid, [(int(m), 4.0) for m in live.runtime.movie_ids[uid : uid + 6]])
     routes = routes_of(live.settings)
