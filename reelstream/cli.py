@@ -11,6 +11,7 @@ import sys
 import typer
 from rich.console import Console
 
+from reelstream.commands import archive as archive_cmd
 from reelstream.commands import bootstrap as bootstrap_cmd
 from reelstream.commands import evaluate as evaluate_cmd
 from reelstream.commands import gateway as gateway_cmd
@@ -35,11 +36,13 @@ app = typer.Typer(
 app.add_typer(infra.app, name="infra")
 
 # Command groups register below, one line each (keep alphabetical).
+app.command("archive")(archive_cmd.run)
 app.command("bootstrap")(bootstrap_cmd.run)
 app.command("evaluate")(evaluate_cmd.run)
 app.command("gateway")(gateway_cmd.gateway_cmd)
 app.command("lag")(lag_cmd.lag)
 app.command("rate")(rate_cmd.rate)
+app.command("rebuild")(archive_cmd.rebuild)
 app.command("replay")(replay_cmd.run)
 app.command("seed")(seed_cmd.run)
 app.command("synth")(synth_cmd.run)

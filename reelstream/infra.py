@@ -243,13 +243,19 @@ def start_broker(run_dir: Path, host: str, port: int) -> int:
 
 
 def start_redis(run_dir: Path, host: str, port: int) -> int:
-    """Start redis-server on ``host:port`` (no persistence) and wait until it answers PING."""
+    """Start redis-server on ``host:port`` with an append-only file and wait until it answers PING.
+
+    The AOF (``appendonly.aof`` in ``run_dir/redis``, fsynced every second; no RDB snapshots) is
+    what lets ``reelstream down`` + ``up`` keep the feature tables: a restarted Redis replays it
+    before it answers. At most the last second of writes can be lost to a power cut; a plain
+    restart (SIGTERM, as ``down`` sends) fsyncs it first. ``docs/durability.md`` has the rest.
+    """
     data_dir = run_dir / "redis"
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         str(redis_binary()),
         "--bind", host, "--port", str(port),
-        "--dir", str(data_dir), "--save", "", "--appendonly", "no",
+        "--dir", str(data_dir), "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
         "--protected-mode", "no", "--daemonize", "no",
     ]  # fmt: skip
     pid = spawn(run_dir, "redis", argv).pid

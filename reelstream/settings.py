@@ -116,6 +116,21 @@ class Settings(BaseSettings):
     #: Seconds between two checks of the supervised processes.
     supervisor_poll_s: float = Field(0.5, gt=0)
 
+    # --- archive and rebuild (docs/durability.md) -----------------------------------
+    #: A partition's buffered records become one Parquet segment of the archive once they hold this
+    #: many value bytes, or once the oldest of them has waited ``archive_segment_age_s`` seconds.
+    archive_segment_bytes: int = Field(4 * 1024 * 1024, ge=1)
+    archive_segment_age_s: float = Field(2.0, gt=0)
+    #: Seconds between the archiver's status writes (``rs:archive``) and progress log lines.
+    archive_status_interval_s: float = Field(1.0, gt=0)
+    #: The archiver's retry backoff after a broker, Redis or disk error doubles from 0.5 s up to this.
+    archive_backoff_max_s: float = Field(10.0, gt=0)
+    #: A rebuild's Redis lock expires this long after its holder's last batch (a killed rebuilder's
+    #: lock frees itself; a waiting worker then takes over and resumes it).
+    rebuild_lock_ttl_s: int = Field(30, ge=2)
+    #: Archived records per rebuild batch (one fenced Lua script each).
+    rebuild_batch: int = Field(5000, ge=1, le=100_000)
+
     # --- gateway --------------------------------------------------------------------
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
@@ -219,6 +234,16 @@ class Settings(BaseSettings):
         if self._admin_secret is None or self._admin_secret[0] != path:
             self._admin_secret = (path, _read_or_create_token(path))
         return self._admin_secret[1]
+
+    @property
+    def archive_dir(self) -> Path:
+        """``reelstream archive``'s Parquet segments: ``{topic}/p{partition}/e{epoch}-{first}-{last}.parquet``."""
+        return self.store_dir / "archive"
+
+    @property
+    def archive_group(self) -> str:
+        """The archiver's consumer group (its commits are what ``reelstream lag`` shows for it)."""
+        return f"{self.app_id}-archive"
 
     @property
     def replay_checkpoint(self) -> Path:

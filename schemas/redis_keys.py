@@ -50,19 +50,31 @@ key                            type    fields / members
                                        movies_applied, log_resets, events_lost (estimated)
 ``rs:seed``                    hash    what ``reelstream seed`` applied: ``status`` (running, done),
                                        ``store_version``, ``model_version``, ``rows``, ``topic``,
-                                       ``started_ms``, ``finished_ms``
+                                       ``started_ms``, ``finished_ms``; a rebuild (streams/rebuild.py)
+                                       adds ``rebuild`` (running, done), ``rebuild_started_ms``,
+                                       ``rebuilt_ms``, ``archive_records``
+``rs:rebuild:lock``            string  the rebuild in progress: its holder's token; expires after
+                                       rebuild_lock_ttl_s unless the holder renews it
+``rs:archive``                 hash    ``reelstream archive``'s status (streams/archive.py): per
+                                       partition ``{topic}:{p}:offset`` (archived, -1: none yet),
+                                       ``:epoch``, ``:highwater`` (last seen), ``:segments``,
+                                       ``:records``, ``:last_write_ms``; totals ``records``,
+                                       ``segments``, ``resets``, ``lost``, ``state``, ``pid``,
+                                       ``started_ms``, ``updated_ms``
 =============================  ======  =============================================================
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ARCHIVE",
     "ITEMS_POPULAR",
     "ITEMS_PRIOR",
     "ITEMS_PRIOR_CLOCK",
     "ITEMS_TRENDING",
     "ONLINE",
     "PREFIX",
+    "REBUILD_LOCK",
     "RECENT_MAX",
     "SEED",
     "STATS",
@@ -88,6 +100,10 @@ ONLINE = f"{PREFIX}:online"
 STATS = f"{PREFIX}:stats"
 #: What ``reelstream seed`` applied (HISTORY's store and model version); see streams/seed.py.
 SEED = f"{PREFIX}:seed"
+#: Held by the one process rebuilding the feature tables (streams/rebuild.py); others wait for it.
+REBUILD_LOCK = f"{PREFIX}:rebuild:lock"
+#: ``reelstream archive``'s progress: archived offset, epoch and segments per partition (streams/archive.py).
+ARCHIVE = f"{PREFIX}:archive"
 #: How many recent ratings a user's ``recent`` list keeps.
 RECENT_MAX = 50
 

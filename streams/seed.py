@@ -53,6 +53,7 @@ from streams.store import RedisFeatureStore
 __all__ = [
     "SeedSummary",
     "delete_feature_tables",
+    "fold_history",
     "live_workers",
     "read_marker",
     "rewind_worker_group",
@@ -112,11 +113,17 @@ def live_workers(client: redis.Redis) -> list[str]:
     return sorted(names)
 
 
-def delete_feature_tables(client: redis.Redis, chunk: int = 1000) -> int:
-    """UNLINK every ``rs:*`` key (SCAN, never FLUSHDB: other apps may share the database); returns the count."""
+def delete_feature_tables(client: redis.Redis, chunk: int = 1000, keep: tuple[str, ...] = ()) -> int:
+    """UNLINK every ``rs:*`` key (SCAN, never FLUSHDB: other apps may share the database); returns the count.
+
+    Keys starting with one of ``keep`` stay (a rebuild keeps its lock, heartbeats and the archive status).
+    """
     deleted = 0
     batch: list[bytes] = []
+    kept = tuple(k.encode() for k in keep)
     for raw in client.scan_iter(match=f"{keys.PREFIX}:*", count=chunk):
+        if kept and raw.startswith(kept):
+            continue
         batch.append(raw)
         if len(batch) >= chunk:
             deleted += client.unlink(*batch)
@@ -212,6 +219,26 @@ def seed_history(
     finally:
         if owns_client:
             client.close()
+    return summary
+
+
+def fold_history(
+    settings: Settings,
+    client: redis.Redis,
+    runtime: ModelRuntime,
+    history: pl.DataFrame,
+    store_version: int,
+    *,
+    batch_size: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> SeedSummary:
+    """Fold ``history`` (the store's HISTORY) in, fenced, without :func:`seed_history`'s checks of what Redis holds.
+
+    For :mod:`streams.rebuild`, which owns the marker's ``rebuild`` field and the lock; sets ``status`` done.
+    """
+    history = history.select("user_id", "movie_id", "rating", "ts")
+    summary = SeedSummary(rows=history.height, store_version=store_version, model_version=runtime.version)
+    _apply(settings, client, runtime, history, summary, batch_size or settings.seed_batch, on_progress)
     return summary
 
 

@@ -34,8 +34,10 @@ from streams.processor import Message, RatingProcessor
 from streams.store import MemoryFeatureStore
 
 #: Keys whose content legitimately depends on the run (who, when, how often redelivered).
-#: rs:fence: and rs:resets: hold log identities, high watermarks and reset times (timing, not events).
-RUN_DEPENDENT = ("rs:offsets:", "rs:fence:", "rs:resets:", "rs:worker:", keys.ONLINE, keys.STATS)
+#: rs:fence: and rs:resets: hold log identities, high watermarks and reset times (timing, not events);
+#: rs:archive is the archiver's progress and rs:rebuild:lock a rebuild in flight (streams/archive.py, rebuild.py).
+RUN_DEPENDENT = ("rs:offsets:", "rs:fence:", "rs:resets:", "rs:worker:", keys.ONLINE, keys.STATS, keys.ARCHIVE,
+                 keys.REBUILD_LOCK)  # fmt: skip
 
 
 def unique_stream_env(tag: str) -> dict[str, str]:
@@ -242,3 +244,33 @@ def open_case(
         for w in case.workers:
             w.stop()
         client.close()
+
+class ArchiverProcess:
+    """A real ``reelstream archive`` child process (streams/archive.py) with its own log file."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with log.open("ab") as fh:
+            self.proc = subprocess.Popen([sys.executable, "-m", "reelstream.cli", "archive"], env=env, stdout=fh,
+                                         stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+    def kill9(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> int:
+        """SIGTERM (it writes what it buffered first) and wait; returns the exit code."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        return self.proc.returncode
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
 
 from reelstream import infra
 from reelstream.errors import InfraError
@@ -91,3 +92,31 @@ def test_probes_say_no_when_nothing_listens() -> None:
     port = infra.free_port()
     assert not infra.broker_answers(f"127.0.0.1:{port}", timeout=0.2)
     assert not infra.redis_answers(f"redis://127.0.0.1:{port}/0", timeout=0.2)
+
+
+def test_redis_keeps_its_state_across_a_restart(tmp_path: Path) -> None:
+    """The local Redis runs with an append-only file, so a stop and start (``down`` + ``up``) keeps every key."""
+    run_dir, port = tmp_path / "run", infra.free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    state = {b"version": b"3", b"pre": bytes(range(256)), b"model_version": b"m0001"}
+    infra.start_redis(run_dir, "127.0.0.1", port)
+    try:
+        client = redis.Redis.from_url(url)
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+        assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
+        client.hset("rs:user:1", mapping=state)
+        client.rpush("rs:user:1:recent", "10:4.0:1", "11:3.5:2")
+        client.close()
+    finally:
+        assert infra.stop_process(run_dir, "redis")
+    assert not infra.redis_answers(url)
+    assert (run_dir / "redis" / "appendonly.aof").stat().st_size > 0
+
+    infra.start_redis(run_dir, "127.0.0.1", port)
+    try:
+        client = redis.Redis.from_url(url)
+        assert client.hgetall("rs:user:1") == state
+        assert client.lrange("rs:user:1:recent", 0, -1) == [b"10:4.0:1", b"11:3.5:2"]
+        client.close()
+    finally:
+        infra.stop_process(run_dir, "redis")
