@@ -328,6 +328,8 @@ class Archiver:
         self.settings = settings
         self.topics = (settings.topic_movies, settings.topic_ratings)
         self.parts: dict[TopicPartition, _Partition] = {}
+        #: partitions whose topic vanished (deleted): their state waits for the topic to come back
+        self._gone: dict[TopicPartition, _Partition] = {}
         self.resets = 0
         self.lost = 0
         self.archived = 0  #: records this process wrote
@@ -428,10 +430,8 @@ class Archiver:
         finally:
             for part in self.parts.values():
                 part.drop_buffer()  # never written: read again from the tip by the next session
-            with contextlib.suppress(KafkaError, OSError, TimeoutError):
-                await asyncio.wait_for(consumer.stop(), START_TIMEOUT_S)
-            with contextlib.suppress(KafkaError, OSError, TimeoutError):
-                await asyncio.wait_for(probe.stop(), START_TIMEOUT_S)
+            await _close(consumer)
+            await _close(probe)
 
     async def _refresh_partitions(self, consumer: AIOKafkaConsumer, probe: AIOKafkaConsumer,
                                   initial: bool = False) -> None:  # fmt: skip
@@ -448,14 +448,14 @@ class Archiver:
         for tp in sorted(tps):
             disk = await asyncio.to_thread(archive_tip, archive_dir, tp.topic, tp.partition)
             segments = list_segments(archive_dir, tp.topic, tp.partition)
-            old = self.parts.get(tp)
+            old = self.parts.get(tp) or self._gone.pop(tp, None)
             part = self.parts[tp] = old or _Partition(tp.topic, tp.partition)
             # A reset judged earlier with nothing archived since keeps its new epoch; else the disk decides.
             if not (old is not None and old.fence.offset < 0 and old.fence.epoch > disk.epoch):
                 part.fence = disk
             part.segments, part.records = len(segments), sum(seg.span for seg in segments)
         for tp in set(self.parts) - tps:
-            del self.parts[tp]
+            self._gone[tp] = self.parts.pop(tp)  # keeps what it saw of the old log (the lost estimate)
         consumer.assign(sorted(tps))
         if tps:
             await self._flush(consumer, probe, list(self.parts.values()), write=[])  # verify every tip
@@ -520,9 +520,12 @@ class Archiver:
                 part.seen = hw  # read just now: the current log's truth (a fetch's may be stale)
             if id(part) in writing and part.buffer:
                 records = part.buffer
-                segment = await asyncio.to_thread(
-                    write_segment, self.settings.archive_dir, part.topic, part.partition, part.fence.epoch, records
-                )
+                try:
+                    segment = await asyncio.to_thread(
+                        write_segment, self.settings.archive_dir, part.topic, part.partition, part.fence.epoch, records
+                    )
+                except pl.exceptions.PolarsError as exc:  # the Parquet writer's I/O errors (disk full...): retried
+                    raise OSError(f"writing a segment of {tp.topic}[{tp.partition}] failed: {exc}") from exc
                 part.fence = Fence(records[-1].offset, part.fence.epoch, records[-1].fingerprint())
                 part.drop_buffer()
                 part.segments += 1
@@ -633,6 +636,20 @@ class Archiver:
                  "%d reset(s), %d lost", n, dt, n / dt, sum(p.records for p in self.parts.values()),
                  sum(p.segments for p in self.parts.values()), tail, self.resets, self.lost)  # fmt: skip
         self._last_progress, self._progress_mark = now, self.archived
+
+
+async def _close(consumer: AIOKafkaConsumer) -> None:
+    """Stop a consumer whatever state the broker left it in (errors here change nothing: it is discarded)."""
+    try:
+        await asyncio.wait_for(consumer.stop(), START_TIMEOUT_S)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        log.debug("closing a consumer: %s", exc)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # this task is being cancelled: let it go
+        # aiokafka's fetcher, stopped while it waited in its retry backoff (the broker was away), lets its
+        # own CancelledError out of stop(); the consumer is closed all the same.
 
 
 async def run_archiver(settings: Settings) -> None:

@@ -8,6 +8,7 @@ partition, offset, key, value and timestamp), each once, whatever was killed in 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from reelstream import infra
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from streams.admin import ensure_topics_sync, high_watermarks
@@ -269,3 +271,51 @@ def test_segments_are_atomic_and_a_reader_sees_each_offset_once(tmp_path: Path) 
     assert (tip.offset, tip.epoch, tip.fingerprint) == (1, 1, fingerprint(b"k", b"v1", 1001))
     assert remove_partial_segments(archive) == 1
     assert [p.name for p in (archive / "t" / "p0").iterdir() if p.name.startswith(".")] == []
+
+
+def test_the_archiver_rides_out_redis_and_broker_outages(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Its own broker and Redis, stopped and started under it: the process keeps archiving and never exits."""
+    run_dir, kafka_port, redis_port = tmp_path / "infra", infra.free_port(), infra.free_port()
+    infra.start_broker(run_dir, "127.0.0.1", kafka_port)
+    infra.start_redis(run_dir, "127.0.0.1", redis_port)
+    env = {
+        "KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}", "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "REELSTREAM_TOPIC_PARTITIONS": "2", "REELSTREAM_ARCHIVE_SEGMENT_AGE_S": "0.3",
+        "REELSTREAM_ARCHIVE_STATUS_INTERVAL_S": "0.2", "REELSTREAM_ARCHIVE_BACKOFF_MAX_S": "1",
+        "REELSTREAM_REDIS_TIMEOUT_S": "1",
+    }  # fmt: skip
+    s = apply_env(monkeypatch, env)
+    client = redis.Redis.from_url(s.redis_url)
+    case = Case(s, {**os.environ, **env, "REELSTREAM_VAR_DIR": str(s.var_dir)}, client, tmp_path, [])
+    try:
+        ensure_topics_sync(s)
+        archiver = case.archiver()
+        case.produce(s.topic_ratings, _ratings(0, 100))
+        case.wait_archived(100)
+
+        infra.stop_process(run_dir, "redis")  # Redis holds only the status: archiving goes on
+        case.produce(s.topic_ratings, _ratings(100, 100))
+        case.wait_archived(200)
+        infra.start_redis(run_dir, "127.0.0.1", redis_port)
+        wait_for(lambda: case.status().get("records") == "200", 30, "the status written again once Redis is back")
+
+        infra.stop_process(run_dir, "broker")  # the memory-only broker: it comes back empty
+        wait_for(lambda: case.status().get("state") == "degraded", 60, "the status to say the broker is away")
+        assert archiver.alive(), archiver.tail()
+        infra.start_broker(run_dir, "127.0.0.1", kafka_port)
+        ensure_topics_sync(s)
+        case.produce(s.topic_ratings, _ratings(200, 40))
+        case.wait_archived(40, epoch=1)
+        assert len(case.archived_rows(epoch=0)) == 200  # the old log's records, each once
+        assert sorted(case.archived_rows(epoch=1)) == sorted(case.broker_rows())
+        wait_for(lambda: case.status().get("state") == "running", 30, "the status to say running again")
+        assert case.status()["resets"] == str(s.topic_partitions) and case.status()["lost"] == "0"
+        assert archiver.alive() and archiver.stop() == 0
+    finally:
+        for a in case.archivers:
+            a.stop()
+        client.close()
+        infra.stop_process(run_dir, "broker")
+        infra.stop_process(run_dir, "redis")
