@@ -173,7 +173,6 @@ def _phase(pid: int, port: int, paths: Path, n: int, concurrency: int) -> dict:
 
 
 def bench_catalogue(name: str, items, runtime, args: argparse.Namespace, work: Path) -> dict:
-    import redis
 
     from gateway.testing import write_user
     from reelstream import infra
@@ -187,7 +186,9 @@ def bench_catalogue(name: str, items, runtime, args: argparse.Namespace, work: P
     infra.start_redis(work / "run", "127.0.0.1", redis_port)
     url = f"redis://127.0.0.1:{redis_port}/0"
     try:
-        client = redis.Redis.from_url(url)
+        from reelstream.redis_client import redis_client
+
+        client = redis_client(url)
         import numpy as np
 
         rng = np.random.default_rng(0)

@@ -40,7 +40,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import psutil
-import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 from bootstrap.store import load_store  # noqa: E402
 from models.runtime import ModelRuntime  # noqa: E402
 from reelstream import infra  # noqa: E402
+from reelstream.redis_client import redis_client  # noqa: E402
 from reelstream.settings import Settings  # noqa: E402
 from schemas import redis_keys as keys  # noqa: E402
 from streams.admin import ensure_topics  # noqa: E402
@@ -92,7 +92,8 @@ class Bench:
         self.redis_pid = infra.start_redis(run, "127.0.0.1", rp)
         self.run_dir = run
         self.base_env = {**os.environ, "KAFKA_BOOTSTRAP": f"127.0.0.1:{kp}", "REDIS_URL": f"redis://127.0.0.1:{rp}/0",
-                         "REELSTREAM_VAR_DIR": str(tmp / "var")}  # fmt: skip
+                         "REELSTREAM_VAR_DIR": str(tmp / "var"),
+                         "REELSTREAM_WORKER_REBUILD": "false"}  # the stream alone: no HISTORY rebuild  # fmt: skip
         subprocess.run([sys.executable, "-m", "reelstream.cli", "bootstrap"], env=self.base_env, check=True,
                        capture_output=True)  # fmt: skip
         self.store = load_store(tmp / "var" / "store")
@@ -101,7 +102,7 @@ class Bench:
         rt.save(tmp / "var" / "models" / "m0001")
         (tmp / "var" / "models" / "CURRENT").write_text("m0001")
         self.movies = movies
-        self.redis = redis.Redis(port=rp)
+        self.redis = redis_client(f"redis://127.0.0.1:{rp}/0")
 
     def close(self) -> None:
         infra.stop_process(self.run_dir, "broker")

@@ -11,7 +11,8 @@ when the app builds its own collaborators, or when asked with ``monitors=True``)
   ``settings.probe_interval_s`` and feeds ``reelstream_freshness_seconds``;
   ``GET /freshness`` returns the recent probes and their percentiles.
 
-A failure (broker or Redis away) is recorded and retried on the next period: the
+A failure (broker or Redis away: ``RedisError``, ``KafkaError``, ``OSError``, ``TimeoutError``,
+``InfraError``) is recorded, logged once per outage, counted and retried on the next period: the
 monitors never stop the gateway.
 """
 
@@ -19,20 +20,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import redis.asyncio as aioredis
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from gateway.telemetry import Telemetry
 from monitoring.freshness import FreshnessProbe, ProbeLost, ProbeResult
-from monitoring.lag import GroupLag, LagMonitor
+from monitoring.lag import GroupLag, LagMonitor, recorded_resets
 from monitoring.liveness import worker_heartbeats
 from reelstream.errors import InfraError
+from reelstream.redis_client import async_redis_client
 from reelstream.settings import Settings
 from schemas import redis_keys
 
@@ -42,6 +44,10 @@ __all__ = ["LagSampler", "ProbeRunner", "worker_freshness"]
 PROBES_KEPT = 240
 #: Seconds to wait before retrying a monitor that could not start (broker or topics missing).
 RETRY_S = 2.0
+#: What a monitor survives (and retries): the infrastructure being away.
+INFRA_ERRORS = (InfraError, KafkaError, RedisError, OSError, TimeoutError)
+
+log = logging.getLogger(__name__)
 
 
 class LagSampler:
@@ -57,9 +63,10 @@ class LagSampler:
 
     def _monitor(self) -> LagMonitor:
         s = self.settings
+        topics = (s.topic_ratings, s.topic_movies)
         return LagMonitor(
-            s.kafka_bootstrap, s.app_id, (s.topic_ratings, s.topic_movies), window=self.window,
-            liveness=worker_heartbeats(s.redis_url),
+            s.kafka_bootstrap, s.app_id, topics, window=self.window, liveness=worker_heartbeats(s.redis_url),
+            resets=recorded_resets(s.redis_url, topics),
         )  # fmt: skip
 
     async def run(self) -> None:
@@ -70,15 +77,20 @@ class LagSampler:
                 await monitor.start()
                 while True:
                     sample = await monitor.sample()
+                    if self.error is not None:
+                        log.warning("lag sampling works again")
                     self.latest, self.error = sample, None
                     self.samples += 1
                     self.telemetry.record_lag(sample)
                     await asyncio.sleep(interval)  # the sampling period
-            except InfraError as exc:
-                self.error = str(exc)
+            except INFRA_ERRORS as exc:
+                if self.error is None:
+                    log.warning("lag sampling failed (%s); retrying every %.0f s", exc, RETRY_S)
+                self.error = str(exc) or type(exc).__name__
                 self.telemetry.lag_errors.inc()
             finally:
-                await monitor.stop()
+                with contextlib.suppress(*INFRA_ERRORS):
+                    await monitor.stop()
             await asyncio.sleep(RETRY_S)  # retry period after a failure
 
 
@@ -123,14 +135,18 @@ class ProbeRunner:
                         except ProbeLost as exc:
                             self.record_lost(str(exc))
                         await asyncio.sleep(max(interval - (time.monotonic() - started), 0.0))  # probe period
-            except (InfraError, KafkaError, OSError, ValueError) as exc:
-                self.error = f"probe cannot start: {type(exc).__name__}: {exc}"
+            except (*INFRA_ERRORS, ValueError) as exc:
+                if self.error is None or not self.error.startswith("probe cannot run"):
+                    log.warning("freshness probe cannot run (%s: %s); retrying every %.0f s", type(exc).__name__,
+                                exc, RETRY_S)  # fmt: skip
+                self.error = f"probe cannot run: {type(exc).__name__}: {exc}"
+                self.telemetry.probes.labels("error").inc()
             await asyncio.sleep(RETRY_S)  # retry period after a failure
 
 
 async def worker_freshness(redis_url: str) -> dict[str, dict[str, int]]:
     """Each live worker's produce-to-commit window from Redis (``rs:worker:{name}:freshness``), in ms."""
-    client = aioredis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    client = async_redis_client(redis_url, timeout=1.0)
     out: dict[str, dict[str, int]] = {}
     try:
         pattern = redis_keys.worker_freshness("*")

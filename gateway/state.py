@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 
 from gateway.decisions import rule_1_redis_backing_off
 from gateway.errors import StateUnavailable
+from reelstream.redis_client import async_redis_client, redis_client
 from schemas import redis_keys as keys
 from schemas.user_record import (
     BINARY_FIELDS,
@@ -108,10 +109,9 @@ class RedisState:
     def __init__(
         self, url: str, *, timeout: float = 0.25, retry_s: float = 1.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": None}
-        self.client = redis.Redis.from_url(url, max_connections=64, **options)
+        self.client = redis_client(url, timeout=timeout, max_connections=64, retry=None)
         self.url = url
-        self._async_options = options
+        self._timeout = timeout
         self._async: aioredis.Redis | None = None
         self._async_loop: asyncio.AbstractEventLoop | None = None
         self.retry_s = retry_s
@@ -148,11 +148,9 @@ class RedisState:
         if self._async is None or self._async_loop is not loop:
             # bounded, and a request waits for a free connection (at most the timeout) rather than
             # opening one per concurrent request: each holds it for one round trip only
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self.url, max_connections=ASYNC_MAX_CONNECTIONS, timeout=self._async_options["socket_timeout"],
-                **self._async_options,
-            )  # fmt: skip
-            self._async, self._async_loop = aioredis.Redis.from_pool(pool), loop
+            client = async_redis_client(self.url, timeout=self._timeout, blocking_pool=ASYNC_MAX_CONNECTIONS,
+                                        retry=None)  # fmt: skip
+            self._async, self._async_loop = client, loop
         try:
             return await fn(self._async)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:

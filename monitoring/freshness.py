@@ -36,6 +36,7 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from reelstream.errors import InfraError
+from reelstream.redis_client import async_redis_client
 from reelstream.settings import Settings
 from schemas import redis_keys
 from schemas.ratings import PROBE_SOURCE
@@ -87,7 +88,7 @@ class FreshnessProbe:
     async def __aenter__(self) -> FreshnessProbe:
         from streams.events import RatingProducer
 
-        self._redis = aioredis.Redis.from_url(self.settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        self._redis = async_redis_client(self.settings.redis_url, timeout=2.0)
         self._producer = RatingProducer(self.settings)
         await self._producer.__aenter__()
         return self

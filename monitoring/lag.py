@@ -7,7 +7,9 @@ Each :meth:`LagMonitor.sample` reads, per partition of the watched topics:
 - the log-end offset from a *fetch response's high watermark*. ``end_offsets()``
   (ListOffsets) is not used: Tansu answers it with the last batch's base
   offset + 1 (defect 1), which understates the end whenever producers batch;
-- the timestamp of the first unconsumed record, for lag in seconds.
+- the timestamp of the first unconsumed record, for lag in seconds;
+- with ``resets`` (:func:`recorded_resets`), the latest log reset the worker recorded per partition in
+  Redis (``rs:resets:{topic}``: when, and how many events of the old log it never applied).
 
 It keeps a sliding window of samples per partition and hands it to the pure
 rules in :mod:`monitoring.lag_rules`.
@@ -15,6 +17,7 @@ rules in :mod:`monitoring.lag_rules`.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -24,11 +27,14 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
 
 from monitoring.lag_rules import PartitionSample, Verdict, evaluate_group, evaluate_partition
 from reelstream.errors import InfraError
+from reelstream.redis_client import async_redis_client
+from schemas import redis_keys
 
-__all__ = ["GroupLag", "LagMonitor", "PartitionLag", "commit_metadata"]
+__all__ = ["GroupLag", "LagMonitor", "PartitionLag", "commit_metadata", "recorded_resets"]
 
 #: Offset-commit metadata prefix carrying the commit time, so the monitor can tell
 #: "committing without progress" (STALL) from "not committing" (STOP).
@@ -36,6 +42,8 @@ COMMIT_TIME_PREFIX = "reelstream-commit-ms="
 FETCH_DEADLINE_S = 5.0
 #: (high watermark, timestamp in ms of the first unconsumed record or None)
 _EndAndTime = tuple[int, int | None]
+#: ``resets()``: {(topic, partition): the latest reset record} from Redis, or None when Redis is unreachable.
+ResetsFn = Callable[[], Awaitable[dict[tuple[str, int], dict[str, Any]] | None]]
 
 
 def commit_metadata(now_ms: int | None = None) -> str:
@@ -64,6 +72,8 @@ class PartitionLag:
     lag_seconds: float
     rate: float  #: messages consumed per second over the window
     verdict: str
+    reset_at_ms: int | None = None  #: the latest log reset the worker recorded here (epoch ms)
+    reset_lost: int = 0  #: events of the old log that reset left unapplied (the worker's estimate)
 
 
 @dataclass(frozen=True)
@@ -97,12 +107,14 @@ class LagMonitor:
         topics: tuple[str, ...] | list[str],
         window: int = 10,
         liveness: Callable[[], Awaitable[bool | None]] | None = None,
+        resets: ResetsFn | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.group = group
         self.topics = tuple(topics)
         self.window = window
         self.liveness = liveness
+        self.resets = resets
         self._admin: AIOKafkaAdminClient | None = None
         self._probe: AIOKafkaConsumer | None = None
         self._history: dict[TopicPartition, deque[PartitionSample]] = {}
@@ -204,6 +216,7 @@ class LagMonitor:
             committed = await self._admin.list_consumer_group_offsets(self.group, partitions=tps)
             positions = {tp: (committed[tp].offset if tp in committed else -1) for tp in tps}
             ends = await self._ends_and_times(positions)
+            recorded = (await self.resets() if self.resets is not None else None) or {}
             live: bool | None = None
             rows: list[PartitionLag] = []
             for tp in tps:
@@ -217,17 +230,22 @@ class LagMonitor:
                     committing = live
                 self._last_commit_ms[tp] = commit_ms
                 end, first_ms = ends[tp]
-                sample = PartitionSample(at=now, committed=positions[tp], end=end, committing=committing)
+                reset = recorded.get((tp.topic, tp.partition))
+                reset_ms = int(reset["at_ms"]) if reset else None
+                sample = PartitionSample(at=now, committed=positions[tp], end=end, committing=committing,
+                                         reset_ms=reset_ms)  # fmt: skip
                 history = self._history.setdefault(tp, deque(maxlen=self.window))
                 history.append(sample)
-                rows.append(self._row(tp, history, first_ms, now))
+                rows.append(self._row(tp, history, first_ms, now, int(reset.get("lost", 0)) if reset else 0))
         except KafkaError as exc:
             raise InfraError(f"lag sample failed against {self.bootstrap}: {exc}") from exc
         verdict = evaluate_group([Verdict[r.verdict] for r in rows])
         return GroupLag(self.group, now, verdict.name, sum(r.lag for r in rows), rows)
 
     @staticmethod
-    def _row(tp: TopicPartition, history: deque[PartitionSample], first_ms: int | None, now: float) -> PartitionLag:
+    def _row(
+        tp: TopicPartition, history: deque[PartitionSample], first_ms: int | None, now: float, lost: int
+    ) -> PartitionLag:
         latest, oldest = history[-1], history[0]
         span = latest.at - oldest.at
         rate = (max(latest.committed, 0) - max(oldest.committed, 0)) / span if span > 0 else 0.0
@@ -235,4 +253,27 @@ class LagMonitor:
         return PartitionLag(
             topic=tp.topic, partition=tp.partition, committed=latest.committed, end=latest.end, lag=latest.lag,
             lag_seconds=round(lag_s, 3), rate=round(rate, 2), verdict=evaluate_partition(list(history)).name,
+            reset_at_ms=latest.reset_ms, reset_lost=lost,
         )  # fmt: skip
+
+
+def recorded_resets(redis_url: str, topics: tuple[str, ...] | list[str]) -> ResetsFn:
+    """The worker's log-reset records (``rs:resets:{topic}``) for :class:`LagMonitor`; None when Redis is away."""
+
+    async def read() -> dict[tuple[str, int], dict[str, Any]] | None:
+        client = async_redis_client(redis_url, timeout=1.0)
+        out: dict[tuple[str, int], dict[str, Any]] = {}
+        try:
+            for topic in topics:
+                for p, raw in (await client.hgetall(redis_keys.resets(topic))).items():
+                    try:
+                        out[(topic, int(p))] = json.loads(raw)
+                    except ValueError:
+                        continue  # not a reset record: ignored, the lag figures do not depend on it
+        except (RedisError, OSError):
+            return None
+        finally:
+            await client.aclose()
+        return out
+
+    return read

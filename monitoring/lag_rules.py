@@ -1,13 +1,17 @@
 """Burrow-style lag evaluation: named pure rules over a sliding window of offset samples.
 
 A *sample* is what the monitor saw at one instant for one partition: the group's
-committed offset, the log-end offset (high watermark) and whether the group was
-committing. The rules look only at the window of samples and ``now``; nothing
+committed offset, the log-end offset (high watermark), whether the group was
+committing, and the time of the latest log reset the worker recorded in Redis
+(``rs:resets:{topic}``, streams/log_identity.py). The rules look only at the window of samples and ``now``; nothing
 here does I/O, so the whole rule set is tested by a numbered case table
 (``tests/test_lag_rules.py``).
 
 Verdicts, worst first::
 
+    RESET   the partition's log was replaced: its end fell below an end seen earlier in the window, the
+            committed offset is beyond the end, or the worker recorded a reset within the window (held at
+            least RESET_HOLD_S, so a one-shot ``reelstream lag`` shows a recent one)
     REWIND  the committed offset went backwards
     STOP    lag > 0 and no commits in the window
     STALL   lag > 0, commits arrive, but the offset does not move
@@ -28,7 +32,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
-__all__ = ["PartitionSample", "Verdict", "evaluate_group", "evaluate_partition"]
+__all__ = ["RESET_HOLD_S", "PartitionSample", "Verdict", "evaluate_group", "evaluate_partition"]
+
+#: A reset recorded by the worker counts this long before the window's first sample, at least (seconds).
+RESET_HOLD_S = 60.0
 
 
 class Verdict(IntEnum):
@@ -39,6 +46,7 @@ class Verdict(IntEnum):
     STALL = 2
     STOP = 3
     REWIND = 4
+    RESET = 5
 
 
 @dataclass(frozen=True)
@@ -49,13 +57,42 @@ class PartitionSample:
     committed: int  #: the group's committed offset (next offset it will read); -1 when none
     end: int  #: log-end offset (high watermark)
     committing: bool  #: the group committed since the previous sample (or is known to be live)
+    reset_ms: int | None = None  #: the latest log reset the worker recorded for this partition (epoch ms)
 
     @property
     def lag(self) -> int:
         return max(self.end - max(self.committed, 0), 0)
 
 
-# Rule 1 - a rewind makes every other comparison meaningless, so it is checked first.
+# Rule 0 - a replaced log makes every other comparison meaningless (its offsets restart), so it comes first.
+def did_log_end_fall(window: Sequence[PartitionSample]) -> bool:
+    """Rule 0a - the log end fell below an end seen earlier in the window (within one log it never falls)."""
+    highest = -1
+    for s in window:
+        if s.end < highest:
+            return True
+        highest = max(highest, s.end)
+    return False
+
+
+def is_committed_beyond_end(window: Sequence[PartitionSample]) -> bool:
+    """Rule 0b - the group's committed offset is beyond the log end: it was committed against another log."""
+    latest = window[-1]
+    return latest.committed > latest.end
+
+
+def was_reset_recorded(window: Sequence[PartitionSample], hold_s: float = RESET_HOLD_S) -> bool:
+    """Rule 0c - the worker recorded a log reset in the window (or less than ``hold_s`` before it began)."""
+    at = window[-1].reset_ms
+    return at is not None and at / 1000.0 >= window[0].at - hold_s
+
+
+def is_log_reset(window: Sequence[PartitionSample], hold_s: float = RESET_HOLD_S) -> bool:
+    """Rule 0 - any of 0a, 0b, 0c."""
+    return did_log_end_fall(window) or is_committed_beyond_end(window) or was_reset_recorded(window, hold_s)
+
+
+# Rule 1 - a rewind makes every other comparison meaningless, so it is checked next.
 def did_offset_rewind(window: Sequence[PartitionSample]) -> bool:
     """Rule 1 - the committed offset went backwards somewhere in the window."""
     return any(b.committed < a.committed for a, b in itertools.pairwise(window))
@@ -82,10 +119,12 @@ def is_lag_growing(window: Sequence[PartitionSample]) -> bool:
     return all(b >= a for a, b in itertools.pairwise(lags)) and lags[-1] > lags[0]
 
 
-def evaluate_partition(window: Sequence[PartitionSample]) -> Verdict:
+def evaluate_partition(window: Sequence[PartitionSample], hold_s: float = RESET_HOLD_S) -> Verdict:
     """The verdict for one partition's window (oldest sample first). Order: worst status first."""
     if not window:
         return Verdict.OK
+    if is_log_reset(window, hold_s):
+        return Verdict.RESET
     if did_offset_rewind(window):
         return Verdict.REWIND
     if is_caught_up(window):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from reelstream.redis_client import async_redis_client
 from schemas import redis_keys
 
 __all__ = ["worker_heartbeats"]
@@ -19,7 +19,7 @@ def worker_heartbeats(redis_url: str) -> Callable[[], Awaitable[bool | None]]:
     """
 
     async def check() -> bool | None:
-        client = aioredis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        client = async_redis_client(redis_url, timeout=1.0)
         try:
             async for _key in client.scan_iter(match=redis_keys.worker("*"), count=100):
                 return True

@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 import redis
 
 from reelstream.errors import InfraError
+from reelstream.redis_client import redis_client
 from reelstream.settings import Settings
 
 __all__ = [
@@ -119,7 +120,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
 def redis_answers(url: str, timeout: float = 1.0) -> bool:
     """True when a Redis server answers PING at ``url``."""
     try:
-        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        client = redis_client(url, timeout=timeout)
         try:
             return bool(client.ping())
         finally:

@@ -30,6 +30,7 @@ from dotenv import dotenv_values
 
 from reelstream import infra
 from reelstream.errors import InfraError, ReelstreamError
+from reelstream.redis_client import redis_client
 from reelstream.settings import Settings
 from reelstream.supervisor import ChildSpec, Supervisor, stop_supervisor
 from schemas import redis_keys
@@ -105,7 +106,7 @@ def _model_version(settings: Settings) -> str | None:
 
 
 def _seed_marker(settings: Settings) -> dict[str, str] | None:
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5.0)
+    client = redis_client(settings.redis_url)
     try:
         raw = client.hgetall(redis_keys.SEED)
     finally:
@@ -168,7 +169,7 @@ def _gateway_answers(url: str) -> bool:
 
 
 def _worker_heartbeat(settings: Settings) -> bool:
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0)
+    client = redis_client(settings.redis_url, timeout=1.0)
     try:
         return any(True for _ in client.scan_iter(match=redis_keys.worker("*"), count=100))
     except redis.RedisError:

@@ -14,6 +14,14 @@ the broker before the interruption (in flight, acknowledged out of order, or a
 ``kill -9`` before the checkpoint was written). The resume reads each partition
 from its checkpoint offset to its high watermark, collects the event ids found,
 and skips those events while re-sending from ``next``.
+
+**A reset log** (the checkpoint names offsets the topic no longer holds: a restarted memory-only
+Tansu, a topic deleted and created again) is told by the same rule the worker's fence uses,
+:func:`streams.log_identity.is_log_shorter`. The replay does *not* start over from index 0: Redis keeps
+its state (AOF) and the archive keeps what was applied, so sending every event again would apply it
+twice. It continues from the checkpoint's ``next`` against the new log, with the offsets re-based to
+-1 (it reads the new log from its beginning for ids already there). Events acknowledged by the lost
+log but never consumed are the broker's loss; the worker counts them (``rs:stats`` ``events_lost``).
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from reelstream.settings import Settings
 from streams.admin import high_watermarks
 from streams.codecs import DecodeError, codec_for
 from streams.events import replay_event_id, user_key
+from streams.log_identity import is_log_shorter
 
 __all__ = ["CheckpointError", "Pace", "ReplaySummary", "read_checkpoint", "replay"]
 
@@ -62,7 +71,8 @@ class ReplaySummary:
     seconds: float
     start: int  #: first index this run considered
     end: int  #: one past the last index
-    restarted: bool = False  #: the checkpoint named records the topic no longer holds, so it started over
+    #: the checkpoint named records the topic no longer holds (a reset log): continued from ``next`` on the new log
+    reset: bool = False
 
     @property
     def events_per_s(self) -> float:
@@ -132,7 +142,7 @@ async def replay(
     end = stream.height if limit is None else min(limit, stream.height)
     ident = {"fingerprint": fingerprint, "topic": topic, "bootstrap": settings.kafka_bootstrap}
     ends = await high_watermarks(settings, topic)
-    start, offsets, seen, restarted = 0, {p: hw - 1 for p, hw in ends.items()}, set(), False
+    start, offsets, seen, reset = 0, {p: hw - 1 for p, hw in ends.items()}, set(), False
     if resume:
         doc = read_checkpoint(path)
         if doc is not None:
@@ -142,11 +152,11 @@ async def replay(
                 )
             start = int(doc["next"])
             offsets = {int(p): int(o) for p, o in doc["offsets"].items()}
-            if any(ends.get(p, 0) < o + 1 for p, o in offsets.items()):
-                # The topic holds fewer records than this replay saw acknowledged: it was recreated
-                # (Tansu keeps topics in memory, so `infra down` loses them). Nothing before ``next``
-                # can be assumed sent: start over, skipping whatever the new topic already holds.
-                start, offsets, restarted = 0, {p: -1 for p in ends}, True
+            if any(is_log_shorter(ends.get(p, 0), o) for p, o in offsets.items()):
+                # The topic holds fewer records than this replay saw acknowledged: a new log (Tansu keeps
+                # topics in memory). Redis kept what was applied, so go on from ``next`` (module docstring),
+                # skipping whatever the new log already holds.
+                offsets, reset = {p: -1 for p in ends}, True
             seen = await _ids_after(settings, topic, offsets, ends)
     _write_checkpoint(path, {"ident": ident, "next": start, "offsets": offsets, "end": end})
 
@@ -223,4 +233,4 @@ async def replay(
         _write_checkpoint(path, {"ident": ident, "next": acked_next, "offsets": offsets, "end": end})
     if on_progress is not None:
         on_progress(end)
-    return ReplaySummary(sent, skipped, time.perf_counter() - t0, start, end, restarted)
+    return ReplaySummary(sent, skipped, time.perf_counter() - t0, start, end, reset)

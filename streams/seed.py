@@ -42,6 +42,7 @@ import redis
 from bootstrap.store import load_store
 from models.runtime import ModelRuntime, current_model_dir
 from reelstream.errors import DataError, InfraError
+from reelstream.redis_client import redis_client
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from streams.codecs import codec_for
@@ -211,7 +212,7 @@ def seed_history(
     total = history.height if limit is None else min(limit, history.height)
     summary = SeedSummary(rows=total, store_version=store.version, model_version=runtime.version)
     owns_client = client is None
-    client = client or redis.Redis.from_url(settings.redis_url)
+    client = client or redis_client(settings.redis_url)
     try:
         _prepare(settings, client, summary, reset=reset, rewind=rewind)
         batch = batch_size or settings.seed_batch

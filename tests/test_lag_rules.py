@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from monitoring.lag_rules import PartitionSample, Verdict, evaluate_group, evaluate_partition
+from monitoring.lag_rules import RESET_HOLD_S, PartitionSample, Verdict, evaluate_group, evaluate_partition
+
+T0 = 1_000_000.0  #: the first sample's time (epoch seconds)
 
 
-def window(*rows: tuple[int, int, bool]) -> list[PartitionSample]:
-    """(committed, end, committing) rows, one second apart."""
-    return [PartitionSample(at=float(i), committed=c, end=e, committing=k) for i, (c, e, k) in enumerate(rows)]
+def window(*rows: tuple[int, int, bool], reset_at: float | None = None) -> list[PartitionSample]:
+    """(committed, end, committing) rows, one second apart from T0; ``reset_at``: a reset the worker recorded."""
+    reset_ms = None if reset_at is None else int(reset_at * 1000)
+    return [PartitionSample(at=T0 + i, committed=c, end=e, committing=k, reset_ms=reset_ms)
+            for i, (c, e, k) in enumerate(rows)]  # fmt: skip
 
 
 CASES = [
@@ -39,6 +43,20 @@ CASES = [
     (window((10, 20, True), (10, 20, False), (10, 20, False)), Verdict.STOP),
     # 13. no committed offset yet (-1) and records waiting, nothing moves
     (window((-1, 5, False), (-1, 5, False)), Verdict.STOP),
+    # 14. the log end fell (a memory-only broker restarted; its group offsets went with it): reset
+    (window((30, 32, True), (-1, 2, False)), Verdict.RESET),
+    # 15. the end fell earlier in the window; the consumer caught up with the new log since: still reset
+    (window((30, 32, True), (0, 2, True), (2, 2, True)), Verdict.RESET),
+    # 16. a committed offset beyond the log end: committed against another log
+    (window((31, 2, True)), Verdict.RESET),
+    # 17. the worker recorded a reset during the window (caught up otherwise)
+    (window((2, 2, True), (4, 4, True), reset_at=T0 + 0.5), Verdict.RESET),
+    # 18. a reset recorded within the hold before the window began: still shown
+    (window((2, 2, True), (4, 4, True), reset_at=T0 - RESET_HOLD_S + 1), Verdict.RESET),
+    # 19. a reset recorded long before the window: the other rules decide
+    (window((2, 2, True), (4, 4, True), reset_at=T0 - RESET_HOLD_S - 1), Verdict.OK),
+    # 20. a reset beats a rewind (a new log rewinds every offset)
+    (window((50, 60, True), (20, 60, True), reset_at=T0), Verdict.RESET),
 ]
 
 
@@ -49,6 +67,7 @@ def test_partition_verdicts(samples: list[PartitionSample], expected: Verdict) -
 
 def test_group_takes_the_worst_partition() -> None:
     assert evaluate_group([Verdict.OK, Verdict.STALL, Verdict.WARN]) is Verdict.STALL
+    assert evaluate_group([Verdict.REWIND, Verdict.RESET, Verdict.STOP]) is Verdict.RESET
     assert evaluate_group([]) is Verdict.OK
 
 

@@ -215,14 +215,16 @@ class PartitionLagPublic(BaseModel):
     lag: int
     lag_seconds: float
     rate: float = Field(description="Messages consumed per second over the window.")
-    verdict: Literal["OK", "WARN", "STALL", "STOP", "REWIND"]
+    verdict: Literal["OK", "WARN", "STALL", "STOP", "REWIND", "RESET"]
+    reset_at_ms: int | None = Field(None, description="The latest log reset the worker recorded here (epoch ms).")
+    reset_lost: int = Field(0, description="Events of the old log that reset left unapplied (estimated).")
 
 
 class LagReport(BaseModel):
     group: str
     at: float = Field(description="When the sample was taken (epoch s).")
     age_s: float = Field(description="Seconds since that sample.")
-    verdict: Literal["OK", "WARN", "STALL", "STOP", "REWIND"]
+    verdict: Literal["OK", "WARN", "STALL", "STOP", "REWIND", "RESET"]
     total_lag: int
     partitions: list[PartitionLagPublic]
     samples: int = Field(description="Samples taken since the gateway started.")

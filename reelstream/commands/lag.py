@@ -10,24 +10,32 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from monitoring.lag import GroupLag, LagMonitor
+from monitoring.lag import GroupLag, LagMonitor, PartitionLag, recorded_resets
 from monitoring.liveness import worker_heartbeats
 from reelstream.console import console
 from reelstream.settings import get_settings
 
-VERDICT_STYLE = {"OK": "green", "WARN": "yellow", "STALL": "magenta", "STOP": "red", "REWIND": "cyan"}
+VERDICT_STYLE = {"OK": "green", "WARN": "yellow", "STALL": "magenta", "STOP": "red", "REWIND": "cyan",
+                 "RESET": "bold red"}  # fmt: skip
+
+
+def _reset(r: PartitionLag, now: float) -> str:
+    """The latest recorded log reset: how long ago, and the events of the old log it left unapplied."""
+    if r.reset_at_ms is None:
+        return ""
+    return f"{max(now - r.reset_at_ms / 1000.0, 0.0):,.0f} s ago, {r.reset_lost:,} lost"
 
 
 def render(result: GroupLag) -> Table:
     """A rich table of one sample."""
     style = VERDICT_STYLE.get(result.verdict, "")
     table = Table(title=f"group {result.group}: [{style}]{result.verdict}[/]  (total lag {result.total_lag:,})")
-    for column in ("topic", "partition", "committed", "log end", "lag", "lag s", "rate/s", "verdict"):
-        table.add_column(column, justify="left" if column in {"topic", "verdict"} else "right")
+    for column in ("topic", "partition", "committed", "log end", "lag", "lag s", "rate/s", "verdict", "log reset"):
+        table.add_column(column, justify="left" if column in {"topic", "verdict", "log reset"} else "right")
     for r in result.partitions:
         table.add_row(
             r.topic, str(r.partition), f"{r.committed:,}", f"{r.end:,}", f"{r.lag:,}", f"{r.lag_seconds:.1f}",
-            f"{r.rate:,.1f}", f"[{VERDICT_STYLE.get(r.verdict, '')}]{r.verdict}[/]",
+            f"{r.rate:,.1f}", f"[{VERDICT_STYLE.get(r.verdict, '')}]{r.verdict}[/]", _reset(r, result.at),
         )  # fmt: skip
     return table
 
@@ -47,6 +55,7 @@ def lag(
         (settings.topic_ratings, settings.topic_movies),
         window=window,
         liveness=worker_heartbeats(settings.redis_url),
+        resets=recorded_resets(settings.redis_url, (settings.topic_ratings, settings.topic_movies)),
     )
 
     async def run() -> None:

@@ -16,6 +16,7 @@ import typer
 from models.runtime import ModelRuntime, current_model_dir
 from reelstream.console import console
 from reelstream.errors import InfraError
+from reelstream.redis_client import redis_client
 from reelstream.settings import Settings, get_settings
 from schemas import redis_keys as keys
 from streams.events import RatingProducer, judged_rating
@@ -26,7 +27,7 @@ __all__ = ["rate"]
 def _catalogue(settings: Settings) -> tuple[set[int], redis.Redis]:
     """The model's movie ids, and a Redis client for the announced ones."""
     runtime = ModelRuntime.load(current_model_dir(settings.models_dir))
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    client = redis_client(settings.redis_url, timeout=2.0)
     return {int(m) for m in runtime.movie_ids.tolist()}, client
 
 

@@ -42,8 +42,9 @@ def run(
                 on_progress=lambda done: bar.update(task, completed=done),
             )
         )  # fmt: skip
-    if summary.restarted:
-        console.print("the topic no longer holds what the checkpoint acknowledged (broker restarted?): starting over")
+    if summary.reset:
+        # the topic no longer holds what the checkpoint acknowledged (streams/replay.py: a reset log)
+        console.print(f"reset log (broker restarted?): continuing from index {summary.start:,} on the new log")
     console.print(
         f"replayed {summary.events:,} events (indexes {summary.start:,}..{summary.end:,}, "
         f"{summary.skipped:,} already in the topic) in {summary.seconds:.2f} s: {summary.events_per_s:,.0f} events/s"

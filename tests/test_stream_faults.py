@@ -1,0 +1,238 @@
+"""Faults under a running worker, on a broker and a Redis of this module's own (the tests kill and restart them).
+
+- A broker restarted with an empty log (Tansu keeps its log in memory; on Apache Kafka a topic deleted and
+  created again): the new log's records land at offsets the old fence covers, and must be applied anyway,
+  exactly once, with the reset counted and shown by the lag monitor (the RESET verdict).
+- Redis killed with -9 (AOF, fsync every second) while events keep coming: the worker reports itself
+  degraded on ``/health`` and stays alive; once Redis is back every event is applied exactly once.
+
+The oracle is the Python reference (:func:`tests.stream_support.reference_state`: the same processor on a dict
+store, fed every produced event once, in order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from monitoring.lag import LagMonitor, recorded_resets
+from reelstream import infra
+from reelstream.settings import Settings
+from schemas import redis_keys as keys
+from streams.admin import ensure_topics_sync
+from streams.codecs import codec_for
+from streams.events import rating_event, user_key
+from streams.store import redis_snapshot
+from tests.stream_support import (
+    StreamCase,
+    WorkerProcess,
+    diff_states,
+    open_case,
+    reference_state,
+    stats,
+    store_and_model,
+    wait_for,
+)
+
+APPLY_TIMEOUT_S = 120
+#: How long Redis stays down under the worker (several retries of its backoff).
+OUTAGE_S = 3.0
+HOST = "127.0.0.1"
+
+Row = tuple[int, int, float, int]  #: user, movie, rating, event time (s)
+
+
+@dataclass
+class Pair:
+    """This module's broker and Redis: addresses, and kill -9 / start again on the same port (and Redis dir)."""
+
+    run_dir: Path
+    kafka_port: int
+    redis_port: int
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"{HOST}:{self.kafka_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{HOST}:{self.redis_port}/0"
+
+    def kill9(self, name: str) -> None:
+        pid = infra.running_pid(self.run_dir, name)
+        assert pid is not None, f"{name} is not running"
+        os.killpg(pid, signal.SIGKILL)
+        wait_for(lambda: infra.running_pid(self.run_dir, name) is None, 30, f"{name} (pid {pid}) to die")
+
+    def start_broker(self) -> None:
+        infra.start_broker(self.run_dir, HOST, self.kafka_port)
+
+    def start_redis(self) -> None:
+        infra.start_redis(self.run_dir, HOST, self.redis_port)  # AOF, fsync every second (infra.start_redis)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    p = Pair(tmp_path_factory.mktemp("faults"), infra.free_port(), infra.free_port())
+    p.start_broker()
+    try:
+        p.start_redis()
+        yield p
+    finally:
+        infra.stop_process(p.run_dir, "broker")
+        infra.stop_process(p.run_dir, "redis")
+
+
+@pytest.fixture
+def case(
+    pair: Pair, settings: Settings, built_var: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[StreamCase]:  # fmt: skip
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", pair.kafka_bootstrap)
+    monkeypatch.setenv("REDIS_URL", pair.redis_url)
+    tag = request.node.name[5:20].replace("_", "-")
+    settings, names, runtime = store_and_model(monkeypatch, built_var / "store", tag)
+    env = {**os.environ, "KAFKA_BOOTSTRAP": pair.kafka_bootstrap, "REDIS_URL": pair.redis_url,
+           "REELSTREAM_VAR_DIR": str(settings.var_dir), **names}  # fmt: skip
+    with open_case(StreamCase, settings, env, runtime, tmp_path) as c:
+        c.redis.flushdb()
+        yield c
+
+
+def _rows(case: StreamCase, users: list[int], n: int, t0: int) -> list[Row]:
+    """``n`` ratings of ``users`` in turn, one second apart in event time from ``t0`` (recent: valid)."""
+    movies = [int(m) for m in case.runtime.movie_ids[:50]]
+    return [(users[i % len(users)], movies[(7 * i) % len(movies)], float(1 + i % 9) / 2, t0 + i) for i in range(n)]
+
+
+def _produce(settings: Settings, rows: list[Row]) -> None:
+    """Send ``rows`` as rating events keyed by user and wait for every acknowledgement."""
+    codec = codec_for("RatingEvent")
+
+    async def main() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            topic, encode = settings.topic_ratings, codec.encode
+            futures = [
+                await producer.send(topic, encode(rating_event(u, m, r, ts * 1000, "replay")), key=user_key(u))
+                for u, m, r, ts in rows
+            ]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    asyncio.run(main())
+
+
+def _wait_applied(case: StreamCase, n: int) -> None:
+    def done() -> bool:
+        for w in case.workers:
+            assert w.alive(), f"worker {w.name} died:\n{w.tail()}"
+        try:
+            return stats(case.redis).get("events_applied", 0) >= n
+        except OSError:
+            return False
+
+    try:
+        wait_for(done, APPLY_TIMEOUT_S, f"{n} events applied")
+    except AssertionError:
+        raise AssertionError(f"stats {stats(case.redis)}\n" + "\n".join(w.tail() for w in case.workers)) from None
+
+
+def _assert_exactly_once(case: StreamCase, rows: list[Row]) -> None:
+    problems = diff_states(reference_state(case.settings, case.runtime, rows), redis_snapshot(case.redis))
+    assert not problems, f"{len(problems)} differences, first: {problems[:5]}"
+    assert stats(case.redis)["events_applied"] == len(rows)
+
+
+def _health(w: WorkerProcess) -> tuple[int, dict] | None:
+    port = int(w.proc.args[w.proc.args.index("--web-port") + 1])  # type: ignore[union-attr]
+    try:
+        r = httpx.get(f"http://{HOST}:{port}/health", timeout=2.0)
+    except httpx.HTTPError:
+        return None
+    return r.status_code, r.json()
+
+
+def test_redis_killed_under_a_running_worker_is_ridden_out_and_nothing_is_lost_or_doubled(
+    case: StreamCase, pair: Pair
+) -> None:
+    now = int(time.time())
+    users = [11, 12, 13, 14, 15, 16]
+    before, during = _rows(case, users, 30, now - 600), _rows(case, users, 30, now - 300)
+    w = case.worker("w1")
+    _produce(case.settings, before)
+    _wait_applied(case, len(before))
+    wait_for(lambda: (_health(w) or (0, {}))[0] == 200, 60, "the worker's /health to answer ok")
+
+    pair.kill9("redis")
+    _produce(case.settings, during)  # the broker takes them; the worker cannot apply them now
+
+    def degraded_for(seconds: float) -> bool:
+        h = _health(w)
+        if h is None or h[0] != 503 or "redis" not in h[1]["down"]:
+            return False
+        return time.time() - h[1]["down"]["redis"]["since_ms"] / 1000.0 >= seconds
+
+    # down long enough for several retries (capped backoff), the worker answering /health all along
+    wait_for(lambda: degraded_for(OUTAGE_S), 60, f"the worker's /health to say Redis is down for {OUTAGE_S} s")
+    _status, body = _health(w) or (0, {})
+    assert body["status"] == "degraded" and body["down"]["redis"]["since_ms"] > 0, body
+    assert w.alive(), f"the worker died with Redis:\n{w.tail()}"
+
+    pair.start_redis()  # same port, same dir: the AOF comes back (less, at most, its last second)
+    wait_for(lambda: (_health(w) or (0, {}))[0] == 200, 60, "the worker's /health to be ok again")
+    _wait_applied(case, len(before) + len(during))
+    _assert_exactly_once(case, before + during)
+    assert w.alive()
+    log = w.tail()
+    assert log.count("redis unreachable") == 1, f"one warning per outage:\n{log}"
+
+
+def test_broker_restarted_with_an_empty_log_applies_the_new_events_once_and_counts_the_reset(
+    case: StreamCase, pair: Pair
+) -> None:
+    now = int(time.time())
+    user = 21  # one user: every event on one partition, whose fence the new log's offsets fall under
+    old, new = _rows(case, [user], 32, now - 900), _rows(case, [user], 2, now - 100)
+    w = case.worker("w1")
+    _produce(case.settings, old)
+    _wait_applied(case, len(old))
+    partition = next(int(p) for p in case.redis.hgetall(keys.offsets(case.settings.topic_ratings)))
+    assert int(case.redis.hget(keys.offsets(case.settings.topic_ratings), partition)) == len(old) - 1
+
+    pair.kill9("broker")
+    pair.start_broker()  # same port, empty memory log: offsets start at 0 again
+    ensure_topics_sync(case.settings)
+    _produce(case.settings, new)  # offsets 0 and 1, under the fence at 31
+    _wait_applied(case, len(old) + len(new))
+    _assert_exactly_once(case, old + new)
+
+    s = stats(case.redis)
+    assert s["log_resets"] == 1 and s.get("events_lost", 0) == 0, s  # the old log was applied in full
+    record = json.loads(case.redis.hget(keys.resets(case.settings.topic_ratings), partition))
+    assert (record["reason"], record["old_offset"], record["epoch"]) == ("log_shorter", len(old) - 1, 1), record
+    assert "log reset on" in w.tail() and w.alive()
+
+    async def lag() -> tuple[str, dict[int, str]]:
+        topics = (case.settings.topic_ratings, case.settings.topic_movies)
+        async with LagMonitor(case.settings.kafka_bootstrap, case.settings.app_id, topics,
+                              resets=recorded_resets(case.settings.redis_url, topics)) as monitor:  # fmt: skip
+            sample = await monitor.sample()
+        ratings = {p.partition: p.verdict for p in sample.partitions if p.topic == case.settings.topic_ratings}
+        return sample.verdict, ratings
+
+    group, verdicts = asyncio.run(lag())
+    assert group == "RESET" and verdicts[partition] == "RESET", verdicts
+    assert {v for p, v in verdicts.items() if p != partition} <= {"OK"}
