@@ -202,8 +202,10 @@ def _request_recovery() -> None:
         consumer.request_recovery()
 
 
-async def _beat() -> None:
+async def _beat() -> bool:
+    """Write the heartbeat (and freshness window); True while the ``rs:seed`` marker exists."""
     pipe = _aredis().pipeline(transaction=False)
+    pipe.exists(keys.SEED)
     pipe.set(keys.worker(worker_name), int(time.time() * 1000), ex=settings.worker_heartbeat_ttl_s)
     if _freshness:
         window = sorted(_freshness)
@@ -212,7 +214,10 @@ async def _beat() -> None:
             "n": n, "p50": window[n // 2], "p99": window[min(n - 1, (n * 99) // 100)], "max": window[-1],
         })  # fmt: skip
         pipe.expire(keys.worker_freshness(worker_name), settings.worker_heartbeat_ttl_s)
-    await pipe.execute()
+    return bool((await pipe.execute())[0])
+
+
+_seed_seen = False  #: the rs:seed marker existed at an earlier beat
 
 
 @app.timer(interval=settings.worker_heartbeat_s)
@@ -220,16 +225,22 @@ async def heartbeat() -> None:
     """``rs:worker:{name}`` = now (epoch ms), expiring: the gateway's liveness signal; and the outage watch.
 
     Never raises on an infrastructure error (a raising Faust timer ends the app): it records the outage,
-    and the consumer pauses; when Redis answers again the consumer recovers (rebuild hook, fences).
+    and the consumer pauses; when Redis answers again the consumer recovers (rebuild hook, fences). A
+    ``rs:seed`` marker that disappeared (Redis flushed under the worker, no outage seen) asks for the same.
     """
+    global _seed_seen
     try:
-        await _beat()
+        seeded = await _beat()
     except INFRA_ERRORS as exc:
         if outages.fail("redis", exc):
             _request_recovery()
     else:
         if outages.ok("redis"):
             _request_recovery()  # Redis came back: AOF may have lost its last second; follow the fences
+        elif _seed_seen and not seeded and settings.worker_rebuild:
+            log.warning("the rs:seed marker is gone (Redis flushed?): rebuilding, then following the fences")
+            _request_recovery()
+        _seed_seen = seeded
     try:
         await _ping_broker()
     except INFRA_ERRORS as exc:
