@@ -199,6 +199,16 @@ class Settings(BaseSettings):
         return self.gateway_rules_path or self.var_dir / "gateway" / "rules.yaml"
 
     @property
+    def archive_dir(self) -> Path:
+        """``reelstream archive``'s Parquet segments: ``{topic}/p{partition}/e{epoch}-{first}-{last}.parquet``."""
+        return self.store_dir / "archive"
+
+    @property
+    def archive_group(self) -> str:
+        """The archiver's consumer group (its commits are what ``reelstream lag`` shows for it)."""
+        return f"{self.app_id}-archive"
+
+    @property
     def admin_token_path(self) -> Path:
         """The generated admin token (mode 0600), used when ``REELSTREAM_ADMIN_TOKEN`` is not set."""
         return self.var_dir / "admin_token"
@@ -234,16 +244,6 @@ class Settings(BaseSettings):
         if self._admin_secret is None or self._admin_secret[0] != path:
             self._admin_secret = (path, _read_or_create_token(path))
         return self._admin_secret[1]
-
-    @property
-    def archive_dir(self) -> Path:
-        """``reelstream archive``'s Parquet segments: ``{topic}/p{partition}/e{epoch}-{first}-{last}.parquet``."""
-        return self.store_dir / "archive"
-
-    @property
-    def archive_group(self) -> str:
-        """The archiver's consumer group (its commits are what ``reelstream lag`` shows for it)."""
-        return f"{self.app_id}-archive"
 
     @property
     def replay_checkpoint(self) -> Path:

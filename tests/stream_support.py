@@ -245,6 +245,7 @@ def open_case(
             w.stop()
         client.close()
 
+
 class ArchiverProcess:
     """A real ``reelstream archive`` child process (streams/archive.py) with its own log file."""
 
