@@ -19,6 +19,8 @@ Lua script). :func:`verdict` sets the order of the rules; the worker (:mod:`stre
 Rules, in the order :func:`verdict` applies them::
 
     NEW_EPOCH  the caller states a later incarnation than the fence's (a rebuild replaying an archived reset)
+    OK         the record at the fenced offset was read back and is the fenced one (it outranks a high
+               watermark: Tansu's fetch high watermark can lag the records it returns)
     RESET      is_log_shorter: the high watermark fell to or below the fenced offset (the record is gone)
     RESET      is_record_replaced: the record now at the fenced offset is another record
     OK         anything else (the fence holds; offsets at or below it were applied)
@@ -175,6 +177,8 @@ def verdict(fence: Fence, view: LogView, fingerprint_at_fence: str | None = None
     """The rules in order (module docstring): does ``fence`` still fence the log the caller reads?"""
     if is_new_epoch(fence, view.epoch):
         return Verdict.NEW_EPOCH
+    if fingerprint_at_fence is not None and fingerprint_at_fence == fence.fingerprint:
+        return Verdict.OK  # the fenced record itself was read back: whatever a high watermark says, it is there
     if is_log_shorter(view.highwater, fence.offset):
         return Verdict.LOG_SHORTER
     if is_record_replaced(fence.fingerprint, fingerprint_at_fence):

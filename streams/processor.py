@@ -41,7 +41,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from models.runtime import ModelRuntime
@@ -133,6 +133,19 @@ def commit_plan(store: FeatureStoreIO, plan: BatchPlan) -> bool:
     return True
 
 
+def effective_view(view: LogView, ms: list[Message]) -> LogView:
+    """``view`` with a high watermark no lower than the batch's own records say (offset of the last + 1).
+
+    A fetch high watermark can lag the records fetched with it (seen on Tansu after a restart, while
+    producers batch): taken alone it made a log that holds offset 64 look "shorter" than a fence at 64.
+    A record of the current log at offset ``o`` proves the log reaches ``o + 1``.
+    """
+    top = max((m.offset for m in ms), default=-1)
+    if view.highwater is None or top < view.highwater:
+        return view
+    return replace(view, highwater=top + 1)
+
+
 def fence_batch(
     plan: BatchPlan, msgs: list[Message], stored: dict[int, Fence], logs: Mapping[int, LogView] | None, now_ms: int
 ) -> dict[int, int]:
@@ -154,7 +167,7 @@ def fence_batch(
     for p, ms in by_partition.items():
         read = stored.get(p)
         fence = read or NO_FENCE
-        view = logs.get(p) or LogView()
+        view = effective_view(logs.get(p) or LogView(), ms)
         at_fence = next((m for m in ms if m.offset == fence.offset), None)
         fp = None if at_fence is None else fingerprint(at_fence.key, at_fence.value, at_fence.timestamp_ms)
         judged = verdict(fence, view, fp)

@@ -63,6 +63,8 @@ CASES = [
     (Fence(31, 0, A, 32), LogView(highwater=2), B, Verdict.LOG_SHORTER),
     # 13. a fence just re-based (nothing applied in the new log): an empty new log is fine
     (Fence(-1, 1, "", 0), LogView(highwater=0), None, Verdict.OK),
+    # 14. the fenced record itself was read back: a high watermark below it lags (Tansu) and is overruled
+    (Fence(64, 1, A, 65), LogView(highwater=40), A, Verdict.OK),
 ]
 
 
@@ -161,6 +163,21 @@ def test_a_longer_replaced_log_is_found_at_the_fence_and_re_read_from_its_beginn
     plan = proc.plan(new, {0: LogView(highwater=50, seen=50)})  # from the beginning: the whole new log
     assert proc.commit(plan) and plan.applied == 50 and not plan.resets
     assert diff_states(_reference(old, new), proc.store.snapshot()) == []
+
+
+def test_a_high_watermark_lagging_its_own_records_is_no_reset() -> None:
+    """A fetch high watermark below the offsets fetched with it (Tansu after a restart) must not re-base.
+
+    Re-basing there re-read the partition from its beginning and applied those records a second time.
+    """
+    proc, log = _processor(), _log(80, tag=7)
+    proc.run(log[:65])
+    plan = proc.plan(log[64:], {0: LogView(highwater=40, seen=65)})  # a seek to F = 64; the records go to 79
+    assert (plan.resets, plan.rewind, plan.skipped, plan.applied) == ([], [], 1, 15)
+    assert proc.commit(plan)
+    plan = proc.plan(log[70:], {0: LogView(highwater=41, seen=80)})  # redelivered beyond F, same stale mark
+    assert (plan.resets, plan.rewind, plan.applied) == ([], [], 0)
+    assert diff_states(_reference(log), proc.store.snapshot()) == []
 
 
 def test_an_empty_new_log_is_re_based_without_records() -> None:
