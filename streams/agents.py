@@ -13,7 +13,7 @@ processor skips anything at or below it. Dead letters are sent and acknowledged
 
 **Nothing blocks the event loop, nothing ends the process.** The processor's Redis calls are sync
 (redis-py pipelines and Lua scripts are ~3x cheaper than redis.asyncio here, INFRA.md), so plan and
-commit run in a thread (``asyncio.to_thread``); the heartbeat, the Redis ping and the pages use
+commit run in one dedicated thread (one hop per batch); the heartbeat, the Redis ping and the pages use
 redis.asyncio. Every client comes from :mod:`reelstream.redis_client` (with ``redis_timeout_s``).
 The heartbeat timer doubles as the outage watch: a Redis or broker error there is logged once per
 outage and counted (:class:`streams.consumer.Outages`), the consumer pauses and recovers, and
@@ -34,6 +34,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any
 
@@ -113,19 +114,37 @@ async def _send_dead(dead: list[DeadLetterOut]) -> None:
     await asyncio.wait_for(send(), DEAD_LETTER_TIMEOUT_S)  # TimeoutError: the broker is away, retried
 
 
+#: The one thread plan and commit run in (sequential by design: one batch at a time; a warm thread).
+_APPLY_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply")
+
+
+def _plan_and_commit(
+    processor: RatingProcessor | MovieProcessor, msgs: list[Message], logs: dict[int, LogView] | None
+) -> tuple[BatchPlan, bool | None]:
+    """Plan, then commit at once unless the plan has dead letters (they go out first: None, not committed)."""
+    plan = processor.plan(msgs, logs)
+    if plan.dead:
+        return plan, None
+    return plan, processor.commit(plan)
+
+
 async def apply_batch(topic: str, msgs: list[Message], logs: dict[int, LogView] | None = None) -> BatchPlan:
     """Plan, send the dead letters, and commit one batch of ``topic`` (re-planned while the fence fails).
 
-    Plan and commit run in a thread: their Redis calls are sync and must not block the event loop.
+    Plan and commit run in a thread: their Redis calls are sync and must not block the event loop. A batch
+    without dead letters takes one hop there; one with dead letters comes back to send them (acknowledged)
+    before its commit.
     """
     processor = _processor(topic)
+    loop = asyncio.get_running_loop()
     started = time.perf_counter()
     retries = 0
     while True:  # re-plan while the offset fence fails (another worker wrote a partition meanwhile)
-        plan = await asyncio.to_thread(processor.plan, msgs, logs)
-        if plan.dead:
+        plan, committed = await loop.run_in_executor(_APPLY_THREAD, _plan_and_commit, processor, msgs, logs)
+        if committed is None:
             await _send_dead(plan.dead)
-        if await asyncio.to_thread(processor.commit, plan):
+            committed = await loop.run_in_executor(_APPLY_THREAD, processor.commit, plan)
+        if committed:
             break
         retries += 1
     now_ms = int(time.time() * 1000)
@@ -140,7 +159,7 @@ async def apply_batch(topic: str, msgs: list[Message], logs: dict[int, LogView] 
 
 
 async def _read_fences(topic: str) -> dict[int, Fence]:
-    return await asyncio.to_thread(_processor(topic).store.read_fences, topic)
+    return await asyncio.get_running_loop().run_in_executor(_APPLY_THREAD, _processor(topic).store.read_fences, topic)
 
 
 async def _ping_redis() -> None:

@@ -69,6 +69,8 @@ log = logging.getLogger(__name__)
 #: retried, never fatal.
 INFRA_ERRORS: tuple[type[BaseException], ...] = (RedisError, KafkaError, OSError, TimeoutError, InfraError)
 
+#: Partitions without records are checked for a fallen or too-short log at most this often (seconds).
+IDLE_CHECK_S = 0.5
 #: ``apply(topic, messages, logs)``: plan, dead-letter and commit one batch of one topic to Redis.
 ApplyFn = Callable[[str, list[Message], dict[int, LogView]], Awaitable[BatchPlan | None]]
 #: ``fences(topic)``: every partition's fence of ``topic`` in Redis.
@@ -190,6 +192,7 @@ class BatchConsumer(Service):
         self._hw_seen: dict[TopicPartition, int] = {}  # the latest fetch high watermark, per partition
         self._fell: dict[TopicPartition, int] = {}  # partitions re-read after their high watermark fell: old one
         self._gap_checked: dict[TopicPartition, int] = {}  # fenced offset whose gap was re-read once
+        self._idle_checked = 0.0  # when partitions without records were last looked at
         super().__init__(**kwargs)
 
     def _new_consumer(self) -> AIOKafkaConsumer:
@@ -253,27 +256,38 @@ class BatchConsumer(Service):
         for topic in sorted({tp.topic for tp in todo}):
             fences = await self.read_fences(topic)
             for tp in sorted((tp for tp in todo if tp.topic == topic), key=lambda t: t.partition):
+                self._to_fence.discard(tp)
+                if tp not in self.consumer.assignment():
+                    continue  # revoked while the fences were read: its next owner seeks it
                 fence = fences.get(tp.partition, NO_FENCE)
                 self._fences[tp] = fence
-                if fence.offset >= 0:
-                    self.consumer.seek(tp, fence.offset)
-                else:
-                    await self.consumer.seek_to_beginning(tp)
+                try:
+                    if fence.offset >= 0:
+                        self.consumer.seek(tp, fence.offset)
+                    else:
+                        await self.consumer.seek_to_beginning(tp)
+                    self.consumer.resume(tp)
+                except IllegalStateError:
+                    continue  # revoked meanwhile (a rebalance runs alongside): the same
                 metrics.fence_seek("fence")
-                self._to_fence.discard(tp)
-                self.consumer.resume(tp)
 
     def _views(self, batch: dict[TopicPartition, list[Any]]) -> dict[str, dict[int, LogView]]:
-        """Each partition's log as the consumer sees it; drops records whose high watermark fell (re-verified)."""
+        """Each partition's log as the consumer sees it; drops records whose high watermark fell (re-verified).
+
+        Partitions with records are looked at on every poll; the others (a new log may be empty) every
+        ``IDLE_CHECK_S``, since polls come hundreds of times a second under load.
+        """
         assert self.consumer is not None
         views: dict[str, dict[int, LogView]] = {}
-        paused = self.consumer.paused()
         owned = self.consumer.assignment()
-        for tp in [tp for tp in batch if tp not in owned]:
-            batch.pop(tp)  # revoked since the fetch: the next owner reads it from the fence
-        for tp in owned:
-            if tp in paused or tp in self._to_fence:
-                batch.pop(tp, None)
+        now = time.monotonic()
+        look_at: Any = batch
+        if now - self._idle_checked >= IDLE_CHECK_S:
+            self._idle_checked = now
+            look_at = owned | set(batch)
+        for tp in list(look_at):
+            if tp not in owned or tp in self._to_fence:
+                batch.pop(tp, None)  # revoked since the fetch, or waiting for its fence: read again from there
                 continue
             hw = self.consumer.highwater(tp)
             prev = self._hw_seen.get(tp)
