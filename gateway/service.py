@@ -501,9 +501,17 @@ class Gateway:
         rules_h = ComponentHealth(ok=err is None, detail=err or f"{rules.doc.name} {rules.version}")
         broker_h, worker_h = self._broker.get(), self._workers.get()
         parts = (broker_h, redis_h, model_h, worker_h, rules_h)
+        lost = resets = None
+        if redis_h.ok:
+            try:
+                counters = self.state.stats()
+                lost, resets = (int(float(counters.get(k, 0))) for k in ("events_lost", "log_resets"))
+            except (StateUnavailable, ValueError):
+                pass
         return Health(
             status="ok" if all(p.ok for p in parts) else "degraded",
             broker=broker_h, redis=redis_h, model=model_h, worker=worker_h, rules=rules_h,
+            events_lost=lost, log_resets=resets,
         )  # fmt: skip
 
     def stats(self) -> Stats:

@@ -265,3 +265,11 @@ def test_new_movie_from_movie_event_is_scored(client: TestClient, rclient, runti
     write_user(rclient, runtime, 12, [(HEAT, 5.0)])
     assert client.get("/recommendations/12", params={"k": 100}).status_code == 200
     assert np.isfinite(gw.catalog.decoder[gw.catalog.index(999_001)]).all()
+
+
+def test_health_shows_the_events_a_log_reset_lost(client: TestClient, rclient) -> None:
+    """Loss the worker counted at a log reset (memory-only broker restarted) is shown, not silent."""
+    assert client.get("/health").json()["events_lost"] == 0  # a fresh Redis: nothing lost, nothing reset
+    rclient.hset(keys.STATS, mapping={"events_lost": 7, "log_resets": 2})
+    health = client.get("/health").json()
+    assert (health["events_lost"], health["log_resets"]) == (7, 2)

@@ -172,6 +172,13 @@ class Health(BaseModel):
     model: ComponentHealth
     worker: ComponentHealth
     rules: ComponentHealth
+    events_lost: int | None = Field(
+        None,
+        description="Events a broker acknowledged but no worker ever applied, counted when a partition's log was "
+        "found reset (a memory-only broker restarted, a topic recreated); `rs:stats` `events_lost`. "
+        "None: Redis unreachable.",
+    )
+    log_resets: int | None = Field(None, description="Partition logs the worker found replaced (`rs:stats`).")
 
 
 class Stats(BaseModel):
