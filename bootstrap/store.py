@@ -55,6 +55,7 @@ __all__ = [
     "FeatureStore",
     "StoreFrames",
     "current_version",
+    "fsync_path",
     "list_versions",
     "load_store",
     "store_lock",
@@ -192,7 +193,8 @@ def _conform(df: pl.DataFrame, schema: Mapping[str, pl.DataType], name: str) -> 
     return df.select([pl.col(c).cast(t) for c, t in schema.items()])
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder (a folder: so a rename into it survives a crash)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -203,7 +205,7 @@ def _fsync_path(path: Path) -> None:
 def _write_parquet(df: pl.DataFrame, path: Path) -> None:
     """One file of a version (a seam the crash tests patch)."""
     df.write_parquet(path, compression=_COMPRESSION, statistics=True)
-    _fsync_path(path)
+    fsync_path(path)
 
 
 def _write_json(doc: Mapping[str, Any], path: Path) -> None:
@@ -222,7 +224,7 @@ def _replace_current(store_dir: Path, name: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, store_dir / CURRENT_FILE)
-    _fsync_path(store_dir)
+    fsync_path(store_dir)
 
 
 @contextmanager
@@ -269,10 +271,10 @@ def write_version(
         meta["schema_version"], meta["version"] = SCHEMA_VERSION, version
         _write_json(quality, tmp / "quality.json")
         _write_json(meta, tmp / "metadata.json")
-        _fsync_path(tmp)
+        fsync_path(tmp)
         final = store_dir / name
         os.rename(tmp, final)
-        _fsync_path(store_dir)
+        fsync_path(store_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

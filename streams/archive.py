@@ -64,6 +64,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
+from bootstrap.store import fsync_path
 from reelstream.errors import InfraError
 from reelstream.redis_client import async_redis_client
 from reelstream.settings import Settings
@@ -193,14 +194,6 @@ def archive_tip(archive_dir: Path, topic: str, partition: int) -> Fence:
     return Fence(int(offset), last.epoch, fingerprint(key, value, int(ts)))
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_segment(archive_dir: Path, topic: str, partition: int, epoch: int, records: list[ArchivedRecord]) -> Segment:
     """Write ``records`` (ascending offsets) as one segment, atomically: tmp file, fsync, rename, fsync folder."""
     if not records:
@@ -222,9 +215,9 @@ def write_segment(archive_dir: Path, topic: str, partition: int, epoch: int, rec
     tmp = folder / f"{_TMP_PREFIX}{final.stem}-{uuid.uuid4().hex}"
     try:
         frame.write_parquet(tmp, compression=_COMPRESSION, statistics=True)
-        _fsync(tmp)
+        fsync_path(tmp)
         os.rename(tmp, final)
-        _fsync(folder)
+        fsync_path(folder)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
