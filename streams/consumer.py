@@ -192,6 +192,8 @@ class BatchConsumer(Service):
         self._hw_seen: dict[TopicPartition, int] = {}  # the latest fetch high watermark, per partition
         self._fell: dict[TopicPartition, int] = {}  # partitions re-read after their high watermark fell: old one
         self._gap_checked: dict[TopicPartition, int] = {}  # fenced offset whose gap was re-read once
+        self._verified: dict[TopicPartition, tuple[int, int | None]] = {}  # (fence, hw) last re-read to verify
+        self._sought_ms: dict[TopicPartition, float] = {}  # when each partition was last sought to its fence
         self._idle_checked = 0.0  # when partitions without records were last looked at
         super().__init__(**kwargs)
 
@@ -237,6 +239,8 @@ class BatchConsumer(Service):
             self._to_fence.discard(tp)
             self._fences.pop(tp, None)
             self._gap_checked.pop(tp, None)
+            self._verified.pop(tp, None)
+            self._sought_ms.pop(tp, None)
             self.pending.pop(tp, None)
 
     def request_recovery(self) -> None:
@@ -267,15 +271,20 @@ class BatchConsumer(Service):
                     else:
                         await self.consumer.seek_to_beginning(tp)
                     self.consumer.resume(tp)
+                    self._sought_ms[tp] = time.time() * 1000
                 except IllegalStateError:
                     continue  # revoked meanwhile (a rebalance runs alongside): the same
                 metrics.fence_seek("fence")
 
     def _views(self, batch: dict[TopicPartition, list[Any]]) -> dict[str, dict[int, LogView]]:
-        """Each partition's log as the consumer sees it; drops records whose high watermark fell (re-verified).
+        """Each partition's log as the consumer sees it, for the processor's fence.
 
-        Partitions with records are looked at on every poll; the others (a new log may be empty) every
-        ``IDLE_CHECK_S``, since polls come hundreds of times a second under load.
+        A suspicious log (its high watermark fell, or lies at or below the fence) is never judged from the
+        high watermark alone: Tansu's can lag the records it returns. Its records are dropped and it is
+        re-read from the fence, once per (fence, high watermark): the fenced record read back, or the fetch
+        reset to the beginning of a shorter log, decides (``streams.processor.fence_batch``). Partitions with
+        records are looked at on every poll; the others every ``IDLE_CHECK_S``, since polls come hundreds
+        of times a second under load.
         """
         assert self.consumer is not None
         views: dict[str, dict[int, LogView]] = {}
@@ -289,26 +298,39 @@ class BatchConsumer(Service):
             if tp not in owned or tp in self._to_fence:
                 batch.pop(tp, None)  # revoked since the fetch, or waiting for its fence: read again from there
                 continue
+            recs = batch.get(tp)
             hw = self.consumer.highwater(tp)
+            if recs and (hw is None or hw < recs[-1].offset + 1):
+                hw = recs[-1].offset + 1  # a record at offset o proves the log reaches o + 1
             prev = self._hw_seen.get(tp)
-            if tp not in self._fell and did_highwater_fall(prev, hw):
-                # The log is shorter than it was: verify the fenced record before applying anything of it.
-                assert prev is not None
-                self._fell[tp] = prev
+            fenced = self._fences.get(tp, NO_FENCE).offset
+            suspicious = did_highwater_fall(prev, hw) or (not recs and is_log_shorter(hw, fenced))
+            if suspicious and tp not in self._fell and self._verified.get(tp) != (fenced, hw):
+                self._verified[tp] = (fenced, hw)
+                self._fell[tp] = max(prev if prev is not None else -1, hw if hw is not None else -1)
                 batch.pop(tp, None)
-                log.warning("%s[%d]: high watermark fell from %d to %s; verifying the fence", tp.topic,
-                            tp.partition, prev, hw)  # fmt: skip
+                log.warning("%s[%d]: high watermark %s (was %s, fence %d); verifying the fence", tp.topic,
+                            tp.partition, hw, prev, fenced)  # fmt: skip
                 self.follow_fence([tp])
                 continue
-            recs = batch.get(tp)
-            fence = self._fences.get(tp)
-            shorter = hw is not None and fence is not None and is_log_shorter(hw, fence.offset)
-            if recs or shorter:
+            if recs or (tp in self._fell and is_log_shorter(hw, fenced) and self._fence_did_not_come_back(tp)):
+                # with records: the processor's fence judges them; without: the fenced record was not in the
+                # log read from F, which ends at or before F: the processor re-bases it (a shorter new log)
                 seen = self._fell.get(tp, prev)
                 views.setdefault(tp.topic, {})[tp.partition] = LogView(hw, seen, None, self._gap_checked.get(tp))
             if hw is not None and tp not in self._fell:
                 self._hw_seen[tp] = hw
         return views
+
+    def _fence_did_not_come_back(self, tp: TopicPartition) -> bool:
+        """Fetches from the fenced offset went on for a while after the seek and returned nothing."""
+        assert self.consumer is not None
+        sought = self._sought_ms.get(tp)
+        if sought is None:
+            return False
+        wait_ms = 2 * IDLE_CHECK_S * 1000
+        polled = self.consumer.last_poll_timestamp(tp) or 0
+        return time.time() * 1000 - sought >= wait_ms and polled >= sought + wait_ms / 2
 
     async def _follow(self, tp: TopicPartition, plan: BatchPlan, recs: list[Any] | None) -> None:
         """Move ``tp``'s position as its plan says, and remember what is to commit and the new fence."""
@@ -321,6 +343,8 @@ class BatchConsumer(Service):
             self._fences[tp] = plan.stored[p]
         fell = self._fell.pop(tp, None)
         hw = self.consumer.highwater(tp)
+        if recs and (hw is None or hw < recs[-1].offset + 1):
+            hw = recs[-1].offset + 1  # as in _views: the records outrank a lagging high watermark
         if hw is not None:
             self._hw_seen[tp] = hw
         for reset in plan.resets:

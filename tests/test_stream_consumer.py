@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from types import SimpleNamespace
 
+import pytest
 from aiokafka import TopicPartition
 
 from reelstream.settings import Settings
@@ -37,6 +38,9 @@ class FakeKafka:
         self._paused: set[TopicPartition] = set()
         self.commits: list[dict[TopicPartition, int]] = []
         self.polls = 0
+        self.reset_out_of_range = True  #: False: a fetch beyond the end just returns nothing (Tansu)
+        self.hw_lag = 0  #: how far the reported high watermark lags the log (Tansu after a restart)
+        self.polled_ms: dict[TopicPartition, float] = {}
 
     async def getmany(self, timeout_ms: int, max_records: int) -> dict:
         self.polls += 1
@@ -44,10 +48,11 @@ class FakeKafka:
         for tp, log in self.logs.items():
             if tp in self._paused:
                 continue
-            if self.position[tp] > len(log):
+            self.polled_ms[tp] = time.time() * 1000
+            if self.position[tp] > len(log) and self.reset_out_of_range:
                 self.position[tp] = 0  # out of range: auto_offset_reset="earliest"
             recs = [r for r in log if r.offset >= self.position[tp]][:max_records]
-            self.hw[tp] = len(log)
+            self.hw[tp] = max(len(log) - self.hw_lag, 0)
             if recs:
                 out[tp] = recs
                 self.position[tp] = recs[-1].offset + 1
@@ -73,6 +78,9 @@ class FakeKafka:
     async def seek_to_beginning(self, *tps: TopicPartition) -> None:
         for tp in tps:
             self.position[tp] = 0
+
+    def last_poll_timestamp(self, tp: TopicPartition) -> float | None:
+        return self.polled_ms.get(tp)
 
     def highwater(self, tp: TopicPartition) -> int | None:
         return self.hw.get(tp)
@@ -183,9 +191,16 @@ def test_a_redis_outage_pauses_recovers_and_applies_everything_exactly_once() ->
     assert once_each(h, "movies", ["m0", "m1"])
 
 
-def test_a_broker_restarted_with_an_empty_log_is_a_reset_and_the_new_records_apply_once() -> None:
+@pytest.mark.parametrize("resets_out_of_range", [True, False], ids=["out-of-range-reset", "empty-fetch"])
+def test_a_broker_restarted_with_an_empty_log_is_a_reset_and_the_new_records_apply_once(
+    resets_out_of_range: bool,
+) -> None:
+    """Kafka answers a fetch beyond the log end with OffsetOutOfRange (reset to the beginning); Tansu with
+    nothing: then the fenced record not coming back from F is what proves the shorter log."""
+
     async def main() -> Harness:
         kafka = FakeKafka({RATINGS: records(RATINGS, 32, "old"), MOVIES: []})
+        kafka.reset_out_of_range = resets_out_of_range
         h = Harness(kafka)
         await h.run_until(lambda: len(h.counts("ratings")) == 32, "the old log")
         kafka.logs[RATINGS] = records(RATINGS, 2, "new")  # Tansu restarted: offsets 0 and 1 again
@@ -230,3 +245,19 @@ def test_redis_that_lost_its_last_writes_gets_them_again_from_the_fence() -> Non
     h = asyncio.run(main())
     assert once_each(h, "ratings", [f"r{i}" for i in range(8)])
     assert h.service._gap_checked == {RATINGS: 2}
+
+
+def test_a_high_watermark_lagging_the_log_is_verified_not_taken_for_a_reset() -> None:
+    async def main() -> Harness:
+        kafka = FakeKafka({RATINGS: records(RATINGS, 64, "r"), MOVIES: []})
+        h = Harness(kafka)
+        await h.run_until(lambda: len(h.counts("ratings")) == 64, "the log")
+        kafka.hw_lag = 30  # the broker now reports 34 for a log holding 64 records, idle ...
+        await h.run_until(lambda: RATINGS in h.service._verified, "the fence re-read for verification")
+        kafka.logs[RATINGS] = records(RATINGS, 80, "r")  # ... then 16 more arrive, still under-reported
+        await h.run_until(lambda: len(h.counts("ratings")) == 80, "the new records")
+        return h
+
+    h = asyncio.run(main())
+    assert once_each(h, "ratings", [f"r{i}" for i in range(80)])
+    assert "log_resets" not in h.store.hashes.get("rs:stats", {}) and h.store.read_fences("ratings")[0].epoch == 0
