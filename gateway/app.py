@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -36,6 +37,8 @@ from reelstream.settings import Settings, get_settings
 
 __all__ = ["build_gateway", "create_app"]
 
+log = logging.getLogger(__name__)
+
 #: Seconds between scans for movies added by MovieEvents.
 MOVIE_REFRESH_S = 30.0
 
@@ -58,19 +61,29 @@ def build_gateway(settings: Settings) -> Gateway:
     return gateway
 
 
-async def _refresh_movies(gateway: Gateway) -> None:
+async def _refresh_every(what: str, refresh: Callable[[], object], every_s: float) -> None:
+    """Run ``refresh`` in the threadpool every ``every_s`` for the app's lifetime; no error ends the loop.
+
+    Redis away is expected (StateUnavailable, quiet); anything else is logged with its traceback, and the
+    gateway keeps serving what it refreshed last instead of silently never refreshing again.
+    """
     while True:
-        with contextlib.suppress(StateUnavailable):
-            await run_in_threadpool(gateway.refresh_movies)
-        await asyncio.sleep(MOVIE_REFRESH_S)
+        try:
+            await run_in_threadpool(refresh)
+        except StateUnavailable:
+            pass
+        except Exception:
+            log.exception("refreshing %s failed; retrying in %.1f s", what, every_s)
+        await asyncio.sleep(every_s)
+
+
+async def _refresh_movies(gateway: Gateway) -> None:
+    await _refresh_every("announced movies", gateway.refresh_movies, MOVIE_REFRESH_S)
 
 
 async def _refresh_prior(gateway: Gateway, every_s: float) -> None:
     """The model's item prior from the worker's ``rs:items:prior``, every ``gateway_prior_refresh_s``."""
-    while True:
-        with contextlib.suppress(StateUnavailable):
-            await run_in_threadpool(gateway.refresh_prior)
-        await asyncio.sleep(every_s)
+    await _refresh_every("the item prior", gateway.refresh_prior, every_s)
 
 
 def _probe_movies(gateway: Gateway) -> list[int]:
