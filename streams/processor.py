@@ -15,7 +15,11 @@ Per batch:
 3. one read (a Lua script, one round trip): the stored offsets, the batch's
    users' state, and their earlier ratings of the batch's movies;
 4. messages at or below the stored offset of their partition are skipped
-   (already applied before a crash or rebalance);
+   (already applied before a crash or rebalance); so is a rating event already in its user's
+   recent list (same movie, rating and event time: a producer's retry, or a log read again after
+   a broker restart), which an offset alone cannot recognise. The recent list is read only for users
+   whose batch re-rates a movie, so the check costs nothing on a stream of first ratings; it reaches
+   back ``RECENT_MAX`` ratings per user;
 5. each event is folded into its user's state (``models.state.fold_in``), the
    user's statistics, rated set and recent list, the item aggregates, the
    trending score and (when the model has an item prior) the prior's count and
@@ -222,7 +226,7 @@ def _dead(msg: Message, reason: str, error: str, now_ms: int) -> DeadLetterOut:
 class _UserWork:
     """One user's record (:mod:`schemas.user_record`) and fold-in state while a batch is folded in."""
 
-    __slots__ = ("rated", "rec", "recent", "state")
+    __slots__ = ("rated", "rec", "recent", "seen", "state")
 
     def __init__(self, row: list[Any], cold: UserState) -> None:
         """``row``: the stored ``FOLD_FIELDS``; RecordError when they do not decode or fit the model."""
@@ -235,6 +239,7 @@ class _UserWork:
             self.state = UserState(rec.pre, rec.norm2, rec.n_events)
         self.rated: dict[int, float] = {}
         self.recent: list[str] = []
+        self.seen: set[str] = set()  #: this batch's entries of ``recent`` (a duplicate within one batch)
 
 
 class RatingProcessor:
@@ -319,14 +324,14 @@ class RatingProcessor:
         for _, ev in valid:
             pairs.setdefault(ev["user_id"], []).append(ev["movie_id"])
         users = list(pairs)
-        offsets, rows, earlier = self.store.read(self.topic, users, pairs)
+        offsets, rows, earlier, recent = self.store.read(self.topic, users, pairs)
 
         # Rule: a message at or below its partition's stored offset was applied already, if that offset
         # still fences this log (fence_batch: a reset log is re-based and applied from its first record).
         after = fence_batch(plan, msgs, offsets, logs, now_ms)
         plan.dead = [d for m, d in dead if m.offset > after.get(m.partition, -1)]
         fresh = [(m, ev) for m, ev in valid if m.offset > after.get(m.partition, -1)]
-        self._fold(fresh, rows, earlier, plan)
+        self._fold(fresh, rows, earlier, recent, plan)
         return plan
 
     def _fold(
@@ -334,8 +339,11 @@ class RatingProcessor:
         events: list[tuple[Message, dict[str, Any]]],
         rows: dict[int, list[Any]],
         earlier: dict[int, dict[int, float]],
+        recent: dict[int, set[str]],
         plan: BatchPlan,
     ) -> None:
+        """Fold ``events`` in; an event already in its user's recent list (same movie, rating and event time)
+        is a redelivered duplicate and is skipped (``duplicates_skipped``), whatever offset it came at."""
         weights = self.runtime.weights
         index_of = self.runtime.index_of
         decay = self.decay
@@ -347,6 +355,7 @@ class RatingProcessor:
         abs_sum = sq_sum = 0.0
         drifts = learned = 0  # learned: events that feed the item tables, the prior and the online model
         refused = 0  # events of users whose stored record does not decode (dead letters)
+        duplicates = 0  # events already in their user's recent list
         for _m, ev in events:
             uid, mid, r, ts = ev["user_id"], ev["movie_id"], ev["rating"], ev["event_ts"]
             w = work.get(uid)
@@ -360,10 +369,16 @@ class RatingProcessor:
             prev = w.rated.get(mid)
             if prev is None:
                 prev = earlier[uid].get(mid)
+            entry = encode_recent(mid, r, ts)
+            if prev is not None and (entry in w.seen or entry in recent.get(uid, ())):
+                plan.skipped += 1  # the same rating event again (a producer's retry, a log re-read)
+                duplicates += 1
+                continue
             w.state = fold_in(weights, w.state, index_of[mid], r, prev)
             w.rec.observe(r, ts)
             w.rated[mid] = r
-            w.recent.append(encode_recent(mid, r, ts))
+            w.recent.append(entry)
+            w.seen.add(entry)
             if ev["source"] == PROBE_SOURCE:
                 continue  # a freshness probe changes its own user's state and nothing shared
             learned += 1
@@ -386,6 +401,8 @@ class RatingProcessor:
         ops = plan.ops
         model_version = self.runtime.version
         for uid, w in work.items():
+            if not w.recent:
+                continue  # every event of this user was a duplicate: nothing to write
             rec, state = w.rec, w.state
             rec.pre, rec.norm2, rec.n_events = state.pre, state.norm2, state.n_events
             rec.mu, rec.logvar = encode(weights, state)
@@ -399,7 +416,7 @@ class RatingProcessor:
             ops.append(("T", mid, x))
             if prior:
                 ops.append(("P", mid, xp))
-        applied = len(events) - refused
+        applied = len(events) - refused - duplicates
         if learned and prior:
             ops.append(("X", keys.ITEMS_PRIOR_CLOCK, "event_ms", max_ts))
             ops.append(("C", keys.ITEMS_PRIOR_CLOCK, "events", learned))
@@ -418,7 +435,7 @@ class RatingProcessor:
         if plan.skipped:
             ops.append(("C", keys.STATS, "duplicates_skipped", plan.skipped))
         plan.applied = applied
-        plan.users = list(work)
+        plan.users = [uid for uid, w in work.items() if w.recent]
 
     # --- the commit -----------------------------------------------------------------
     def commit(self, plan: BatchPlan) -> bool:
@@ -449,7 +466,7 @@ class MovieProcessor:
     def plan(self, msgs: list[Message], logs: Mapping[int, LogView] | None = None) -> BatchPlan:
         now_ms = int(self.clock() * 1000)
         plan = BatchPlan(self.topic)
-        offsets, _, _ = self.store.read(self.topic, [], {})
+        offsets, *_ = self.store.read(self.topic, [], {})
         after = fence_batch(plan, msgs, offsets, logs, now_ms)  # the offset fence (see RatingProcessor.plan)
         for m in msgs:
             if m.offset <= after.get(m.partition, -1):

@@ -62,8 +62,10 @@ __all__ = [
 USER_FIELDS = FOLD_FIELDS
 
 Op = tuple[Any, ...]
-#: (stored fences {partition: Fence}, user rows {uid: [USER_FIELDS values]}, earlier ratings {uid: {mid: r}})
-Reads = tuple[dict[int, Fence], dict[int, list[Any]], dict[int, dict[int, float]]]
+#: (stored fences {partition: Fence}, user rows {uid: [USER_FIELDS values]}, earlier ratings {uid: {mid: r}},
+#: recent entries {uid: set of ``movie_id:rating:ts_ms``}: only for users whose batch re-rates a movie they
+#: rated before, the one case in which an event can be a redelivered duplicate (the processor's dedupe))
+Reads = tuple[dict[int, Fence], dict[int, list[Any]], dict[int, dict[int, float]], dict[int, set[str]]]
 #: {partition: (the fence read before computing, None when the partition had none; the new fence)}
 FenceMove = dict[int, tuple[Fence | None, Fence]]
 
@@ -178,28 +180,38 @@ return 1
 
 
 #: The batch's reads in one call (a pipeline of 2 x users commands costs redis-py ~10 us per command):
-#: KEYS = offsets, fence, then per user: user key, rated key. ARGV = len(USER_FIELDS), USER_FIELDS...,
-#: then per user: n, n movie ids. Returns {HGETALL offsets, HGETALL fence, {HMGET user USER_FIELDS}...,
-#: {HMGET rated movies}...}; a missing value is nil.
+#: KEYS = offsets, fence, then per user: user key, rated key, recent key. ARGV = len(USER_FIELDS),
+#: USER_FIELDS..., then per user: n, n movie ids. Returns {HGETALL offsets, HGETALL fence, {HMGET user
+#: USER_FIELDS}..., {HMGET rated movies}..., {LRANGE recent, only where a batch movie is rated already}...};
+#: a missing value is nil.
 _READ_LUA = """
 local nf = tonumber(ARGV[1])
 local fields = {unpack(ARGV, 2, 1 + nf)}
-local rows, rated = {}, {}
+local rows, rated, recent = {}, {}, {}
 local i = 2 + nf
 local k = 3
 local n = #ARGV
 while i <= n do
   rows[#rows + 1] = redis.call('HMGET', KEYS[k], unpack(fields))
   local c = tonumber(ARGV[i])
+  local got = {}
   if c > 0 then
-    rated[#rated + 1] = redis.call('HMGET', KEYS[k + 1], unpack(ARGV, i + 1, i + c))
+    got = redis.call('HMGET', KEYS[k + 1], unpack(ARGV, i + 1, i + c))
+  end
+  rated[#rated + 1] = got
+  local rerates = false
+  for j = 1, c do
+    if got[j] then rerates = true end
+  end
+  if rerates then
+    recent[#recent + 1] = redis.call('LRANGE', KEYS[k + 2], 0, -1)
   else
-    rated[#rated + 1] = {}
+    recent[#recent + 1] = {}
   end
   i = i + 1 + c
-  k = k + 2
+  k = k + 3
 end
-return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), rows, rated}
+return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), rows, rated, recent}
 """
 
 #: Ops whose second element is a key (passed through KEYS, named by its index there).
@@ -258,17 +270,20 @@ class RedisFeatureStore:
     def read(self, topic: str, users: list[int], pairs: dict[int, list[int]]) -> Reads:
         key_list = [keys.offsets(topic), keys.fence(topic)]
         args: list[Any] = [len(USER_FIELDS), *USER_FIELDS]
-        user_key, rated_key = keys.user, keys.user_rated
+        user_key, rated_key, recent_key = keys.user, keys.user_rated, keys.user_recent
         for uid in users:
             movies = pairs[uid]
-            key_list += [user_key(uid), rated_key(uid)]
+            key_list += [user_key(uid), rated_key(uid), recent_key(uid)]
             args += [len(movies), *movies]
-        flat_offsets, flat_fences, rows, earlier = self._read(keys=key_list, args=args)
+        flat_offsets, flat_fences, rows, earlier, lists = self._read(keys=key_list, args=args)
         offsets = _fences(flat_offsets, flat_fences)
         rated: dict[int, dict[int, float]] = {}
-        for uid, values in zip(users, earlier, strict=True):
+        recent: dict[int, set[str]] = {}
+        for uid, values, entries in zip(users, earlier, lists, strict=True):
             rated[uid] = {m: float(v) for m, v in zip(pairs[uid], values, strict=True) if v is not None}
-        return offsets, dict(zip(users, rows, strict=True)), rated
+            if entries:
+                recent[uid] = {e.decode() if isinstance(e, bytes) else str(e) for e in entries}
+        return offsets, dict(zip(users, rows, strict=True)), rated, recent
 
     def read_movies(self, movie_ids: list[int]) -> dict[int, dict[str, str]]:
         pipe = self.client.pipeline(transaction=False)
@@ -310,13 +325,15 @@ class MemoryFeatureStore:
 
     def read(self, topic: str, users: list[int], pairs: dict[int, list[int]]) -> Reads:
         offsets = self.read_fences(topic)
-        rows, rated = {}, {}
+        rows, rated, recent = {}, {}, {}
         for uid in users:
             h = self.hashes.get(keys.user(uid), {})
             rows[uid] = [h.get(f) for f in USER_FIELDS]
             r = self.hashes.get(keys.user_rated(uid), {})
             rated[uid] = {m: float(r[str(m)]) for m in pairs[uid] if str(m) in r}
-        return offsets, rows, rated
+            if rated[uid]:
+                recent[uid] = {str(e) for e in self.lists.get(keys.user_recent(uid), [])}
+        return offsets, rows, rated, recent
 
     def read_movies(self, movie_ids: list[int]) -> dict[int, dict[str, str]]:
         return {m: dict(self.hashes[keys.movie(m)]) for m in movie_ids if keys.movie(m) in self.hashes}

@@ -231,3 +231,22 @@ def test_the_lua_script_fences_like_the_dict_store(live_settings: Settings) -> N
         assert got[key] == want[key], key
     assert in_redis.store.read_fences(TOPIC) == in_memory.store.read_fences(TOPIC)
     client.close()
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_a_rating_event_seen_again_at_another_offset_is_skipped(backend: str, request: pytest.FixtureRequest) -> None:
+    """Event identity beyond the offset fence: a producer's retry or a re-read log brings the same ratings
+    (same user, movie, rating and event time) at new offsets; none is folded in twice, on either store."""
+    client = redis_client(request.getfixturevalue("live_settings").redis_url) if backend == "redis" else None
+    proc = _processor(RedisFeatureStore(client) if client is not None else None)
+    old = _log(32, tag=1)
+    proc.run(old)
+    again = [Message(TOPIC, 0, 32 + m.offset, m.value, m.timestamp_ms, m.key) for m in old]
+    plan = proc.plan(again[:5] + again[:5], {0: LogView(highwater=42)})  # twice within one batch too
+    assert (plan.applied, plan.skipped) == (0, 10)
+    assert proc.commit(plan)
+    assert proc.run(again[5:]).applied == 0
+    snapshot = redis_snapshot(client) if client is not None else proc.store.snapshot()
+    assert diff_states(_reference(old), snapshot) == []
+    if client is not None:
+        client.close()
