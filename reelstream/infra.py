@@ -13,6 +13,7 @@ import contextlib
 import importlib.resources
 import ipaddress
 import os
+import random
 import shutil
 import signal
 import socket
@@ -81,9 +82,23 @@ def is_local(host: str) -> bool:
         return False
 
 
+#: Ports ``free_port`` picks from: below Linux's ephemeral range (32768-60999), so an outgoing connection
+#: made between the pick and the server's bind cannot take the port first.
+FREE_PORT_RANGE = (20000, 32000)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (for tests and extra workers)."""
-    with socket.socket() as s:
+    """A TCP port nothing listens on right now (for tests and extra workers), outside the ephemeral range."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(*FREE_PORT_RANGE)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # the range is crowded: let the kernel choose
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
