@@ -3,7 +3,7 @@
 Each :meth:`LagMonitor.sample` reads, per partition of the watched topics:
 
 - the group's committed offset and its metadata (``OffsetFetch`` with explicit
-  partitions: Tansu breaks the connection without them, INFRA.md defect 2);
+  partitions: Tansu breaks the connection without them, docs/infra.md defect 2);
 - the log-end offset from a *fetch response's high watermark*. ``end_offsets()``
   (ListOffsets) is not used: Tansu answers it with the last batch's base
   offset + 1 (defect 1), which understates the end whenever producers batch;

@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     # --- worker -------------------------------------------------------------------
     app_id: str = "reelstream"
     worker_web_port: int = 6066
-    #: Faust group join waits half of this on a new group (INFRA.md, defect 4).
+    #: Faust group join waits half of this on a new group (docs/infra.md, defect 4).
     broker_session_timeout: float = 6.0
     broker_heartbeat_interval: float = 1.0
     #: This worker's name (heartbeat key, logs); empty: ``{hostname}-{pid}``.
@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     #: takes whatever is buffered, up to this, and never waits for a batch to fill.
     stream_batch_max: int = Field(1000, ge=1, le=10000)
     #: aiokafka fetch wait of the worker's consumer: the longest the broker holds an
-    #: empty fetch. Lower is fresher at low rates but costs broker CPU (INFRA.md, docs/events.md).
+    #: empty fetch. Lower is fresher at low rates but costs broker CPU (docs/infra.md, docs/events.md).
     stream_fetch_max_wait_ms: int = Field(100, ge=1)
     #: Kafka offsets are committed at most this often (seconds) and on revoke/stop; the
     #: offset fence in Redis, not this commit, is what keeps effects exactly-once.

@@ -66,7 +66,7 @@ def ensure_topics_sync(settings: Settings) -> list[TopicStatus]:
 async def high_watermarks(settings: Settings, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
     """The log-end offset of every partition of ``topic``, from a fetch response.
 
-    ``end_offsets()`` (ListOffsets) understates the end on Tansu (INFRA.md, defect 1),
+    ``end_offsets()`` (ListOffsets) understates the end on Tansu (docs/infra.md, defect 1),
     so it is used only as a lower bound to seek to; the fetch response's high
     watermark is the answer.
     """

@@ -4,7 +4,7 @@ Batches come from :class:`streams.consumer.BatchConsumer`, a Faust service that
 reads the ratings and movies topics with aiokafka ``getmany`` (why not a Faust
 agent per topic: see :mod:`streams.consumer` and :mod:`streams.app`).
 
-Delivery is at-least-once (Tansu has no transactions, INFRA.md); the effect is
+Delivery is at-least-once (Tansu has no transactions, docs/infra.md); the effect is
 exactly-once because each commit stores the highest applied offset per
 partition, with the identity of its log (:mod:`streams.log_identity`), and the
 processor skips anything at or below it. Dead letters are sent and acknowledged
@@ -12,7 +12,7 @@ processor skips anything at or below it. Dead letters are sent and acknowledged
 ``topic:partition:offset``) but never lose one.
 
 **Nothing blocks the event loop, nothing ends the process.** The processor's Redis calls are sync
-(redis-py pipelines and Lua scripts are ~3x cheaper than redis.asyncio here, INFRA.md), so plan and
+(redis-py pipelines and Lua scripts are ~3x cheaper than redis.asyncio here, docs/infra.md), so plan and
 commit run in one dedicated thread (one hop per batch); the heartbeat, the Redis ping and the pages use
 redis.asyncio. Every client comes from :mod:`reelstream.redis_client` (with ``redis_timeout_s``).
 The heartbeat timer doubles as the outage watch: a Redis or broker error there is logged once per

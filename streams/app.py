@@ -13,7 +13,7 @@ Dataflow (read top to bottom across the modules)::
 table manager; the app has no tables). The ratings and movies topics are read by
 :class:`streams.consumer.BatchConsumer`, a service of this app, in batches of
 whatever aiokafka has buffered. Measured on the 2-core development machine
-(``bench/results/stream.json``, ``INFRA.md``): a Faust agent with
+(``bench/results/stream.json``, ``docs/infra.md``): a Faust agent with
 ``take_events`` spends about half the worker in Faust's per-message dispatch
 (two tasks and an ``asyncio.wait`` per message, an Event per message) and
 stopped at ~3.5-4k events/s with half a core idle; Faust also hard-codes
@@ -23,7 +23,7 @@ second. The batch consumer keeps the same semantics: at-least-once delivery
 exactly-once effect (the offset fence in that script), one consumer group
 (``settings.app_id``) shared by all worker processes.
 
-Local-broker notes (INFRA.md): topics are created before the worker starts
+Local-broker notes (docs/infra.md): topics are created before the worker starts
 (``ensure_topics``), each worker has its own web port, and the session timeout
 is short so a new group joins in seconds.
 """

@@ -34,7 +34,7 @@ the record at the tip is still the archived one, no reset happened since, so eve
 from that same log.
 
 **Why partitions are assigned, not subscribed:** the folder lock already makes the archiver single, and
-Tansu's group coordinator makes a rejoin wait seconds (INFRA.md); the group id is kept for the commits.
+Tansu's group coordinator makes a rejoin wait seconds (docs/infra.md); the group id is kept for the commits.
 
 **Outages.** Any broker or disk error ends the session: buffers are dropped, the consumers closed, and a
 new session starts after a capped backoff (0.5 s, doubling to ``settings.archive_backoff_max_s``). Redis
@@ -106,7 +106,7 @@ SEGMENT_SCHEMA: dict[str, pl.DataType] = {
 _SEGMENT_RE = re.compile(r"^e(\d{6,})-(\d{12,})-(\d{12,})\.parquet$")
 _TMP_PREFIX = ".tmp-"
 _COMPRESSION = "lz4"
-#: The archive is not latency-bound: a longer fetch wait costs the broker less CPU (INFRA.md).
+#: The archive is not latency-bound: a longer fetch wait costs the broker less CPU (docs/infra.md).
 FETCH_WAIT_MS = 500
 FETCH_MAX_RECORDS = 10_000
 #: A probe (read back one record per partition) or a consumer start that takes longer fails the session.

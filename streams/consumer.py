@@ -4,7 +4,7 @@ Why not a Faust agent per topic: Faust dispatches every message on its own
 (two tasks and an ``asyncio.wait`` per message, an Event per message) before an
 agent's ``take_events`` sees a batch; measured here that caps a worker at
 ~3.5-4k events/s with half a core idle, and Faust also hard-codes aiokafka's
-fetch wait to 1,500 ms (``INFRA.md``). This service instead asks aiokafka for
+fetch wait to 1,500 ms (``docs/infra.md``). This service instead asks aiokafka for
 whatever is buffered (``getmany``, at most ``settings.stream_batch_max`` records)
 and hands each topic's records to its processor as one batch.
 

@@ -8,7 +8,7 @@ topic ids, so the log is identified by what a consumer can check itself:
 - the **fingerprint** of the record at the fenced offset (:func:`fingerprint`: crc32 of key and value plus the
   record timestamp), read back when the consumer seeks to the fence;
 - the partition's **epoch** (log incarnation): 0 for the first log seen, +1 at every reset detected;
-- the **high watermark** of the fetch response (correct on Tansu, unlike ListOffsets(latest); INFRA.md).
+- the **high watermark** of the fetch response (correct on Tansu, unlike ListOffsets(latest); docs/infra.md).
 
 :class:`Fence` is what the worker stores next to each partition's applied offset (``rs:offsets:{topic}`` keeps
 the offset for its readers; ``rs:fence:{topic}`` keeps ``epoch:fingerprint:highwater``, written by the same

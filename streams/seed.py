@@ -156,7 +156,7 @@ async def rewind_worker_group(settings: Settings, timeout_s: float = 30.0) -> in
         ]  # fmt: skip
         if not tps:
             return 0
-        # Tansu needs the partitions named (INFRA.md, defect 2).
+        # Tansu needs the partitions named (docs/infra.md, defect 2).
         got = await admin.list_consumer_group_offsets(settings.app_id, partitions=tps)
     except (KafkaError, OSError, TimeoutError) as exc:
         raise InfraError(f"broker at {settings.kafka_bootstrap} unreachable: {exc}") from None

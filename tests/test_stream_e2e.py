@@ -100,7 +100,7 @@ async def _committed(settings: Settings, topic: str) -> dict[int, int]:
     await admin.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
-        got = await admin.list_consumer_group_offsets(settings.app_id, partitions=tps)  # INFRA.md defect 2
+        got = await admin.list_consumer_group_offsets(settings.app_id, partitions=tps)  # docs/infra.md defect 2
         return {tp.partition: meta.offset for tp, meta in got.items() if meta.offset >= 0}
     finally:
         await admin.close()

@@ -33,7 +33,7 @@ def run(
     settings = get_settings()
     port = settings.worker_web_port if web_port is None else web_port
     base = name or settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
-    ensure_topics_sync(settings)  # a Faust worker needs its topics before it starts (INFRA.md)
+    ensure_topics_sync(settings)  # a Faust worker needs its topics before it starts (docs/infra.md)
     if workers == 1:
         _run_one(port, base, loglevel)
         return
