@@ -268,6 +268,34 @@ def _compare(system: System, ref: MemoryFeatureStore) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _lost_events(system: System, stream_rows: list[tuple[int, int, float, int]],
+                 posts: list[tuple[int, int, float, int]]) -> dict[str, Any]:  # fmt: skip
+    """Which acknowledged events are missing from their user's rated set: replay indices as runs
+    ``[first, last]`` (the replay sends index ``i`` about ``i / rate`` seconds after it starts), and POSTs."""
+    client = system.redis()
+    try:
+        pipe = client.pipeline(transaction=False)
+        for u, m, _r, _ts in stream_rows:
+            pipe.hexists(keys.user_rated(u), m)
+        present = pipe.execute()
+        pipe = client.pipeline(transaction=False)
+        for u, m, _r, _ts in posts:
+            pipe.hexists(keys.user_rated(u), m)
+        posts_present = pipe.execute()
+    finally:
+        client.close()
+    runs: list[list[int]] = []
+    for i, ok in enumerate(present):
+        if ok:
+            continue
+        if runs and runs[-1][1] == i - 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return {"replay_missing": sum(not ok for ok in present), "replay_missing_runs": runs[:200],
+            "posts_missing": sum(not ok for ok in posts_present)}  # fmt: skip
+
+
 def run_phase(system: System, fault: str, args: argparse.Namespace, rng: random.Random) -> Phase:
     phase = Phase(fault)
     system.start()
@@ -299,6 +327,7 @@ def run_phase(system: System, fault: str, args: argparse.Namespace, rng: random.
         rows = stream.slice(0, limit).rows()
         ref = _reference(system.settings, rows, phase.posts_accepted)
         phase.result = _compare(system, ref)
+        phase.result["missing"] = _lost_events(system, rows, phase.posts_accepted)
         try:
             phase.result["health"] = httpx.get(f"{system.base}/health", timeout=5).json()
         except httpx.HTTPError as exc:

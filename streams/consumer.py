@@ -34,6 +34,15 @@ its last acknowledged writes: AOF everysec after a kill -9) is re-read from F + 
 since a Kafka log may legitimately skip offsets (control records). A high watermark lower than the last one
 seen drops that partition's records and re-reads from the fence to verify it.
 
+**A broken broker connection re-verifies every fence.** A restarted broker may hold another log (a
+memory-only Tansu starts empty), and producers flush what they held during the outage the moment it is
+back: the new log can pass a small fence before any fetch shows a fallen high watermark, and reading it
+on from F + 1 would skip its first F + 1 records. So when a connection to the broker breaks (aiokafka's
+close callback), the loop drops a batch that may have come over a newer connection, applies one that
+cannot have, and seeks every owned partition to its fence: the fenced record read back, another record
+there, or silence at a shorter log decides, as above. The last high watermark of the old log is kept
+for the reset's lost-events estimate.
+
 **Outages.** Redis or the broker down (``RedisError``, ``KafkaError``, ``OSError``, ``TimeoutError``) never
 ends the worker: the outage is logged once and counted (:class:`Outages`, the worker's ``/health``), the
 assignment is paused and nothing is committed, Redis and the broker are retried with capped exponential
@@ -51,6 +60,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.conn import CloseReason
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from mode import Service
 from redis.exceptions import RedisError
@@ -61,7 +71,7 @@ from streams.log_identity import NO_FENCE, Fence, LogView, did_highwater_fall, i
 from streams.metrics import WorkerMetrics, metrics
 from streams.processor import BatchPlan, Message
 
-__all__ = ["INFRA_ERRORS", "Backoff", "BatchConsumer", "Outages", "infra_service"]
+__all__ = ["INFRA_ERRORS", "Backoff", "BatchConsumer", "Outages", "infra_service", "verify_from"]
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +81,26 @@ INFRA_ERRORS: tuple[type[BaseException], ...] = (RedisError, KafkaError, OSError
 
 #: Partitions without records are checked for a fallen or too-short log at most this often (seconds).
 IDLE_CHECK_S = 0.5
+#: Why aiokafka closed a connection, when it means the broker went away (a restart may bring another log).
+BROKEN = frozenset({CloseReason.CONNECTION_BROKEN, CloseReason.CONNECTION_TIMEOUT, CloseReason.OUT_OF_SYNC})
 #: ``apply(topic, messages, logs)``: plan, dead-letter and commit one batch of one topic to Redis.
 ApplyFn = Callable[[str, list[Message], dict[int, LogView]], Awaitable[BatchPlan | None]]
 #: ``fences(topic)``: every partition's fence of ``topic`` in Redis.
 FencesFn = Callable[[str], Awaitable[dict[int, Fence]]]
 #: A health check or hook that raises one of :data:`INFRA_ERRORS` while its service is down.
 CheckFn = Callable[[], Awaitable[None]]
+
+
+def verify_from(fenced: int, highwater: int | None) -> int:
+    """Where to seek to verify a fence F: F itself, or the last record below a high watermark at or below F.
+
+    Tansu's fetch returns nothing from an offset at or beyond its high watermark, and that high watermark can
+    lag records it has already returned; read from ``hw - 1``, the batch holding F comes back with it.
+
+    >>> verify_from(31, 40), verify_from(31, 20), verify_from(31, 0), verify_from(31, None)
+    (31, 19, 31, 31)
+    """
+    return highwater - 1 if highwater is not None and 0 < highwater <= fenced else fenced
 
 
 def infra_service(exc: BaseException) -> str:
@@ -195,6 +219,10 @@ class BatchConsumer(Service):
         self._verified: dict[TopicPartition, tuple[int, int | None]] = {}  # (fence, hw) last re-read to verify
         self._sought_ms: dict[TopicPartition, float] = {}  # when each partition was last sought to its fence
         self._idle_checked = 0.0  # when partitions without records were last looked at
+        self._broken = 0  # broker connections that broke (aiokafka's close callback)
+        self._broken_seen = 0  # ... when the loop last looked
+        self._conns_at_break: list[Any] = []  # the client's connections when the last one broke
+        self._hw_at_break: dict[TopicPartition, int] = {}  # each partition's high watermark then
         super().__init__(**kwargs)
 
     def _new_consumer(self) -> AIOKafkaConsumer:
@@ -212,8 +240,47 @@ class BatchConsumer(Service):
             metadata_max_age_ms=s.stream_metadata_max_age_ms,
         )
 
+    def _watch_connections(self, consumer: AIOKafkaConsumer) -> None:
+        """Count broker connections that break. aiokafka has no public hook: its client's connection-closed
+        callback (aiokafka pinned at 0.14.0) is wrapped, before any connection exists."""
+        client = consumer._client
+        original = client._on_connection_closed
+
+        def on_closed(conn: Any, reason: Any) -> None:
+            if reason in BROKEN:
+                self._broken += 1
+                self._conns_at_break = list(client._conns.values())
+                # the old log's last high watermarks: no fetch from a restarted broker has happened yet
+                for tp in consumer.assignment():
+                    hw = consumer.highwater(tp)
+                    if hw is not None:
+                        self._hw_at_break[tp] = max(hw, self._hw_at_break.get(tp, -1))
+            original(conn, reason)
+
+        client._on_connection_closed = on_closed
+
+    def _connected_since_break(self) -> bool:
+        """A connection exists that did not when the last one broke: records may come from a new log."""
+        assert self.consumer is not None
+        old = self._conns_at_break
+        return any(all(c is not o for o in old) for c in self.consumer._client._conns.values())
+
+    def _verify_after_reconnect(self) -> None:
+        """Seek every owned partition to its fence to verify it, keeping the old log's last high watermark."""
+        assert self.consumer is not None
+        owned = self.consumer.assignment()
+        for tp in owned:
+            if self._fences.get(tp, NO_FENCE).offset < 0 and tp not in self._hw_seen:
+                continue
+            known = (self._hw_seen.get(tp), self._hw_at_break.pop(tp, None), self._fell.get(tp))
+            self._fell[tp] = max((h for h in known if h is not None), default=-1)
+        log.warning("a broker connection broke: verifying the fences of %d partitions", len(owned))
+        metrics.fence_seek("reconnect")
+        self.follow_fence(owned)
+
     async def on_start(self) -> None:
         self.consumer = self._new_consumer()
+        self._watch_connections(self.consumer)
         self.consumer.subscribe([self.settings.topic_ratings, self.settings.topic_movies], listener=_Rebalance(self))
         await self.consumer.start()
 
@@ -267,7 +334,7 @@ class BatchConsumer(Service):
                 self._fences[tp] = fence
                 try:
                     if fence.offset >= 0:
-                        self.consumer.seek(tp, fence.offset)
+                        self.consumer.seek(tp, verify_from(fence.offset, self.consumer.highwater(tp)))
                     else:
                         await self.consumer.seek_to_beginning(tp)
                     self.consumer.resume(tp)
@@ -465,6 +532,11 @@ class BatchConsumer(Service):
             except INFRA_ERRORS as exc:  # the broker went away, or Redis while reading fences
                 self._failed(exc)
                 continue
+            reconnected = self._broken != self._broken_seen
+            if reconnected:
+                self._broken_seen = self._broken
+                if self._connected_since_break():
+                    batch = {}  # it may hold a new log's records: re-read from the fences
             views = self._views(batch)
             if batch or views:
                 async with self.lock:
@@ -488,5 +560,7 @@ class BatchConsumer(Service):
                         # is re-read from its fence, and what was applied before the error is skipped there.
                         self._failed(exc)
                         continue
+            if reconnected:
+                self._verify_after_reconnect()
             if self.pending and time.monotonic() - self._last_commit >= interval:
                 self._start_commit()  # a Kafka round trip; the next batch need not wait for it

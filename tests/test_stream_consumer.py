@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.conn import CloseReason
 
 from reelstream.settings import Settings
 from streams.consumer import BatchConsumer, Outages, _Rebalance
@@ -41,6 +42,15 @@ class FakeKafka:
         self.reset_out_of_range = True  #: False: a fetch beyond the end just returns nothing (Tansu)
         self.hw_lag = 0  #: how far the reported high watermark lags the log (Tansu after a restart)
         self.polled_ms: dict[TopicPartition, float] = {}
+        #: aiokafka's client as far as the consumer looks at it: its connections and their close callback
+        self._client = SimpleNamespace(_conns={"node": object()}, _on_connection_closed=lambda conn, why: None)
+
+    def restart_broker(self, logs: dict[TopicPartition, list[SimpleNamespace]]) -> None:
+        """The broker dies (its connection breaks) and comes back with ``logs`` over a new connection."""
+        old = self._client._conns.pop("node")
+        self._client._on_connection_closed(old, CloseReason.CONNECTION_BROKEN)
+        self.logs.update(logs)
+        self._client._conns["node"] = object()
 
     async def getmany(self, timeout_ms: int, max_records: int) -> dict:
         self.polls += 1
@@ -110,6 +120,7 @@ class Harness:
         self.service = BatchConsumer(settings, self.apply, fences=self.fences, ping_redis=self.ping,
                                      outages=self.outages)  # fmt: skip
         self.service.consumer = kafka  # type: ignore[assignment]
+        self.service._watch_connections(kafka)  # type: ignore[arg-type]
 
     async def apply(self, topic: str, msgs: list[Message], logs: dict[int, LogView]) -> BatchPlan:
         self.calls.append((topic, [m.offset for m in msgs]))
@@ -227,6 +238,38 @@ def test_a_longer_replaced_log_is_caught_by_the_fenced_record_after_the_rebalanc
     h = asyncio.run(main())
     assert once_each(h, "ratings", [f"old{i}" for i in range(5)] + [f"new{i}" for i in range(9)])
     assert h.store.hashes["rs:resets:ratings"]["0"].count("record_replaced") == 1
+
+
+def test_a_new_log_that_passed_the_fence_before_any_fetch_is_caught_by_the_broken_connection() -> None:
+    """Producers flush their backlog the moment a restarted broker is back: the new log passes a small fence
+    before a fetch shows any fallen high watermark, and read on from F + 1 it would lose new0..new2."""
+
+    async def main() -> Harness:
+        kafka = FakeKafka({RATINGS: records(RATINGS, 3, "old"), MOVIES: []})
+        h = Harness(kafka)
+        await h.run_until(lambda: len(h.counts("ratings")) == 3, "the old log")
+        kafka.restart_broker({RATINGS: records(RATINGS, 9, "new")})  # position 3 is valid in the new log
+        await h.run_until(lambda: len(h.counts("ratings")) == 12, "the new log")
+        return h
+
+    h = asyncio.run(main())
+    assert once_each(h, "ratings", [f"old{i}" for i in range(3)] + [f"new{i}" for i in range(9)])
+    assert h.store.hashes["rs:resets:ratings"]["0"].count("record_replaced") == 1
+    assert "events_lost" not in h.store.hashes["rs:stats"]  # the old log was applied to its end
+
+
+def test_a_broken_connection_to_the_same_log_verifies_the_fence_and_resets_nothing() -> None:
+    async def main() -> Harness:
+        kafka = FakeKafka({RATINGS: records(RATINGS, 5, "r"), MOVIES: []})
+        h = Harness(kafka)
+        await h.run_until(lambda: len(h.counts("ratings")) == 5, "the log")
+        kafka.restart_broker({RATINGS: records(RATINGS, 8, "r")})  # a broker that kept its log (Kafka)
+        await h.run_until(lambda: len(h.counts("ratings")) == 8, "the rest of the log")
+        return h
+
+    h = asyncio.run(main())
+    assert once_each(h, "ratings", [f"r{i}" for i in range(8)])
+    assert "log_resets" not in h.store.hashes.get("rs:stats", {}) and h.store.read_fences("ratings")[0].epoch == 0
 
 
 def test_redis_that_lost_its_last_writes_gets_them_again_from_the_fence() -> None:
