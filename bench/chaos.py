@@ -15,12 +15,16 @@ reused). One phase per fault type, so every lost or doubled event is attributed 
    and the harness waits until the worker has applied everything the log holds;
 4. the final Redis state is compared with a reference built in this process by the worker's own processor over
    an in-memory store, from HISTORY plus every acknowledged event: the replay's N events and each POST answered
-   202. Per user, ``n`` (events applied) against the reference's: fewer is *lost*, more is *doubled*; users
-   whose ``n`` matches are also compared on their latent state (``mu``).
+   202 (plus each POST answered otherwise whose event is in Redis all the same: a send that timed out can
+   still reach the broker; counted apart as ``posts_not_202_but_applied``). Per user, ``n`` (events
+   applied) against the reference's: fewer is *lost*, more is *doubled*; users whose ``n`` matches are
+   also compared on their latent state (``mu``).
 
 For broker kills on the memory-only local broker, events the broker acknowledged but the worker had not
-applied are gone with it; the worker detects the new log, counts its estimate of them (``rs:stats``
-``events_lost``) and shows it in ``/health`` and ``reelstream lag``: the result records both figures.
+read would be gone with it: the producers send again what was acknowledged in their resend window
+(``streams/resend.py``), and the worker applies each event once. The worker's estimate of old-log records
+it never read (``rs:stats`` ``events_lost``) is recorded too. ``missing`` locates any event absent from
+Redis by its exact ``rated`` entry (replay indices as runs).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from reelstream import infra  # noqa: E402
 from reelstream.redis_client import redis_client  # noqa: E402
 from reelstream.settings import Settings  # noqa: E402
 from schemas import redis_keys as keys  # noqa: E402
+from schemas.user_record import encode_rated  # noqa: E402
 from streams.admin import high_watermarks  # noqa: E402
 from streams.codecs import codec_for  # noqa: E402
 from streams.events import rating_event  # noqa: E402
@@ -80,6 +85,8 @@ class Phase:
     posts_accepted: list[tuple[int, int, float, int]] = field(default_factory=list)
     posts_refused: int = 0  #: 503s while a dependency was down (not acknowledged: not in the reference)
     posts_other: dict[str, int] = field(default_factory=dict)
+    #: POSTs answered other than 202 (503, a timeout): not acknowledged, but possibly produced all the same
+    posts_unanswered: list[tuple[int, int, float, int]] = field(default_factory=list)
     replay_restarts: int = 0
     result: dict[str, Any] = field(default_factory=dict)
 
@@ -158,10 +165,12 @@ def _post_loop(system: System, phase: Phase, users: list[int], movies: list[int]
                 code = type(exc).__name__
             if code == "202":
                 phase.posts_accepted.append((uid, mid, r, ts))
-            elif code == "503":
-                phase.posts_refused += 1
             else:
-                phase.posts_other[code] = phase.posts_other.get(code, 0) + 1
+                phase.posts_unanswered.append((uid, mid, r, ts))
+                if code == "503":
+                    phase.posts_refused += 1
+                else:
+                    phase.posts_other[code] = phase.posts_other.get(code, 0) + 1
             stop.wait(1.0 / rate)
 
 
@@ -269,31 +278,37 @@ def _compare(system: System, ref: MemoryFeatureStore) -> dict[str, Any]:
 
 
 def _lost_events(system: System, stream_rows: list[tuple[int, int, float, int]],
-                 posts: list[tuple[int, int, float, int]]) -> dict[str, Any]:  # fmt: skip
-    """Which acknowledged events are missing from their user's rated set: replay indices as runs
-    ``[first, last]`` (the replay sends index ``i`` about ``i / rate`` seconds after it starts), and POSTs."""
+                 posts: list[tuple[int, int, float, int]],
+                 refused: list[tuple[int, int, float, int]]) -> dict[str, Any]:  # fmt: skip
+    """Which events are missing from their user's rated set, by their exact ``rating:event_ts_ms`` entry:
+    replay indices as runs ``[first, last]`` (the replay sends index ``i`` about ``i / rate`` seconds after
+    it starts), POSTs answered 202, and POSTs answered otherwise (503, timeouts) that were applied anyway."""
+
+    def present(rows: list[tuple[int, int, float, int]], ts_scale: int) -> list[bool]:
+        pipe = client.pipeline(transaction=False)
+        for u, m, _r, _ts in rows:
+            pipe.hget(keys.user_rated(u), m)
+        got = pipe.execute()
+        return [v is not None and v.decode() == encode_rated({m: (r, ts * ts_scale)})[1]
+                for (u, m, r, ts), v in zip(rows, got, strict=True)]  # fmt: skip
+
     client = system.redis()
     try:
-        pipe = client.pipeline(transaction=False)
-        for u, m, _r, _ts in stream_rows:
-            pipe.hexists(keys.user_rated(u), m)
-        present = pipe.execute()
-        pipe = client.pipeline(transaction=False)
-        for u, m, _r, _ts in posts:
-            pipe.hexists(keys.user_rated(u), m)
-        posts_present = pipe.execute()
+        replayed, posted, others = present(stream_rows, 1000), present(posts, 1), present(refused, 1)
     finally:
         client.close()
     runs: list[list[int]] = []
-    for i, ok in enumerate(present):
+    for i, ok in enumerate(replayed):
         if ok:
             continue
         if runs and runs[-1][1] == i - 1:
             runs[-1][1] = i
         else:
             runs.append([i, i])
-    return {"replay_missing": sum(not ok for ok in present), "replay_missing_runs": runs[:200],
-            "posts_missing": sum(not ok for ok in posts_present)}  # fmt: skip
+    delivered = [row for row, ok in zip(refused, others, strict=True) if ok]
+    return {"replay_missing": sum(not ok for ok in replayed), "replay_missing_runs": runs[:200],
+            "posts_missing": sum(not ok for ok in posted), "posts_not_202_but_applied": len(delivered),
+            "delivered": delivered}  # fmt: skip
 
 
 def run_phase(system: System, fault: str, args: argparse.Namespace, rng: random.Random) -> Phase:
@@ -325,9 +340,12 @@ def run_phase(system: System, fault: str, args: argparse.Namespace, rng: random.
         # Let the last restarts finish and the worker apply everything the logs hold.
         infra.wait_until(lambda: system._ready() and _drained(system), 300, "worker drained", 1.0)
         rows = stream.slice(0, limit).rows()
-        ref = _reference(system.settings, rows, phase.posts_accepted)
+        missing = _lost_events(system, rows, phase.posts_accepted, phase.posts_unanswered)
+        # A POST answered 503 or timed out was not acknowledged, but its send may still have reached the
+        # broker: such an event is at-least-once delivery, not a double, so the reference has it too.
+        ref = _reference(system.settings, rows, phase.posts_accepted + missing.pop("delivered"))
         phase.result = _compare(system, ref)
-        phase.result["missing"] = _lost_events(system, rows, phase.posts_accepted)
+        phase.result["missing"] = missing
         try:
             phase.result["health"] = httpx.get(f"{system.base}/health", timeout=5).json()
         except httpx.HTTPError as exc:

@@ -46,17 +46,21 @@ class KafkaRatingsProducer:
         self.timeout_s = timeout_s
         self._inner: Any = None
         self._lock = asyncio.Lock()
+        self._window: Any = None  #: streams.resend.ResendWindow, kept across producers replaced after a timeout
 
     async def send(
         self, user_id: int, movie_id: int, rating: float, ts_ms: int | None, *, known_movie: Callable[[int], bool]
     ) -> Sent:
         """Produce with ``source="api"``; :class:`streams.events.RatingRefused` (nothing sent) for a refused event."""
         from streams.events import RatingProducer
+        from streams.resend import ResendWindow
 
         try:
             async with self._lock:
                 if self._inner is None:
-                    inner = RatingProducer(self.settings)
+                    if self._window is None:
+                        self._window = ResendWindow(self.settings.resend_window_s)
+                    inner = RatingProducer(self.settings, self._window)
                     try:
                         await asyncio.wait_for(inner.__aenter__(), self.timeout_s)
                     except BaseException:

@@ -99,7 +99,7 @@ def apply_rating(
     fields = encode_user(rec)
     pipe = client.pipeline(transaction=True)
     pipe.hset(keys.user(user_id), mapping=dict(zip(fields[::2], fields[1::2], strict=True)))
-    pipe.hset(keys.user_rated(user_id), *encode_rated({movie_id: rating}))
+    pipe.hset(keys.user_rated(user_id), *encode_rated({movie_id: (rating, ts_ms)}))
     pipe.lpush(keys.user_recent(user_id), encode_recent(movie_id, rating, ts_ms))
     pipe.ltrim(keys.user_recent(user_id), 0, keys.RECENT_MAX - 1)
     pipe.hincrby(keys.STATS, "events_applied", 1)

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     event_min_ts_ms: int = 631_152_000_000
     #: Event times more than this beyond the worker's clock are refused (ms).
     event_max_future_ms: int = Field(24 * 3600 * 1000, ge=0)
+    #: Producers (POST /ratings, ``rate``, ``replay``) send again what the broker acknowledged in this many
+    #: seconds before their connection to it broke (``streams/resend.py``): a restarted memory-only broker
+    #: then loses nothing the worker had not read. 0: never.
+    resend_window_s: float = Field(30.0, ge=0)
     #: Worker heartbeat period and time-to-live of its Redis key (seconds).
     worker_heartbeat_s: float = Field(1.0, gt=0)
     worker_heartbeat_ttl_s: int = Field(10, ge=1)

@@ -13,7 +13,7 @@ key                            type    fields / members
                                        every applied event), ``first_ms``, ``last_ms`` (min and max
                                        event time), ``model_version``; encoded and decoded only by
                                        :mod:`schemas.user_record`, like the two keys below
-``rs:user:{uid}:rated``        hash    movie_id -> rating (the latest one)
+``rs:user:{uid}:rated``        hash    movie_id -> ``rating:event_ts_ms`` (the latest rating and its event time)
 ``rs:user:{uid}:recent``       list    newest first, ``movie_id:rating:ts_ms``, capped at RECENT_MAX
 ``rs:item:{mid}``              hash    ``n``, ``sum``, ``mean``
 ``rs:items:trending``          zset    movie_id -> log of the decayed event count, in log space:

@@ -3,7 +3,8 @@
 Three keys (:mod:`schemas.redis_keys`) hold one user:
 
 * ``rs:user:{uid}`` (hash): :class:`UserRecord`'s fields, typed as in :data:`FIELDS`;
-* ``rs:user:{uid}:rated`` (hash): movie id -> the latest rating (:func:`encode_rated`, :func:`decode_rated`);
+* ``rs:user:{uid}:rated`` (hash): movie id -> ``rating:event_ts_ms`` of the latest rating
+  (:func:`encode_rated`, :func:`decode_rated`, :func:`decode_rated_entry`);
 * ``rs:user:{uid}:recent`` (list, newest first, at most ``RECENT_MAX``): ``movie_id:rating:ts_ms``
   entries (:func:`encode_recent`, :func:`decode_recent`).
 
@@ -35,6 +36,7 @@ __all__ = [
     "UserRecord",
     "decode_fold_row",
     "decode_rated",
+    "decode_rated_entry",
     "decode_recent",
     "decode_recent_list",
     "decode_user",
@@ -157,12 +159,34 @@ def encode_user(rec: UserRecord) -> list[Any]:
     return out
 
 
-def encode_rated(ratings: Mapping[int, float]) -> list[Any]:
-    """``rs:user:{uid}:rated`` entries as flat ``HSET`` arguments (``movie_id, rating, ...``)."""
+def encode_rated(ratings: Mapping[int, tuple[float, int]]) -> list[Any]:
+    """``rs:user:{uid}:rated`` entries as flat ``HSET`` arguments: ``movie_id, "rating:event_ts_ms", ...``.
+
+    The event time names the rating event applied (with the user and the movie, its identity): a
+    redelivered copy of it is recognised whatever offset or log it comes from (``streams/processor.py``).
+
+    >>> encode_rated({31: (4.5, 1000)})
+    [31, '4.5:1000']
+    """
     out: list[Any] = []
-    for mid, r in ratings.items():
-        out += [int(mid), float(r)]
+    for mid, (r, ts) in ratings.items():
+        out += [int(mid), f"{float(r)!r}:{int(ts)}"]
     return out
+
+
+def decode_rated_entry(value: Any) -> tuple[float, int | None]:
+    """One ``rated`` value as ``(rating, event_ts_ms)``; a value without a time (older records) gives None.
+
+    >>> decode_rated_entry(b"4.5:1000"), decode_rated_entry("3.0"), decode_rated_entry(2.5)
+    ((4.5, 1000), (3.0, None), (2.5, None))
+    """
+    if isinstance(value, int | float):
+        return float(value), None
+    try:
+        rating, _, ts = _text(value).partition(":")
+        return float(rating), (int(ts) if ts else None)
+    except (ValueError, UnicodeDecodeError):
+        raise RecordError(f"rated value {str(value)[:40]!r} is not rating[:event_ts_ms]") from None
 
 
 def decode_rated(raw: Mapping[Any, Any]) -> dict[int, float]:
@@ -170,8 +194,8 @@ def decode_rated(raw: Mapping[Any, Any]) -> dict[int, float]:
     out = {}
     for k, v in raw.items():
         try:
-            out[int(_text(k))] = float(v) if isinstance(v, int | float) else float(_text(v))
-        except (ValueError, UnicodeDecodeError):
+            out[int(_text(k))] = decode_rated_entry(v)[0]
+        except (ValueError, UnicodeDecodeError, RecordError):
             raise RecordError(f"rated entry {str(k)[:40]!r} -> {str(v)[:40]!r} is not movie id -> rating") from None
     return out
 

@@ -60,13 +60,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.conn import CloseReason
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from mode import Service
 from redis.exceptions import RedisError
 
 from reelstream.errors import InfraError
 from reelstream.settings import Settings
+from streams.broker_watch import BrokerWatch
 from streams.log_identity import NO_FENCE, Fence, LogView, did_highwater_fall, is_log_shorter
 from streams.metrics import WorkerMetrics, metrics
 from streams.processor import BatchPlan, Message
@@ -81,8 +81,6 @@ INFRA_ERRORS: tuple[type[BaseException], ...] = (RedisError, KafkaError, OSError
 
 #: Partitions without records are checked for a fallen or too-short log at most this often (seconds).
 IDLE_CHECK_S = 0.5
-#: Why aiokafka closed a connection, when it means the broker went away (a restart may bring another log).
-BROKEN = frozenset({CloseReason.CONNECTION_BROKEN, CloseReason.CONNECTION_TIMEOUT, CloseReason.OUT_OF_SYNC})
 #: ``apply(topic, messages, logs)``: plan, dead-letter and commit one batch of one topic to Redis.
 ApplyFn = Callable[[str, list[Message], dict[int, LogView]], Awaitable[BatchPlan | None]]
 #: ``fences(topic)``: every partition's fence of ``topic`` in Redis.
@@ -219,9 +217,8 @@ class BatchConsumer(Service):
         self._verified: dict[TopicPartition, tuple[int, int | None]] = {}  # (fence, hw) last re-read to verify
         self._sought_ms: dict[TopicPartition, float] = {}  # when each partition was last sought to its fence
         self._idle_checked = 0.0  # when partitions without records were last looked at
-        self._broken = 0  # broker connections that broke (aiokafka's close callback)
-        self._broken_seen = 0  # ... when the loop last looked
-        self._conns_at_break: list[Any] = []  # the client's connections when the last one broke
+        self.watch: BrokerWatch | None = None  # broken broker connections (installed with the consumer)
+        self._broken_seen = 0  # breaks the loop has acted on
         self._hw_at_break: dict[TopicPartition, int] = {}  # each partition's high watermark then
         super().__init__(**kwargs)
 
@@ -241,29 +238,17 @@ class BatchConsumer(Service):
         )
 
     def _watch_connections(self, consumer: AIOKafkaConsumer) -> None:
-        """Count broker connections that break. aiokafka has no public hook: its client's connection-closed
-        callback (aiokafka pinned at 0.14.0) is wrapped, before any connection exists."""
-        client = consumer._client
-        original = client._on_connection_closed
+        """Count broker connections that break (:class:`streams.broker_watch.BrokerWatch`), keeping each
+        partition's high watermark of the moment: the old log's last one, for the lost-events estimate."""
+        self.watch = BrokerWatch(consumer._client)
 
-        def on_closed(conn: Any, reason: Any) -> None:
-            if reason in BROKEN:
-                self._broken += 1
-                self._conns_at_break = list(client._conns.values())
-                # the old log's last high watermarks: no fetch from a restarted broker has happened yet
-                for tp in consumer.assignment():
-                    hw = consumer.highwater(tp)
-                    if hw is not None:
-                        self._hw_at_break[tp] = max(hw, self._hw_at_break.get(tp, -1))
-            original(conn, reason)
+        def keep_highwaters() -> None:
+            for tp in consumer.assignment():
+                hw = consumer.highwater(tp)
+                if hw is not None:
+                    self._hw_at_break[tp] = max(hw, self._hw_at_break.get(tp, -1))
 
-        client._on_connection_closed = on_closed
-
-    def _connected_since_break(self) -> bool:
-        """A connection exists that did not when the last one broke: records may come from a new log."""
-        assert self.consumer is not None
-        old = self._conns_at_break
-        return any(all(c is not o for o in old) for c in self.consumer._client._conns.values())
+        self.watch.on_break.append(keep_highwaters)
 
     def _verify_after_reconnect(self) -> None:
         """Seek every owned partition to its fence to verify it, keeping the old log's last high watermark."""
@@ -348,8 +333,9 @@ class BatchConsumer(Service):
 
         A suspicious log (its high watermark fell, or lies at or below the fence) is never judged from the
         high watermark alone: Tansu's can lag the records it returns. Its records are dropped and it is
-        re-read from the fence, once per (fence, high watermark): the fenced record read back, or the fetch
-        reset to the beginning of a shorter log, decides (``streams.processor.fence_batch``). Partitions with
+        re-read from the fence (:func:`verify_from`), once per (fence, high watermark): the fenced record read
+        back, or silence at the end of a log that stops before it, decides (records below the fence prove
+        nothing: ``streams.processor.fence_batch``). Partitions with
         records are looked at on every poll; the others every ``IDLE_CHECK_S``, since polls come hundreds
         of times a second under load.
         """
@@ -408,7 +394,15 @@ class BatchConsumer(Service):
             self._fences[tp] = moved[1]
         elif p in plan.stored:
             self._fences[tp] = plan.stored[p]
-        fell = self._fell.pop(tp, None)
+        decided = (
+            moved is not None
+            or p in plan.verified
+            or p in plan.rewind
+            or p in plan.gaps
+            or any(r.partition == p for r in plan.resets)
+        )
+        # a batch wholly below the fence decided nothing: a partition being verified stays so (silence decides)
+        fell = self._fell.pop(tp, None) if decided else self._fell.get(tp)
         hw = self.consumer.highwater(tp)
         if recs and (hw is None or hw < recs[-1].offset + 1):
             hw = recs[-1].offset + 1  # as in _views: the records outrank a lagging high watermark
@@ -433,7 +427,7 @@ class BatchConsumer(Service):
             self.consumer.seek(tp, fenced + 1)
         elif recs:
             self.pending[tp] = recs[-1].offset + 1  # only now: at-least-once
-        elif fell is not None:
+        elif fell is not None and decided:
             self._hw_seen[tp] = hw if hw is not None else fell
 
     # --- commits -----------------------------------------------------------------------------
@@ -532,10 +526,11 @@ class BatchConsumer(Service):
             except INFRA_ERRORS as exc:  # the broker went away, or Redis while reading fences
                 self._failed(exc)
                 continue
-            reconnected = self._broken != self._broken_seen
+            reconnected = self.watch is not None and self.watch.breaks != self._broken_seen
             if reconnected:
-                self._broken_seen = self._broken
-                if self._connected_since_break():
+                assert self.watch is not None
+                self._broken_seen = self.watch.breaks
+                if self.watch.connected_since_break():
                     batch = {}  # it may hold a new log's records: re-read from the fences
             views = self._views(batch)
             if batch or views:

@@ -9,6 +9,8 @@ the rating contract (:func:`schemas.ratings.rating_verdict`), so the worker appl
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -16,11 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from reelstream.errors import DataError
 from reelstream.settings import Settings
 from schemas.ratings import RatingLimits, RatingSource, rating_verdict, user_key
+from streams.broker_watch import BrokerWatch
 from streams.codecs import codec_for
+from streams.resend import ResendWindow
 
 __all__ = [
     "REPLAY_NAMESPACE",
@@ -32,6 +37,8 @@ __all__ = [
     "replay_event_id",
     "user_key",
 ]
+
+log = logging.getLogger(__name__)
 
 REPLAY_NAMESPACE = uuid.UUID("6f1d7c2e-3b8a-5c4d-9e0f-7a6b5c4d3e2f")
 
@@ -107,26 +114,71 @@ class SentRating:
 class RatingProducer:
     """Produces live rating events; ``reelstream rate`` and the gateway's POST both use it.
 
+    What the broker acknowledged in the last ``settings.resend_window_s`` is sent again in the background
+    when the connection to the broker breaks (:mod:`streams.resend`): a restarted memory-only broker loses
+    nothing this producer was told it holds. ``resent`` counts those sends.
+
     Usage::
 
         async with RatingProducer(settings) as producer:
             sent = await producer.send(1, 31, 4.5, source="api", known_movie=catalogue.__contains__)
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, window: ResendWindow | None = None) -> None:
+        """``window``: one that outlives this producer (the gateway replaces a producer that timed out)."""
         self.settings = settings
         self._producer: AIOKafkaProducer | None = None
         self._codec = codec_for("RatingEvent")
+        self.window = window if window is not None else ResendWindow(settings.resend_window_s)
+        self.resent = 0
+        self._due = asyncio.Event()
+        self._resender: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> RatingProducer:
         self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all")
+        watch = BrokerWatch(self._producer.client)
+        watch.on_break += [self.window.broke, self._due.set]
         await self._producer.start()
+        if self.window.due:
+            self._due.set()  # left by a producer that broke before it could send them
+        self._resender = asyncio.ensure_future(self._resend_loop())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._resender is not None:
+            self._resender.cancel()
+            self._resender = None
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+
+    async def _resend_loop(self) -> None:
+        """After each break: send the window's records again, retrying with capped backoff until all went.
+        Cancelled (the producer stops), what is not sent yet goes back to the window for the next one."""
+        delay = 0.2
+        while True:
+            await self._due.wait()
+            self._due.clear()
+            due = self.window.take_due()
+            total = len(due)
+            try:
+                while due:
+                    assert self._producer is not None
+                    try:
+                        await self._producer.send_and_wait(due[0].topic, due[0].value, key=due[0].key)
+                    except (KafkaError, OSError) as exc:
+                        log.warning("sending again after a broker restart failed (%s); retrying", exc)
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 5.0)
+                        continue
+                    rec = due.pop(0)
+                    self.window.acked(rec.topic, rec.key, rec.value)
+                    self.resent += 1
+                    delay = 0.2
+            except asyncio.CancelledError:
+                self.window.put_back(due)
+                raise
+            log.warning("sent %d acknowledged events again after a broken broker connection", total)
 
     async def send(
         self,
@@ -149,5 +201,7 @@ class RatingProducer:
         record = judged_rating(self.settings, user_id, movie_id, rating, known_movie=known_movie, source=source,
                                ts_ms=ts_ms)  # fmt: skip
         key = user_key(user_id)
-        meta = await self._producer.send_and_wait(self.settings.topic_ratings, self._codec.encode(record), key=key)
+        value = self._codec.encode(record)
+        meta = await self._producer.send_and_wait(self.settings.topic_ratings, value, key=key)
+        self.window.acked(self.settings.topic_ratings, key, value)
         return SentRating(record["event_id"], meta.partition, meta.offset)

@@ -8,10 +8,11 @@ topic ids, so the log is identified by what a consumer can check itself:
 - the **fingerprint** of the record at the fenced offset (:func:`fingerprint`: crc32 of key and value plus the
   record timestamp), read back when the consumer seeks to the fence;
 - the partition's **epoch** (log incarnation): 0 for the first log seen, +1 at every reset detected;
-- the **high watermark** of the fetch response (correct on Tansu, unlike ListOffsets(latest); docs/infra.md).
+- the **high watermark** of the fetch response (correct on Tansu, unlike ListOffsets(latest); docs/infra.md);
+- the **origin**: the fingerprint of the incarnation's record at offset 0, kept from when it was applied.
 
 :class:`Fence` is what the worker stores next to each partition's applied offset (``rs:offsets:{topic}`` keeps
-the offset for its readers; ``rs:fence:{topic}`` keeps ``epoch:fingerprint:highwater``, written by the same
+the offset for its readers; ``rs:fence:{topic}`` keeps ``epoch:fingerprint:highwater[:origin]``, written by the same
 Lua script). :func:`verdict` sets the order of the rules; the worker (:mod:`streams.processor`), the replay
 (:mod:`streams.replay`) and the archive consumer call these same functions. Case table:
 ``tests/test_log_identity.py``.
@@ -21,6 +22,9 @@ Rules, in the order :func:`verdict` applies them::
     NEW_EPOCH  the caller states a later incarnation than the fence's (a rebuild replaying an archived reset)
     OK         the record at the fenced offset was read back and is the fenced one (it outranks a high
                watermark: Tansu's fetch high watermark can lag the records it returns)
+    OK         is_same_origin: the record at offset 0 was read back and is the one this incarnation began
+               with (Tansu answers a fetch beyond its lagging high watermark with OffsetOutOfRange, and the
+               consumer reads the same log again from 0: not a reset)
     RESET      is_log_shorter: the high watermark fell to or below the fenced offset (the record is gone)
     RESET      is_record_replaced: the record now at the fenced offset is another record
     OK         anything else (the fence holds; offsets at or below it were applied)
@@ -48,6 +52,7 @@ __all__ = [
     "is_log_shorter",
     "is_new_epoch",
     "is_record_replaced",
+    "is_same_origin",
     "lost_estimate",
     "verdict",
 ]
@@ -72,12 +77,15 @@ class Fence:
     epoch: int = 0  #: log incarnation
     fingerprint: str = ""  #: of the record at ``offset`` ("" unknown: a fence written before identities)
     highwater: int = -1  #: the fetch high watermark when it was written (-1 unknown): the lost estimate's base
+    #: of the record at offset 0 of this incarnation ("" unknown: not applied from its beginning here)
+    origin: str = ""
 
     def identity(self) -> str:
         """The ``rs:fence:{topic}`` field value ("" for a fence that carries no identity: parsed back equal)."""
-        if not self.epoch and not self.fingerprint and self.highwater < 0:
+        if not self.epoch and not self.fingerprint and self.highwater < 0 and not self.origin:
             return ""
-        return f"{self.epoch}:{self.fingerprint}:{self.highwater}"
+        base = f"{self.epoch}:{self.fingerprint}:{self.highwater}"
+        return f"{base}:{self.origin}" if self.origin else base
 
     @classmethod
     def parse(cls, offset: int | str | bytes | None, identity: str | bytes | None) -> Fence:
@@ -86,8 +94,8 @@ class Fence:
         if not identity:
             return cls(off)
         text = identity.decode() if isinstance(identity, bytes) else identity
-        epoch, fp, hw = [*text.split(":"), "", ""][:3]
-        return cls(off, int(epoch or 0), fp, int(hw) if hw.lstrip("-").isdigit() else -1)
+        epoch, fp, hw, origin = [*text.split(":"), "", "", ""][:4]
+        return cls(off, int(epoch or 0), fp, int(hw) if hw.lstrip("-").isdigit() else -1, origin)
 
 
 #: The fence of a partition nothing was applied to.
@@ -173,12 +181,27 @@ def lost_estimate(fence: Fence, seen: int | None) -> int:
     return max(last - (fence.offset + 1), 0)
 
 
-def verdict(fence: Fence, view: LogView, fingerprint_at_fence: str | None = None) -> Verdict:
+def is_same_origin(fence: Fence, fingerprint_at_origin: str | None) -> bool:
+    """The record at offset 0 was read back and is this incarnation's first record: the same log.
+
+    >>> is_same_origin(Fence(40, origin="a"), "a"), is_same_origin(Fence(40, origin="a"), "b")
+    (True, False)
+    >>> is_same_origin(Fence(40), "a"), is_same_origin(Fence(40, origin="a"), None)
+    (False, False)
+    """
+    return bool(fence.origin) and fingerprint_at_origin == fence.origin
+
+
+def verdict(
+    fence: Fence, view: LogView, fingerprint_at_fence: str | None = None, fingerprint_at_origin: str | None = None
+) -> Verdict:
     """The rules in order (module docstring): does ``fence`` still fence the log the caller reads?"""
     if is_new_epoch(fence, view.epoch):
         return Verdict.NEW_EPOCH
     if fingerprint_at_fence is not None and fingerprint_at_fence == fence.fingerprint:
         return Verdict.OK  # the fenced record itself was read back: whatever a high watermark says, it is there
+    if is_same_origin(fence, fingerprint_at_origin):
+        return Verdict.OK  # the log's first record read back: the same log, read again from its beginning
     if is_log_shorter(view.highwater, fence.offset):
         return Verdict.LOG_SHORTER
     if is_record_replaced(fence.fingerprint, fingerprint_at_fence):

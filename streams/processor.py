@@ -15,11 +15,12 @@ Per batch:
 3. one read (a Lua script, one round trip): the stored offsets, the batch's
    users' state, and their earlier ratings of the batch's movies;
 4. messages at or below the stored offset of their partition are skipped
-   (already applied before a crash or rebalance); so is a rating event already in its user's
-   recent list (same movie, rating and event time: a producer's retry, or a log read again after
-   a broker restart), which an offset alone cannot recognise. The recent list is read only for users
-   whose batch re-rates a movie, so the check costs nothing on a stream of first ratings; it reaches
-   back ``RECENT_MAX`` ratings per user;
+   (already applied before a crash or rebalance); so is a rating event already applied (same user,
+   movie, rating and event time: a producer's retry, a replay resumed after a broker restart, a log
+   read again), which an offset alone cannot recognise. The user's ``rated`` entry keeps the rating
+   *and* event time of the movie's latest rating, so a copy of it is recognised however long ago it
+   was applied; a copy of an older rating of a movie since re-rated is found in the recent list
+   (``RECENT_MAX`` entries, read only for users whose batch re-rates a movie);
 5. each event is folded into its user's state (``models.state.fold_in``), the
    user's statistics, rated set and recent list, the item aggregates, the
    trending score and (when the model has an item prior) the prior's count and
@@ -66,12 +67,13 @@ from streams.log_identity import (
     Verdict,
     fingerprint,
     is_gap,
+    is_same_origin,
     lost_estimate,
     verdict,
 )
 from streams.online import OnlineRatingModel
 from streams.rules import movie_event_problem
-from streams.store import FeatureStoreIO, FenceMove, Op, logaddexp
+from streams.store import Earlier, FeatureStoreIO, FenceMove, Op, logaddexp
 
 __all__ = ["BatchPlan", "DeadLetterOut", "Message", "MovieProcessor", "RatingProcessor"]
 
@@ -120,6 +122,8 @@ class BatchPlan:
     gaps: dict[int, int] = field(default_factory=dict)
     #: the fences read before computing (partitions with none are absent)
     stored: dict[int, Fence] = field(default_factory=dict)
+    #: partitions whose fenced record this batch read back, unchanged: the fence holds this log
+    verified: list[int] = field(default_factory=list)
 
 
 def commit_plan(store: FeatureStoreIO, plan: BatchPlan) -> bool:
@@ -174,7 +178,11 @@ def fence_batch(
         view = effective_view(logs.get(p) or LogView(), ms)
         at_fence = next((m for m in ms if m.offset == fence.offset), None)
         fp = None if at_fence is None else fingerprint(at_fence.key, at_fence.value, at_fence.timestamp_ms)
-        judged = verdict(fence, view, fp)
+        first = ms[0] if ms and ms[0].offset == 0 else None
+        fp0 = None if first is None else fingerprint(first.key, first.value, first.timestamp_ms)
+        judged = verdict(fence, view, fp, fp0)
+        if (fp is not None and fp == fence.fingerprint) or is_same_origin(fence, fp0):
+            plan.verified.append(p)
         if judged.is_reset:
             epoch = view.epoch if judged is Verdict.NEW_EPOCH and view.epoch is not None else fence.epoch + 1
             lost = 0 if judged is Verdict.NEW_EPOCH else lost_estimate(fence, view.seen)
@@ -210,7 +218,8 @@ def fence_batch(
                 last = m
         if last is not None:
             hw = view.highwater if view.highwater is not None else last.offset + 1
-            new = Fence(last.offset, fence.epoch, fingerprint(last.key, last.value, last.timestamp_ms), hw)
+            origin = fence.origin or (fp0 or "")  # the first record of a log applied from its beginning
+            new = Fence(last.offset, fence.epoch, fingerprint(last.key, last.value, last.timestamp_ms), hw, origin)
             plan.fence[p] = (read, new)
     return after
 
@@ -237,7 +246,7 @@ class _UserWork:
             raise RecordError(f"pre has {rec.pre.shape[0]} values, the model's hidden size is {cold.pre.shape[0]}")
         else:
             self.state = UserState(rec.pre, rec.norm2, rec.n_events)
-        self.rated: dict[int, float] = {}
+        self.rated: dict[int, tuple[float, int]] = {}  #: this batch's ratings: movie -> (rating, event ms)
         self.recent: list[str] = []
         self.seen: set[str] = set()  #: this batch's entries of ``recent`` (a duplicate within one batch)
 
@@ -338,7 +347,7 @@ class RatingProcessor:
         self,
         events: list[tuple[Message, dict[str, Any]]],
         rows: dict[int, list[Any]],
-        earlier: dict[int, dict[int, float]],
+        earlier: dict[int, dict[int, Earlier]],
         recent: dict[int, set[str]],
         plan: BatchPlan,
     ) -> None:
@@ -366,17 +375,18 @@ class RatingProcessor:
                     refused += 1
                     plan.dead.append(_dead(_m, "corrupt_user_state", f"{keys.user(uid)}: {exc}", self._now_ms()))
                     continue
-            prev = w.rated.get(mid)
-            if prev is None:
-                prev = earlier[uid].get(mid)
+            before = w.rated.get(mid)
+            if before is None:
+                before = earlier[uid].get(mid)
             entry = encode_recent(mid, r, ts)
-            if prev is not None and (entry in w.seen or entry in recent.get(uid, ())):
+            if before is not None and (before == (r, ts) or entry in w.seen or entry in recent.get(uid, ())):
                 plan.skipped += 1  # the same rating event again (a producer's retry, a log re-read)
                 duplicates += 1
                 continue
+            prev = None if before is None else before[0]
             w.state = fold_in(weights, w.state, index_of[mid], r, prev)
             w.rec.observe(r, ts)
-            w.rated[mid] = r
+            w.rated[mid] = (r, ts)
             w.recent.append(entry)
             w.seen.add(entry)
             if ev["source"] == PROBE_SOURCE:

@@ -21,7 +21,13 @@ Tansu, a topic deleted and created again) is told by the same rule the worker's 
 its state (AOF) and the archive keeps what was applied, so sending every event again would apply it
 twice. It continues from the checkpoint's ``next`` against the new log, with the offsets re-based to
 -1 (it reads the new log from its beginning for ids already there). Events acknowledged by the lost
-log but never consumed are the broker's loss; the worker counts them (``rs:stats`` ``events_lost``).
+log but never consumed would be the broker's loss, so the resume starts ``settings.resend_window_s``
+earlier than ``next`` (the checkpoint keeps ``recent``, ``[[wall time s, next], ...]`` over the window):
+the worker skips the copies of events it had applied (their identity) and applies the others once.
+
+**A broker connection that breaks** while the replay runs (:class:`streams.broker_watch.BrokerWatch`) has
+the same answer in-process: what the broker acknowledged in the window before the break is sent again
+(:mod:`streams.resend`); ``ReplaySummary.resent`` counts it.
 """
 
 from __future__ import annotations
@@ -43,13 +49,18 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from reelstream.errors import ReelstreamError
 from reelstream.settings import Settings
 from streams.admin import high_watermarks
+from streams.broker_watch import BrokerWatch
 from streams.codecs import DecodeError, codec_for
 from streams.events import replay_event_id, user_key
 from streams.log_identity import is_log_shorter
+from streams.resend import ResendWindow
 
-__all__ = ["CheckpointError", "Pace", "ReplaySummary", "read_checkpoint", "replay"]
+__all__ = ["CheckpointError", "Pace", "ReplaySummary", "read_checkpoint", "replay", "resend_start"]
 
 CHECKPOINT_EVERY_S = 0.5
+#: Sends between looks at the clock for a checkpoint: a paced replay (100 events/s) still checkpoints every
+#: ~0.5 s, so a resume after a broker restart sends again at most that much of what the lost log held.
+CHECK_EVERY = 16
 
 
 class CheckpointError(ReelstreamError):
@@ -73,6 +84,7 @@ class ReplaySummary:
     end: int  #: one past the last index
     #: the checkpoint named records the topic no longer holds (a reset log): continued from ``next`` on the new log
     reset: bool = False
+    resent: int = 0  #: events sent again after a broken broker connection (:mod:`streams.resend`)
 
     @property
     def events_per_s(self) -> float:
@@ -143,6 +155,7 @@ async def replay(
     ident = {"fingerprint": fingerprint, "topic": topic, "bootstrap": settings.kafka_bootstrap}
     ends = await high_watermarks(settings, topic)
     start, offsets, seen, reset = 0, {p: hw - 1 for p, hw in ends.items()}, set(), False
+    recent: list[list[float]] = []  # [wall time s, next] at each checkpoint, over the resend window
     if resume:
         doc = read_checkpoint(path)
         if doc is not None:
@@ -157,8 +170,10 @@ async def replay(
                 # topics in memory). Redis kept what was applied, so go on from ``next`` (module docstring),
                 # skipping whatever the new log already holds.
                 offsets, reset = {p: -1 for p in ends}, True
+                start = resend_start(doc, settings.resend_window_s)
             seen = await _ids_after(settings, topic, offsets, ends)
-    _write_checkpoint(path, {"ident": ident, "next": start, "offsets": offsets, "end": end})
+            recent = [r for r in doc.get("recent", []) if int(r[1]) <= start] if doc is not None else []
+    _write_checkpoint(path, {"ident": ident, "next": start, "offsets": offsets, "end": end, "recent": recent})
 
     codec = codec_for("RatingEvent")
     encode = codec.encode
@@ -168,6 +183,9 @@ async def replay(
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5, **(producer_kwargs or {})
     )
+    window = ResendWindow(settings.resend_window_s)
+    BrokerWatch(producer.client).on_break.append(window.broke)
+    resends: list[asyncio.Future[Any]] = []
     await producer.start()
     inflight: deque[tuple[int, asyncio.Future[Any]]] = deque()
     acked_next = start
@@ -210,27 +228,70 @@ async def replay(
                 continue
             value = encode({"event_id": event_id, "user_id": uid, "movie_id": mid, "rating": r,
                             "event_ts": ts_ms, "source": "replay"})  # fmt: skip
-            fut = await producer.send(topic, value, key=user_key(uid))
+            key = user_key(uid)
+            fut = await producer.send(topic, value, key=key)
+            fut.add_done_callback(_record_ack(window, topic, key, value))
             inflight.append((start + i, fut))
             sent += 1
-            if sent % 512 == 0:
+            if window.due:  # the broker connection broke: what it acknowledged lately goes again
+                for rec in window.take_due():
+                    resends.append(await producer.send(rec.topic, rec.value, key=rec.key))
+            if sent % CHECK_EVERY == 0:
                 drain_done()
                 now = time.perf_counter()
                 if now - last_ckpt >= CHECKPOINT_EVERY_S:
-                    _write_checkpoint(path, {"ident": ident, "next": acked_next, "offsets": offsets, "end": end})
+                    recent = _keep_recent(recent, acked_next, settings.resend_window_s)
+                    _write_checkpoint(path, {"ident": ident, "next": acked_next, "offsets": offsets, "end": end,
+                                             "recent": recent})  # fmt: skip
                     last_ckpt = now
                     if on_progress is not None:
                         on_progress(start + i + 1)
+        for rec in window.take_due():  # a break during the last sends
+            resends.append(await producer.send(rec.topic, rec.value, key=rec.key))
         await producer.flush()
         if inflight:
             await asyncio.gather(*(f for _, f in inflight))
+        if resends:
+            await asyncio.gather(*resends)
         drain_done()
         acked_next = end
     finally:
         with contextlib.suppress(Exception):
             await producer.stop()  # sends what is in flight, so more of it can be checkpointed
         drain_done(strict=False)
-        _write_checkpoint(path, {"ident": ident, "next": acked_next, "offsets": offsets, "end": end})
+        recent = _keep_recent(recent, acked_next, settings.resend_window_s)
+        _write_checkpoint(path, {"ident": ident, "next": acked_next, "offsets": offsets, "end": end,
+                                 "recent": recent})  # fmt: skip
     if on_progress is not None:
         on_progress(end)
-    return ReplaySummary(sent, skipped, time.perf_counter() - t0, start, end, reset)
+    return ReplaySummary(sent, skipped, time.perf_counter() - t0, start, end, reset, len(resends))
+
+
+def _record_ack(window: ResendWindow, topic: str, key: bytes, value: bytes) -> Callable[[asyncio.Future[Any]], None]:
+    def done(fut: asyncio.Future[Any]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            window.acked(topic, key, value)
+
+    return done
+
+
+def _keep_recent(recent: list[list[float]], next_index: int, window_s: float) -> list[list[float]]:
+    """``recent`` plus ``[now, next_index]``, without entries older than the resend window."""
+    now = time.time()
+    return [r for r in recent if r[0] >= now - window_s] + [[round(now, 3), next_index]]
+
+
+def resend_start(doc: dict[str, Any], window_s: float) -> int:
+    """Where a resume after a reset log starts: the ``next`` of ``window_s`` before the last checkpoint.
+
+    >>> resend_start({"next": 900, "recent": [[100.0, 300], [120.0, 600], [140.0, 900]]}, 30.0)
+    600
+    >>> resend_start({"next": 900}, 30.0)
+    900
+    """
+    nxt = int(doc["next"])
+    recent = doc.get("recent") or []
+    if not recent:
+        return nxt
+    last = max(float(t) for t, _ in recent)
+    return min([int(n) for t, n in recent if float(t) >= last - window_s] + [nxt])

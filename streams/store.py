@@ -43,7 +43,7 @@ from typing import Any, Protocol
 import redis
 
 from schemas import redis_keys as keys
-from schemas.user_record import FOLD_FIELDS
+from schemas.user_record import FOLD_FIELDS, decode_rated_entry
 from streams.log_identity import Fence
 
 __all__ = [
@@ -62,10 +62,12 @@ __all__ = [
 USER_FIELDS = FOLD_FIELDS
 
 Op = tuple[Any, ...]
-#: (stored fences {partition: Fence}, user rows {uid: [USER_FIELDS values]}, earlier ratings {uid: {mid: r}},
+#: An earlier rating of a movie: (rating, event time in ms; None in a record written before times were kept).
+Earlier = tuple[float, int | None]
+#: (stored fences {partition: Fence}, user rows {uid: [USER_FIELDS values]}, earlier ratings {uid: {mid: Earlier}},
 #: recent entries {uid: set of ``movie_id:rating:ts_ms``}: only for users whose batch re-rates a movie they
 #: rated before, the one case in which an event can be a redelivered duplicate (the processor's dedupe))
-Reads = tuple[dict[int, Fence], dict[int, list[Any]], dict[int, dict[int, float]], dict[int, set[str]]]
+Reads = tuple[dict[int, Fence], dict[int, list[Any]], dict[int, dict[int, Earlier]], dict[int, set[str]]]
 #: {partition: (the fence read before computing, None when the partition had none; the new fence)}
 FenceMove = dict[int, tuple[Fence | None, Fence]]
 
@@ -277,10 +279,10 @@ class RedisFeatureStore:
             args += [len(movies), *movies]
         flat_offsets, flat_fences, rows, earlier, lists = self._read(keys=key_list, args=args)
         offsets = _fences(flat_offsets, flat_fences)
-        rated: dict[int, dict[int, float]] = {}
+        rated: dict[int, dict[int, Earlier]] = {}
         recent: dict[int, set[str]] = {}
         for uid, values, entries in zip(users, earlier, lists, strict=True):
-            rated[uid] = {m: float(v) for m, v in zip(pairs[uid], values, strict=True) if v is not None}
+            rated[uid] = {m: decode_rated_entry(v) for m, v in zip(pairs[uid], values, strict=True) if v is not None}
             if entries:
                 recent[uid] = {e.decode() if isinstance(e, bytes) else str(e) for e in entries}
         return offsets, dict(zip(users, rows, strict=True)), rated, recent
@@ -330,7 +332,7 @@ class MemoryFeatureStore:
             h = self.hashes.get(keys.user(uid), {})
             rows[uid] = [h.get(f) for f in USER_FIELDS]
             r = self.hashes.get(keys.user_rated(uid), {})
-            rated[uid] = {m: float(r[str(m)]) for m in pairs[uid] if str(m) in r}
+            rated[uid] = {m: decode_rated_entry(r[str(m)]) for m in pairs[uid] if str(m) in r}
             if rated[uid]:
                 recent[uid] = {str(e) for e in self.lists.get(keys.user_recent(uid), [])}
         return offsets, rows, rated, recent

@@ -84,7 +84,7 @@ def test_the_smaller_rules() -> None:
 
 
 def test_fence_identity_round_trips() -> None:
-    for fence in (Fence(31, 2, A, 40), Fence(-1, 1, "", 0), Fence(7), NO_FENCE):
+    for fence in (Fence(31, 2, A, 40), Fence(31, 2, A, 40, A), Fence(-1, 1, "", 0), Fence(7), NO_FENCE):
         assert Fence.parse(str(fence.offset), fence.identity().encode()) == fence
     assert Fence(7).identity() == ""  # a fence without identity stores none (and compares with none)
     assert Fence.parse(None, None) == NO_FENCE
@@ -143,8 +143,8 @@ def test_a_shorter_new_log_is_re_based_and_applied_once_counting_the_lost_tail()
     plan = proc.plan(new, {0: LogView(highwater=2, seen=40)})
     assert [(r.reason, r.old.offset, r.epoch, r.lost) for r in plan.resets] == [("log_shorter", 31, 1, 8)]
     assert proc.commit(plan) and plan.applied == 2 and not plan.rewind  # the batch starts at 0: applied now
-    last = fingerprint(new[1].key, new[1].value, new[1].timestamp_ms)
-    assert Fence.parse(*_fence(proc.store)) == Fence(1, 1, last, 2)
+    last, first = (fingerprint(m.key, m.value, m.timestamp_ms) for m in (new[1], new[0]))
+    assert Fence.parse(*_fence(proc.store)) == Fence(1, 1, last, 2, first)  # the new log's first record: origin
     again = proc.plan(new, {0: LogView(highwater=2, seen=2)})  # redelivered: nothing twice, no second reset
     assert (again.applied, again.skipped, again.resets) == (0, 2, [])
     assert diff_states(_reference(old, new), proc.store.snapshot()) == []
@@ -152,6 +152,19 @@ def test_a_shorter_new_log_is_re_based_and_applied_once_counting_the_lost_tail()
     record = json.loads(proc.store.hashes[keys.resets(TOPIC)]["0"])
     assert record | {"at_ms": 0} == {"at_ms": 0, "reason": "log_shorter", "old_offset": 31, "old_epoch": 0,
                                      "epoch": 1, "highwater": 2, "lost": 8}  # fmt: skip
+
+
+def test_the_same_log_read_again_from_its_beginning_is_no_reset() -> None:
+    """Tansu answers a fetch beyond its lagging high watermark with OffsetOutOfRange and the consumer reads
+    the same log again from offset 0, below the fence and with a high watermark under it: its first record
+    is the incarnation's origin, so nothing is re-based; another first record is a new log."""
+    proc, log = _processor(), _log(32, tag=1)
+    proc.run(log)
+    plan = proc.plan(log[:10], {0: LogView(highwater=10, seen=32)})
+    assert (plan.resets, plan.applied, plan.skipped, plan.verified) == ([], 0, 10, [0])
+    other = _log(10, tag=5)
+    plan = proc.plan(other, {0: LogView(highwater=10, seen=32)})
+    assert [r.reason for r in plan.resets] == ["log_shorter"] and plan.applied == 10
 
 
 def test_a_longer_replaced_log_is_found_at_the_fence_and_re_read_from_its_beginning() -> None:

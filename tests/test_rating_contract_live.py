@@ -29,6 +29,7 @@ from confluent_kafka import Producer
 from reelstream.settings import PROJECT_ROOT, Settings
 from schemas import redis_keys as keys
 from schemas.ratings import RatingLimits, rating_verdict, user_key
+from schemas.user_record import decode_rated
 from streams.admin import high_watermarks
 from streams.codecs import codec_for
 from tests.live_system import GatewayProcess, Live
@@ -84,7 +85,7 @@ def user_rows(live: Live, uid: int) -> tuple[dict, dict, list]:
 
 
 def rated(live: Live, uid: int) -> dict[int, float]:
-    return {int(m): float(v) for m, v in live.redis.hgetall(keys.user_rated(uid)).items()}
+    return decode_rated(live.redis.hgetall(keys.user_rated(uid)))
 
 
 def test_a_foreign_rating_keyed_other_than_its_user_is_dead_lettered(live: Live) -> None:

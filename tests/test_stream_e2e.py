@@ -211,7 +211,7 @@ def test_every_class_of_bad_event_is_dead_lettered_and_the_worker_keeps_going(ca
     assert all(value in originals for _, value in bad_ratings.values())
     assert all(d["error"] and d["dead_at"] > 0 for d in letters)
     assert {d["topic"] for d in letters} == {s.topic_ratings, s.topic_movies}
-    assert case.redis.hget("rs:user:7:rated", str(new_movie)) == b"5.0"
+    assert case.redis.hget("rs:user:7:rated", str(new_movie)) == f"5.0:{ts}".encode()  # rating:event_ts_ms
     assert int(case.redis.hget("rs:item:" + str(new_movie), "n")) == 1
     assert case.workers[0].alive()
 
@@ -237,21 +237,25 @@ async def _event_ids(settings: Settings) -> Counter[str]:
 def test_resume_after_the_broker_lost_the_topic_continues_on_the_new_log(case: StreamCase) -> None:
     """Tansu keeps topics in memory: after `infra down`/`up` a checkpoint names records the topic lost.
 
-    Redis kept what the worker applied of the lost log, so the replay goes on from its checkpoint's ``next``
-    (sending events 0.. again would apply them twice): what the lost log alone held stays lost (counted by
-    the worker as events_lost), every event from ``next`` on is sent once, and what the new log already
-    holds is not sent again."""
+    Redis kept what the worker applied of the lost log, so the replay does not start over (sending events
+    0.. again would cost a re-read of everything): it goes on from the checkpoint's ``next`` minus the resend
+    window (events the lost log acknowledged lately, which the worker may not have read; it skips copies of
+    what it applied), every event from there on is sent once, and what the new log already holds is not
+    sent again. Older events of the lost log are not sent again."""
     rows = stream_rows(case.settings, 3000)
     ids = [rating_event(u, m, r, ts * 1000, "replay")["event_id"] for u, m, r, ts in rows]
     case.replay("--limit", "1000")  # what the "new" topic holds
     path = case.settings.replay_checkpoint
     doc = read_checkpoint(path)
     lost = {p: o + 10_000 for p, o in doc["offsets"].items()}  # acknowledged by the broker that was lost
-    path.write_text(json.dumps({**doc, "next": 2000, "offsets": lost}))  # 1000..1999 went to the lost log only
+    window = case.settings.resend_window_s
+    t = doc["recent"][-1][0]  # 1000..1999 went to the lost log only; 1500.. within the window before the end:
+    recent = [[t - 2 * window, 1200], [t - window / 2, 1500], [t, 2000]]
+    path.write_text(json.dumps({**doc, "next": 2000, "offsets": lost, "recent": recent}))
     result = case.replay("--resume", "--limit", "3000")
-    assert "continuing from index 2,000 on the new log" in result.stdout
-    assert "replayed 1,000 events (indexes 2,000..3,000, 0 already in the topic)" in result.stdout
-    assert asyncio.run(_event_ids(case.settings)) == Counter(ids[:1000] + ids[2000:])  # each exactly once
+    assert "continuing from index 1,500 on the new log" in result.stdout
+    assert "replayed 1,500 events (indexes 1,500..3,000, 0 already in the topic)" in result.stdout
+    assert asyncio.run(_event_ids(case.settings)) == Counter(ids[:1000] + ids[1500:])  # each exactly once
 
 
 def test_resumed_replay_neither_skips_nor_duplicates(case: StreamCase) -> None:

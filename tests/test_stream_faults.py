@@ -31,7 +31,7 @@ from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from streams.admin import ensure_topics_sync
 from streams.codecs import codec_for
-from streams.events import rating_event, user_key
+from streams.events import RatingProducer, rating_event, user_key
 from streams.store import redis_snapshot
 from tests.stream_support import (
     StreamCase,
@@ -236,3 +236,40 @@ def test_broker_restarted_with_an_empty_log_applies_the_new_events_once_and_coun
     group, verdicts = asyncio.run(lag())
     assert group == "RESET" and verdicts[partition] == "RESET", verdicts
     assert {v for p, v in verdicts.items() if p != partition} <= {"OK"}
+
+
+def test_ratings_a_dying_broker_acknowledged_but_nobody_read_are_sent_again_and_applied_once(
+    case: StreamCase, pair: Pair
+) -> None:
+    """The memory-only broker's unpreventable loss, prevented by the producer (streams/resend.py): events it
+    acknowledged within the resend window are sent again to the restarted broker; the worker skips the copies
+    of those it had applied (their identity) and applies the others once."""
+    now = int(time.time())
+    user = 22
+    applied, unread = _rows(case, [user], 3, now - 900), _rows(case, [user], 2, now - 100)
+    known = case.runtime.index_of.__contains__
+
+    async def main() -> int:
+        async with RatingProducer(case.settings) as producer:
+            w = case.worker("w1")
+            for u, m, r, ts in applied:
+                await producer.send(u, m, r, ts_ms=ts * 1000, known_movie=known)
+            await asyncio.to_thread(_wait_applied, case, len(applied))
+            await asyncio.to_thread(w.stop)  # nobody reads the next two: only the broker holds them ...
+            case.workers.remove(w)
+            for u, m, r, ts in unread:
+                await producer.send(u, m, r, ts_ms=ts * 1000, known_movie=known)
+            await asyncio.to_thread(pair.kill9, "broker")  # ... and it dies with them
+            await asyncio.to_thread(pair.start_broker)
+            await asyncio.to_thread(ensure_topics_sync, case.settings)
+            deadline = time.monotonic() + APPLY_TIMEOUT_S
+            while producer.resent < len(applied) + len(unread):  # a condition with a deadline, not a fixed wait
+                assert time.monotonic() < deadline, f"resent {producer.resent}"
+                await asyncio.sleep(0.05)
+            return producer.resent
+
+    assert asyncio.run(main()) == 5
+    case.worker("w2")
+    _wait_applied(case, len(applied) + len(unread))
+    _assert_exactly_once(case, applied + unread)
+    assert stats(case.redis)["duplicates_skipped"] >= len(applied)

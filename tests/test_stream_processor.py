@@ -91,7 +91,8 @@ def test_a_rating_keyed_other_than_its_user_goes_to_the_dead_letters() -> None:
     ]  # fmt: skip
     assert plan.dead[0].record["original"] == msgs[0].value and "b'6'" in plan.dead[0].record["error"]
     snap = processor.store.snapshot()
-    assert snap[keys.user(5)]["version"] == 1.0 and snap[keys.user_rated(5)] == {"3": 4.0}  # only the keyed one
+    assert snap[keys.user(5)]["version"] == 1.0  # only the keyed one applied:
+    assert snap[keys.user_rated(5)] == {"3": "4.0:1500000000002"}
     assert keys.user(PROBE) not in snap
     assert snap[keys.offsets(TOPIC)]["0"] == 3.0  # refused messages are fenced too: a redelivery repeats nothing
 
@@ -114,3 +115,22 @@ def test_probe_events_change_the_probe_users_state_and_nothing_shared() -> None:
     assert after[keys.STATS]["events_applied"] == before[keys.STATS]["events_applied"] + 6
     assert processor.online.n == online_n  # the in-process online model learned nothing either
     assert after[keys.user(PROBE)]["last_ms"] == 1_500_000_000_000 + 10_003.0  # what FreshnessProbe reads back
+
+
+def test_a_resent_event_is_a_duplicate_however_many_ratings_came_after_it(live_settings: Settings) -> None:
+    """The replay resumed after a broker restart sends again what the lost log held: new offsets, same events.
+    More than RECENT_MAX of them for one user (a MovieLens rating session) must all be recognised."""
+    codec = codec_for("RatingEvent")
+    n = keys.RECENT_MAX + 10
+    events = [rating_event(5, int(m), 4.0, 1_400_000_000_000 + int(m) * 1000, "replay") for m in MOVIES[:n]]
+    first = [Message(TOPIC, 0, i, codec.encode(ev), key=user_key(5)) for i, ev in enumerate(events)]
+    again = [Message(TOPIC, 0, n + i, codec.encode(ev), key=user_key(5)) for i, ev in enumerate(events)]
+    rerate = rating_event(5, int(MOVIES[0]), 2.0, 1_400_000_000_000 + 10**6, "live")  # a real re-rating
+    client = redis.Redis.from_url(live_settings.redis_url)
+    for store in (RedisFeatureStore(client), MemoryFeatureStore()):
+        proc = _processor(store)
+        assert proc.run(first).applied == n
+        plan = proc.run(again)
+        assert (plan.applied, plan.skipped) == (0, n)
+        assert proc.run([Message(TOPIC, 0, 2 * n, codec.encode(rerate), key=user_key(5))]).applied == 1
+    assert int(client.hget(keys.user(5), "n")) == n + 1

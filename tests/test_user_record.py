@@ -20,6 +20,7 @@ from schemas.user_record import (
     UserRecord,
     decode_fold_row,
     decode_rated,
+    decode_rated_entry,
     decode_recent,
     decode_recent_list,
     decode_user,
@@ -92,8 +93,11 @@ def test_the_record_round_trips_as_redis_and_as_the_memory_store_return_it() -> 
     _same_record(decode_user(as_redis), want)
     _same_record(decode_user(dict(zip(flat[::2], flat[1::2], strict=True))), want)
     assert decode_fold_row([as_redis.get(f.encode()) for f in USER_FIELDS]).sumsq == want.sumsq
-    flat_rated = encode_rated(rated)
-    assert decode_rated(dict(zip(flat_rated[::2], flat_rated[1::2], strict=True))) == rated
+    with_times = {m: (r, t) for m, r, t in reversed(recent)}  # each movie's latest rating and its event time
+    flat_rated = encode_rated(with_times)
+    as_hash = dict(zip(flat_rated[::2], flat_rated[1::2], strict=True))
+    assert decode_rated(as_hash) == rated
+    assert {m: decode_rated_entry(str(v).encode()) for m, v in as_hash.items()} == with_times
     assert decode_recent_list([encode_recent(*e).encode() for e in recent]) == recent
 
 

@@ -45,6 +45,8 @@ def run(
     if summary.reset:
         # the topic no longer holds what the checkpoint acknowledged (streams/replay.py: a reset log)
         console.print(f"reset log (broker restarted?): continuing from index {summary.start:,} on the new log")
+    if summary.resent:
+        console.print(f"a broker connection broke: sent {summary.resent:,} acknowledged events again")
     console.print(
         f"replayed {summary.events:,} events (indexes {summary.start:,}..{summary.end:,}, "
         f"{summary.skipped:,} already in the topic) in {summary.seconds:.2f} s: {summary.events_per_s:,.0f} events/s"
