@@ -69,6 +69,7 @@ from gateway.telemetry import Telemetry
 from reelstream import infra
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
+from schemas.archive_status import unarchived_tail
 from schemas.movie_record import decode_movie
 from schemas.user_record import RecordError
 
@@ -501,17 +502,19 @@ class Gateway:
         rules_h = ComponentHealth(ok=err is None, detail=err or f"{rules.doc.name} {rules.version}")
         broker_h, worker_h = self._broker.get(), self._workers.get()
         parts = (broker_h, redis_h, model_h, worker_h, rules_h)
-        lost = resets = None
+        lost = resets = tail = None
         if redis_h.ok:
             try:
                 counters = self.state.stats()
                 lost, resets = (int(float(counters.get(k, 0))) for k in ("events_lost", "log_resets"))
+                archive = self.state.archive_status()
+                tail = unarchived_tail(archive) if archive else None
             except (StateUnavailable, ValueError):
                 pass
         return Health(
             status="ok" if all(p.ok for p in parts) else "degraded",
             broker=broker_h, redis=redis_h, model=model_h, worker=worker_h, rules=rules_h,
-            events_lost=lost, log_resets=resets,
+            events_lost=lost, log_resets=resets, unarchived=tail,
         )  # fmt: skip
 
     def stats(self) -> Stats:

@@ -114,12 +114,13 @@ def _seed_marker(settings: Settings) -> dict[str, str] | None:
     return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
 
 
-def _seed(settings: Settings, store_version: int | None, trained: bool, echo: Callable[[str], None]) -> str:
-    """Seed HISTORY into Redis unless ``rs:seed`` already holds this store and model version, complete.
+def _seed(settings: Settings, store_version: int | None, echo: Callable[[str], None]) -> str:
+    """Build Redis unless ``rs:seed`` already holds this store and model version, complete.
 
-    A model trained by this ``up`` invalidates every state in Redis (they depend on its weights), so
-    then the seed runs with ``--reset`` (which also rewinds the worker group to the topics' start);
-    a marker left by another model otherwise makes ``reelstream seed`` refuse with what to do.
+    Missing, stale (another store or model: user states depend on the weights, so a model trained by this
+    ``up`` invalidates them all) or partial: ``reelstream rebuild``, which is the seed of HISTORY plus every
+    archived event (``docs/durability.md``), so events whose log the memory-only broker lost are kept; the
+    worker then reads the log from the fences the rebuild leaves.
     """
     marker = _seed_marker(settings)
     model_version = _model_version(settings)
@@ -128,12 +129,8 @@ def _seed(settings: Settings, store_version: int | None, trained: bool, echo: Ca
         and marker.get("store_version") == str(store_version) and marker.get("model_version") == model_version
     ):  # fmt: skip
         return f"seed    reusing HISTORY in Redis (store v{store_version}, model {model_version})"
-    stale = marker is not None and (
-        marker.get("store_version") != str(store_version) or marker.get("model_version") != model_version
-    )
-    argv = _cli("seed", "--reset") if trained and stale else _cli("seed")
-    _run_step(argv, "seeding Redis with HISTORY", echo)
-    return f"seed    HISTORY applied to Redis (store v{store_version}, model {model_version})"
+    _run_step(_cli("rebuild"), "building Redis from HISTORY and the archive", echo)
+    return f"seed    HISTORY and the archive applied to Redis (store v{store_version}, model {model_version})"
 
 
 def _worker_names(settings: Settings) -> list[str]:
@@ -201,7 +198,7 @@ def prepare(settings: Settings, echo: Callable[[str], None]) -> list[str]:
         lines.append("model   trained")
     else:
         lines.append("model   reusing the current model")
-    lines.append(_seed(settings, store_version, trained, echo))
+    lines.append(_seed(settings, store_version, echo))
     return lines
 
 

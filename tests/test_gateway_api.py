@@ -273,3 +273,15 @@ def test_health_shows_the_events_a_log_reset_lost(client: TestClient, rclient) -
     rclient.hset(keys.STATS, mapping={"events_lost": 7, "log_resets": 2})
     health = client.get("/health").json()
     assert (health["events_lost"], health["log_resets"]) == (7, 2)
+    assert health["unarchived"] is None  # no archiver status yet
+    # the archiver saw partition 0 reach 15 with 9 archived, partition 3 reach 4 with all archived: 5 left
+    rclient.hset(
+        keys.ARCHIVE,
+        mapping={
+            "reelstream.ratings:0:offset": 9,
+            "reelstream.ratings:0:highwater": 15,
+            "reelstream.ratings:3:offset": 3,
+            "reelstream.ratings:3:highwater": 4,
+        },
+    )
+    assert client.get("/health").json()["unarchived"] == 5

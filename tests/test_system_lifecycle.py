@@ -78,7 +78,7 @@ def test_up_detach_then_down_leaves_no_process_behind(tmp_path: Path, built_var:
         first = _cli(env, "up", "--detach", "--rate", "50")
         assert first.returncode == 0, first.stdout + first.stderr
         assert "store   reusing version 1" in first.stdout and "model   reusing" in first.stdout
-        assert "seed    HISTORY applied to Redis (store v1, model random-0)" in first.stdout
+        assert "seed    HISTORY and the archive applied to Redis (store v1, model random-0)" in first.stdout
         assert f"http://127.0.0.1:{gateway_port}/" in first.stdout
         token, token_path = TOKEN_LINE.search(first.stdout).groups()  # type: ignore[union-attr]
         assert Path(token_path) == settings.admin_token_path and token_path.startswith(str(var))

@@ -174,11 +174,18 @@ class Health(BaseModel):
     rules: ComponentHealth
     events_lost: int | None = Field(
         None,
-        description="Events a broker acknowledged but no worker ever applied, counted when a partition's log was "
-        "found reset (a memory-only broker restarted, a topic recreated); `rs:stats` `events_lost`. "
+        description="Records of a reset partition's old log that the worker never read, counted when the log was "
+        "found reset (a memory-only broker restarted, a topic recreated); `rs:stats` `events_lost`. An upper "
+        "bound of the loss: the producers send again what the broker acknowledged in their resend window. "
         "None: Redis unreachable.",
     )
     log_resets: int | None = Field(None, description="Partition logs the worker found replaced (`rs:stats`).")
+    unarchived: int | None = Field(
+        None,
+        description="Records the broker held beyond the archive when the archiver last looked (`rs:archive`): "
+        "what a memory-only broker that dies would take with it, but for the producers' resend window. "
+        "None: no archiver status, or Redis unreachable.",
+    )
 
 
 class Stats(BaseModel):

@@ -20,10 +20,11 @@ VERDICT_STYLE = {"OK": "green", "WARN": "yellow", "STALL": "magenta", "STOP": "r
 
 
 def _reset(r: PartitionLag, now: float) -> str:
-    """The latest recorded log reset: how long ago, and the events of the old log it left unapplied."""
+    """The latest recorded log reset: how long ago, and the old log's records the worker never read (lost but
+    for those the producers sent again from their resend window, ``streams/resend.py``)."""
     if r.reset_at_ms is None:
         return ""
-    return f"{max(now - r.reset_at_ms / 1000.0, 0.0):,.0f} s ago, {r.reset_lost:,} lost"
+    return f"{max(now - r.reset_at_ms / 1000.0, 0.0):,.0f} s ago, {r.reset_lost:,} unread"
 
 
 def render(result: GroupLag) -> Table:
