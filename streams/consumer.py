@@ -334,8 +334,8 @@ class BatchConsumer(Service):
         A suspicious log (its high watermark fell, or lies at or below the fence) is never judged from the
         high watermark alone: Tansu's can lag the records it returns. Its records are dropped and it is
         re-read from the fence (:func:`verify_from`), once per (fence, high watermark): the fenced record read
-        back, or silence at the end of a log that stops before it, decides (records below the fence prove
-        nothing: ``streams.processor.fence_batch``). Partitions with
+        back, or silence at the end of a log that stops before it, decides; a log read again from offset 0
+        is told by its first record, the fence's origin (``streams.processor.fence_batch``). Partitions with
         records are looked at on every poll; the others every ``IDLE_CHECK_S``, since polls come hundreds
         of times a second under load.
         """

@@ -25,7 +25,7 @@ from reelstream.settings import Settings
 from schemas.ratings import RatingLimits, RatingSource, rating_verdict, user_key
 from streams.broker_watch import BrokerWatch
 from streams.codecs import codec_for
-from streams.resend import ResendWindow
+from streams.resend import Acked, ResendWindow
 
 __all__ = [
     "REPLAY_NAMESPACE",
@@ -124,12 +124,12 @@ class RatingProducer:
             sent = await producer.send(1, 31, 4.5, source="api", known_movie=catalogue.__contains__)
     """
 
-    def __init__(self, settings: Settings, window: ResendWindow | None = None) -> None:
+    def __init__(self, settings: Settings, window: ResendWindow[Acked] | None = None) -> None:
         """``window``: one that outlives this producer (the gateway replaces a producer that timed out)."""
         self.settings = settings
         self._producer: AIOKafkaProducer | None = None
         self._codec = codec_for("RatingEvent")
-        self.window = window if window is not None else ResendWindow(settings.resend_window_s)
+        self.window: ResendWindow[Acked] = window if window is not None else ResendWindow(settings.resend_window_s)
         self.resent = 0
         self._due = asyncio.Event()
         self._resender: asyncio.Task[None] | None = None
@@ -171,8 +171,7 @@ class RatingProducer:
                         await asyncio.sleep(delay)
                         delay = min(delay * 2, 5.0)
                         continue
-                    rec = due.pop(0)
-                    self.window.acked(rec.topic, rec.key, rec.value)
+                    self.window.acked(due.pop(0))
                     self.resent += 1
                     delay = 0.2
             except asyncio.CancelledError:
@@ -203,5 +202,5 @@ class RatingProducer:
         key = user_key(user_id)
         value = self._codec.encode(record)
         meta = await self._producer.send_and_wait(self.settings.topic_ratings, value, key=key)
-        self.window.acked(self.settings.topic_ratings, key, value)
+        self.window.acked(Acked(self.settings.topic_ratings, key, value))
         return SentRating(record["event_id"], meta.partition, meta.offset)

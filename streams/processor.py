@@ -122,7 +122,8 @@ class BatchPlan:
     gaps: dict[int, int] = field(default_factory=dict)
     #: the fences read before computing (partitions with none are absent)
     stored: dict[int, Fence] = field(default_factory=dict)
-    #: partitions whose fenced record this batch read back, unchanged: the fence holds this log
+    #: partitions whose fenced record, or first record (the fence's origin), this batch read back unchanged:
+    #: the fence holds this log
     verified: list[int] = field(default_factory=list)
 
 

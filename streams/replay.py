@@ -183,7 +183,7 @@ async def replay(
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5, **(producer_kwargs or {})
     )
-    window = ResendWindow(settings.resend_window_s)
+    window: ResendWindow[int] = ResendWindow(settings.resend_window_s)  # indexes into the rows below
     BrokerWatch(producer.client).on_break.append(window.broke)
     resends: list[asyncio.Future[Any]] = []
     await producer.start()
@@ -208,6 +208,15 @@ async def replay(
         if not inflight:
             acked_next = max(acked_next, start + i_done)
 
+    def event_value(j: int, event_id: str) -> bytes:
+        return encode({"event_id": event_id, "user_id": users[j], "movie_id": movies[j], "rating": ratings[j],
+                       "event_ts": tss[j] * 1000, "source": "replay"})  # fmt: skip
+
+    async def send_again(j: int) -> asyncio.Future[Any]:
+        uid = users[j]
+        value = event_value(j, replay_event_id(uid, movies[j], tss[j] * 1000))
+        return await producer.send(topic, value, key=user_key(uid))
+
     i_done = 0
     try:
         for i in range(len(users)):
@@ -219,23 +228,18 @@ async def replay(
                 ahead = t0 + (tss[i] - ts0) / pace.speed - time.perf_counter()
                 if ahead > 0.002:
                     await asyncio.sleep(ahead)
-            uid, mid, r, ts = users[i], movies[i], ratings[i], tss[i]
-            ts_ms = ts * 1000
-            event_id = replay_event_id(uid, mid, ts_ms)
+            uid = users[i]
+            event_id = replay_event_id(uid, movies[i], tss[i] * 1000)
             i_done = i + 1
             if event_id in seen:
                 skipped += 1
                 continue
-            value = encode({"event_id": event_id, "user_id": uid, "movie_id": mid, "rating": r,
-                            "event_ts": ts_ms, "source": "replay"})  # fmt: skip
-            key = user_key(uid)
-            fut = await producer.send(topic, value, key=key)
-            fut.add_done_callback(_record_ack(window, topic, key, value))
+            fut = await producer.send(topic, event_value(i, event_id), key=user_key(uid))
+            fut.add_done_callback(_record_ack(window, i))
             inflight.append((start + i, fut))
             sent += 1
             if window.due:  # the broker connection broke: what it acknowledged lately goes again
-                for rec in window.take_due():
-                    resends.append(await producer.send(rec.topic, rec.value, key=rec.key))
+                resends += [await send_again(j) for j in window.take_due()]
             if sent % CHECK_EVERY == 0:
                 drain_done()
                 now = time.perf_counter()
@@ -246,8 +250,7 @@ async def replay(
                     last_ckpt = now
                     if on_progress is not None:
                         on_progress(start + i + 1)
-        for rec in window.take_due():  # a break during the last sends
-            resends.append(await producer.send(rec.topic, rec.value, key=rec.key))
+        resends += [await send_again(j) for j in window.take_due()]  # a break during the last sends
         await producer.flush()
         if inflight:
             await asyncio.gather(*(f for _, f in inflight))
@@ -267,10 +270,10 @@ async def replay(
     return ReplaySummary(sent, skipped, time.perf_counter() - t0, start, end, reset, len(resends))
 
 
-def _record_ack(window: ResendWindow, topic: str, key: bytes, value: bytes) -> Callable[[asyncio.Future[Any]], None]:
+def _record_ack(window: ResendWindow[int], index: int) -> Callable[[asyncio.Future[Any]], None]:
     def done(fut: asyncio.Future[Any]) -> None:
         if not fut.cancelled() and fut.exception() is None:
-            window.acked(topic, key, value)
+            window.acked(index)
 
     return done
 

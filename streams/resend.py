@@ -10,9 +10,12 @@ restart loses nothing that was acknowledged within the window. On a broker that 
 Kafka) a restart costs only the window's duplicates, skipped the same way.
 
 >>> w = ResendWindow(30.0, clock=iter([0.0, 20.0, 45.0]).__next__)
->>> w.acked("t", b"1", b"a"); w.acked("t", b"2", b"b"); w.broke()  # acked at 0 s and 20 s, broke at 45 s
->>> [r.value for r in w.take_due()]  # older than 30 s at the break: gone with the log, not sent again
-[b'b']
+>>> w.acked("a"); w.acked("b"); w.broke()  # acknowledged at 0 s and 20 s, the connection broke at 45 s
+>>> w.take_due()  # older than 30 s at the break: gone with the log, not sent again
+['b']
+
+A window holds whatever names a record for its owner: the gateway's producer keeps :class:`Acked` records
+(topic, key, value), the replay only the index of the event in its stream (it encodes it again).
 """
 
 from __future__ import annotations
@@ -21,55 +24,57 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 __all__ = ["Acked", "ResendWindow"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
 class Acked:
     """One record the broker acknowledged, as it was sent."""
 
-    at: float  #: when it was acknowledged (the window's clock)
     topic: str
     key: bytes | None
     value: bytes
 
 
-class ResendWindow:
-    """The records one producer had acknowledged in the last ``window_s`` seconds (0: none kept)."""
+class ResendWindow(Generic[T]):
+    """What one producer had acknowledged in the last ``window_s`` seconds (0: nothing kept)."""
 
     def __init__(self, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.window_s = window_s
         self.clock = clock
-        self._acked: deque[Acked] = deque()
-        self._due: list[Acked] = []
+        self._acked: deque[tuple[float, T]] = deque()
+        self._due: list[T] = []
 
-    def acked(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def acked(self, item: T) -> None:
         """The broker acknowledged this record."""
         if self.window_s <= 0:
             return
         now = self.clock()
-        self._acked.append(Acked(now, topic, key, value))
+        self._acked.append((now, item))
         self._trim(now)
 
     def _trim(self, now: float) -> None:
-        while self._acked and self._acked[0].at < now - self.window_s:
+        while self._acked and self._acked[0][0] < now - self.window_s:
             self._acked.popleft()
 
     def broke(self) -> None:
         """The connection to the broker broke: what it acknowledged within the window is due again."""
         self._trim(self.clock())
-        self._due.extend(self._acked)
+        self._due.extend(item for _, item in self._acked)
         self._acked.clear()
 
     @property
     def due(self) -> int:
         return len(self._due)
 
-    def take_due(self) -> list[Acked]:
+    def take_due(self) -> list[T]:
         """The records to send again (the caller puts back, with :meth:`put_back`, those it could not send)."""
         out, self._due = self._due, []
         return out
 
-    def put_back(self, records: list[Acked]) -> None:
-        self._due[:0] = records
+    def put_back(self, items: list[T]) -> None:
+        self._due[:0] = items
