@@ -162,16 +162,14 @@ def from_store(store: Any) -> Interactions:
     )
 
 
-_TOKEN = re.compile(r"[a-z0-9]+")
-
-
 def from_movielens(
-    folder: Path, *, split_quantile: float = 0.8, min_tag_movies: int = 5, max_rows: int | None = None
+    folder: Path, *, split_quantile: float = 0.8, min_tag_count: int = 5, max_rows: int | None = None
 ) -> Interactions:
     """Read a MovieLens folder (``ratings.csv``, ``movies.csv``, ``tags.csv``) and split it by global time.
 
-    Side features: one column per genre, per release decade, and per tag token used on
-    at least ``min_tag_movies`` movies (tags are bag-of-words, L2-normalised per movie).
+    Side features are the feature store's (``bootstrap.features.item_side_features``, the names and values
+    of :mod:`models.side_features`): genres, decade, scaled year, and tags applied at least
+    ``min_tag_count`` times before the split, so a model trained here serves new movies' rows as well.
     """
     import polars as pl
 
@@ -204,47 +202,31 @@ def from_movielens(
     split_ts = float(np.quantile(ts, split_quantile)) if len(ts) else 0.0
     before = ts < split_ts
 
-    # --- side features ---------------------------------------------------------------
-    genres = [[] if g == "(no genres listed)" else g.split("|") for g in movies["genres"].to_list()]
-    genre_names = sorted({g for gs in genres for g in gs})
+    # --- side features: bootstrap's one definition (models.side_features names and values) -----------
+    from bootstrap.features import item_side_features
+
+    no_genres = ("", "(no genres listed)")
+    genres = [[] if not g or g.strip() in no_genres else g.split("|") for g in movies["genres"].to_list()]
     years = []
     for title in movies["title"].to_list():
         m = re.search(r"\((\d{4})\)\s*$", title.strip())
         years.append(int(m.group(1)) if m else None)
-    decades = sorted({y // 10 * 10 for y in years if y is not None})
-    rows, cols, vals = [], [], []
-    col_of = {f"genre:{g}": i for i, g in enumerate(genre_names)}
-    for d in decades:
-        col_of[f"decade:{d}s"] = len(col_of)
-    for i, gs in enumerate(genres):
-        for g in gs:
-            rows.append(i), cols.append(col_of[f"genre:{g}"]), vals.append(1.0 / np.sqrt(len(gs)))
-        if years[i] is not None:
-            rows.append(i), cols.append(col_of[f"decade:{years[i] // 10 * 10}s"]), vals.append(1.0)
-    if tags is not None and tags.height:
-        tag_item = np.searchsorted(movie_ids, tags["movieId"].to_numpy())
-        ok = (tag_item < len(movie_ids)) & (
-            movie_ids[np.minimum(tag_item, len(movie_ids) - 1)] == tags["movieId"].to_numpy()
-        )
-        pairs: set[tuple[int, str]] = set()
-        for it, text, good in zip(tag_item.tolist(), tags["tag"].cast(pl.Utf8).to_list(), ok.tolist(), strict=True):
-            if good and text:
-                pairs.update((it, tok) for tok in _TOKEN.findall(text.lower()))
-        df: dict[str, int] = {}
-        for _, tok in pairs:
-            df[tok] = df.get(tok, 0) + 1
-        vocab = sorted(t for t, c in df.items() if c >= min_tag_movies)
-        for t in vocab:
-            col_of[f"tag:{t}"] = len(col_of)
-        per_item: dict[int, list[int]] = {}
-        for it, tok in pairs:
-            if f"tag:{tok}" in col_of:
-                per_item.setdefault(it, []).append(col_of[f"tag:{tok}"])
-        for it, cs in per_item.items():
-            for c in cs:
-                rows.append(it), cols.append(c), vals.append(1.0 / np.sqrt(len(cs)))
-    side = sp.csr_matrix((np.asarray(vals, np.float32), (rows, cols)), shape=(len(movie_ids), len(col_of)))
-    side.sum_duplicates()
+    items = pl.DataFrame(
+        {"item_idx": np.arange(len(movie_ids), dtype=np.int32), "movie_id": movie_ids, "genres": genres,
+         "year": years},
+        schema={"item_idx": pl.Int32, "movie_id": pl.Int64, "genres": pl.List(pl.String), "year": pl.Int32},
+    )  # fmt: skip
+    tag_rows = (
+        tags.select(pl.col("movieId").alias("movie_id"), pl.col("tag").cast(pl.String), pl.col("timestamp").alias("ts"))
+        if tags is not None and tags.height
+        else pl.DataFrame(schema={"movie_id": pl.Int64, "tag": pl.String, "ts": pl.Int64})
+    )
+    long, names = item_side_features(items, tag_rows, cut_ts=int(split_ts), min_tag_count=min_tag_count)
+    side = sp.csr_matrix(
+        (long["value"].to_numpy().astype(np.float32), (long["item_idx"].to_numpy(), long["feature"].to_numpy())),
+        shape=(len(movie_ids), names.height),
+    )
+    col_of = names.sort("feature")["name"].to_list()
     return Interactions(
         history=events.select(before),
         stream=events.select(~before),
@@ -256,4 +238,5 @@ def from_movielens(
         genres=genres,
         version=None,
         metadata={"source": str(folder), "split_ts": split_ts, "split_quantile": split_quantile},
+        side_year_range=year_range([y for y in years if y is not None]),
     )

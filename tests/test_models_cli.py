@@ -41,7 +41,7 @@ def test_train_then_evaluate(settings: Settings, tmp_path: Path) -> None:
     assert "model m0001 written" in trained.output
     meta = json.loads((settings.models_dir / "m0001" / "metadata.json").read_text())
     assert meta["model_version"] == "m0001" and meta["epochs"] == 3
-    assert "prequential_overall_hr_at_20" in meta["metrics"] and meta["side_names"][0] == "genre:Animation"
+    assert "prequential_overall_hr_at_20" in meta["metrics"] and meta["side_names"][0] == "genre=Animation"
     assert (settings.models_dir / "CURRENT").read_text().strip() == "m0001"
 
     evaluated = runner.invoke(app, ["evaluate", "--data", str(folder)])

@@ -20,7 +20,7 @@ import pytest
 
 from bootstrap.store import FeatureStore, load_store
 from gateway.catalog import Catalog, NewMovie
-from models.data import Interactions, from_store
+from models.data import Interactions, from_movielens, from_store
 from models.hybrid_vae import HybridVAE
 from models.runtime import ModelRuntime
 from models.side_features import META_NAMES, META_YEAR_RANGE, YEAR_SCALED, SideEncoder
@@ -137,3 +137,29 @@ def test_encoder_scales_years_as_bootstrap_and_refuses_names_that_do_not_fit(dat
     n = len(data.side_names)
     with pytest.raises(ModelError, match=f"{n} side features, but the model has {n - 1} rows"):
         SideEncoder.from_metadata(meta, n - 1)
+
+
+def test_a_movielens_folder_read_for_training_has_the_feature_stores_side_features() -> None:
+    """``reelstream train --data DIR`` (models.data.from_movielens) builds the rows the worker and the gateway
+    build for an announced movie (models.side_features): every movie's row is SideEncoder.vector of its
+    genres, year and tags up to the split, so such a model serves new movies like a store-trained one."""
+    data = from_movielens(DATA, split_quantile=0.8)
+    cut_ts = int(data.metadata["split_ts"])
+    assert data.side_names and not SideEncoder(tuple(data.side_names)).unknown_names
+    meta = {META_NAMES: data.side_names, META_YEAR_RANGE: list(data.side_year_range or ())}
+    encoder = SideEncoder.from_metadata(meta, len(data.side_names))
+    with (DATA / "movies.csv").open(newline="") as fh:
+        movies = {int(r["movieId"]): r for r in csv.DictReader(fh)}
+    tags: dict[int, list[str]] = {}
+    with (DATA / "tags.csv").open(newline="") as fh:
+        for r in csv.DictReader(fh):
+            if int(r["timestamp"]) <= cut_ts:
+                tags.setdefault(int(r["movieId"]), []).append(r["tag"])
+    sample = [i for i, mid in enumerate(data.movie_ids) if int(mid) in tags][:40] + list(range(40))
+    for idx in sample:
+        row = movies[int(data.movie_ids[idx])]
+        title, genres = row["title"].strip(), row["genres"]
+        year = int(title[-5:-1]) if title.endswith(")") and title[-5:-1].isdigit() else None
+        want = encoder.vector([] if genres == "(no genres listed)" else genres.split("|"), year,
+                              tags.get(int(data.movie_ids[idx]), []))  # fmt: skip
+        np.testing.assert_allclose(np.asarray(data.item_side[idx].todense()).ravel(), want, atol=1e-6)
