@@ -47,41 +47,67 @@ class KafkaRatingsProducer:
         self._inner: Any = None
         self._lock = asyncio.Lock()
         self._window: Any = None  #: streams.resend.ResendWindow, kept across producers replaced after a timeout
+        self._reviver: asyncio.Future[None] | None = None
 
     async def send(
         self, user_id: int, movie_id: int, rating: float, ts_ms: int | None, *, known_movie: Callable[[int], bool]
     ) -> Sent:
         """Produce with ``source="api"``; :class:`streams.events.RatingRefused` (nothing sent) for a refused event."""
-        from streams.events import RatingProducer
-        from streams.resend import ResendWindow
-
         try:
-            async with self._lock:
-                if self._inner is None:
-                    if self._window is None:
-                        self._window = ResendWindow(self.settings.resend_window_s)
-                    inner = RatingProducer(self.settings, self._window)
-                    try:
-                        await asyncio.wait_for(inner.__aenter__(), self.timeout_s)
-                    except BaseException:
-                        await self._stop(inner)
-                        raise
-                    self._inner = inner
+            await self._ensure_inner()
             sent = await asyncio.wait_for(
                 self._inner.send(user_id, movie_id, rating, source="api", ts_ms=ts_ms, known_movie=known_movie),
                 self.timeout_s,
             )
         except (KafkaError, TimeoutError, OSError) as exc:
             await self.close()
+            self._revive_for_resend()
             where = self.settings.kafka_bootstrap
             raise BrokerUnavailable(f"broker {where} unreachable: {type(exc).__name__}") from None
         return Sent(sent.event_id, sent.partition, sent.offset)
+
+    async def _ensure_inner(self) -> None:
+        """A started producer in ``self._inner`` (one at a time), sharing this gateway's resend window."""
+        from streams.events import RatingProducer
+        from streams.resend import ResendWindow
+
+        async with self._lock:
+            if self._inner is None:
+                if self._window is None:
+                    self._window = ResendWindow(self.settings.resend_window_s)
+                inner = RatingProducer(self.settings, self._window)
+                try:
+                    await asyncio.wait_for(inner.__aenter__(), self.timeout_s)
+                except BaseException:
+                    await self._stop(inner)
+                    raise
+                self._inner = inner
+
+    def _revive_for_resend(self) -> None:
+        """Events acknowledged before the broker broke wait in the window: start a producer for them in the
+        background (retried with capped backoff), rather than waiting for the next POST."""
+        if self._window is None or not self._window.due or (self._reviver is not None and not self._reviver.done()):
+            return
+
+        async def revive() -> None:
+            delay = 0.5
+            while self._inner is None and self._window is not None and self._window.due:
+                try:
+                    await self._ensure_inner()  # its resend loop sends what is due
+                except (KafkaError, TimeoutError, OSError):
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+
+        self._reviver = asyncio.ensure_future(revive())
 
     async def _stop(self, inner: Any) -> None:
         with contextlib.suppress(KafkaError, TimeoutError, OSError):  # best effort: the broker is gone
             await asyncio.wait_for(inner.__aexit__(None, None, None), self.timeout_s)
 
     async def close(self) -> None:
+        if self._reviver is not None:
+            self._reviver.cancel()
+            self._reviver = None
         inner, self._inner = self._inner, None
         if inner is not None:
             await self._stop(inner)
