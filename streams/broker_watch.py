@@ -8,6 +8,13 @@ aiokafka client, and the consumer (``streams/consumer.py``: re-verify every fenc
 
 aiokafka has no public hook for it: the client's connection-closed callback is wrapped (aiokafka is pinned
 at 0.14.0 in ``pyproject.toml``; ``tests/test_stream_faults.py`` restarts a real broker under both).
+
+**No client creates a topic.** aiokafka asks for every Metadata request to auto-create the topics it
+names, with no setting to stop it; Tansu (and a Kafka with ``auto.create.topics.enable``) then creates
+them with *its* partition count (4 on Tansu), so a producer that reaches a restarted broker before
+``reelstream up`` has created the topics again moves users to other partitions, and the worker's fences
+and one-writer-per-user rule with them. Importing this module makes aiokafka's Metadata requests ask for
+no creation; the topics come from ``streams.admin.ensure_topics`` only (``settings.topic_partitions``).
 """
 
 from __future__ import annotations
@@ -16,8 +23,21 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka.conn import CloseReason
+from aiokafka.protocol import metadata as _metadata
 
 __all__ = ["BROKEN", "BrokerWatch"]
+
+
+def _no_auto_create(init: Callable[..., None]) -> Callable[..., None]:
+    def __init__(self: Any, topics: list[str] | None = None, allow_auto_topic_creation: bool | None = None) -> None:
+        init(self, topics, False if allow_auto_topic_creation is None else allow_auto_topic_creation)
+
+    __init__.reelstream_no_auto_create = True  # type: ignore[attr-defined]
+    return __init__
+
+
+if not getattr(_metadata.MetadataRequest.__init__, "reelstream_no_auto_create", False):
+    _metadata.MetadataRequest.__init__ = _no_auto_create(_metadata.MetadataRequest.__init__)  # type: ignore[method-assign]
 
 #: Why aiokafka closed a connection, when it means the broker went away (a restart may bring another log).
 BROKEN = frozenset({CloseReason.CONNECTION_BROKEN, CloseReason.CONNECTION_TIMEOUT, CloseReason.OUT_OF_SYNC})

@@ -186,6 +186,7 @@ async def replay(
     window: ResendWindow[int] = ResendWindow(settings.resend_window_s)  # indexes into the rows below
     BrokerWatch(producer.client).on_break.append(window.broke)
     resends: list[asyncio.Future[Any]] = []
+    resent = 0
     await producer.start()
     inflight: deque[tuple[int, asyncio.Future[Any]]] = deque()
     acked_next = start
@@ -213,9 +214,12 @@ async def replay(
                        "event_ts": tss[j] * 1000, "source": "replay"})  # fmt: skip
 
     async def send_again(j: int) -> asyncio.Future[Any]:
+        """Event ``j`` once more; acknowledged, it is in the window again (the next broker may die too)."""
         uid = users[j]
         value = event_value(j, replay_event_id(uid, movies[j], tss[j] * 1000))
-        return await producer.send(topic, value, key=user_key(uid))
+        fut = await producer.send(topic, value, key=user_key(uid))
+        fut.add_done_callback(_record_ack(window, j))
+        return fut
 
     i_done = 0
     try:
@@ -250,12 +254,14 @@ async def replay(
                     last_ckpt = now
                     if on_progress is not None:
                         on_progress(start + i + 1)
-        resends += [await send_again(j) for j in window.take_due()]  # a break during the last sends
         await producer.flush()
         if inflight:
             await asyncio.gather(*(f for _, f in inflight))
-        if resends:
+        while window.due or resends:  # a break during the last sends: until every copy is acknowledged
+            resends += [await send_again(j) for j in window.take_due()]
             await asyncio.gather(*resends)
+            resent += len(resends)
+            resends = []
         drain_done()
         acked_next = end
     finally:
@@ -267,7 +273,7 @@ async def replay(
                                  "recent": recent})  # fmt: skip
     if on_progress is not None:
         on_progress(end)
-    return ReplaySummary(sent, skipped, time.perf_counter() - t0, start, end, reset, len(resends))
+    return ReplaySummary(sent, skipped, time.perf_counter() - t0, start, end, reset, resent)
 
 
 def _record_ack(window: ResendWindow[int], index: int) -> Callable[[asyncio.Future[Any]], None]:

@@ -24,6 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from monitoring.lag import LagMonitor, recorded_resets
 from reelstream import infra
@@ -273,3 +275,31 @@ def test_ratings_a_dying_broker_acknowledged_but_nobody_read_are_sent_again_and_
     _wait_applied(case, len(applied) + len(unread))
     _assert_exactly_once(case, applied + unread)
     assert stats(case.redis)["duplicates_skipped"] >= len(applied)
+
+
+def test_a_producer_reaching_a_restarted_broker_first_does_not_create_the_topic(case: StreamCase, pair: Pair) -> None:
+    """aiokafka asks every Metadata request to auto-create its topics, and Tansu would create them with 4
+    partitions: users would move to other partitions. No client of ours creates a topic (streams.broker_watch);
+    the topics come back from ensure_topics, with settings.topic_partitions."""
+    pair.kill9("broker")
+    pair.start_broker()  # empty: no topics at all
+    topic = case.settings.topic_ratings
+
+    async def main() -> set[str]:
+        producer = AIOKafkaProducer(bootstrap_servers=case.settings.kafka_bootstrap, request_timeout_ms=3000)
+        await producer.start()
+        try:
+            with pytest.raises(KafkaError):  # no metadata for a topic that does not exist: refused, not created
+                await producer.send_and_wait(topic, b"x", key=b"1")
+        finally:
+            await producer.stop()
+        admin = AIOKafkaAdminClient(bootstrap_servers=case.settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            return set(await admin.list_topics())
+        finally:
+            await admin.close()
+
+    assert topic not in asyncio.run(main())
+    statuses = {s.name: s for s in ensure_topics_sync(case.settings)}
+    assert statuses[topic].created and statuses[topic].partitions == case.settings.topic_partitions
