@@ -133,10 +133,11 @@ class RatingProducer:
         self.resent = 0
         self._due = asyncio.Event()
         self._resender: asyncio.Task[None] | None = None
+        self._watch: BrokerWatch | None = None
 
     async def __aenter__(self) -> RatingProducer:
         self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all")
-        watch = BrokerWatch(self._producer.client)
+        self._watch = watch = BrokerWatch(self._producer.client)
         watch.on_break += [self.window.broke, self._due.set]
         await self._producer.start()
         if self.window.due:
@@ -201,6 +202,10 @@ class RatingProducer:
                                ts_ms=ts_ms)  # fmt: skip
         key = user_key(user_id)
         value = self._codec.encode(record)
+        breaks = self._watch.breaks if self._watch is not None else 0
         meta = await self._producer.send_and_wait(self.settings.topic_ratings, value, key=key)
-        self.window.acked(Acked(self.settings.topic_ratings, key, value))
+        broke = self._watch is not None and self._watch.breaks != breaks
+        self.window.acked(Acked(self.settings.topic_ratings, key, value), broke_since_sent=broke)
+        if broke:
+            self._due.set()
         return SentRating(record["event_id"], meta.partition, meta.offset)

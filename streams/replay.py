@@ -184,7 +184,8 @@ async def replay(
         bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5, **(producer_kwargs or {})
     )
     window: ResendWindow[int] = ResendWindow(settings.resend_window_s)  # indexes into the rows below
-    BrokerWatch(producer.client).on_break.append(window.broke)
+    watch = BrokerWatch(producer.client)
+    watch.on_break.append(window.broke)
     resends: list[asyncio.Future[Any]] = []
     resent = 0
     await producer.start()
@@ -218,7 +219,7 @@ async def replay(
         uid = users[j]
         value = event_value(j, replay_event_id(uid, movies[j], tss[j] * 1000))
         fut = await producer.send(topic, value, key=user_key(uid))
-        fut.add_done_callback(_record_ack(window, j))
+        fut.add_done_callback(_record_ack(window, watch, j))
         return fut
 
     i_done = 0
@@ -239,7 +240,7 @@ async def replay(
                 skipped += 1
                 continue
             fut = await producer.send(topic, event_value(i, event_id), key=user_key(uid))
-            fut.add_done_callback(_record_ack(window, i))
+            fut.add_done_callback(_record_ack(window, watch, i))
             inflight.append((start + i, fut))
             sent += 1
             if window.due:  # the broker connection broke: what it acknowledged lately goes again
@@ -276,10 +277,13 @@ async def replay(
     return ReplaySummary(sent, skipped, time.perf_counter() - t0, start, end, reset, resent)
 
 
-def _record_ack(window: ResendWindow[int], index: int) -> Callable[[asyncio.Future[Any]], None]:
+def _record_ack(window: ResendWindow[int], watch: BrokerWatch, index: int) -> Callable[[asyncio.Future[Any]], None]:
+    """Record the acknowledgement of event ``index`` (due at once when a connection broke since it was sent)."""
+    breaks = watch.breaks
+
     def done(fut: asyncio.Future[Any]) -> None:
         if not fut.cancelled() and fut.exception() is None:
-            window.acked(index)
+            window.acked(index, broke_since_sent=watch.breaks != breaks)
 
     return done
 

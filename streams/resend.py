@@ -13,6 +13,8 @@ Kafka) a restart costs only the window's duplicates, skipped the same way.
 >>> w.acked("a"); w.acked("b"); w.broke()  # acknowledged at 0 s and 20 s, the connection broke at 45 s
 >>> w.take_due()  # older than 30 s at the break: gone with the log, not sent again
 ['b']
+>>> w.acked("c", broke_since_sent=True); w.take_due()  # acknowledged after the break: maybe by the dead broker
+['c']
 
 A window holds whatever names a record for its owner: the gateway's producer keeps :class:`Acked` records
 (topic, key, value), the replay only the index of the event in its stream (it encodes it again).
@@ -49,9 +51,13 @@ class ResendWindow(Generic[T]):
         self._acked: deque[tuple[float, T]] = deque()
         self._due: list[T] = []
 
-    def acked(self, item: T) -> None:
-        """The broker acknowledged this record."""
+    def acked(self, item: T, *, broke_since_sent: bool = False) -> None:
+        """The broker acknowledged this record. ``broke_since_sent``: a connection broke between the send and
+        the acknowledgement, which may then have come from the broker that died: the record is due at once."""
         if self.window_s <= 0:
+            return
+        if broke_since_sent:
+            self._due.append(item)
             return
         now = self.clock()
         self._acked.append((now, item))
