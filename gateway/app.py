@@ -39,9 +39,6 @@ __all__ = ["build_gateway", "create_app"]
 
 log = logging.getLogger(__name__)
 
-#: Seconds between scans for movies added by MovieEvents.
-MOVIE_REFRESH_S = 30.0
-
 
 def build_gateway(settings: Settings) -> Gateway:
     """Load the current model and feature store once and wire the live collaborators."""
@@ -77,8 +74,9 @@ async def _refresh_every(what: str, refresh: Callable[[], object], every_s: floa
         await asyncio.sleep(every_s)
 
 
-async def _refresh_movies(gateway: Gateway) -> None:
-    await _refresh_every("announced movies", gateway.refresh_movies, MOVIE_REFRESH_S)
+async def _refresh_movies(gateway: Gateway, every_s: float) -> None:
+    """Movies announced by MovieEvents (``rs:movie:*``) into the catalogue, every ``gateway_movie_refresh_s``."""
+    await _refresh_every("announced movies", gateway.refresh_movies, every_s)
 
 
 async def _refresh_prior(gateway: Gateway, every_s: float) -> None:
@@ -141,7 +139,7 @@ def create_app(
         if getattr(app.state, "producer", None) is None:
             app.state.producer = KafkaRatingsProducer(settings)
         app.state.gateway.telemetry = telemetry
-        tasks = [asyncio.create_task(_refresh_movies(app.state.gateway))]
+        tasks = [asyncio.create_task(_refresh_movies(app.state.gateway, settings.gateway_movie_refresh_s))]
         if app.state.gateway.prior.active:
             tasks.append(asyncio.create_task(_refresh_prior(app.state.gateway, settings.gateway_prior_refresh_s)))
         if run_monitors:

@@ -1,4 +1,4 @@
-"""Producing rating events for POST /ratings, behind a small protocol.
+"""Producing rating events for POST /ratings and MovieEvents for POST /movies, behind a small protocol.
 
 :class:`KafkaRatingsProducer` wraps the streams engineer's
 :class:`streams.events.RatingProducer` (the one Avro encoding and key rule the
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaError
 from gateway.errors import BrokerUnavailable
 from reelstream.settings import Settings
 
-__all__ = ["KafkaRatingsProducer", "RatingsProducer", "Sent"]
+__all__ = ["KafkaRatingsProducer", "RatingsProducer", "Sent", "SentAnnouncement"]
 
 
 @dataclass(frozen=True)
@@ -31,15 +31,26 @@ class Sent:
     offset: int
 
 
+@dataclass(frozen=True)
+class SentAnnouncement:
+    movie_id: int
+    partition: int
+    offset: int
+
+
 class RatingsProducer(Protocol):
     async def send(
         self, user_id: int, movie_id: int, rating: float, ts_ms: int | None, *, known_movie: Callable[[int], bool]
     ) -> Sent: ...
+    async def announce(
+        self, movie_id: int, title: str, genres: Sequence[str], year: int | None, tags: Sequence[str], *,
+        in_catalogue: Callable[[int], bool],
+    ) -> SentAnnouncement: ...  # fmt: skip
     async def close(self) -> None: ...
 
 
 class KafkaRatingsProducer:
-    """Rating events to ``settings.topic_ratings`` with ``source="api"``."""
+    """Rating events to ``settings.topic_ratings`` with ``source="api"``, and MovieEvents to ``topic_movies``."""
 
     def __init__(self, settings: Settings, timeout_s: float = 3.0) -> None:
         self.settings = settings
@@ -53,18 +64,38 @@ class KafkaRatingsProducer:
         self, user_id: int, movie_id: int, rating: float, ts_ms: int | None, *, known_movie: Callable[[int], bool]
     ) -> Sent:
         """Produce with ``source="api"``; :class:`streams.events.RatingRefused` (nothing sent) for a refused event."""
+        sent = await self._call(
+            lambda inner: inner.send(user_id, movie_id, rating, source="api", ts_ms=ts_ms, known_movie=known_movie)
+        )
+        return Sent(sent.event_id, sent.partition, sent.offset)
+
+    async def announce(
+        self,
+        movie_id: int,
+        title: str,
+        genres: Sequence[str],
+        year: int | None,
+        tags: Sequence[str],
+        *,
+        in_catalogue: Callable[[int], bool],
+    ) -> SentAnnouncement:
+        """Produce a MovieEvent to ``settings.topic_movies``; :class:`streams.events.MovieRefused` (nothing sent)
+        for a refused one."""
+        sent = await self._call(
+            lambda inner: inner.announce(movie_id, title, genres, year, tags, in_catalogue=in_catalogue)
+        )
+        return SentAnnouncement(sent.movie_id, sent.partition, sent.offset)
+
+    async def _call(self, produce: Callable[[Any], Awaitable[Any]]) -> Any:
+        """``produce(inner producer)`` bounded by the timeout; any broker failure is BrokerUnavailable."""
         try:
             await self._ensure_inner()
-            sent = await asyncio.wait_for(
-                self._inner.send(user_id, movie_id, rating, source="api", ts_ms=ts_ms, known_movie=known_movie),
-                self.timeout_s,
-            )
+            return await asyncio.wait_for(produce(self._inner), self.timeout_s)
         except (KafkaError, TimeoutError, OSError) as exc:
             await self.close()
             self._revive_for_resend()
             where = self.settings.kafka_bootstrap
             raise BrokerUnavailable(f"broker {where} unreachable: {type(exc).__name__}") from None
-        return Sent(sent.event_id, sent.partition, sent.offset)
 
     async def _ensure_inner(self) -> None:
         """A started producer in ``self._inner`` (one at a time), sharing this gateway's resend window."""

@@ -463,6 +463,11 @@ class Gateway:
             self.catalog = cat.with_new_movies(fresh)
         return len(fresh)
 
+    def serves_unannounced(self, movie_id: int) -> bool:
+        """True for a movie the catalogue serves from the model or the feature store, not from an announcement:
+        a MovieEvent for it would change nothing here (POST /movies answers 409)."""
+        return self.catalog.index(movie_id) is not None and movie_id not in self.announced
+
     def is_rateable(self, movie_id: int) -> bool:
         """The rating contract's catalogue (schemas/ratings.py): in the model, or announced and seen here.
 

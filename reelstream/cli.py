@@ -17,6 +17,7 @@ from reelstream.commands import evaluate as evaluate_cmd
 from reelstream.commands import gateway as gateway_cmd
 from reelstream.commands import infra
 from reelstream.commands import lag as lag_cmd
+from reelstream.commands import movie as movie_cmd
 from reelstream.commands import rate as rate_cmd
 from reelstream.commands import replay as replay_cmd
 from reelstream.commands import seed as seed_cmd
@@ -41,6 +42,7 @@ app.command("bootstrap")(bootstrap_cmd.run)
 app.command("evaluate")(evaluate_cmd.run)
 app.command("gateway")(gateway_cmd.gateway_cmd)
 app.command("lag")(lag_cmd.lag)
+app.add_typer(movie_cmd.app, name="movie")
 app.command("rate")(rate_cmd.rate)
 app.command("rebuild")(archive_cmd.rebuild)
 app.command("replay")(replay_cmd.run)

@@ -160,6 +160,8 @@ class Settings(BaseSettings):
     gateway_retry_after_s: int = Field(5, ge=1)
     #: Seconds between re-reads of the worker's ``rs:items:prior`` (the model's item prior; gateway/prior.py).
     gateway_prior_refresh_s: float = Field(2.0, gt=0)
+    #: Seconds between scans of ``rs:movie:*`` for movies a MovieEvent announced (they join the catalogue).
+    gateway_movie_refresh_s: float = Field(30.0, gt=0)
     #: Largest request body (bytes) the gateway reads; a larger one gets 413 before it is buffered
     #: (the largest real body, a rules document, is a few KiB).
     gateway_max_body_bytes: int = Field(1_048_576, ge=1024)

@@ -18,9 +18,10 @@ from typing import Any
 
 from schemas.user_record import RecordError
 
-__all__ = ["MovieRecord", "decode_movie", "encode_movie"]
+__all__ = ["LIST_SEP", "MovieRecord", "decode_movie", "encode_movie"]
 
-_SEP = "|"
+#: Between the genres (and the tags) of one movie in rs:movie:{mid}.
+LIST_SEP = "|"
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,10 @@ class MovieRecord:
 
 def _join(name: str, values: Iterable[str]) -> str:
     values = list(values)
-    bad = [v for v in values if _SEP in v]
+    bad = [v for v in values if LIST_SEP in v]
     if bad:
-        raise RecordError(f"{name} {bad[0][:40]!r} contains {_SEP!r}, the list separator of rs:movie")
-    return _SEP.join(values)
+        raise RecordError(f"{name} {bad[0][:40]!r} contains {LIST_SEP!r}, the list separator of rs:movie")
+    return LIST_SEP.join(values)
 
 
 def encode_movie(
@@ -69,7 +70,7 @@ def decode_movie(raw: Mapping[Any, Any]) -> MovieRecord:
     doc = {_text(k): _text(v) for k, v in raw.items()}
 
     def split(name: str) -> tuple[str, ...]:
-        return tuple(v for v in doc.get(name, "").split(_SEP) if v)
+        return tuple(v for v in doc.get(name, "").split(LIST_SEP) if v)
 
     def integer(name: str) -> int | None:
         value = doc.get(name, "")

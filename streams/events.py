@@ -4,7 +4,9 @@ A replayed rating's id is ``uuid5(REPLAY_NAMESPACE, "user:movie:ts_ms")``: sendi
 the same MovieLens row twice yields the same id, so a duplicate is recognisable
 (``reelstream replay --resume`` uses it to skip what the broker already holds).
 Live, API and probe events get ``uuid4`` ids. Every event :class:`RatingProducer` sends has passed
-the rating contract (:func:`schemas.ratings.rating_verdict`), so the worker applies what it sends.
+the rating contract (:func:`schemas.ratings.rating_verdict`), so the worker applies what it sends; every
+MovieEvent it announces has passed the announcement contract (:func:`schemas.movies.announcement_problem`),
+the worker's own rule (:func:`streams.rules.movie_event_problem`) and the Avro codec.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,16 +24,22 @@ from aiokafka.errors import KafkaError
 
 from reelstream.errors import DataError
 from reelstream.settings import Settings
+from schemas.movies import announcement_problem, movie_key
 from schemas.ratings import RatingLimits, RatingSource, rating_verdict, user_key
 from streams.broker_watch import BrokerWatch
 from streams.codecs import codec_for
 from streams.resend import Acked, ResendWindow
+from streams.rules import movie_event_problem
 
 __all__ = [
     "REPLAY_NAMESPACE",
+    "MovieInCatalogue",
+    "MovieRefused",
     "RatingProducer",
     "RatingRefused",
+    "SentMovie",
     "dead_letter_key",
+    "judged_movie",
     "judged_rating",
     "rating_event",
     "replay_event_id",
@@ -104,6 +112,48 @@ def judged_rating(
     return record
 
 
+class MovieRefused(DataError):
+    """An announcement the contract refuses (:mod:`schemas.movies`): the ``field`` and the ``detail``."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        self.field = field
+        self.detail = detail
+        super().__init__(f"{field}: {detail}")
+
+
+class MovieInCatalogue(MovieRefused):
+    """An announcement of a movie the catalogue already serves from trained rows: it would change nothing."""
+
+
+def judged_movie(
+    movie_id: int,
+    title: str,
+    genres: Sequence[str],
+    year: int | None,
+    tags: Sequence[str],
+    *,
+    in_catalogue: Callable[[int], bool],
+) -> dict[str, Any]:
+    """A MovieEvent record (dict in the Avro schema's shape) that the worker stores and the model can use.
+
+    ``in_catalogue`` is the caller's catalogue of trained movies (not the announced ones: announcing one of
+    those again replaces its ``rs:movie`` record). Raises :class:`MovieRefused` (or
+    :class:`MovieInCatalogue`) with the field and the reason.
+    """
+    record = {"movie_id": int(movie_id), "title": title, "genres": list(genres), "year": year, "tags": list(tags)}
+    problem = announcement_problem(record["movie_id"], title, record["genres"], year, record["tags"])
+    if problem is not None:
+        raise MovieRefused(*problem)
+    if in_catalogue(record["movie_id"]):
+        raise MovieInCatalogue(
+            "movie_id", f"movie {movie_id} is already in the catalogue with trained rows; an announcement "
+            "would not change how it is scored",
+        )  # fmt: skip
+    if (problem := movie_event_problem(record)) is not None:  # the worker's rule: never dead-letter what we send
+        raise MovieRefused("movie", problem)
+    return record
+
+
 @dataclass
 class SentRating:
     event_id: str
@@ -111,8 +161,16 @@ class SentRating:
     offset: int
 
 
+@dataclass
+class SentMovie:
+    movie_id: int
+    partition: int
+    offset: int
+
+
 class RatingProducer:
-    """Produces live rating events; ``reelstream rate`` and the gateway's POST both use it.
+    """Produces live rating events and movie announcements; ``reelstream rate``, ``reelstream movie add``
+    and the gateway's POSTs use it.
 
     What the broker acknowledged in the last ``settings.resend_window_s`` is sent again in the background
     when the connection to the broker breaks (:mod:`streams.resend`): a restarted memory-only broker loses
@@ -129,6 +187,7 @@ class RatingProducer:
         self.settings = settings
         self._producer: AIOKafkaProducer | None = None
         self._codec = codec_for("RatingEvent")
+        self._movie_codec = codec_for("MovieEvent")
         self.window: ResendWindow[Acked] = window if window is not None else ResendWindow(settings.resend_window_s)
         self.resent = 0
         self._due = asyncio.Event()
@@ -139,7 +198,12 @@ class RatingProducer:
         self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all")
         self._watch = watch = BrokerWatch(self._producer.client)
         watch.on_break += [self.window.broke, self._due.set]
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except BaseException:  # no broker: close what start() opened, so nothing is left unclosed
+            await self._producer.stop()
+            self._producer = None
+            raise
         if self.window.due:
             self._due.set()  # left by a producer that broke before it could send them
         self._resender = asyncio.ensure_future(self._resend_loop())
@@ -200,12 +264,35 @@ class RatingProducer:
             raise RuntimeError("RatingProducer used outside `async with`")
         record = judged_rating(self.settings, user_id, movie_id, rating, known_movie=known_movie, source=source,
                                ts_ms=ts_ms)  # fmt: skip
-        key = user_key(user_id)
-        value = self._codec.encode(record)
+        meta = await self._produce(self.settings.topic_ratings, user_key(user_id), self._codec.encode(record))
+        return SentRating(record["event_id"], meta.partition, meta.offset)
+
+    async def announce(
+        self,
+        movie_id: int,
+        title: str,
+        genres: Sequence[str],
+        year: int | None,
+        tags: Sequence[str],
+        *,
+        in_catalogue: Callable[[int], bool],
+    ) -> SentMovie:
+        """Judge (:func:`judged_movie`), encode and produce one MovieEvent keyed by the movie id; waits for the
+        broker's acknowledgement. Raises :class:`MovieRefused` (nothing is produced) for a refused one."""
+        if self._producer is None:
+            raise RuntimeError("RatingProducer used outside `async with`")
+        record = judged_movie(movie_id, title, genres, year, tags, in_catalogue=in_catalogue)
+        value = self._movie_codec.encode(record)
+        meta = await self._produce(self.settings.topic_movies, movie_key(record["movie_id"]), value)
+        return SentMovie(record["movie_id"], meta.partition, meta.offset)
+
+    async def _produce(self, topic: str, key: bytes, value: bytes) -> Any:
+        """Send and wait for the acknowledgement; the record joins the resend window (aiokafka RecordMetadata)."""
+        assert self._producer is not None
         breaks = self._watch.breaks if self._watch is not None else 0
-        meta = await self._producer.send_and_wait(self.settings.topic_ratings, value, key=key)
+        meta = await self._producer.send_and_wait(topic, value, key=key)
         broke = self._watch is not None and self._watch.breaks != breaks
-        self.window.acked(Acked(self.settings.topic_ratings, key, value), broke_since_sent=broke)
+        self.window.acked(Acked(topic, key, value), broke_since_sent=broke)
         if broke:
             self._due.set()
-        return SentRating(record["event_id"], meta.partition, meta.offset)
+        return meta

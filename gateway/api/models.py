@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas import ratings
+from schemas import movies, ratings
 
 __all__ = [
     "ArmsPublic",
@@ -14,6 +14,8 @@ __all__ = [
     "FreshnessReport",
     "Health",
     "LagReport",
+    "MovieAccepted",
+    "MovieCreate",
     "MovieDetail",
     "PartitionLagPublic",
     "ProbePublic",
@@ -158,6 +160,45 @@ class RatingAccepted(BaseModel):
     topic: str
     partition: int
     offset: int
+
+
+class MovieCreate(BaseModel):
+    """A movie to announce (a MovieEvent). The bounds are the announcement contract's (schemas/movies.py); the
+    route runs the whole contract (genre names, ``|``, blank tags) and the catalogue check."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"movie_id": 990001, "title": "Paper Boats (2026)", "genres": ["Animation", "Children"],
+                          "year": 2026, "tags": ["pixar"]}]
+        },
+    )  # fmt: skip
+
+    movie_id: int = Field(
+        ge=ratings.MIN_ID, le=ratings.MAX_ID, description="Not a movie the catalogue serves from trained rows (409)."
+    )
+    title: str = Field(min_length=1, description="Display title, e.g. 'Heat (1995)'; not blank.")
+    genres: list[str] = Field(
+        default_factory=list, description="MovieLens genre names, spelt as MovieLens does: " + ", ".join(movies.GENRES)
+    )
+    year: int | None = Field(None, ge=movies.MIN_YEAR, le=movies.MAX_YEAR, description="Release year.")
+    tags: list[str] = Field(default_factory=list, description="Free-text tags (the model knows the frequent ones).")
+
+
+class MovieAccepted(BaseModel):
+    movie_id: int
+    title: str
+    genres: list[str]
+    year: int | None
+    tags: list[str]
+    topic: str
+    partition: int
+    offset: int
+    replaces: bool = Field(
+        description="True when this gateway already serves the movie from an earlier announcement: its "
+        "`rs:movie` record is replaced, but the running gateway and worker keep the row they built from "
+        "the first one until they restart (docs/events.md)."
+    )
 
 
 class ComponentHealth(BaseModel):
