@@ -12,7 +12,8 @@ rules add what the model needs for a side-feature row to mean anything.
 ``genres``          each one of :data:`GENRES`, the fixed MovieLens list, spelt as MovieLens does:
                     the model's ``genre=...`` features use these names, so any other name would
                     give the movie no genre feature at all (a silent drop). Refused, with the
-                    closest name as a hint. No genres is allowed (MovieLens' ``(no genres listed)``)
+                    closest name as a hint; not blank. No genres is allowed (MovieLens'
+                    ``(no genres listed)``)
 ``year``            ``MIN_YEAR`` .. ``MAX_YEAR`` or unknown
 ``tags``            not blank; free text
 genres and tags     no ``|`` (the list separator of ``rs:movie:{mid}``)
@@ -54,6 +55,8 @@ def movie_key(movie_id: int) -> bytes:
 def _genre_problem(genre: str) -> str | None:
     if genre in GENRES:
         return None
+    if not genre.strip():
+        return "empty genre"
     if genre == NO_GENRES:
         return f"genre {NO_GENRES!r}: give no genre instead"
     hint = difflib.get_close_matches(genre, GENRES, n=1, cutoff=0.6) or [

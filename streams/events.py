@@ -22,6 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from models.side_features import TAG, SideEncoder, feature_name, tag_token
 from reelstream.errors import DataError
 from reelstream.settings import Settings
 from schemas.movies import announcement_problem, movie_key
@@ -43,6 +44,7 @@ __all__ = [
     "judged_rating",
     "rating_event",
     "replay_event_id",
+    "tags_without_feature",
     "user_key",
 ]
 
@@ -152,6 +154,15 @@ def judged_movie(
     if (problem := movie_event_problem(record)) is not None:  # the worker's rule: never dead-letter what we send
         raise MovieRefused("movie", problem)
     return record
+
+
+def tags_without_feature(encoder: SideEncoder, tags: Sequence[str]) -> list[str]:
+    """The tags a model has no ``tag=...`` feature for: stored with the movie, but they change none of its scores.
+
+    >>> tags_without_feature(SideEncoder(("genre=Comedy", "tag=heist")), ["Heist ", "space"])
+    ['space']
+    """
+    return [t for t in tags if feature_name(TAG, tag_token(t)) not in encoder.index]
 
 
 @dataclass

@@ -46,6 +46,7 @@ HEAT = 6
         (5, "T", ["animation"], None, [], "genres", "did you mean 'Animation'?"),
         (5, "T", ["Scifi"], None, [], "genres", "did you mean 'Sci-Fi'?"),
         (5, "T", ["(no genres listed)"], None, [], "genres", "give no genre instead"),
+        (5, "T", ["Action", ""], None, [], "genres", "empty genre"),
         (5, "T", ["Action|Crime"], None, [], "genres", "contains '|'"),
         (5, "T", ["Action"], 1869, [], "year", "outside 1870..2100"),
         (5, "T", ["Action"], 2101, [], "year", "outside 1870..2100"),
@@ -172,7 +173,8 @@ def test_post_movies_answers_202_with_what_was_sent(client: TestClient, fake: Fa
     auth = {"Authorization": f"Bearer {settings.admin_secret()}"}
     resp = client.post("/movies", json=NEW, headers=auth)
     assert resp.status_code == 202, resp.text
-    assert resp.json() == NEW | {"topic": settings.topic_movies, "partition": 3, "offset": 41, "replaces": False}
+    assert resp.json() == NEW | {"topic": settings.topic_movies, "partition": 3, "offset": 41, "replaces": False,
+                                 "tags_without_feature": ["x"]}  # fmt: skip
     assert fake.announced == [tuple(NEW.values())]
     client.app.state.gateway.announced.add(NEW["movie_id"])  # what a catalogue refresh records once it is applied
     again = client.post("/movies", json=NEW | {"title": "Paper Boats (2027)"}, headers=auth)

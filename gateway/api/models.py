@@ -199,6 +199,9 @@ class MovieAccepted(BaseModel):
         "`rs:movie` record is replaced, but the running gateway and worker keep the row they built from "
         "the first one until they restart (docs/events.md)."
     )
+    tags_without_feature: list[str] = Field(
+        description="Tags the served model has no `tag=...` feature for: stored, but they change no score."
+    )
 
 
 class ComponentHealth(BaseModel):

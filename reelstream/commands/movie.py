@@ -17,11 +17,11 @@ import typer
 from aiokafka.errors import KafkaError
 
 from models.runtime import ModelRuntime, current_model_dir
-from models.side_features import TAG, SideEncoder, feature_name, tag_token
+from models.side_features import SideEncoder
 from reelstream.console import console
 from reelstream.errors import InfraError
 from reelstream.settings import get_settings
-from streams.events import RatingProducer, SentMovie, judged_movie
+from streams.events import RatingProducer, SentMovie, judged_movie, tags_without_feature
 
 __all__ = ["app"]
 
@@ -38,11 +38,6 @@ def split_genres(values: list[str]) -> list[str]:
     ['Animation', 'Children', 'Comedy']
     """
     return [part.strip() for value in values for part in value.split(",")]
-
-
-def tags_without_feature(encoder: SideEncoder, tags: list[str]) -> list[str]:
-    """The tags the model has no ``tag=...`` feature for: they reach Redis but do not change the movie's scores."""
-    return [t for t in tags if feature_name(TAG, tag_token(t)) not in encoder.index]
 
 
 @app.command("add")

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from gateway.api.deps import AdminDep, GatewayDep, ProducerDep, SettingsDep
 from gateway.api.models import MovieAccepted, MovieCreate, MovieDetail, SimilarList
 from gateway.api.routes._params import MovieId
-from streams.events import MovieInCatalogue, MovieRefused, judged_movie
+from streams.events import MovieInCatalogue, MovieRefused, judged_movie, tags_without_feature
 
 router = APIRouter(prefix="/movies", tags=["movies"])
 
@@ -48,6 +48,7 @@ async def post_movie(
     return MovieAccepted(
         movie_id=sent.movie_id, title=body.title, genres=body.genres, year=body.year, tags=body.tags,
         topic=settings.topic_movies, partition=sent.partition, offset=sent.offset, replaces=replaces,
+        tags_without_feature=tags_without_feature(gateway.catalog.side, body.tags),
     )  # fmt: skip
 
 
