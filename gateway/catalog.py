@@ -75,6 +75,8 @@ class Catalog:
     side: SideEncoder  #: new movies' side rows, in the model's side-feature columns
     in_model: np.ndarray  #: bool [n], False for side-feature-only rows
     index_of: dict[int, int] = field(repr=False)
+    #: Bumped whenever rows are replaced in place (a re-announced movie), so the version changes with them.
+    revision: int = 0
 
     @property
     def n(self) -> int:
@@ -86,8 +88,8 @@ class Catalog:
 
     @property
     def version(self) -> str:
-        """Changes when the model or the set of movies changes (part of every cache key)."""
-        return f"{self.model_version}/{self.n}"
+        """Changes when the model, the set of movies or a replaced row changes (part of every cache key)."""
+        return f"{self.model_version}/{self.n}" + (f"/r{self.revision}" if self.revision else "")
 
     @property
     def side_names(self) -> tuple[str, ...]:
@@ -159,7 +161,7 @@ class Catalog:
     @classmethod
     def _finish(
         cls, model_version, ids, titles, genres, years, n_ratings, mean, decoder, bias,
-        side_dec, side_bias, side, in_model,
+        side_dec, side_bias, side, in_model, revision=0,
     ) -> Catalog:  # fmt: skip
         names = tuple(sorted({g for gs in genres for g in gs}))
         col = {g: j for j, g in enumerate(names)}
@@ -177,7 +179,7 @@ class Catalog:
             genre_matrix=gm, years=years, n_ratings=n_ratings, mean_rating=mean,
             decoder=np.ascontiguousarray(decoder.T).T, bias=bias, unit=unit, log_pop=log_pop,
             popularity_order=order, side_dec=side_dec, side_bias=side_bias, side=side,
-            in_model=in_model, index_of={int(m): i for i, m in enumerate(ids.tolist())},
+            in_model=in_model, index_of={int(m): i for i, m in enumerate(ids.tolist())}, revision=revision,
         )  # fmt: skip
 
     def with_new_movies(self, movies: Sequence[NewMovie], *, from_store: dict | None = None) -> Catalog:
@@ -203,4 +205,23 @@ class Catalog:
             np.concatenate([self.bias, bias.astype(np.float32)]),
             self.side_dec, self.side_bias, self.side,
             np.concatenate([self.in_model, np.zeros(len(fresh), dtype=bool)]),
+        )  # fmt: skip
+
+    def with_replaced_movies(self, movies: Sequence[NewMovie]) -> Catalog:
+        """A new catalogue where side-feature-only ``movies`` (announced earlier) get their new title, genres,
+        year and side-feature rows, at the same positions; ids it does not hold, or holds from the model, are
+        skipped (their trained rows stay)."""
+        at = [(self.index_of[int(m.movie_id)], m) for m in movies
+              if int(m.movie_id) in self.index_of and not self.in_model[self.index_of[int(m.movie_id)]]]  # fmt: skip
+        if not at:
+            return self
+        titles, genres, years = list(self.titles), list(self.genres), self.years.copy()
+        decoder, bias = np.array(self.decoder, dtype=np.float32), self.bias.copy()  # item-major copies
+        for i, m in at:
+            side = m.side.astype(np.float32)
+            titles[i], genres[i], years[i] = m.title, tuple(m.genres), m.year or 0
+            decoder[i], bias[i] = side @ self.side_dec, side @ self.side_bias
+        return self._finish(
+            self.model_version, self.movie_ids, titles, genres, years, self.n_ratings, self.mean_rating, decoder,
+            bias, self.side_dec, self.side_bias, self.side, self.in_model, revision=self.revision + 1,
         )  # fmt: skip

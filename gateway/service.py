@@ -134,6 +134,8 @@ class Gateway:
         self._workers = _Probe(self._probe_workers, PROBE_TTL_S, clock)
         #: movies the catalogue holds because a MovieEvent announced them (the worker knows them too)
         self.announced: set[int] = set()
+        #: each announced movie's ``updated_ms`` when its row was built (a later one means it was announced again)
+        self._announced_ms: dict[int, int | None] = {}
 
     # --- recommendations ------------------------------------------------------------------
     def adjustment(self, cat: Catalog, rules: LoadedRules, segment: str, variant: str) -> np.ndarray:
@@ -441,27 +443,38 @@ class Gateway:
         return self.prior.refresh(self.catalog, self.state)
 
     def refresh_movies(self) -> int:
-        """Add movies announced by MovieEvents (``rs:movie:*``) to the catalogue; returns how many."""
+        """Add movies announced by MovieEvents (``rs:movie:*``) to the catalogue, and replace the rows of announced
+        movies whose record changed since (announced again: ``updated_ms`` moved); returns how many."""
         cat = self.catalog
-        fresh = []
+        fresh, changed = [], []
         for doc in self.state.movie_events():
             try:
                 mid = int(doc.pop("movie_id"))
             except (KeyError, ValueError):
                 continue
-            if cat.index(mid) is not None:
+            announced = mid in self.announced
+            if cat.index(mid) is not None and not announced:
                 continue
             try:
                 movie = decode_movie(doc)
             except RecordError as exc:  # the worker refuses its ratings too (unknown_movie)
                 log.warning("%s: %s; not added to the catalogue", keys.movie(mid), exc)
                 continue
+            if announced and movie.updated_ms == self._announced_ms.get(mid):
+                continue
+            self._announced_ms[mid] = movie.updated_ms
             side = cat.side.vector(movie.genres, movie.year, movie.tags)  # the worker's row for it too
-            fresh.append(NewMovie(mid, movie.title or f"movie {mid}", movie.genres, movie.year, side))
+            (changed if announced else fresh).append(
+                NewMovie(mid, movie.title or f"movie {mid}", movie.genres, movie.year, side)
+            )
         if fresh:
             self.announced.update(m.movie_id for m in fresh)  # first: a request that sees the row may rate it
-            self.catalog = cat.with_new_movies(fresh)
-        return len(fresh)
+            cat = cat.with_new_movies(fresh)
+        if changed:
+            cat = cat.with_replaced_movies(changed)
+        if fresh or changed:
+            self.catalog = cat
+        return len(fresh) + len(changed)
 
     def serves_unannounced(self, movie_id: int) -> bool:
         """True for a movie the catalogue serves from the model or the feature store, not from an announcement:

@@ -23,6 +23,7 @@ from gateway.service import Gateway
 from gateway.state import RedisState
 from gateway.testing import movielens_items
 from models.runtime import ModelRuntime
+from models.side_features import GENRE, feature_name, side_metadata
 from reelstream import infra
 from reelstream.commands.movie import split_genres
 from reelstream.settings import PROJECT_ROOT, Settings
@@ -34,6 +35,7 @@ from streams.rules import movie_event_problem
 from tests.stream_support import install_model
 
 HEAT = 6
+SIDE_GENRES = ("Action", "Animation", "Horror", "Thriller")
 
 
 @pytest.mark.parametrize(
@@ -140,7 +142,9 @@ class FakeProducer:
 @pytest.fixture(scope="module")
 def catalog() -> Catalog:
     items = movielens_items(PROJECT_ROOT / "data" / "ml-latest-small")
-    return Catalog.build(ModelRuntime.random(items["movie_id"].to_numpy(), seed=2), items)
+    runtime = ModelRuntime.random(items["movie_id"].to_numpy(), seed=2)  # 4 side rows, named below
+    runtime.metadata.update(side_metadata([feature_name(GENRE, g) for g in SIDE_GENRES], None))
+    return Catalog.build(runtime, items)
 
 
 def gateway_for(settings: Settings, catalog: Catalog) -> Gateway:
@@ -217,3 +221,41 @@ def test_post_movies_503_when_the_broker_is_down(settings: Settings, catalog: Ca
         resp = tc.post("/movies", json=NEW, headers={"Authorization": f"Bearer {dead.admin_secret()}"})
     assert resp.status_code == 503 and resp.headers["Retry-After"] == str(dead.gateway_retry_after_s)
     assert "unreachable" in resp.json()["detail"]
+
+
+class MovieRecords:
+    """The ``rs:movie:*`` hashes as RedisState.movie_events returns them (all the catalogue refresh reads)."""
+
+    def __init__(self) -> None:
+        self.docs: dict[int, dict[str, str]] = {}
+
+    def movie_events(self) -> list[dict[str, str]]:
+        return [doc | {"movie_id": str(mid)} for mid, doc in self.docs.items()]
+
+
+def test_a_re_announced_movie_gets_its_new_metadata_and_row(settings: Settings, catalog: Catalog) -> None:
+    records = MovieRecords()
+    gw = Gateway(settings, catalog, RulesStore(settings.rules_path), records)  # type: ignore[arg-type]
+    records.docs[990_001] = {"title": "Old (2026)", "genres": "Animation", "year": "2026", "tags": "",
+                             "updated_ms": "1"}  # fmt: skip
+    records.docs[HEAT] = {"title": "Not Heat", "genres": "Horror", "year": "1995", "tags": "", "updated_ms": "1"}
+    assert gw.refresh_movies() == 1 and gw.refresh_movies() == 0  # the model's Heat keeps its trained row
+    first, i = gw.catalog, gw.catalog.index(990_001)
+    records.docs[990_001] = {"title": "New (2025)", "genres": "Horror|Thriller", "year": "2025", "tags": "",
+                             "updated_ms": "2"}  # fmt: skip
+    assert gw.refresh_movies() == 1 and gw.refresh_movies() == 0
+    cat = gw.catalog
+    assert (cat.index(990_001), cat.n) == (i, first.n) and cat.version != first.version
+    assert (cat.titles[i], cat.genres[i], int(cat.years[i])) == ("New (2025)", ("Horror", "Thriller"), 2025)
+    assert (
+        cat.genre_matrix[i, cat.genre_index("Horror")] == 1 and cat.genre_matrix[i, cat.genre_index("Animation")] == 0
+    )
+    # the row is the one a gateway started after the re-announcement builds; every other row is unchanged
+    restarted = Gateway(settings, catalog, RulesStore(settings.rules_path), records)  # type: ignore[arg-type]
+    assert restarted.refresh_movies() == 1
+    assert np.array_equal(cat.decoder[i], restarted.catalog.decoder[i]) and cat.bias[i] == restarted.catalog.bias[i]
+    assert not np.array_equal(cat.decoder[i], first.decoder[i])
+    assert np.array_equal(np.delete(cat.decoder, i, axis=0), np.delete(first.decoder, i, axis=0))
+    h = cat.index(HEAT)
+    assert cat.titles[h] == "Heat (1995)" and np.array_equal(cat.decoder[h], catalog.decoder[h])
+    assert gw.serves_unannounced(HEAT) and not gw.serves_unannounced(990_001)

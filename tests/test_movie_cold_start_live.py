@@ -167,6 +167,17 @@ def test_announced_movies_reach_matching_users_and_never_excluded_ones(live: Liv
             assert excluded and PAPER not in excluded, (params, excluded)
         served = httpx.get(f"{gateway.url}/recommendations/{KIDS_EXCLUDED}", params={"k": 100}, timeout=10).json()
         assert served["segment"] == "heavy" and not any("Animation" in it["genres"] for it in served["items"])
+
+        # Announced again (new title, one more genre): the running gateway serves the new metadata, same ranking.
+        again = {"movie_id": PAPER, "title": "Paper Boats: Director's Cut (2026)", "tags": ["paper craft"],
+                 "genres": ["Animation", "Children", "Fantasy"], "year": 2026}  # fmt: skip
+        resp = httpx.post(f"{gateway.url}/movies", json=again, headers=auth, timeout=10)
+        assert resp.status_code == 202 and resp.json()["replaces"] is True, resp.text
+        wait_for(lambda: httpx.get(f"{gateway.url}/movies/{PAPER}", timeout=5).json()["title"] == again["title"],
+                 APPLY_TIMEOUT_S, "the gateway to serve the re-announced metadata")  # fmt: skip
+        assert httpx.get(f"{gateway.url}/movies/{PAPER}", timeout=5).json()["genres"] == again["genres"]
+        assert ranked(gateway.url, KIDS, 5)[0] == PAPER
+        assert PAPER not in ranked(gateway.url, KIDS_EXCLUDED, 100, genres="Animation")
         assert live.redis.hget(keys.STATS, "dead_letters") in (None, b"0")
     finally:
         gateway.stop()

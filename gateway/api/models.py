@@ -196,8 +196,8 @@ class MovieAccepted(BaseModel):
     offset: int
     replaces: bool = Field(
         description="True when this gateway already serves the movie from an earlier announcement: its "
-        "`rs:movie` record is replaced, but the running gateway and worker keep the row they built from "
-        "the first one until they restart (docs/events.md)."
+        "`rs:movie` record is replaced and the gateway's next catalogue scan serves the new metadata and row "
+        "(docs/events.md)."
     )
     tags_without_feature: list[str] = Field(
         description="Tags the served model has no `tag=...` feature for: stored, but they change no score."

@@ -3,8 +3,8 @@
 The announcement is judged by the contract POST /movies uses (schemas/movies.py, then the worker's own
 rule) before anything connects, so bad input exits 2 with the field and the reason and nothing is
 produced. A movie of the current model is refused too: its trained rows win over any side features, so
-announcing it would change nothing. Announcing an announced movie again replaces its ``rs:movie`` record
-(docs/events.md says what a running worker and gateway make of that).
+announcing it would change nothing. Announcing an announced movie again updates its metadata (its
+``rs:movie`` record; docs/events.md says when the gateway and the worker pick it up).
 """
 
 from __future__ import annotations
