@@ -24,6 +24,7 @@ from starlette.responses import Response
 from gateway.api.body_limit import BodyLimitMiddleware
 from gateway.api.routes import dashboard, monitoring, movies, ratings, recommendations, reports, rules, system, users
 from gateway.catalog import Catalog
+from gateway.corating import CoRatingTerm
 from gateway.errors import BrokerUnavailable, StateUnavailable, body_error, http_status, validation_detail
 from gateway.monitors import LagSampler, ProbeRunner
 from gateway.prior import ItemPrior
@@ -52,7 +53,8 @@ def build_gateway(settings: Settings) -> Gateway:
     except DataError:
         catalog = Catalog.build(runtime, None)
     state = RedisState(settings.redis_url, timeout=settings.gateway_redis_timeout)
-    gateway = Gateway(settings, catalog, RulesStore(settings.rules_path), state, prior=ItemPrior(runtime))
+    gateway = Gateway(settings, catalog, RulesStore(settings.rules_path), state, prior=ItemPrior(runtime),
+                      corating=CoRatingTerm(runtime))  # fmt: skip
     with contextlib.suppress(StateUnavailable):  # Redis down: the primed HISTORY prior until it answers
         gateway.refresh_prior()
     return gateway

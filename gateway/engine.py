@@ -93,13 +93,18 @@ def preference_boost(cat: Catalog, genres: Sequence[str], weight: float = 1.0) -
 
 
 def personal_scores(
-    cat: Catalog, mu: np.ndarray, raw: np.ndarray | None = None, prior: np.ndarray | None = None
+    cat: Catalog,
+    mu: np.ndarray,
+    raw: np.ndarray | None = None,
+    prior: np.ndarray | None = None,
+    seq: np.ndarray | None = None,
 ) -> np.ndarray:
     """The model's logits for every item, standardised to mean 0 and unit variance for this user.
 
-    Logits = ``decoder @ mu + bias + prior``: ``prior`` is the model's streaming item prior over the
-    catalogue (:class:`gateway.prior.ItemPrior`, None for a model without one), so before the rule set's
-    adjustments the order is exactly the evaluated model's. ``raw`` is ``cat.decoder @ mu`` when the
+    Logits = ``decoder @ mu + bias + prior + seq``: ``prior`` is the model's streaming item prior over the
+    catalogue (:class:`gateway.prior.ItemPrior`, None for a model without one) and ``seq`` its co-rating
+    term for this user (:class:`gateway.corating.CoRatingTerm`), so before the rule set's adjustments the
+    order is exactly the evaluated model's. ``raw`` is ``cat.decoder @ mu`` when the
     caller already has it (from :class:`gateway.batching.ScoreBatcher`, bit-identical); it is updated in
     place (``prior`` is only read).
     """
@@ -108,6 +113,8 @@ def personal_scores(
     raw += cat.bias
     if prior is not None:
         raw += prior
+    if seq is not None:
+        raw += seq
     sample = raw[:: max(1, raw.shape[0] // 8192)]  # moments from a strided sample: same scale, 10x cheaper
     std = float(sample.std())
     raw -= np.float32(sample.mean())

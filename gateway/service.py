@@ -44,6 +44,7 @@ from gateway.api.models import (
 from gateway.batching import ScoreBatcher
 from gateway.cache import ResponseCache
 from gateway.catalog import Catalog, NewMovie
+from gateway.corating import CoRatingTerm
 from gateway.decisions import (
     Source,
     choose_source,
@@ -114,6 +115,7 @@ class Gateway:
         *,
         telemetry: Telemetry | None = None,
         prior: ItemPrior | None = None,
+        corating: CoRatingTerm | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
@@ -124,6 +126,7 @@ class Gateway:
         self.state = state
         self.telemetry = telemetry or Telemetry()
         self.prior = prior or ItemPrior(None)
+        self.corating = corating or CoRatingTerm(None)
         self.cache = ResponseCache(settings.gateway_cache_size, clock=clock)
         self.batcher = ScoreBatcher(settings.gateway_batch_max)
         self.clock = clock
@@ -198,7 +201,8 @@ class Gateway:
         pref, excluded = self._request_terms(cat, genres, exclude_genres)
         if source is Source.PERSONALISED:
             assert snap.mu is not None
-            total = personal_scores(cat, snap.mu, await self.batcher.raw_scores(cat.decoder, snap.mu), prior)
+            seq = self.corating.logits(cat.index_of, cat.n, snap.rated_at)
+            total = personal_scores(cat, snap.mu, await self.batcher.raw_scores(cat.decoder, snap.mu), prior, seq)
             total += adj
             pool, rel = self._personal_pool(cat, total, pref, excluded, avoid_idx)
         else:

@@ -34,7 +34,7 @@ from schemas.user_record import (
     BINARY_FIELDS,
     RecordError,
     UserRecord,
-    decode_rated,
+    decode_rated_at,
     decode_recent_list,
     decode_user,
 )
@@ -62,6 +62,9 @@ class UserSnapshot:
     logvar: np.ndarray | None = None
     fields: dict[str, str] = field(default_factory=dict)
     rated: dict[int, float] = field(default_factory=dict)
+    #: movie id -> the event time (epoch ms) of its latest rating, 0 when unknown: the order of the model's
+    #: co-rating component (models/sequence.py)
+    rated_at: dict[int, int] = field(default_factory=dict)
     recent: list[tuple[int, float, int]] = field(default_factory=list)
     record: UserRecord | None = None
 
@@ -317,10 +320,12 @@ def _lenient(user_id: int, what: str, decode: Callable[[], T], default: T) -> T:
 def _snapshot(user_id: int, result: list[Any], details: bool) -> UserSnapshot:
     """A user's snapshot from the replies of the state pipeline (state hash, rated hash[, recent list])."""
     state: dict[bytes, bytes] = result[0]
-    rated = _lenient(user_id, keys.user_rated(user_id), lambda: decode_rated(result[1]), {})
+    rated_full = _lenient(user_id, keys.user_rated(user_id), lambda: decode_rated_at(result[1]), {})
+    rated = {mid: r for mid, (r, _) in rated_full.items()}
+    rated_at = {mid: ts for mid, (_, ts) in rated_full.items()}
     recent = _lenient(user_id, keys.user_recent(user_id), lambda: decode_recent_list(result[2]), []) if details else []
     if not state:
-        return UserSnapshot(user_id, exists=bool(rated), rated=rated, recent=recent)
+        return UserSnapshot(user_id, exists=bool(rated), rated=rated, rated_at=rated_at, recent=recent)
     record = _lenient(user_id, keys.user(user_id), lambda: decode_user(state), UserRecord())
     binary = {f.encode() for f in BINARY_FIELDS}
     fields = {k.decode(): v.decode(errors="replace") for k, v in state.items() if k not in binary}
@@ -333,6 +338,7 @@ def _snapshot(user_id: int, result: list[Any], details: bool) -> UserSnapshot:
         logvar=record.logvar,
         fields=fields,
         rated=rated,
+        rated_at=rated_at,
         recent=recent,
         record=record,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Self
 
@@ -13,6 +14,7 @@ from models.artifacts import load_tensors, read_json, save_tensors
 from models.base import Recommender
 from models.data import Events, Interactions
 from models.runtime import ModelRuntime, trending_increment
+from models.sequence import CoRatedItems, push_recent
 from models.side_features import side_metadata
 from models.state import UserState, cold_state, encode, fold_in
 from models.training import EpochReport
@@ -70,6 +72,12 @@ class HybridVAE(Recommender):
         training do not); :meth:`observe` keeps the counts, :meth:`prime` starts them from HISTORY.
         ``prior_beta=0`` gives the plain decoder. Chosen on the HISTORY-only validation walk
         (:mod:`models.tuning`, ``docs/evaluation.md``).
+    seq_gamma, seq_decay, seq_length, seq_window, seq_top_k
+        The co-rating item-neighbour component (:mod:`models.sequence`): ``seq_gamma * log(1 + v / tau)``
+        is added to every logit, where ``v`` sums the ``seq_top_k`` co-rating neighbours (pairs at most
+        ``seq_window`` ratings apart in HISTORY) of the user's ``seq_length`` latest movies, the ``k``-th
+        newest weighted ``seq_decay ** k``. Only scoring changes; its state is the list of latest movies,
+        so fold-in stays exact. ``seq_gamma=0`` turns it off.
     seed
         Seeds every random draw: same seed, same weights.
     device
@@ -126,6 +134,11 @@ class HybridVAE(Recommender):
         members: int = 1,
         prior_beta: float = 1.25,
         prior_half_life_days: float = 365.0,
+        seq_gamma: float = 1.0,
+        seq_decay: float = 0.7,
+        seq_length: int = 10,
+        seq_window: int = 3,
+        seq_top_k: int = 100,
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
@@ -149,6 +162,11 @@ class HybridVAE(Recommender):
         self.members = members
         self.prior_beta = prior_beta
         self.prior_half_life_days = prior_half_life_days
+        self.seq_gamma = seq_gamma
+        self.seq_decay = seq_decay
+        self.seq_length = seq_length
+        self.seq_window = seq_window
+        self.seq_top_k = seq_top_k
         self.seed = seed
         self.device = device
 
@@ -219,7 +237,30 @@ class HybridVAE(Recommender):
         }
         cpu_side = SideFeatures(side_m, torch.device("cpu"))
         self.runtime_ = combine_runtimes([m.to_runtime(cpu_side, data.movie_ids, metadata) for m in self.modules_])
+        self.set_sequence(self.seq_gamma, self.seq_decay, self.seq_length, self.seq_window, self.seq_top_k,
+                          data.history)  # fmt: skip
+        self.training_seconds_ = time.perf_counter() - started
+        self.runtime_.metadata["training_seconds"] = self.training_seconds_
         self.prime(data.history)
+        return self
+
+    # --- the co-rating component ---------------------------------------------------------
+    def set_sequence(self, gamma: float, decay: float, length: int, window: int, top_k: int,
+                     events: Events) -> Self:  # fmt: skip
+        """Set the co-rating component's parameters (metadata included); recount it from ``events`` (HISTORY)
+        when the window or top-k changed."""
+        self.seq_gamma, self.seq_decay, self.seq_length = float(gamma), float(decay), int(length)
+        co = self.runtime_.sequence
+        if co is None or co.window != window or co.top_k != top_k:
+            co = CoRatedItems.build(events, self.runtime_.n_items, window=int(window), top_k=int(top_k))
+        self.seq_window, self.seq_top_k = int(window), int(top_k)
+        self.runtime_.sequence = co
+        self.runtime_.metadata["sequence"] = {
+            "gamma": self.seq_gamma, "decay": self.seq_decay, "length": self.seq_length, "window": co.window,
+            "top_k": co.top_k, "tau": co.tau, "neighbours": len(co.data),
+            "state": "latest rated movies, newest first (rs:user:{uid}:rated ordered by event time, movie id)",
+        }  # fmt: skip
+        self.runtime_.metadata["params"] = self._get_params()
         return self
 
     # --- the streaming item prior --------------------------------------------------------
@@ -257,14 +298,20 @@ class HybridVAE(Recommender):
         return cold_state(self.runtime_.weights)
 
     def learn_one(self, state: UserState, item: int, rating: float, previous_rating: float | None = None) -> UserState:
-        return fold_in(self.runtime_.weights, state, item, rating, previous_rating)
+        folded = fold_in(self.runtime_.weights, state, item, rating, previous_rating)
+        return replace(folded, recent=push_recent(state.recent, item, max(self.seq_length, 1)))
 
     def score_one(self, state: UserState) -> np.ndarray:
         mu, _ = encode(self.runtime_.weights, state)
         trending = getattr(self, "trending_", None)
         if trending is None or self.prior_beta == 0.0:
-            return self.runtime_.scores(mu)
-        return self.runtime_.scores(mu, trending, self.now_)
+            scores = self.runtime_.scores(mu)
+        else:
+            scores = self.runtime_.scores(mu, trending, self.now_)
+        seq = self.runtime_.sequence_logits(state.recent)
+        if seq is not None:
+            scores += seq
+        return scores
 
     # --- persistence ----------------------------------------------------------------------
     def save(self, folder: Path) -> None:

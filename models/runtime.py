@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from models.sequence import CoRatedItems
 from models.state import FoldInWeights
 from reelstream.errors import ModelError
 
@@ -116,6 +117,8 @@ class ModelRuntime:
     metadata: dict[str, Any] = field(default_factory=dict)
     #: ``(trending float64 [n_items], now_s)`` from ``item_prior.npz``: the prior's HISTORY counts, or None
     primed_prior: tuple[np.ndarray, float] | None = None
+    #: the co-rating item-neighbour component (``sequence.npz``, :mod:`models.sequence`), or None
+    sequence: CoRatedItems | None = None
     index_of: dict[int, int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -186,6 +189,20 @@ class ModelRuntime:
             logits += self.prior_logits(trending, now_s)
         return logits
 
+    @property
+    def sequence_params(self) -> dict[str, float]:
+        """``{"gamma", "decay", "length"}`` of the co-rating component (gamma 0: none; ``metadata["sequence"]``)."""
+        seq = self.metadata.get("sequence") or {}
+        gamma = float(seq.get("gamma", 0.0)) if self.sequence is not None else 0.0
+        return {"gamma": gamma, "decay": float(seq.get("decay", 0.0)), "length": int(seq.get("length", 0))}
+
+    def sequence_logits(self, recent: list[int] | tuple[int, ...], n: int | None = None) -> np.ndarray | None:
+        """float32 [n or n_items]: the co-rating term for the recent items (newest first); None without one."""
+        p = self.sequence_params
+        if self.sequence is None or p["gamma"] == 0.0 or not recent:
+            return None
+        return self.sequence.logits(list(recent)[: p["length"]], decay=p["decay"], gamma=p["gamma"], n=n)
+
     def add_item(self, movie_id: int, side: np.ndarray) -> int:
         """Give a never-rated movie encoder and decoder rows from its side features; returns its index.
 
@@ -222,6 +239,8 @@ class ModelRuntime:
         np.savez(folder / "runtime.npz", **arrays)
         if self.primed_prior is not None:
             np.savez(folder / "item_prior.npz", trending=self.primed_prior[0], now=np.float64(self.primed_prior[1]))
+        if self.sequence is not None:
+            self.sequence.save(folder / "sequence.npz")
         (folder / "metadata.json").write_text(json.dumps(self.metadata, indent=2, sort_keys=True))
 
     @classmethod
@@ -255,6 +274,7 @@ class ModelRuntime:
             side_bias=arrays["side_bias"].astype(np.float32),
             metadata=metadata,
             primed_prior=primed,
+            sequence=CoRatedItems.load(folder / "sequence.npz", len(arrays["movie_ids"])),
         )
         runtime._check_shapes(npz_path)
         if expect_data_version is not None and runtime.data_version != expect_data_version:

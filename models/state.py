@@ -90,6 +90,9 @@ class UserState:
     norm2: float = 0.0  #: sum_i w_i^2
     n_events: int = 0  #: events folded in (any rating, positive or not)
     extra: dict[str, float] = field(default_factory=dict)  #: reserved for model-specific scalars
+    #: the latest rated movies, newest first (the co-rating component's state, models/sequence.py); the
+    #: worker does not store it: the gateway orders ``rs:user:{uid}:rated`` instead
+    recent: tuple[int, ...] = ()
 
 
 def cold_state(weights: FoldInWeights) -> UserState:
@@ -114,10 +117,10 @@ def fold_in(
     n_events = state.n_events + (0 if previous_rating is not None else 1)
     delta = w_new - w_old
     if delta == 0.0:
-        return UserState(pre=state.pre, norm2=state.norm2, n_events=n_events, extra=state.extra)
+        return UserState(pre=state.pre, norm2=state.norm2, n_events=n_events, extra=state.extra, recent=state.recent)
     pre = state.pre + delta * weights.w_in[item_idx].astype(np.float64)
     norm2 = max(state.norm2 + w_new * w_new - w_old * w_old, 0.0)
-    return UserState(pre=pre, norm2=norm2, n_events=n_events, extra=state.extra)
+    return UserState(pre=pre, norm2=norm2, n_events=n_events, extra=state.extra, recent=state.recent)
 
 
 def encode(weights: FoldInWeights, state: UserState) -> tuple[np.ndarray, np.ndarray]:

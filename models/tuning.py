@@ -1,24 +1,32 @@
 """Choosing hyper-parameters without the test stream: the HISTORY-only validation walk.
 
-:func:`validation_split` cuts HISTORY at its own time quantile (0.8 by default) into an inner
-HISTORY and an inner STREAM; :func:`tune_item_prior` fits the hybrid VAE on the inner HISTORY and
-runs the prequential STREAMING walk (``docs/evaluation.md``) over the inner STREAM for each
-``(prior_beta, prior_half_life_days)`` in a grid. The prior only changes scoring, so one fit
-serves the whole grid. STREAM is never read.
+:func:`validation_split` cuts HISTORY at its own time quantile (0.8 by default) into an inner HISTORY and an
+inner STREAM. :func:`self_configure` fits the hybrid VAE once on the inner HISTORY and searches the
+scoring-only parameters (the item prior's beta and half-life, the co-rating component's gamma, decay,
+length and window) on the prequential STREAMING walk over the inner STREAM (``docs/evaluation.md``),
+scored in batches (:class:`~models.evaluation.batched.ScoringWalk`). STREAM is never read.
+
+The search is coordinate ascent over ladders of values (:data:`LADDERS`): each parameter moves along its
+ladder while the validation HR@20 improves, and a ladder is **widened** when the best value is at its open
+end (beta, gamma, half-life and window grow; the half-life also shrinks), so nothing is chosen at the edge
+of a grid that could go further. Passes repeat until no parameter moves. At the end every parameter's two
+neighbours are scored at the chosen point, and the choice records, per parameter, whether it is interior
+or at a hard bound (beta 0 and gamma 0 turn a component off; decay lies in (0, 1); length is capped).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from models.data import Interactions
-from models.evaluation.prequential import prequential
+from models.evaluation.batched import ScoringWalk, WalkSetting
 
-__all__ = ["PriorTrial", "TuningResult", "tune_item_prior", "validation_split"]
+__all__ = ["LADDERS", "Ladder", "SelfConfiguration", "self_configure", "validation_split", "with_choice"]
 
 
 def validation_split(data: Interactions, quantile: float = 0.8) -> Interactions:
@@ -38,75 +46,157 @@ def validation_split(data: Interactions, quantile: float = 0.8) -> Interactions:
 
 
 @dataclass(frozen=True)
-class PriorTrial:
-    beta: float
-    half_life_days: float
-    groups: dict[str, dict[str, float]]
+class Ladder:
+    """The values one parameter may take, in order; ``grow``/``shrink`` widen an open end by that factor."""
 
-    @property
-    def hr(self) -> float:
-        return self.groups["overall"]["hr"]
+    values: tuple[float, ...]
+    grow: float | None = None
+    shrink: float | None = None
+    integer: bool = False
+    floor: float | None = None  #: smallest value ``shrink`` may reach
+    cap: float | None = None  #: largest value ``grow`` may reach
+
+    def widened(self, values: list[float], at_top: bool) -> float | None:
+        """The next value beyond the current end, or None when that end is a hard bound."""
+        factor = self.grow if at_top else self.shrink
+        if factor is None:
+            return None
+        nxt = values[-1] * factor if at_top else values[0] / factor
+        if self.integer:
+            nxt = float(max(round(nxt), values[-1] + 1) if at_top else min(round(nxt), values[0] - 1))
+        if (self.cap is not None and nxt > self.cap) or (self.floor is not None and nxt < self.floor):
+            return None
+        return nxt
+
+
+#: The search space: start values are the model's defaults (:class:`~models.hybrid_vae.HybridVAE`).
+LADDERS: dict[str, Ladder] = {
+    "prior_beta": Ladder((0.0, 0.25, 0.5, 1.0, 1.5, 2.0), grow=1.5),
+    "prior_half_life_days": Ladder((7.0, 30.0, 90.0, 365.0, 1825.0), grow=4.0, shrink=4.0, floor=0.25),
+    "seq_gamma": Ladder((0.0, 0.25, 0.5, 1.0, 1.5, 2.0), grow=1.5),
+    "seq_decay": Ladder((0.3, 0.5, 0.7, 0.85, 0.95)),
+    "seq_length": Ladder((1.0, 3.0, 5.0, 10.0, 20.0, 40.0), grow=2.0, integer=True, cap=80.0),
+    "seq_window": Ladder((1.0, 2.0, 3.0, 5.0, 8.0), grow=1.6, integer=True, cap=64.0),
+}
 
 
 @dataclass
-class TuningResult:
-    trials: list[PriorTrial]
-    best: PriorTrial
+class SelfConfiguration:
+    """What :func:`self_configure` chose, and every setting it scored (the validation table)."""
+
+    chosen: dict[str, float]
+    hr: float
+    groups: dict[str, dict[str, float]]
+    interior: dict[str, str]  #: parameter -> "interior", or the hard bound it sits at
+    trials: list[dict[str, Any]] = field(default_factory=list)
     baselines: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     events: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "events": self.events,
-            "best": {"prior_beta": self.best.beta, "prior_half_life_days": self.best.half_life_days,
-                     "hr": self.best.hr},
-            "trials": [{"prior_beta": t.beta, "prior_half_life_days": t.half_life_days, "groups": t.groups}
-                       for t in self.trials],
-            "baselines": self.baselines,
-        }  # fmt: skip
+        return asdict(self)
 
 
-def tune_item_prior(
+def _setting(values: dict[str, float]) -> WalkSetting:
+    return WalkSetting(
+        prior_beta=float(values["prior_beta"]), prior_half_life_days=float(values["prior_half_life_days"]),
+        seq_gamma=float(values["seq_gamma"]), seq_decay=float(values["seq_decay"]),
+        seq_length=int(values["seq_length"]), seq_window=int(values["seq_window"]),
+    )  # fmt: skip
+
+
+def self_configure(
     params: dict[str, Any],
     data: Interactions,
     *,
-    betas: Iterable[float] = (0.0, 0.5, 1.0, 1.25, 1.5),
-    half_lives_days: Iterable[float] = (7.0, 90.0, 365.0, 1825.0),
     quantile: float = 0.8,
+    ladders: dict[str, Ladder] | None = None,
+    max_passes: int = 4,
     baselines: bool = True,
     log: Callable[[str], None] | None = None,
-) -> TuningResult:
-    """Fit ``HybridVAE(**params)`` on the inner HISTORY of ``data`` and score each prior on the inner STREAM.
+) -> SelfConfiguration:
+    """Fit ``HybridVAE(**params)`` on the inner HISTORY of ``data`` and choose its scoring-only parameters.
 
-    The best trial has the highest overall HR@20 (ties: the smaller beta, then the shorter half-life).
-    ``baselines`` also walks popularity and EASE(200) STREAMING over the same inner STREAM.
+    Parameters in ``params`` that :data:`LADDERS` names are the search's starting point. The objective is
+    the validation walk's overall HR@20; a move must improve it (ties keep the current value), so the
+    search ends. ``baselines`` also walks popularity and EASE(200) over the same inner STREAM, for the table.
     """
     from models.hybrid_vae import HybridVAE
 
+    ladders = LADDERS if ladders is None else ladders
+    started = time.perf_counter()
     val = validation_split(data, quantile)
     model = HybridVAE(**params).fit(val)
-    trials = []
-    for hl in half_lives_days:
-        for beta in betas:
-            if beta == 0.0 and trials and trials[0].beta == 0.0:
-                continue  # beta 0 does not depend on the half-life
-            model.set_item_prior(beta, hl, val.history)
-            res = prequential(model, val, streaming=True)
-            trials.append(PriorTrial(float(beta), float(hl), res.groups))
+    fitted = time.perf_counter()
+    walk = ScoringWalk(model.runtime_, val, max_length=int(max(ladders["seq_length"].cap or 80, 1)))
+    defaults = HybridVAE(**params)
+    current = {name: float(getattr(defaults, name)) for name in ladders}
+    values = {name: sorted({*lad.values, current[name]}) for name, lad in ladders.items()}
+    scored: dict[WalkSetting, dict[str, dict[str, float]]] = {}
+    trials: list[dict[str, Any]] = []
+
+    def hr(point: dict[str, float]) -> float:
+        setting = _setting(point)
+        if setting not in scored:
+            scored[setting] = walk.score(setting, top_k=int(params.get("seq_top_k", defaults.seq_top_k)))
+            trials.append({**asdict(setting), "groups": scored[setting]})
             if log is not None:
-                log(f"validation: beta {beta:<5g} half-life {hl:>5g} d  HR@20 {res.groups['overall']['hr']:.4f}"
-                    f"  cold {res.groups['cold']['hr']:.4f}  warm {res.groups['warm']['hr']:.4f}")  # fmt: skip
-    best = max(trials, key=lambda t: (round(t.hr, 10), -t.beta, -t.half_life_days))
-    out = TuningResult(trials, best, events=int(best.groups["overall"]["events"]))
+                g = scored[setting]
+                log("validation: " + " ".join(f"{k} {v:g}" for k, v in asdict(setting).items())
+                    + f"  HR@20 {g['overall']['hr']:.4f}")  # fmt: skip
+        return scored[setting]["overall"]["hr"]
+
+    def neighbours(name: str, value: float) -> tuple[float | None, float | None]:
+        ladder, vals = ladders[name], values[name]
+        i = vals.index(value)
+        lower = vals[i - 1] if i > 0 else ladder.widened(vals, at_top=False)
+        upper = vals[i + 1] if i + 1 < len(vals) else ladder.widened(vals, at_top=True)
+        for v in (lower, upper):
+            if v is not None and v not in vals:
+                vals.append(v)
+                vals.sort()
+        return lower, upper
+
+    for _ in range(max_passes):
+        moved = False
+        for name in ladders:
+            best = hr(current)
+            while True:
+                lower, upper = neighbours(name, current[name])
+                options = [(hr({**current, name: v}), v) for v in (lower, upper) if v is not None]
+                top = max(options, default=(best, current[name]))
+                if top[0] <= best:
+                    break
+                best, current[name], moved = top[0], top[1], True
+        if not moved:
+            break
+    interior: dict[str, str] = {}
+    for name in ladders:  # the chosen point's neighbours are scored too: the choice is checked interior
+        lower, upper = neighbours(name, current[name])
+        for v in (lower, upper):
+            if v is not None:
+                hr({**current, name: v})
+        interior[name] = ("interior" if lower is not None and upper is not None
+                          else f"bound {current[name]:g}")  # fmt: skip
+    chosen_groups = scored[_setting(current)]
+    chosen = {k: (int(v) if ladders[k].integer else v) for k, v in current.items()}
+    out = SelfConfiguration(chosen, chosen_groups["overall"]["hr"], chosen_groups, interior, trials,
+                            events=walk.events)  # fmt: skip
+    out.seconds = {"fit": fitted - started, "search": time.perf_counter() - fitted}
     if baselines:
         import copy
 
         from models.ease import EASE
+        from models.evaluation.prequential import prequential
         from models.popularity import Popularity
 
-        for name, learner in (("popularity", Popularity()), ("EASE(l2=200)", EASE(l2=200.0, tie_break=0.0))):
-            fitted = learner.fit(val)
-            out.baselines[name] = prequential(copy.deepcopy(fitted), val, streaming=True).groups
+        for label, learner in (("popularity", Popularity()), ("EASE(l2=200)", EASE(l2=200.0, tie_break=0.0))):
+            out.baselines[label] = prequential(copy.deepcopy(learner.fit(val)), val, streaming=True).groups
             if log is not None:
-                log(f"validation: {name:<22} HR@20 {out.baselines[name]['overall']['hr']:.4f}")
+                log(f"validation: {label:<22} HR@20 {out.baselines[label]['overall']['hr']:.4f}")
     return out
+
+
+def with_choice(params: dict[str, Any], config: SelfConfiguration) -> dict[str, Any]:
+    """``params`` with the chosen values (what the final fit on all of HISTORY uses)."""
+    return {**params, **config.chosen}

@@ -51,4 +51,5 @@ def combine_runtimes(runtimes: list[ModelRuntime]) -> ModelRuntime:
         side_dec=f32(np.hstack([r.side_dec for r in runtimes]) / k),
         side_bias=f32(np.mean([r.side_bias for r in runtimes], axis=0)),
         metadata=dict(first.metadata),
+        sequence=first.sequence,
     )

@@ -36,6 +36,7 @@ __all__ = [
     "UserRecord",
     "decode_fold_row",
     "decode_rated",
+    "decode_rated_at",
     "decode_rated_entry",
     "decode_recent",
     "decode_recent_list",
@@ -189,15 +190,25 @@ def decode_rated_entry(value: Any) -> tuple[float, int | None]:
         raise RecordError(f"rated value {str(value)[:40]!r} is not rating[:event_ts_ms]") from None
 
 
-def decode_rated(raw: Mapping[Any, Any]) -> dict[int, float]:
-    """``HGETALL rs:user:{uid}:rated`` as ``{movie_id: rating}``."""
+def decode_rated_at(raw: Mapping[Any, Any]) -> dict[int, tuple[float, int]]:
+    """``HGETALL rs:user:{uid}:rated`` as ``{movie_id: (rating, event_ts_ms)}`` (0 for a value without a time).
+
+    >>> decode_rated_at({b"31": b"4.5:1000", b"7": b"3.0"})
+    {31: (4.5, 1000), 7: (3.0, 0)}
+    """
     out = {}
     for k, v in raw.items():
         try:
-            out[int(_text(k))] = decode_rated_entry(v)[0]
+            rating, ts = decode_rated_entry(v)
+            out[int(_text(k))] = (rating, ts or 0)
         except (ValueError, UnicodeDecodeError, RecordError):
             raise RecordError(f"rated entry {str(k)[:40]!r} -> {str(v)[:40]!r} is not movie id -> rating") from None
     return out
+
+
+def decode_rated(raw: Mapping[Any, Any]) -> dict[int, float]:
+    """``HGETALL rs:user:{uid}:rated`` as ``{movie_id: rating}``."""
+    return {mid: r for mid, (r, _) in decode_rated_at(raw).items()}
 
 
 def encode_recent(movie_id: int, rating: float, ts_ms: int) -> str:

@@ -36,7 +36,7 @@ def test_train_then_evaluate(settings: Settings, tmp_path: Path) -> None:
     write_movielens(folder)
     runner = CliRunner()
     trained = runner.invoke(app, ["train", "--data", str(folder), "--max-epochs", "3", "--hidden", "16",
-                                  "--latent", "8"])  # fmt: skip
+                                  "--latent", "8", "--no-tune"])  # fmt: skip
     assert trained.exit_code == 0, trained.output
     assert "model m0001 written" in trained.output
     meta = json.loads((settings.models_dir / "m0001" / "metadata.json").read_text())
@@ -61,14 +61,21 @@ def test_evaluate_without_a_model_says_to_train(settings: Settings, tmp_path: Pa
     assert "reelstream train" in str(result.exception)
 
 
-def test_train_tune_prior_records_the_validation_choice(settings: Settings, tmp_path: Path) -> None:
+def test_train_configures_itself_and_records_the_choice(settings: Settings, tmp_path: Path) -> None:
     folder = tmp_path / "ml-tiny"
     write_movielens(folder)
     trained = CliRunner().invoke(app, ["train", "--data", str(folder), "--max-epochs", "3", "--hidden", "16",
-                                       "--latent", "8", "--tune-prior", "--no-evaluate"])  # fmt: skip
+                                       "--latent", "8", "--no-evaluate"])  # fmt: skip
     assert trained.exit_code == 0, trained.output
-    assert "validation picks prior beta" in trained.output
+    assert "validation walk" in trained.output
     meta = json.loads((settings.models_dir / "m0001" / "metadata.json").read_text())
-    best = meta["prior_tuning"]["best"]
-    assert meta["item_prior"]["beta"] == best["prior_beta"] == meta["params"]["prior_beta"]
-    assert meta["item_prior"]["half_life_s"] == best["prior_half_life_days"] * 86400.0
+    config = meta["self_configuration"]
+    chosen = config["chosen"]
+    assert set(chosen) == {"prior_beta", "prior_half_life_days", "seq_gamma", "seq_decay", "seq_length", "seq_window"}
+    assert all(meta["params"][k] == v for k, v in chosen.items())  # the final fit used the choice
+    assert meta["item_prior"]["beta"] == chosen["prior_beta"]
+    assert meta["item_prior"]["half_life_s"] == chosen["prior_half_life_days"] * 86400.0
+    assert meta["sequence"]["gamma"] == chosen["seq_gamma"] and meta["sequence"]["window"] == chosen["seq_window"]
+    assert set(config["interior"]) == set(chosen) and config["trials"]
+    best = max(t["groups"]["overall"]["hr"] for t in config["trials"])
+    assert config["hr"] == best  # the choice is the best setting it scored

@@ -13,11 +13,13 @@ from models.evaluation.prequential import prequential
 from models.hybrid_vae import HybridVAE
 from models.runtime import ModelRuntime, decayed_log_counts
 from models.state import encode
-from models.tuning import tune_item_prior, validation_split
+from models.tuning import validation_split
 from reelstream.errors import ModelError
 from tests.models_support import taste_data
 
-TINY = dict(hidden=16, latent=8, max_epochs=30, lr=0.02, batch_size=16, val_fraction=0.0, prior_beta=0.0, seed=3)
+TINY = dict(
+    hidden=16, latent=8, max_epochs=30, lr=0.02, batch_size=16, val_fraction=0.0, prior_beta=0.0, seq_gamma=0.0, seed=3
+)  # the prior alone: the co-rating term is tested in test_models_sequence.py
 DAY = 86400.0
 
 
@@ -114,10 +116,3 @@ def test_validation_split_uses_history_only(data) -> None:
     val = validation_split(data, 0.8)
     assert len(val.history) + len(val.stream) == len(data.history)
     assert val.stream.ts.max() <= data.history.ts.max() and val.history.ts.max() < val.stream.ts.min()
-
-
-def test_tuning_picks_a_grid_point_on_the_validation_walk(data) -> None:
-    res = tune_item_prior(TINY, data, betas=(0.0, 1.0), half_lives_days=(1.0, 7.0), baselines=False)
-    assert [(t.beta, t.half_life_days) for t in res.trials] == [(0.0, 1.0), (1.0, 1.0), (1.0, 7.0)]
-    assert res.best in res.trials and res.best.hr == max(t.hr for t in res.trials)
-    assert res.as_dict()["best"]["prior_beta"] == res.best.beta

@@ -124,11 +124,14 @@ def test_artifact_round_trip_gives_the_same_scores(model: HybridVAE, data, tmp_p
     folder = _publish(model, tmp_path / "models", data.version)
     assert folder.name == "m0001" and current_model_dir(tmp_path / "models") == folder
     assert {p.name for p in folder.iterdir()} == {"metadata.json", "runtime.npz", "weights.safetensors",
-                                                  "item_prior.npz"}  # fmt: skip
+                                                  "item_prior.npz", "sequence.npz"}  # fmt: skip
     runtime = ModelRuntime.load(folder, expect_data_version=data.version)
     state = model.learn_one(model.learn_one(model.new_state(), 1, 5.0), 4, 3.0)
     mu, _ = encode(runtime.weights, state)
-    np.testing.assert_allclose(runtime.scores(mu, model.trending_, model.now_), model.score_one(state), atol=1e-6)
+    seq = runtime.sequence_logits(state.recent)
+    assert seq is not None and state.recent == (4, 1)  # the co-rating term travels with the folder
+    np.testing.assert_allclose(runtime.scores(mu, model.trending_, model.now_) + seq, model.score_one(state),
+                               atol=1e-6)  # fmt: skip
     loaded = HybridVAE.load(folder, with_torch=True)
     np.testing.assert_allclose(loaded.score_one(state), model.score_one(state), atol=1e-6)
     assert loaded._get_params() == model._get_params()

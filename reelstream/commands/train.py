@@ -7,11 +7,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from reelstream.console import console
 from reelstream.settings import get_settings
 
-__all__ = ["run"]
+__all__ = ["run", "validation_table"]
 
 
 def run(
@@ -27,9 +28,13 @@ def run(
     prior_half_life_days: Annotated[
         float | None, typer.Option(help="Half-life of the prior's decayed counts (must match the worker's).")
     ] = None,
-    tune_prior: Annotated[
-        bool, typer.Option(help="Choose the prior on the HISTORY-only validation walk first (about 2x slower).")
-    ] = False,
+    tune: Annotated[
+        bool,
+        typer.Option(
+            help="Choose the scoring parameters (item prior, co-rating component) on the HISTORY-only "
+            "validation walk first; --no-tune keeps the defaults and any given here."
+        ),
+    ] = True,
     data: Annotated[Path | None, typer.Option(help="Train on a MovieLens folder instead of the feature store.")] = None,
     evaluate: Annotated[bool, typer.Option(help="Score the prequential protocol into the metadata.")] = True,
 ) -> None:
@@ -52,12 +57,13 @@ def run(
     if prior_half_life_days is not None:
         params["prior_half_life_days"] = prior_half_life_days
     tuning = None
-    if tune_prior:
-        from models.tuning import tune_item_prior
+    if tune:
+        from models.tuning import self_configure, with_choice
 
-        tuning = tune_item_prior(params, interactions, log=console.print)
-        params.update(prior_beta=tuning.best.beta, prior_half_life_days=tuning.best.half_life_days)
-        console.print(f"validation picks prior beta {tuning.best.beta:g}, half-life {tuning.best.half_life_days:g} d")
+        with console.status("validation walk: fitting on the inner HISTORY, then searching…"):
+            tuning = self_configure(params, interactions, log=console.log)
+        params = with_choice(params, tuning)
+        console.print(validation_table(tuning.as_dict()))
     model = HybridVAE(**params)
     with Progress(
         TextColumn("[bold]training[/]"), BarColumn(), TextColumn("epoch {task.completed}/{task.total}"),
@@ -74,11 +80,12 @@ def run(
         for group, m in result.groups.items():
             metrics[f"prequential_{group}_hr_at_20"] = m["hr"]
         metrics["prequential_overall_ndcg_at_20"] = result.groups["overall"]["ndcg"]
+        model.prime(interactions.history)  # the walk counted STREAM into the prior: item_prior.npz is HISTORY's
 
     def write(folder: Path, name: str) -> None:
         model.runtime_.metadata.update(model_version=name, data_version=interactions.version, metrics=metrics)
         if tuning is not None:
-            model.runtime_.metadata["prior_tuning"] = tuning.as_dict()
+            model.runtime_.metadata["self_configuration"] = tuning.as_dict()
         model.save(folder)
 
     folder = publish(settings.models_dir, write)
@@ -89,3 +96,24 @@ def run(
     )
     for key, value in metrics.items():
         console.print(f"  {key:<34} {value:.4f}")
+
+
+def validation_table(config: dict[str, Any]) -> Table:
+    """The self-configuration's choice, with each parameter's neighbours: the validation table."""
+    chosen, groups = config["chosen"], config["groups"]
+    title = (f"validation walk ({config['events']:,} events of the inner STREAM): chosen HR@20 "
+             f"{groups['overall']['hr']:.4f} (cold {groups['cold']['hr']:.4f}, warm {groups['warm']['hr']:.4f}); "
+             f"{len(config['trials'])} settings in {config['seconds']['search']:.0f} s")  # fmt: skip
+    table = Table(title=title)
+    for col in ("parameter", "chosen", "where", "HR@20 at the neighbours"):
+        table.add_column(col)
+    for name, value in chosen.items():
+        around = []
+        for t in config["trials"]:
+            if t[name] != value and all(t[k] == v for k, v in chosen.items() if k != name):
+                around.append((t[name], t["groups"]["overall"]["hr"]))
+        table.add_row(name, f"{value:g}", config["interior"][name],
+                      "  ".join(f"{v:g}: {hr:.4f}" for v, hr in sorted(around)))  # fmt: skip
+    for label, g in config.get("baselines", {}).items():
+        table.add_row(label, "", "baseline", f"HR@20 {g['overall']['hr']:.4f}")
+    return table

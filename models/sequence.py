@@ -1,0 +1,177 @@
+"""The hybrid's item-neighbour component: movies rated close together in a user's history.
+
+MovieLens users rate in sessions, and what they rate next is close to what they rated last, far more than
+a user-level taste vector says. :class:`CoRatedItems` keeps, for every movie ``a``, its ``top_k`` nearest
+movies ``b`` by **co-rating within a window**: over every user's ratings in time order, each pair at most
+``window`` positions apart, where ``b`` is a positive (>= 4 stars) and ``a`` any rating, adds ``1 / distance``
+to ``C[a, b]`` (both directions). The counts are cosine-normalised,
+``S[a, b] = C[a, b] / sqrt(C[a, :].sum() * C[:, b].sum())``, and only the ``top_k`` largest per row are kept,
+as CSR arrays: at most ``n_items * top_k`` entries, so 87,585 movies cost about 8.8 M entries, never a dense
+item x item matrix.
+
+A user's term is computed from their ``length`` most recently rated distinct movies ``r_0`` (newest),
+``r_1``, ...: ``v = sum_k decay**k * S[r_k, :]`` and
+
+    logit_b += gamma * log(1 + v_b / tau)
+
+with ``tau`` the median stored similarity (so ``gamma`` means the same on any data). The state is that list
+of recent movies: one rating moves one movie to its front, so fold-in stays exact and O(1), and the worker
+already stores what it needs (``rs:user:{uid}:rated`` holds every movie's latest rating and event time;
+:func:`recent_items` orders them).
+
+>>> import numpy as np
+>>> from models.data import Events
+>>> # two users rate 0 then 1 (both liked): 0 and 1 become neighbours; 2 is rated alone
+>>> ev = Events(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 0, 1, 2]), np.full(5, 5.0, np.float32), np.arange(5))
+>>> co = CoRatedItems.build(ev, 3, window=2, top_k=5)
+>>> logits = co.logits([0], decay=0.5, gamma=1.0)
+>>> bool(logits[1] > 0.0), float(logits[2])
+(True, 0.0)
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from models.data import POSITIVE, Events
+from reelstream.errors import ModelError
+
+__all__ = ["CoRatedItems", "push_recent", "recent_items"]
+
+
+@dataclass(frozen=True)
+class CoRatedItems:
+    """Top-k co-rating similarities as CSR arrays over the model's item index (see the module docstring)."""
+
+    indptr: np.ndarray  #: int64 [n_items + 1]
+    indices: np.ndarray  #: int32 [nnz]
+    data: np.ndarray  #: float32 [nnz], the cosine-normalised co-rating weight
+    tau: float  #: the median of ``data``: the scale ``v`` is measured in
+    window: int
+    top_k: int
+
+    @property
+    def n_items(self) -> int:
+        return int(self.indptr.shape[0] - 1)
+
+    @classmethod
+    def build(cls, events: Events, n_items: int, *, window: int = 3, top_k: int = 100) -> CoRatedItems:
+        """Count co-ratings in ``events`` (time order, as :class:`~models.data.Events` are kept)."""
+        if window < 1 or top_k < 1:
+            raise ModelError(f"co-rating window and top_k must be >= 1, not {window} and {top_k}")
+        order = np.argsort(events.user, kind="stable")  # by user; stable keeps time order within a user
+        user, item, liked = events.user[order], events.item[order].astype(np.int64), events.rating[order] >= POSITIVE
+        rows, cols, vals = [], [], []
+        for d in range(1, window + 1):
+            same = user[d:] == user[:-d]
+            early, late = item[:-d][same], item[d:][same]
+            for ctx, tgt, ok in ((early, late, liked[d:][same]), (late, early, liked[:-d][same])):
+                rows.append(ctx[ok])
+                cols.append(tgt[ok])
+                vals.append(np.full(int(ok.sum()), 1.0 / d))
+        counts = sp.csr_matrix(
+            (np.concatenate(vals) if vals else np.zeros(0), (np.concatenate(rows) if rows else np.zeros(0, np.int64),
+             np.concatenate(cols) if cols else np.zeros(0, np.int64))), shape=(n_items, n_items),
+        )  # fmt: skip
+        counts.sum_duplicates()
+        counts.setdiag(0.0)  # a movie re-rated is not its own neighbour
+        counts.eliminate_zeros()
+        row_sum = np.asarray(counts.sum(axis=1)).ravel()
+        col_sum = np.asarray(counts.sum(axis=0)).ravel()
+        coo = counts.tocoo()
+        weight = coo.data / np.sqrt(row_sum[coo.row] * col_sum[coo.col])
+        return cls._top_k(coo.row.astype(np.int64), coo.col.astype(np.int64), weight, n_items, window, top_k)
+
+    @classmethod
+    def _top_k(cls, row: np.ndarray, col: np.ndarray, weight: np.ndarray, n_items: int, window: int,
+               top_k: int) -> CoRatedItems:  # fmt: skip
+        order = np.lexsort((col, -weight, row))  # by row, then heaviest first (ties: lower column)
+        row, col, weight = row[order], col[order], weight[order]
+        starts = np.searchsorted(row, np.arange(n_items))
+        rank = np.arange(len(row)) - starts[row]
+        keep = rank < top_k
+        row, col, weight = row[keep], col[keep], weight[keep]
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(row, minlength=n_items))]).astype(np.int64)
+        data = weight.astype(np.float32)
+        tau = float(np.median(data)) if len(data) else 1.0
+        return cls(indptr, col.astype(np.int32), data, tau, window, top_k)
+
+    def logits(self, recent: Sequence[int], *, decay: float, gamma: float, n: int | None = None) -> np.ndarray:
+        """float32 [n or n_items]: ``gamma * log(1 + v / tau)`` for the recent items ``recent`` (newest first).
+
+        ``n`` pads the vector with zeros for a serving catalogue longer than the model (announced movies);
+        an index beyond the model's items (such a movie) adds nothing.
+        """
+        v = np.zeros(self.n_items if n is None else max(n, self.n_items), dtype=np.float32)
+        w = 1.0
+        for j in recent:
+            if 0 <= j < self.n_items:
+                s, e = self.indptr[j], self.indptr[j + 1]
+                v[self.indices[s:e]] += np.float32(w) * self.data[s:e]
+            w *= decay
+        if gamma == 0.0:
+            return np.zeros_like(v)
+        np.multiply(v, np.float32(1.0 / self.tau), out=v)
+        np.log1p(v, out=v)
+        v *= np.float32(gamma)
+        return v
+
+    # --- persistence ----------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        np.savez(path, indptr=self.indptr, indices=self.indices, data=self.data, tau=np.float64(self.tau),
+                 window=np.int64(self.window), top_k=np.int64(self.top_k))  # fmt: skip
+
+    @classmethod
+    def load(cls, path: Path, n_items: int) -> CoRatedItems | None:
+        """``sequence.npz``, None when absent (a model without the component); ModelError when corrupt."""
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as a:
+                co = cls(a["indptr"].astype(np.int64), a["indices"].astype(np.int32), a["data"].astype(np.float32),
+                         float(a["tau"]), int(a["window"]), int(a["top_k"]))  # fmt: skip
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise ModelError(f"{path}: corrupt artifact ({exc})") from None
+        if co.n_items != n_items or len(co.indices) != len(co.data) or co.indptr[-1] != len(co.data):
+            raise ModelError(f"{path}: corrupt artifact, {co.n_items} rows for {n_items} movies")
+        if len(co.indices) and (co.indices.min() < 0 or co.indices.max() >= n_items):
+            raise ModelError(f"{path}: corrupt artifact, a neighbour index outside 0..{n_items - 1}")
+        return co
+
+
+def push_recent(recent: tuple[int, ...], item: int, length: int) -> tuple[int, ...]:
+    """``recent`` (newest first) after rating ``item``: it moves to the front, the list keeps ``length``.
+
+    >>> push_recent((3, 1, 2), 2, 3), push_recent((3, 1, 2), 5, 3)
+    ((2, 3, 1), (5, 3, 1))
+    """
+    return (item, *(j for j in recent if j != item))[:length]
+
+
+def recent_items(rated: Mapping[int, tuple[float, int]], index_of: Mapping[int, int] | None,
+                 length: int) -> list[int]:  # fmt: skip
+    """The ``length`` most recently rated movies of a rated map ``{movie_id: (rating, event_ts)}``, newest first.
+
+    Ordered by event time, then movie id (both descending): the order in which a time-ordered replay
+    applies them (events are ordered by time, then user, then movie), so the gateway's list from
+    ``rs:user:{uid}:rated`` equals the one :func:`push_recent` keeps while the events are applied.
+    ``index_of`` maps ids to item indexes (None: return the ids); unknown movies are dropped.
+
+    >>> recent_items({10: (5.0, 100), 11: (3.0, 200), 12: (4.0, 200)}, None, 2)
+    [12, 11]
+    """
+    newest = sorted(rated.items(), key=lambda kv: (kv[1][1], kv[0]), reverse=True)
+    out: list[int] = []
+    for mid, _ in newest:
+        j = mid if index_of is None else index_of.get(mid)
+        if j is not None:
+            out.append(j)
+            if len(out) == length:
+                break
+    return out
