@@ -134,6 +134,31 @@ class Gateway:
         self._workers = _Probe(self._probe_workers, PROBE_TTL_S, clock)
         #: movies the catalogue holds because a MovieEvent announced them (the worker knows them too)
         self.announced: set[int] = set()
+        #: models other than the serving one (``catalog``/``prior``) that users' states still name during a
+        #: hot swap (streams/swap.py): version -> (catalogue, prior); see :meth:`refresh_models`
+        self.others: dict[str, tuple[Catalog, ItemPrior]] = {}
+        #: version -> (catalogue, prior) for a model folder (set by ``build_gateway``; None: never loads one)
+        self.load_model: Callable[[str], tuple[Catalog, ItemPrior]] | None = None
+        self._fallback_logged: set[str] = set()
+
+    def model_of(self, version: str | None) -> tuple[Catalog, ItemPrior]:
+        """The catalogue and prior of the model a user's state belongs to (None: a user without state).
+
+        A version not loaded here is scored with the serving model, counted in
+        ``gateway_model_fallback_total`` and logged once (a state written by an unknown model).
+        """
+        cat = self.catalog
+        if version is None or version == cat.model_version:
+            return cat, self.prior
+        other = self.others.get(version)
+        if other is not None:
+            return other
+        self.telemetry.model_fallbacks.labels(version).inc()
+        if version not in self._fallback_logged:
+            self._fallback_logged.add(version)
+            log.warning("states of model %s are scored with the serving model %s (not loaded here)",
+                        version, cat.model_version)  # fmt: skip
+        return cat, self.prior
 
     # --- recommendations ------------------------------------------------------------------
     def adjustment(self, cat: Catalog, rules: LoadedRules, segment: str, variant: str) -> np.ndarray:
@@ -160,17 +185,19 @@ class Gateway:
     ) -> RecommendationList:
         """``variant``/``segment`` override the user's A/B arm and segment (to compare rule sets)."""
         rules = self.rules.current()
-        cat = self.catalog
-        prior_gen, prior = self.prior.current(cat.n)  # read once: the key and the scores agree
         variant = variant or rules.variant_for(str(user_id))
         params = (k, tuple(sorted(set(genres))), tuple(sorted(set(exclude_genres))), variant, segment)
         try:
             if self.cache.capacity > 0:
-                version = await self.state.auser_version(user_id)
+                version, model = await self.state.auser_head(user_id)
                 snap = None
             else:  # no cache to look in: read the state at once, its version is in the hash (one round trip)
                 snap = await self.state.auser(user_id)
                 version = snap.version if snap.exists else None
+                model = snap.record.model_version if snap.record is not None else None
+            # the user's model (a hot swap moves users one by one), read once: the key and the scores agree
+            cat, item_prior = self.model_of(model)
+            prior_gen, prior = item_prior.current(cat.n)
             # the prior's generation too: the same state version is ranked differently once the prior moves
             key = ("rec", user_id, version or 0, rules.version, cat.version, prior_gen, params)
             hit = self.cache.get(key)
@@ -181,6 +208,11 @@ class Gateway:
             self.telemetry.cache_events.labels("miss").inc()
             if snap is None:
                 snap = await self.state.auser(user_id)
+                now_model = snap.record.model_version if snap.record is not None else None
+                if now_model != model:  # re-encoded between the two reads: score with the state's model
+                    cat, item_prior = self.model_of(now_model)
+                    prior_gen, prior = item_prior.current(cat.n)
+                    key = ("rec", user_id, snap.version, rules.version, cat.version, prior_gen, params)
             cold = rule_3_unknown_user(snap.exists, snap.mu) or rule_4_state_does_not_fit_model(snap.mu, cat.latent)
             trending = await self.state.atrending(self.settings.gateway_candidate_pool) if cold else []
         except StateUnavailable:
@@ -437,14 +469,61 @@ class Gateway:
         return out
 
     def refresh_prior(self) -> bool:
-        """Re-read the worker's ``rs:items:prior`` (gateway/prior.py); True when the prior changed."""
+        """Re-read the worker's ``rs:items:prior`` (gateway/prior.py); True when the serving prior changed."""
+        for cat, prior in list(self.others.values()):
+            prior.refresh(cat, self.state)
         return self.prior.refresh(self.catalog, self.state)
 
+    def refresh_models(self) -> bool:
+        """Follow ``rs:model`` (streams/swap.py); True when the set of models changed.
+
+        A new ``serving`` model is loaded and becomes the one new users and cold paths use; the previous one
+        is kept while the swap runs (users not re-encoded yet are scored with it), and dropped once the
+        swap is done (every state then names the serving model).
+        """
+        pointer = self.state.model_pointer()
+        serving = pointer.get("serving")
+        if not serving or self.load_model is None:
+            return False
+        changed = False
+        if serving != self.catalog.model_version:
+            loaded = self.others.pop(serving, None) or self.load_model(serving)
+            self.others[self.catalog.model_version] = (self.catalog, self.prior)
+            self.prior = loaded[1]
+            self.catalog = loaded[0]
+            log.info("serving model %s (hot swap: %s)", serving, pointer.get("swap", "?"))
+            changed = True
+        if pointer.get("swap") == "running":
+            source = pointer.get("swap_from")
+            if source and source != serving and source not in self.others:
+                self.others[source] = self.load_model(source)
+                changed = True
+        elif self.others:
+            self.others.clear()
+            changed = True
+        if changed:
+            self.refresh_movies()
+        return changed
+
     def refresh_movies(self) -> int:
-        """Add movies announced by MovieEvents (``rs:movie:*``) to the catalogue; returns how many."""
+        """Add movies announced by MovieEvents (``rs:movie:*``) to the catalogues; returns how many."""
+        docs = self.state.movie_events()
+        for version, (cat, prior) in list(self.others.items()):
+            fresh = self._announced(cat, [dict(d) for d in docs])
+            if fresh:
+                self.others[version] = (cat.with_new_movies(fresh), prior)
         cat = self.catalog
+        fresh = self._announced(cat, docs)
+        if fresh:
+            self.announced.update(m.movie_id for m in fresh)  # first: a request that sees the row may rate it
+            self.catalog = cat.with_new_movies(fresh)
+        return len(fresh)
+
+    @staticmethod
+    def _announced(cat: Catalog, docs: list[dict[str, str]]) -> list[NewMovie]:
+        """The announced movies ``cat`` has no row for, with their side rows in ``cat``'s features."""
         fresh = []
-        for doc in self.state.movie_events():
+        for doc in docs:
             try:
                 mid = int(doc.pop("movie_id"))
             except (KeyError, ValueError):
@@ -458,10 +537,7 @@ class Gateway:
                 continue
             side = cat.side.vector(movie.genres, movie.year, movie.tags)  # the worker's row for it too
             fresh.append(NewMovie(mid, movie.title or f"movie {mid}", movie.genres, movie.year, side))
-        if fresh:
-            self.announced.update(m.movie_id for m in fresh)  # first: a request that sees the row may rate it
-            self.catalog = cat.with_new_movies(fresh)
-        return len(fresh)
+        return fresh
 
     def is_rateable(self, movie_id: int) -> bool:
         """The rating contract's catalogue (schemas/ratings.py): in the model, or announced and seen here.
