@@ -125,7 +125,7 @@ def start_swap(models_dir: Path, client: redis.Redis, target: str) -> str:
         raise ModelError(f"model {target} is already serving")
     if pointer.get("swap") == RUNNING:
         raise ModelError(f"the swap to {serving} is still running: finish it first (reelstream swap)")
-    old, new = models.load(serving), models.load(target)
+    old, new = ModelRuntime.load(models_dir / serving), models.load(target)  # the serving folder, whatever it names
     problem = swap_problem(old, new)
     if problem is not None:
         raise ModelError(f"cannot swap to model {target}: {problem}")

@@ -51,8 +51,8 @@ def rating_messages(n_users: int, per_user: int, movie_ids: np.ndarray, seed: in
     ]
 
 
-def processor(runtime: ModelRuntime, store: FeatureStoreIO, **kw: Any) -> RatingProcessor:
-    return RatingProcessor(runtime, store, topic=TOPIC, min_ts_ms=0, max_future_ms=10**15, half_life_s=3600.0, **kw)
+def processor(runtime: ModelRuntime, store: FeatureStoreIO, topic: str = TOPIC, **kw: Any) -> RatingProcessor:
+    return RatingProcessor(runtime, store, topic=topic, min_ts_ms=0, max_future_ms=10**15, half_life_s=3600.0, **kw)
 
 
 def clean_run(runtime: ModelRuntime, msgs: list[Message]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ updates land during it.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
+from gateway.app import build_gateway
 from models.registry import ModelSet
 from reelstream.cli import app
 from reelstream.errors import ModelError
@@ -121,6 +123,13 @@ def test_a_swapper_killed_midway_resumes_and_a_worker_restarted_mid_swap_follows
     assert model_pointer(client)["swap"] == RUNNING
     models = {client.hget(k, "model_version") for k in client.scan_iter(match="rs:user:*") if k.count(b":") == 2}
     assert models == {b"m0001", b"m0002"}  # half-way: both models hold users
+    # the gateway scores each user with the model the user's state belongs to
+    gw = build_gateway(live_settings)
+    assert gw.catalog.model_version == "m0002" and set(gw.others) == {"m0001"}
+    on = {client.hget(keys.user(u), "model_version").decode(): u for u in range(1, 13)}
+    assert set(on) == {"m0001", "m0002"}
+    for model, uid in on.items():
+        assert asyncio.run(gw.recommend(uid, 5)).model_version == model
     # a worker started now (CURRENT is already m0002) folds each user with the model its state names
     restarted = worker(live_settings, client, ModelSet(live_settings.models_dir).load("m0002"))
     restarted.run(msgs[40:])
@@ -130,6 +139,8 @@ def test_a_swapper_killed_midway_resumes_and_a_worker_restarted_mid_swap_follows
                                  redis_snapshot(client))  # fmt: skip
     assert not problems, problems[:5]
     assert run_swap(live_settings.models_dir, client) is None  # nothing left to do
+    assert gw.refresh_models() and gw.others == {}  # swap done: the old model is dropped
+    assert {asyncio.run(gw.recommend(uid, 5)).model_version for uid in on.values()} == {"m0002"}
 
 
 def test_a_swap_the_state_layout_cannot_take_is_refused_with_the_reason(

@@ -77,7 +77,7 @@ def retrain_once(
     from models.artifacts import publish
     from models.continual import judge, with_events
     from models.data import from_store
-    from models.registry import ModelSet
+    from models.runtime import ModelRuntime
     from schemas.ratings import RatingLimits
     from streams.archive_ratings import archived_ratings
     from streams.swap import run_swap, start_swap
@@ -102,7 +102,7 @@ def retrain_once(
         cols = [events[c].to_numpy() for c in ("user_id", "movie_id", "rating", "ts")]
         return with_events(base, *cols, window=share)
 
-    champion = ModelSet(settings.models_dir).load(_serving(settings, client))
+    champion = ModelRuntime.load(settings.models_dir / _serving(settings, client))
     params = learner_params(champion, overrides or {})
     windowed = data_with(window)
     verdict, _ = judge(champion, lambda d: fit(params, d).runtime_, windowed, margin=margin)
