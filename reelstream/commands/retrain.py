@@ -8,6 +8,7 @@ ingestion continues. ``swap`` starts a swap to a given model folder, or resumes 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from reelstream.console import console
-from reelstream.errors import InfraError, ModelError
+from reelstream.errors import InfraError, ModelError, ReelstreamError
 from reelstream.settings import Settings, get_settings
 
 __all__ = ["Fitted", "RetrainResult", "retrain", "retrain_once", "swap"]
@@ -149,8 +150,26 @@ def retrain(
     max_epochs: Annotated[int | None, typer.Option(min=1, help="Override the champion's max_epochs.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the champion's seed.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, or cuda for a GPU.")] = None,
+    every_hours: Annotated[
+        float | None, typer.Option(min=0.001, help="Run again every this many hours, until stopped (`up` uses it).")
+    ] = None,
 ) -> None:
     """Train a challenger on HISTORY + the archive, judge it on the latest window, promote it only if better."""
+    args = dict(window=window, margin=margin, promote=promote, max_epochs=max_epochs, seed=seed, device=device)
+    if every_hours is None:
+        _retrain(**args)  # type: ignore[arg-type]
+        return
+    while True:  # a scheduled round that fails (no window yet, Redis away) is reported; the next one runs
+        time.sleep(every_hours * 3600.0)
+        try:
+            _retrain(**args)  # type: ignore[arg-type]
+        except ReelstreamError as exc:
+            console.print(f"[bold red]retrain round failed:[/] {exc}", highlight=False)
+
+
+def _retrain(
+    window: float, margin: float, promote: bool, max_epochs: int | None, seed: int | None, device: str | None
+) -> None:
     settings = get_settings()
     client = _client(settings)
     try:
