@@ -79,14 +79,17 @@ class ModelSet:
 def swap_problem(old: ModelRuntime, new: ModelRuntime) -> str | None:
     """Why users' states cannot move from ``old`` to ``new`` while ingestion goes on, or None when they can.
 
-    * every movie ``old`` knows must have a row in ``new`` (a user's rated movies are re-encoded with
-      ``new``'s rows; movies announced by MovieEvents get rows from their side features in both);
+    * both must know the same movies (a user's rated movies are re-encoded with ``new``'s rows, and a user
+      not re-encoded yet keeps folding with ``old``'s: an event ``old`` could not fold would be lost; movies
+      announced by MovieEvents get rows from their side features in both). Models trained on one store
+      version do: the item index covers every movie of ``movies.csv``;
     * the item prior must be kept at the same half-life (or be absent in both): ``rs:items:prior`` holds
       counts at one half-life, and a new one would need every past event again (a rebuild).
     """
-    missing = np.setdiff1d(old.movie_ids, new.movie_ids)
-    if missing.size:
-        return f"model {new.version} lacks {missing.size} movie(s) model {old.version} knows (e.g. {int(missing[0])})"
+    for a, b in ((new, old), (old, new)):
+        missing = np.setdiff1d(b.movie_ids, a.movie_ids)
+        if missing.size:
+            return f"model {a.version} lacks {missing.size} movie(s) model {b.version} knows (e.g. {int(missing[0])})"
     if old.has_item_prior != new.has_item_prior:
         has, lacks = (old, new) if old.has_item_prior else (new, old)
         return (f"model {has.version} has an item prior and {lacks.version} none: rs:items:prior would have to be "

@@ -50,7 +50,8 @@ key                            type    fields / members
                                        movies_applied, log_resets, events_lost (estimated)
 ``rs:seed``                    hash    what ``reelstream seed`` applied: ``status`` (running, done),
                                        ``store_version``, ``model_version``, ``rows``, ``topic``,
-                                       ``started_ms``, ``finished_ms``; a rebuild (streams/rebuild.py)
+                                       ``started_ms``, ``finished_ms``, ``swap_to`` (a hot swap's target);
+                                       a rebuild (streams/rebuild.py)
                                        adds ``rebuild`` (running, done), ``rebuild_started_ms``,
                                        ``rebuilt_ms``, ``archive_records``
 ``rs:model``                   hash    the serving pointer: ``serving`` (the model new users start

@@ -46,7 +46,7 @@ from schemas import redis_keys as keys
 from schemas.movie_record import decode_movie
 from schemas.user_record import RecordError, decode_rated, decode_user, encode_user
 
-__all__ = ["DONE", "RUNNING", "SwapSummary", "model_pointer", "reencode", "run_swap", "start_swap"]
+__all__ = ["DONE", "RUNNING", "SwapSummary", "model_pointer", "reencode", "run_swap", "serving_model", "start_swap"]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,18 @@ def model_pointer(client: redis.Redis) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in client.hgetall(keys.MODEL).items()}
 
 
+def serving_model(models_dir: Path, client: redis.Redis) -> str:
+    """The model folder users' states belong to now: ``rs:model`` ``serving``, else the seeded model
+    (``rs:seed`` ``model_version``; ``reelstream train`` may have moved ``CURRENT`` past it), else ``CURRENT``."""
+    serving = model_pointer(client).get("serving")
+    if serving:
+        return serving
+    seeded = client.hget(keys.SEED, "model_version")
+    if seeded and (models_dir / seeded.decode()).is_dir():
+        return seeded.decode()
+    return current_model_dir(models_dir).name
+
+
 def start_swap(models_dir: Path, client: redis.Redis, target: str) -> str:
     """Make ``target`` the serving model and start the swap to it; returns the model users move from.
 
@@ -117,7 +129,7 @@ def start_swap(models_dir: Path, client: redis.Redis, target: str) -> str:
     """
     models = ModelSet(models_dir)
     pointer = model_pointer(client)
-    serving = pointer.get("serving") or current_model_dir(models_dir).name
+    serving = serving_model(models_dir, client)
     if serving == target:
         if pointer.get("swap") == RUNNING:  # started before (the starter may have died before CURRENT moved)
             point_current(models_dir, target)

@@ -151,8 +151,11 @@ def test_a_swap_the_state_layout_cannot_take_is_refused_with_the_reason(
     save_model(live_settings.models_dir, "m0004", MOVIES[:-1], seed=2)
     with pytest.raises(ModelError, match="half-life"):
         start_swap(live_settings.models_dir, client, "m0003")
-    with pytest.raises(ModelError, match="lacks 1 movie"):
+    with pytest.raises(ModelError, match="m0004 lacks 1 movie"):
         start_swap(live_settings.models_dir, client, "m0004")
+    save_model(live_settings.models_dir, "m0005", np.append(MOVIES, 999), seed=2)
+    with pytest.raises(ModelError, match=r"m0001 lacks 1 movie.*999"):
+        start_swap(live_settings.models_dir, client, "m0005")
     with pytest.raises(ModelError, match="no model 'm0009'"):
         start_swap(live_settings.models_dir, client, "m0009")
     assert model_pointer(client) == {}  # nothing started
@@ -171,10 +174,14 @@ def test_the_seed_marker_follows_the_swap_so_no_rebuild_is_asked_for(
     old, _ = two_models(live_settings)
     worker(live_settings, client, old).run(rating_messages(3, 3, MOVIES))
     client.hset(keys.SEED, mapping={"status": "done", "store_version": 1, "model_version": "m0001"})
+    (live_settings.models_dir / "CURRENT").write_text("m0002")  # `reelstream train` moved it: Redis is on m0001
+    assert seed_state(read_marker(client), 1, "m0002") == "stale"  # a worker restart now would rebuild
     start_swap(live_settings.models_dir, client, "m0002")
-    assert seed_state(read_marker(client), 1, "m0001") == "done"  # CURRENT not moved yet: still fine
-    assert seed_state(read_marker(client), 1, "m0002") == "done"  # mid-swap, CURRENT moved
-    run_swap(live_settings.models_dir, client)
+    assert model_pointer(client)["swap_from"] == "m0001"
+    assert seed_state(read_marker(client), 1, "m0001") == "done"
+    assert seed_state(read_marker(client), 1, "m0002") == "done"  # mid-swap: either model's states are current
+    result = CliRunner().invoke(app, ["swap"])  # resumes the running swap
+    assert result.exit_code == 0 and "swap done: m0001 -> m0002: 3 users re-encoded" in result.output, result.output
     marker = read_marker(client)
     assert marker is not None and marker["model_version"] == "m0002" and "swap_to" not in marker
     assert seed_state(marker, 1, "m0001") == "stale"

@@ -44,13 +44,6 @@ class RetrainResult:
     swap: Any = None  #: streams.swap.SwapSummary
 
 
-def _serving(settings: Settings, client: redis.Redis) -> str:
-    from models.runtime import current_model_dir
-    from streams.swap import model_pointer
-
-    return model_pointer(client).get("serving") or current_model_dir(settings.models_dir).name
-
-
 def learner_params(champion: Any, overrides: dict[str, Any]) -> dict[str, Any]:
     """The champion's hyper-parameters (its item prior included: the swap keeps its half-life) + ``overrides``."""
     params = dict(champion.metadata.get("params") or {})
@@ -81,7 +74,7 @@ def retrain_once(
     from models.runtime import ModelRuntime
     from schemas.ratings import RatingLimits
     from streams.archive_ratings import archived_ratings
-    from streams.swap import run_swap, start_swap
+    from streams.swap import run_swap, serving_model, start_swap
 
     if fit is None:
 
@@ -103,7 +96,7 @@ def retrain_once(
         cols = [events[c].to_numpy() for c in ("user_id", "movie_id", "rating", "ts")]
         return with_events(base, *cols, window=share)
 
-    champion = ModelRuntime.load(settings.models_dir / _serving(settings, client))
+    champion = ModelRuntime.load(settings.models_dir / serving_model(settings.models_dir, client))
     params = learner_params(champion, overrides or {})
     windowed = data_with(window)
     verdict, _ = judge(champion, lambda d: fit(params, d).runtime_, windowed, margin=margin)
