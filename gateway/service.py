@@ -140,6 +140,7 @@ class Gateway:
         #: version -> (catalogue, prior) for a model folder (set by ``build_gateway``; None: never loads one)
         self.load_model: Callable[[str], tuple[Catalog, ItemPrior]] | None = None
         self._fallback_logged: set[str] = set()
+        self._loaded_from: set[str] = set()  #: model folders loaded into ``others`` during this swap
 
     def model_of(self, version: str | None) -> tuple[Catalog, ItemPrior]:
         """The catalogue and prior of the model a user's state belongs to (None: a user without state).
@@ -489,17 +490,21 @@ class Gateway:
         if serving != self.catalog.model_version:
             loaded = self.others.pop(serving, None) or self.load_model(serving)
             self.others[self.catalog.model_version] = (self.catalog, self.prior)
+            self._loaded_from.add(self.catalog.model_version)
             self.prior = loaded[1]
             self.catalog = loaded[0]
             log.info("serving model %s (hot swap: %s)", serving, pointer.get("swap", "?"))
             changed = True
         if pointer.get("swap") == "running":
             source = pointer.get("swap_from")
-            if source and source != serving and source not in self.others:
-                self.others[source] = self.load_model(source)
+            if source and source != serving and source not in self._loaded_from:
+                cat, prior = self.load_model(source)  # keyed by the version its states name
+                self.others[cat.model_version] = (cat, prior)
+                self._loaded_from.add(source)
                 changed = True
         elif self.others:
             self.others.clear()
+            self._loaded_from.clear()
             changed = True
         if changed:
             self.refresh_movies()

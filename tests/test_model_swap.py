@@ -93,12 +93,17 @@ def test_a_worker_batch_planned_before_the_re_encode_is_refused_then_folded_on_t
     msgs = rating_messages(5, 6, MOVIES, seed=3)
     w = worker(live_settings, client, old)
     w.run(msgs[:-1])
+    gw = build_gateway(live_settings)  # a gateway running before the swap follows it
+    assert gw.catalog.model_version == "m0001" and not gw.refresh_models()
     start_swap(live_settings.models_dir, client, "m0002")
+    assert gw.refresh_models() and gw.catalog.model_version == "m0002" and set(gw.others) == {"m0001"}
+    assert not gw.refresh_models()  # nothing more to load
     plan = w.plan(msgs[-1:])  # folds the last event with the old model: the user is not re-encoded yet
     assert plan.applied == 1
     run_swap(live_settings.models_dir, client, batch=2)
     assert w.commit(plan) is False  # the swap moved that user since the plan read it
     w.run(msgs[-1:])
+    assert gw.refresh_models() and gw.others == {}
     problems = state_differences(clean_run(ModelSet(live_settings.models_dir).load("m0002"), msgs),
                                  redis_snapshot(client))  # fmt: skip
     assert not problems, problems[:5]
