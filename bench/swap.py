@@ -46,7 +46,7 @@ def model(folder: Path, name: str, movies: np.ndarray, seed: int) -> ModelRuntim
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--users", type=int, default=20_000)
+    ap.add_argument("--users", type=int, default=5_000)
     ap.add_argument("--ratings", type=int, default=20, help="rating events per user")
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/swap.json")
