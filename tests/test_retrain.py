@@ -139,3 +139,18 @@ def test_up_schedules_retrain_only_when_asked(settings: Settings, monkeypatch: p
     spec = system.child_specs(settings, system.SystemPlan(retrain_every_hours=6))["retrain"]
     assert spec.start() == 4242 and spec.restart_on_success  # a scheduler that exits is restarted
     assert spawned[0][-3:] == ["retrain", "--every-hours", "6"]
+
+
+def test_retrain_prints_the_verdict_table(live_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from models.continual import Verdict
+    from reelstream.cli import app
+    from reelstream.commands import retrain as cmd
+
+    verdict = Verdict("m0001", "unversioned", 0.25, 0.2, 0.1, 0.08, 1234, 0.0)
+    monkeypatch.setattr(cmd, "retrain_once", lambda *a, **kw: cmd.RetrainResult(verdict, 5000, 1000))
+    result = CliRunner().invoke(app, ["retrain", "--window", "0.2"])
+    assert result.exit_code == 0, result.output
+    assert "0.2500" in result.output and "0.2000" in result.output and "window 20% = 1,234" in result.output
+    assert "kept m0001" in result.output
