@@ -132,7 +132,7 @@ def start_swap(models_dir: Path, client: redis.Redis, target: str) -> str:
     serving = serving_model(models_dir, client)
     if serving == target:
         if pointer.get("swap") == RUNNING:  # started before (the starter may have died before CURRENT moved)
-            point_current(models_dir, target)
+            _mark_started(models_dir, client, target)
             return pointer.get("swap_from", target)
         raise ModelError(f"model {target} is already serving")
     if pointer.get("swap") == RUNNING:
@@ -146,11 +146,17 @@ def start_swap(models_dir: Path, client: redis.Redis, target: str) -> str:
                                    "users": 0, "retries": 0, "started_ms": int(time.time() * 1000)})  # fmt: skip
     pipe.hdel(keys.MODEL, "finished_ms")
     pipe.execute()
+    _mark_started(models_dir, client, target)
+    log.info("swap %s -> %s started", serving, target)
+    return serving
+
+
+def _mark_started(models_dir: Path, client: redis.Redis, target: str) -> None:
+    """After ``rs:model`` names the swap: ``rs:seed`` ``swap_to`` (the rebuild check accepts either model's
+    states), then ``CURRENT`` (a restarted worker, gateway or rebuild loads the new model). Idempotent."""
     if client.exists(keys.SEED):
         client.hset(keys.SEED, "swap_to", target)
     point_current(models_dir, target)
-    log.info("swap %s -> %s started", serving, target)
-    return serving
 
 
 def reencode(rt: ModelRuntime, raw_state: dict[Any, Any], raw_rated: dict[Any, Any]) -> list[Any]:
@@ -208,6 +214,7 @@ def run_swap(
         return None
     target = pointer["serving"]
     rt = ModelSet(models_dir).load(target)
+    _mark_started(models_dir, client, target)  # again: a starter killed before its last steps left them undone
     summary = SwapSummary(pointer.get("swap_from", "?"), target)
     started = time.perf_counter()
     cas = client.register_script(_CAS_LUA)

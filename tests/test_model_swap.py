@@ -126,6 +126,7 @@ def test_a_swapper_killed_midway_resumes_and_a_worker_restarted_mid_swap_follows
     with pytest.raises(redis.ConnectionError):
         run_swap(live_settings.models_dir, client, batch=3, on_batch=die_after_two)
     assert model_pointer(client)["swap"] == RUNNING
+    (live_settings.models_dir / "CURRENT").write_text("m0001")  # as if the starter died before moving it
     models = {client.hget(k, "model_version") for k in client.scan_iter(match="rs:user:*") if k.count(b":") == 2}
     assert models == {b"m0001", b"m0002"}  # half-way: both models hold users
     # the gateway scores each user with the model the user's state belongs to
@@ -140,6 +141,7 @@ def test_a_swapper_killed_midway_resumes_and_a_worker_restarted_mid_swap_follows
     restarted.run(msgs[40:])
     summary = run_swap(live_settings.models_dir, client, batch=3)
     assert summary is not None and model_pointer(client)["swap"] == DONE
+    assert (live_settings.models_dir / "CURRENT").read_text().strip() == "m0002"  # the resumed swap moved it
     problems = state_differences(clean_run(ModelSet(live_settings.models_dir).load("m0002"), msgs),
                                  redis_snapshot(client))  # fmt: skip
     assert not problems, problems[:5]
