@@ -44,18 +44,33 @@ log = logging.getLogger(__name__)
 def build_gateway(settings: Settings) -> Gateway:
     """Load the current model and feature store once and wire the live collaborators."""
     from bootstrap.store import load_store
+    from models.registry import ModelSet
     from models.runtime import ModelRuntime, current_model_dir
 
     runtime = ModelRuntime.load(current_model_dir(settings.models_dir))
     try:
         store = load_store(settings.store_dir)
-        catalog = Catalog.build(runtime, store.items, side_names=store.side_names, store_side=store.item_side)
     except DataError:
-        catalog = Catalog.build(runtime, None)
+        store = None
+
+    def catalog_of(rt: ModelRuntime) -> Catalog:
+        if store is None:
+            return Catalog.build(rt, None)
+        return Catalog.build(rt, store.items, side_names=store.side_names, store_side=store.item_side)
+
     state = RedisState(settings.redis_url, timeout=settings.gateway_redis_timeout)
-    gateway = Gateway(settings, catalog, RulesStore(settings.rules_path), state, prior=ItemPrior(runtime),
+    gateway = Gateway(settings, catalog_of(runtime), RulesStore(settings.rules_path), state, prior=ItemPrior(runtime),
                       corating=CoRatingTerm(runtime))  # fmt: skip
+
+    def load_model(version: str) -> tuple[Catalog, ItemPrior]:
+        """Another model a hot swap names (streams/swap.py), loaded from var/models/{version}."""
+        rt = ModelSet(settings.models_dir).load(version)
+        gateway.coratings[rt.version] = CoRatingTerm(rt)
+        return catalog_of(rt), ItemPrior(rt)
+
+    gateway.load_model = load_model
     with contextlib.suppress(StateUnavailable):  # Redis down: the primed HISTORY prior until it answers
+        gateway.refresh_models()
         gateway.refresh_prior()
     return gateway
 
@@ -79,6 +94,11 @@ async def _refresh_every(what: str, refresh: Callable[[], object], every_s: floa
 async def _refresh_movies(gateway: Gateway, every_s: float) -> None:
     """Movies announced by MovieEvents (``rs:movie:*``) into the catalogue, every ``gateway_movie_refresh_s``."""
     await _refresh_every("announced movies", gateway.refresh_movies, every_s)
+
+
+async def _refresh_models(gateway: Gateway, every_s: float) -> None:
+    """Follow ``rs:model`` (a hot swap), every ``gateway_model_refresh_s``."""
+    await _refresh_every("the serving model", gateway.refresh_models, every_s)
 
 
 async def _refresh_prior(gateway: Gateway, every_s: float) -> None:
@@ -142,6 +162,8 @@ def create_app(
             app.state.producer = KafkaRatingsProducer(settings)
         app.state.gateway.telemetry = telemetry
         tasks = [asyncio.create_task(_refresh_movies(app.state.gateway, settings.gateway_movie_refresh_s))]
+        if app.state.gateway.load_model is not None:
+            tasks.append(asyncio.create_task(_refresh_models(app.state.gateway, settings.gateway_model_refresh_s)))
         if app.state.gateway.prior.active:
             tasks.append(asyncio.create_task(_refresh_prior(app.state.gateway, settings.gateway_prior_refresh_s)))
         if run_monitors:

@@ -126,7 +126,8 @@ class Gateway:
         self.state = state
         self.telemetry = telemetry or Telemetry()
         self.prior = prior or ItemPrior(None)
-        self.corating = corating or CoRatingTerm(None)
+        #: each loaded model's co-rating term (gateway/corating.py), by model version
+        self.coratings: dict[str, CoRatingTerm] = {catalog.model_version: corating or CoRatingTerm(None)}
         self.cache = ResponseCache(settings.gateway_cache_size, clock=clock)
         self.batcher = ScoreBatcher(settings.gateway_batch_max)
         self.clock = clock
@@ -139,6 +140,32 @@ class Gateway:
         self.announced: set[int] = set()
         #: each announced movie's ``updated_ms`` when its row was built (a later one means it was announced again)
         self._announced_ms: dict[int, int | None] = {}
+        #: models other than the serving one (``catalog``/``prior``) that users' states still name during a
+        #: hot swap (streams/swap.py): version -> (catalogue, prior); see :meth:`refresh_models`
+        self.others: dict[str, tuple[Catalog, ItemPrior]] = {}
+        #: version -> (catalogue, prior) for a model folder (set by ``build_gateway``; None: never loads one)
+        self.load_model: Callable[[str], tuple[Catalog, ItemPrior]] | None = None
+        self._fallback_logged: set[str] = set()
+        self._loaded_from: set[str] = set()  #: model folders loaded into ``others`` during this swap
+
+    def model_of(self, version: str | None) -> tuple[Catalog, ItemPrior]:
+        """The catalogue and prior of the model a user's state belongs to (None: a user without state).
+
+        A version not loaded here is scored with the serving model, counted in
+        ``gateway_model_fallback_total`` and logged once (a state written by an unknown model).
+        """
+        cat = self.catalog
+        if version is None or version == cat.model_version:
+            return cat, self.prior
+        other = self.others.get(version)
+        if other is not None:
+            return other
+        self.telemetry.model_fallbacks.labels(version).inc()
+        if version not in self._fallback_logged:
+            self._fallback_logged.add(version)
+            log.warning("states of model %s are scored with the serving model %s (not loaded here)",
+                        version, cat.model_version)  # fmt: skip
+        return cat, self.prior
 
     # --- recommendations ------------------------------------------------------------------
     def adjustment(self, cat: Catalog, rules: LoadedRules, segment: str, variant: str) -> np.ndarray:
@@ -165,17 +192,19 @@ class Gateway:
     ) -> RecommendationList:
         """``variant``/``segment`` override the user's A/B arm and segment (to compare rule sets)."""
         rules = self.rules.current()
-        cat = self.catalog
-        prior_gen, prior = self.prior.current(cat.n)  # read once: the key and the scores agree
         variant = variant or rules.variant_for(str(user_id))
         params = (k, tuple(sorted(set(genres))), tuple(sorted(set(exclude_genres))), variant, segment)
         try:
             if self.cache.capacity > 0:
-                version = await self.state.auser_version(user_id)
+                version, model = await self.state.auser_head(user_id)
                 snap = None
             else:  # no cache to look in: read the state at once, its version is in the hash (one round trip)
                 snap = await self.state.auser(user_id)
                 version = snap.version if snap.exists else None
+                model = snap.record.model_version if snap.record is not None else None
+            # the user's model (a hot swap moves users one by one), read once: the key and the scores agree
+            cat, item_prior = self.model_of(model)
+            prior_gen, prior = item_prior.current(cat.n)
             # the prior's generation too: the same state version is ranked differently once the prior moves
             key = ("rec", user_id, version or 0, rules.version, cat.version, prior_gen, params)
             hit = self.cache.get(key)
@@ -186,6 +215,11 @@ class Gateway:
             self.telemetry.cache_events.labels("miss").inc()
             if snap is None:
                 snap = await self.state.auser(user_id)
+                now_model = snap.record.model_version if snap.record is not None else None
+                if now_model != model:  # re-encoded between the two reads: score with the state's model
+                    cat, item_prior = self.model_of(now_model)
+                    prior_gen, prior = item_prior.current(cat.n)
+                    key = ("rec", user_id, snap.version, rules.version, cat.version, prior_gen, params)
             cold = rule_3_unknown_user(snap.exists, snap.mu) or rule_4_state_does_not_fit_model(snap.mu, cat.latent)
             trending = await self.state.atrending(self.settings.gateway_candidate_pool) if cold else []
         except StateUnavailable:
@@ -201,7 +235,7 @@ class Gateway:
         pref, excluded = self._request_terms(cat, genres, exclude_genres)
         if source is Source.PERSONALISED:
             assert snap.mu is not None
-            seq = self.corating.logits(cat.index_of, cat.n, snap.rated_at)
+            seq = self.coratings.get(cat.model_version, CoRatingTerm(None)).logits(cat.index_of, cat.n, snap.rated_at)
             total = personal_scores(cat, snap.mu, await self.batcher.raw_scores(cat.decoder, snap.mu), prior, seq)
             total += adj
             pool, rel = self._personal_pool(cat, total, pref, excluded, avoid_idx)
@@ -443,15 +477,59 @@ class Gateway:
         return out
 
     def refresh_prior(self) -> bool:
-        """Re-read the worker's ``rs:items:prior`` (gateway/prior.py); True when the prior changed."""
+        """Re-read the worker's ``rs:items:prior`` (gateway/prior.py); True when the serving prior changed."""
+        for cat, prior in list(self.others.values()):
+            prior.refresh(cat, self.state)
         return self.prior.refresh(self.catalog, self.state)
+
+    def refresh_models(self) -> bool:
+        """Follow ``rs:model`` (streams/swap.py); True when the set of models changed.
+
+        A new ``serving`` model is loaded and becomes the one new users and cold paths use; the previous one
+        is kept while the swap runs (users not re-encoded yet are scored with it), and dropped once the
+        swap is done (every state then names the serving model).
+        """
+        pointer = self.state.model_pointer()
+        serving = pointer.get("serving")
+        if not serving or self.load_model is None:
+            return False
+        changed = False
+        if serving != self.catalog.model_version:
+            loaded = self.others.pop(serving, None) or self.load_model(serving)
+            self.others[self.catalog.model_version] = (self.catalog, self.prior)
+            self._loaded_from.add(self.catalog.model_version)
+            self.prior = loaded[1]
+            self.catalog = loaded[0]
+            log.info("serving model %s (hot swap: %s)", serving, pointer.get("swap", "?"))
+            changed = True
+        if pointer.get("swap") == "running":
+            source = pointer.get("swap_from")
+            if source and source != serving and source not in self._loaded_from:
+                cat, prior = self.load_model(source)  # keyed by the version its states name
+                self.others[cat.model_version] = (cat, prior)
+                self._loaded_from.add(source)
+                changed = True
+        elif self.others:
+            self.others.clear()
+            self._loaded_from.clear()
+            changed = True
+        if changed:
+            self.refresh_movies()
+        return changed
 
     def refresh_movies(self) -> int:
         """Add movies announced by MovieEvents (``rs:movie:*``) to the catalogue, and replace the rows of announced
-        movies whose record changed since (announced again: ``updated_ms`` moved); returns how many."""
+        movies whose record changed since (announced again: ``updated_ms`` moved); returns how many.
+
+        During a hot swap the other model's catalogue gets the new movies too (streams/swap.py)."""
+        docs = self.state.movie_events()
+        for version, (other, other_prior) in list(self.others.items()):
+            extra = self._announced(other, [dict(d) for d in docs])
+            if extra:
+                self.others[version] = (other.with_new_movies(extra), other_prior)
         cat = self.catalog
         fresh, changed = [], []
-        for doc in self.state.movie_events():
+        for doc in docs:
             try:
                 mid = int(doc.pop("movie_id"))
             except (KeyError, ValueError):
@@ -484,6 +562,26 @@ class Gateway:
         """True for a movie the catalogue serves from the model or the feature store, not from an announcement:
         a MovieEvent for it would change nothing here (POST /movies answers 409)."""
         return self.catalog.index(movie_id) is not None and movie_id not in self.announced
+
+    @staticmethod
+    def _announced(cat: Catalog, docs: list[dict[str, str]]) -> list[NewMovie]:
+        """The announced movies ``cat`` has no row for, with their side rows in ``cat``'s features."""
+        fresh = []
+        for doc in docs:
+            try:
+                mid = int(doc.pop("movie_id"))
+            except (KeyError, ValueError):
+                continue
+            if cat.index(mid) is not None:
+                continue
+            try:
+                movie = decode_movie(doc)
+            except RecordError as exc:  # the worker refuses its ratings too (unknown_movie)
+                log.warning("%s: %s; not added to the catalogue", keys.movie(mid), exc)
+                continue
+            side = cat.side.vector(movie.genres, movie.year, movie.tags)  # the worker's row for it too
+            fresh.append(NewMovie(mid, movie.title or f"movie {mid}", movie.genres, movie.year, side))
+        return fresh
 
     def is_rateable(self, movie_id: int) -> bool:
         """The rating contract's catalogue (schemas/ratings.py): in the model, or announced and seen here.

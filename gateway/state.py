@@ -6,7 +6,7 @@ after one, calls fail fast for ``retry_s`` seconds (Rule 1 in
 :mod:`gateway.decisions`) so a dead Redis costs one timeout, not one per request.
 
 The recommendation hot path reads through the ``a``-prefixed coroutines
-(``auser``, ``auser_version``, ``atrending``; redis.asyncio), so it runs on the
+(``auser``, ``auser_head``, ``atrending``; redis.asyncio), so it runs on the
 event loop with no threadpool hop: measured over HTTP at 4 connections, the hop
 and the GIL hand-offs between the loop and the pool threads cost ~1 ms of server
 CPU per request, more than scoring all of ml-latest-small. The rest (profiles,
@@ -81,12 +81,13 @@ class StateReader(Protocol):
 
     def user_version(self, user_id: int) -> int | None: ...
     def user(self, user_id: int, *, details: bool) -> UserSnapshot: ...
-    async def auser_version(self, user_id: int) -> int | None: ...
+    async def auser_head(self, user_id: int) -> tuple[int | None, str | None]: ...
     async def auser(self, user_id: int) -> UserSnapshot: ...
     async def atrending(self, n: int) -> list[tuple[int, float]]: ...
     async def aclose(self) -> None: ...
     def trending(self, n: int) -> list[tuple[int, float]]: ...
     def item_prior_clock(self) -> dict[str, str]: ...
+    def model_pointer(self) -> dict[str, str]: ...
     def item_prior(self) -> tuple[dict[str, str], list[tuple[int, float]]]: ...
     def item_stats(self, movie_id: int) -> dict[str, str]: ...
     def stats(self) -> dict[str, str]: ...
@@ -179,10 +180,12 @@ class RedisState:
 
         return _snapshot(user_id, self._call(read), details)
 
-    async def auser_version(self, user_id: int) -> int | None:
-        """:meth:`user_version`, on the event loop."""
-        raw = await self._acall(lambda c: c.hget(keys.user(user_id), "version"))
-        return None if raw is None else _version(user_id, raw)
+    async def auser_head(self, user_id: int) -> tuple[int | None, str | None]:
+        """(state version, None for an unknown user; the model the state belongs to), one round trip on the
+        event loop: the cache key (a hot swap changes the model, not the version)."""
+        raw, model = await self._acall(lambda c: c.hmget(keys.user(user_id), "version", "model_version"))
+        version = None if raw is None else _version(user_id, raw)
+        return version, None if model is None else model.decode(errors="replace")
 
     async def auser(self, user_id: int) -> UserSnapshot:
         """:meth:`user` without details (the state and rated hashes, one pipeline), on the event loop."""
@@ -206,6 +209,10 @@ class RedisState:
     def item_prior_clock(self) -> dict[str, str]:
         """``rs:items:prior:clock`` (``event_ms``, ``events``, ``half_life_s``); empty when never written."""
         return _decoded(self._call(lambda: self.client.hgetall(keys.ITEMS_PRIOR_CLOCK)))
+
+    def model_pointer(self) -> dict[str, str]:
+        """``rs:model`` (``serving``, ``previous``, ``swap``...); empty when no swap ever ran."""
+        return _decoded(self._call(lambda: self.client.hgetall(keys.MODEL)))
 
     def item_prior(self) -> tuple[dict[str, str], list[tuple[int, float]]]:
         """The prior's clock and every ``rs:items:prior`` member with its score, read in one MULTI (consistent)."""

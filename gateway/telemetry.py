@@ -45,6 +45,10 @@ class Telemetry:
         )  # fmt: skip
         self.cache_events = PromCounter("gateway_cache_total", "Cache lookups", ["result"], registry=self.registry)
         self.ratings = PromCounter("gateway_ratings_total", "POST /ratings", ["result"], registry=self.registry)
+        self.model_fallbacks = PromCounter(
+            "gateway_model_fallback_total", "Users scored with the serving model: the model their state names is "
+            "not loaded here", ["model"], registry=self.registry,
+        )  # fmt: skip
         # Consumer lag, from the gateway's background LagMonitor (gateway/monitors.py).
         r = self.registry
         self.lag_messages = Gauge("reelstream_lag_messages", "Log end - committed offset", _PARTITION, registry=r)

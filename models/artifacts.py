@@ -27,7 +27,7 @@ import numpy as np
 
 from reelstream.errors import ModelError
 
-__all__ = ["load_arrays", "load_tensors", "next_model_name", "publish", "read_json", "save_arrays",
+__all__ = ["load_arrays", "load_tensors", "next_model_name", "point_current", "publish", "read_json", "save_arrays",
            "save_tensors", "write_json"]  # fmt: skip
 
 _MODEL_NAME = re.compile(r"^m(\d{4,})$")
@@ -116,7 +116,12 @@ def publish(models_dir: Path, write: Callable[[Path, str], None], *, make_curren
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if make_current:
-        pointer_tmp = models_dir / f".CURRENT-{name}"
-        pointer_tmp.write_text(name + "\n")
-        os.replace(pointer_tmp, models_dir / "CURRENT")
+        point_current(models_dir, name)
     return final
+
+
+def point_current(models_dir: Path, name: str) -> None:
+    """Point ``models_dir/CURRENT`` at the model folder ``name``, atomically (a new file renamed over it)."""
+    pointer_tmp = models_dir / f".CURRENT-{name}"
+    pointer_tmp.write_text(name + "\n")
+    os.replace(pointer_tmp, models_dir / "CURRENT")

@@ -20,6 +20,7 @@ from reelstream.commands import lag as lag_cmd
 from reelstream.commands import movie as movie_cmd
 from reelstream.commands import rate as rate_cmd
 from reelstream.commands import replay as replay_cmd
+from reelstream.commands import retrain as retrain_cmd
 from reelstream.commands import seed as seed_cmd
 from reelstream.commands import synth as synth_cmd
 from reelstream.commands import system as system_cmd
@@ -46,7 +47,9 @@ app.add_typer(movie_cmd.app, name="movie")
 app.command("rate")(rate_cmd.rate)
 app.command("rebuild")(archive_cmd.rebuild)
 app.command("replay")(replay_cmd.run)
+app.command("retrain")(retrain_cmd.retrain)
 app.command("seed")(seed_cmd.run)
+app.command("swap")(retrain_cmd.swap)
 app.command("synth")(synth_cmd.run)
 app.add_typer(topics_cmd.app, name="topics")
 app.command("train")(train_cmd.run)

@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     seed_topic: str = "reelstream.history"
     #: HISTORY rows per seed batch (one Lua script each).
     seed_batch: int = Field(5000, ge=1, le=100_000)
+    #: Users re-encoded per compare-and-set script during a hot swap (streams/swap.py).
+    swap_batch: int = Field(500, ge=1, le=100_000)
     #: Address the worker's web server (``/metrics``, ``/online``) binds; ``0.0.0.0`` in containers.
     worker_web_bind: str = "127.0.0.1"
 
@@ -162,6 +164,8 @@ class Settings(BaseSettings):
     gateway_prior_refresh_s: float = Field(2.0, gt=0)
     #: Seconds between scans of ``rs:movie:*`` for movies a MovieEvent announced (they join the catalogue).
     gateway_movie_refresh_s: float = Field(30.0, gt=0)
+    #: Seconds between re-reads of ``rs:model`` (the serving model; a hot swap, streams/swap.py).
+    gateway_model_refresh_s: float = Field(1.0, gt=0)
     #: Largest request body (bytes) the gateway reads; a larger one gets 413 before it is buffered
     #: (the largest real body, a rules document, is a few KiB).
     gateway_max_body_bytes: int = Field(1_048_576, ge=1024)

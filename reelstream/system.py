@@ -48,7 +48,7 @@ __all__ = [
 
 READY_TIMEOUT_S = 120.0
 #: Order matters: ``down`` stops these first (producers before consumers before servers).
-APP_PROCESSES = ("replay", "gateway", "archive", "worker")
+APP_PROCESSES = ("replay", "gateway", "archive", "worker", "retrain")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,8 @@ class SystemPlan:
     workers: int = 1
     replay: bool = True
     replay_rate: float = 200.0  #: events per second: slow enough to watch lists change
+    #: run ``reelstream retrain`` every this many hours (a supervised child); None: never
+    retrain_every_hours: float | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -143,7 +145,7 @@ def managed_processes(settings: Settings) -> dict[str, int]:
     Not for the supervisor: ``infra.running_pid`` reaps a dead child of the calling process and so
     loses its exit status (reelstream/supervisor.py).
     """
-    names = ["replay", "gateway", "archive", *_worker_names(settings)]
+    names = ["replay", "gateway", "archive", "retrain", *_worker_names(settings)]
     alive = {}
     for name in names:
         pid = infra.running_pid(settings.run_dir, name)
@@ -247,6 +249,8 @@ def child_specs(settings: Settings, plan: SystemPlan) -> dict[str, ChildSpec]:
     if plan.replay:
         replay = app("replay", "replay", "--rate", f"{plan.replay_rate:g}", "--resume")
         specs["replay"] = ChildSpec("replay", replay.start, restart_on_success=False)  # exit 0: stream done
+    if plan.retrain_every_hours:
+        specs["retrain"] = app("retrain", "retrain", "--every-hours", f"{plan.retrain_every_hours:g}")
     return specs
 
 
@@ -325,6 +329,10 @@ def up(
             lines.append(f"replay  started at {plan.replay_rate:g} events/s (resumes from its checkpoint)")
         else:
             lines.append("replay  already running")
+    if plan.retrain_every_hours:
+        started = ensure("retrain") is not None
+        every = f"every {plan.retrain_every_hours:g} h (promotes only a better challenger, hot swap)"
+        lines.append(f"retrain {'scheduled' if started else 'already scheduled'} {every}")
     lines.append(admin_line)
     return lines
 
@@ -335,7 +343,7 @@ def down(settings: Settings) -> list[str]:
     pid = stop_supervisor(settings)
     if pid is not None:
         lines.append(f"supervisor (pid {pid}) let go; stopping what it supervised")
-    for name in ("replay", "gateway", "archive", *_worker_names(settings)):
+    for name in ("retrain", "replay", "gateway", "archive", *_worker_names(settings)):
         if infra.stop_process(settings.run_dir, name):
             lines.append(f"{name:<8} stopped")
     lines.extend(infra.down(settings))

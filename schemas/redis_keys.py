@@ -50,9 +50,14 @@ key                            type    fields / members
                                        movies_applied, log_resets, events_lost (estimated)
 ``rs:seed``                    hash    what ``reelstream seed`` applied: ``status`` (running, done),
                                        ``store_version``, ``model_version``, ``rows``, ``topic``,
-                                       ``started_ms``, ``finished_ms``; a rebuild (streams/rebuild.py)
+                                       ``started_ms``, ``finished_ms``, ``swap_to`` (a hot swap's target);
+                                       a rebuild (streams/rebuild.py)
                                        adds ``rebuild`` (running, done), ``rebuild_started_ms``,
                                        ``rebuilt_ms``, ``archive_records``
+``rs:model``                   hash    the serving pointer: ``serving`` (the model new users start
+                                       on), ``previous``; the hot swap to ``serving``: ``swap``
+                                       (running, done), ``swap_from``, ``users`` (re-encoded so far),
+                                       ``retries`` (CAS misses), ``started_ms``, ``finished_ms``
 ``rs:rebuild:lock``            string  the rebuild in progress: its holder's token; expires after
                                        rebuild_lock_ttl_s unless the holder renews it
 ``rs:archive``                 hash    ``reelstream archive``'s status (streams/archive.py): per
@@ -72,6 +77,7 @@ __all__ = [
     "ITEMS_PRIOR",
     "ITEMS_PRIOR_CLOCK",
     "ITEMS_TRENDING",
+    "MODEL",
     "ONLINE",
     "PREFIX",
     "REBUILD_LOCK",
@@ -100,6 +106,8 @@ ONLINE = f"{PREFIX}:online"
 STATS = f"{PREFIX}:stats"
 #: What ``reelstream seed`` applied (HISTORY's store and model version); see streams/seed.py.
 SEED = f"{PREFIX}:seed"
+#: Which model serves (``serving``, ``previous``) and the hot swap between them (streams/swap.py).
+MODEL = f"{PREFIX}:model"
 #: Held by the one process rebuilding the feature tables (streams/rebuild.py); others wait for it.
 REBUILD_LOCK = f"{PREFIX}:rebuild:lock"
 #: ``reelstream archive``'s progress: archived offset, epoch and segments per partition (streams/archive.py).

@@ -62,7 +62,8 @@ FIELDS: dict[str, str] = {
     "model_version": "str",  # the model whose weights ``pre``/``mu``/``logvar`` belong to
 }
 #: The fields the worker reads back before folding in a batch, in this order (``streams/store.py``).
-FOLD_FIELDS = ("version", "pre", "norm2", "n_events", "n", "sum", "sumsq", "first_ms", "last_ms")
+#: ``model_version`` says which model's weights the state is folded with (a hot swap moves users one by one).
+FOLD_FIELDS = ("version", "pre", "norm2", "n_events", "n", "sum", "sumsq", "first_ms", "last_ms", "model_version")
 BINARY_FIELDS = tuple(f for f, t in FIELDS.items() if t in ("f4", "f8"))
 _DTYPES = {"f8": np.dtype("<f8"), "f4": np.dtype("<f4")}
 

@@ -41,6 +41,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from models.registry import ModelSet
 from models.runtime import ModelRuntime, current_model_dir
 from reelstream import infra
 from reelstream.errors import ReelstreamError
@@ -88,12 +89,18 @@ def _runtime() -> ModelRuntime:
 
 
 @cache
+def _models() -> ModelSet:
+    """Every model users' states name (a hot swap leaves two for a while), loaded from var/models on first use."""
+    return ModelSet(settings.models_dir, _runtime())
+
+
+@cache
 def rating_processor() -> RatingProcessor:
     return RatingProcessor(
         _runtime(), RedisFeatureStore(_redis()), topic=settings.topic_ratings,
         min_ts_ms=settings.event_min_ts_ms, max_future_ms=settings.event_max_future_ms,
         half_life_s=settings.trending_half_life_s, probe_user_base=settings.probe_user_base,
-        online=OnlineRatingModel(seed=0),
+        online=OnlineRatingModel(seed=0), models=_models(),
     )  # fmt: skip
 
 

@@ -49,6 +49,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from models.registry import ModelSet
 from models.runtime import ModelRuntime
 from models.side_features import SideEncoder
 from models.state import UserState, cold_state, encode, fold_in
@@ -73,7 +74,7 @@ from streams.log_identity import (
 )
 from streams.online import OnlineRatingModel
 from streams.rules import movie_event_problem
-from streams.store import Earlier, FeatureStoreIO, FenceMove, Op, logaddexp
+from streams.store import Checks, Earlier, FeatureStoreIO, FenceMove, Op, logaddexp
 
 __all__ = ["BatchPlan", "DeadLetterOut", "Message", "MovieProcessor", "RatingProcessor"]
 
@@ -125,13 +126,16 @@ class BatchPlan:
     #: partitions whose fenced record, or first record (the fence's origin), this batch read back unchanged:
     #: the fence holds this log
     verified: list[int] = field(default_factory=list)
+    #: the serving model and the written users' (version, model_version) as read: a hot swap that moved
+    #: any of them since refuses the commit (re-plan); None: nothing checked (``streams/store.py`` Checks)
+    checks: Checks | None = None
 
 
 def commit_plan(store: FeatureStoreIO, plan: BatchPlan) -> bool:
     """Apply ``plan`` atomically (False: the fence moved, re-plan); log the log resets it re-based."""
     if not plan.ops and not plan.fence:
         return True
-    if not store.commit(plan.topic, plan.fence, plan.ops):
+    if not store.commit(plan.topic, plan.fence, plan.ops, plan.checks):
         return False
     for r in plan.resets:
         log.warning(
@@ -225,6 +229,10 @@ def fence_batch(
     return after
 
 
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes | bytearray) else str(raw)
+
+
 def _dead(msg: Message, reason: str, error: str, now_ms: int) -> DeadLetterOut:
     record = {
         "original": bytes(msg.value), "topic": msg.topic, "partition": msg.partition, "offset": msg.offset,
@@ -236,11 +244,15 @@ def _dead(msg: Message, reason: str, error: str, now_ms: int) -> DeadLetterOut:
 class _UserWork:
     """One user's record (:mod:`schemas.user_record`) and fold-in state while a batch is folded in."""
 
-    __slots__ = ("rated", "rec", "recent", "seen", "state")
+    __slots__ = ("rated", "read", "rec", "recent", "rt", "seen", "state")
 
-    def __init__(self, row: list[Any], cold: UserState) -> None:
-        """``row``: the stored ``FOLD_FIELDS``; RecordError when they do not decode or fit the model."""
+    def __init__(self, row: list[Any], pick: Callable[[str | None], tuple[ModelRuntime, UserState]]) -> None:
+        """``row``: the stored ``FOLD_FIELDS``; ``pick``: model version -> (the model the state belongs to,
+        its empty state); RecordError when they do not decode or fit the model."""
         self.rec = rec = decode_fold_row(row)
+        self.rt, cold = pick(rec.model_version)
+        #: (version, model_version) as stored, '' where absent: the commit's check (BatchPlan.checks)
+        self.read = ("" if row[0] is None else _text(row[0]), rec.model_version or "")
         if rec.pre is None:
             self.state = cold
         elif rec.pre.shape != cold.pre.shape:
@@ -267,8 +279,12 @@ class RatingProcessor:
         probe_user_base: int = Settings.model_fields["probe_user_base"].default,
         online: OnlineRatingModel | None = None,
         clock: Callable[[], float] = time.time,
+        models: ModelSet | None = None,
     ) -> None:
+        """``runtime``: the model new users start on, until ``rs:model`` names another (a hot swap);
+        ``models``: where the models users' states name are loaded from (None: ``runtime`` only)."""
         self.runtime = runtime
+        self.models = models
         self.store = store
         self.topic = topic
         self.min_ts_ms = min_ts_ms
@@ -281,25 +297,80 @@ class RatingProcessor:
         self.online = online if online is not None else OnlineRatingModel()
         self.clock = clock
         self._codec = codec_for("RatingEvent")
-        self._cold = cold_state(runtime.weights)
-        #: new movies' side-feature rows, by the model's own feature names and year scale
-        self.side = SideEncoder.from_metadata(runtime.metadata, runtime.side_in.shape[0])
+        #: per model version: its cold state and its side-feature encoder (new movies' rows, by the model's
+        #: own feature names and year scale)
+        self._cold: dict[str, UserState] = {}
+        self._side: dict[str, SideEncoder] = {}
+        self._unresolved: set[str] = set()  #: versions named by states but not loadable (warned once)
+        self._serving_read = ""  #: ``rs:model`` ``serving`` as the batch being planned read it
+
+    def model_for(self, version: str | None) -> ModelRuntime:
+        """The runtime of a state's ``model_version`` (None: a new user, the serving model).
+
+        A version that cannot be loaded (its folder is gone; a state written by a test model) folds with the
+        serving model, as before versions were followed, with one warning per version.
+        """
+        if version is None or version == self.runtime.version:
+            return self.runtime
+        rt = self.models.get(version) if self.models is not None else None
+        if rt is None:
+            if version not in self._unresolved:
+                self._unresolved.add(version)
+                log.warning("states of model %s are folded with the serving model %s: %s is not loadable",
+                            version, self.runtime.version, version)  # fmt: skip
+            return self.runtime
+        return rt
+
+    def follow(self, serving: str | None) -> None:
+        """Make ``serving`` (``rs:model``) the model new users start on, when it is loadable."""
+        if serving is None or serving == self.runtime.version:
+            return
+        rt = self.model_for(serving)
+        if rt is self.runtime:
+            return
+        log.info("serving model %s -> %s (hot swap)", self.runtime.version, rt.version)
+        self.runtime = rt
+        if rt.has_item_prior:  # swap_problem() keeps the half-life; a model without a prior keeps none
+            self.prior_half_life_s = rt.item_prior["half_life_s"]
+            self.prior_decay = math.log(2.0) / self.prior_half_life_s
+
+    def _pick(self, version: str | None) -> tuple[ModelRuntime, UserState]:
+        """(the model of a state's ``model_version``, that model's empty state)."""
+        rt = self.model_for(version)
+        cold = self._cold.get(rt.version)
+        if cold is None:
+            cold = self._cold[rt.version] = cold_state(rt.weights)
+        return rt, cold
+
+    def _side_of(self, rt: ModelRuntime) -> SideEncoder:
+        side = self._side.get(rt.version)
+        if side is None:
+            side = self._side[rt.version] = SideEncoder.from_metadata(rt.metadata, rt.side_in.shape[0])
+        return side
+
+    @property
+    def side(self) -> SideEncoder:
+        """The serving model's side-feature encoder."""
+        return self._side_of(self.runtime)
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    def _add_announced(self, movie_ids: list[int]) -> None:
-        """Give movies announced by a MovieEvent (``rs:movie:{mid}``) model rows from their side features.
+    def _add_announced(self, movie_ids: list[int], rt: ModelRuntime | None = None) -> None:
+        """Give movies announced by a MovieEvent (``rs:movie:{mid}``) rows in ``rt`` (default: the serving
+        model) from their side features.
 
         An announcement that does not decode is logged and skipped: its ratings stay ``unknown_movie``.
         """
+        rt = rt or self.runtime
+        side = self._side_of(rt)
         for mid, row in self.store.read_movies(movie_ids).items():
             try:
                 movie = decode_movie(row)
             except RecordError as exc:
                 log.warning("%s: %s", keys.movie(mid), exc)
                 continue
-            self.runtime.add_item(mid, self.side.vector(movie.genres, movie.year, movie.tags))
+            rt.add_item(mid, side.vector(movie.genres, movie.year, movie.tags))
 
     # --- the plan -------------------------------------------------------------------
     def plan(self, msgs: list[Message], logs: Mapping[int, LogView] | None = None) -> BatchPlan:
@@ -334,7 +405,9 @@ class RatingProcessor:
         for _, ev in valid:
             pairs.setdefault(ev["user_id"], []).append(ev["movie_id"])
         users = list(pairs)
-        offsets, rows, earlier, recent = self.store.read(self.topic, users, pairs)
+        offsets, rows, earlier, recent, serving = self.store.read(self.topic, users, pairs)
+        self.follow(serving)
+        self._serving_read = serving or ""
 
         # Rule: a message at or below its partition's stored offset was applied already, if that offset
         # still fences this log (fence_batch: a reset log is re-based and applied from its first record).
@@ -354,8 +427,6 @@ class RatingProcessor:
     ) -> None:
         """Fold ``events`` in; an event already in its user's recent list (same movie, rating and event time)
         is a redelivered duplicate and is skipped (``duplicates_skipped``), whatever offset it came at."""
-        weights = self.runtime.weights
-        index_of = self.runtime.index_of
         decay = self.decay
         prior_decay = self.prior_decay if self.prior_decay is not None else 0.0
         online = self.online
@@ -371,10 +442,19 @@ class RatingProcessor:
             w = work.get(uid)
             if w is None:
                 try:
-                    w = work[uid] = _UserWork(rows[uid], self._cold)
+                    w = work[uid] = _UserWork(rows[uid], self._pick)
                 except RecordError as exc:  # left as it is; the event is a dead letter saying why
                     refused += 1
                     plan.dead.append(_dead(_m, "corrupt_user_state", f"{keys.user(uid)}: {exc}", self._now_ms()))
+                    continue
+            idx = w.rt.index_of.get(mid)
+            if idx is None:  # the user's state is on a model that lacks this movie: give it its announced row
+                self._add_announced([mid], w.rt)
+                idx = w.rt.index_of.get(mid)
+                if idx is None:
+                    refused += 1
+                    plan.dead.append(_dead(_m, "unknown_movie", f"movie {mid} is not in model {w.rt.version}, "
+                                           f"which user {uid}'s state belongs to", self._now_ms()))  # fmt: skip
                     continue
             before = w.rated.get(mid)
             if before is None:
@@ -385,7 +465,7 @@ class RatingProcessor:
                 duplicates += 1
                 continue
             prev = None if before is None else before[0]
-            w.state = fold_in(weights, w.state, index_of[mid], r, prev)
+            w.state = fold_in(w.rt.weights, w.state, idx, r, prev)
             w.rec.observe(r, ts)
             w.rated[mid] = (r, ts)
             w.recent.append(entry)
@@ -410,14 +490,15 @@ class RatingProcessor:
             drifts += step.drift
 
         ops = plan.ops
-        model_version = self.runtime.version
+        checked: list[tuple[str, str, str]] = []
         for uid, w in work.items():
             if not w.recent:
                 continue  # every event of this user was a duplicate: nothing to write
+            checked.append((keys.user(uid), *w.read))
             rec, state = w.rec, w.state
             rec.pre, rec.norm2, rec.n_events = state.pre, state.norm2, state.n_events
-            rec.mu, rec.logvar = encode(weights, state)
-            rec.model_version = model_version
+            rec.mu, rec.logvar = encode(w.rt.weights, state)
+            rec.model_version = w.rt.version
             ops.append(("H", keys.user(uid), encode_user(rec)))
             ops.append(("H", keys.user_rated(uid), encode_rated(w.rated)))
             ops.append(("L", keys.user_recent(uid), w.recent[-keys.RECENT_MAX :]))
@@ -447,6 +528,7 @@ class RatingProcessor:
             ops.append(("C", keys.STATS, "duplicates_skipped", plan.skipped))
         plan.applied = applied
         plan.users = [uid for uid, w in work.items() if w.recent]
+        plan.checks = (self._serving_read, checked)
 
     # --- the commit -----------------------------------------------------------------
     def commit(self, plan: BatchPlan) -> bool:

@@ -98,7 +98,10 @@ def seed_state(marker: dict[str, str] | None, store_version: int, model_version:
     """``missing``, ``stale`` (another store or model version), ``partial`` (interrupted) or ``done``."""
     if marker is None:
         return "missing"
-    if marker.get("store_version") != str(store_version) or marker.get("model_version") != model_version:
+    if marker.get("store_version") != str(store_version):
+        return "stale"
+    # mid-swap (streams/swap.py) users' states belong to the seeded model or to the one being swapped in
+    if model_version not in (marker.get("model_version"), marker.get("swap_to")):
         return "stale"
     return "done" if marker.get("status") == DONE else "partial"
 

@@ -48,6 +48,7 @@ from streams.log_identity import Fence
 
 __all__ = [
     "USER_FIELDS",
+    "Checks",
     "FeatureStoreIO",
     "FenceMove",
     "MemoryFeatureStore",
@@ -66,8 +67,9 @@ Op = tuple[Any, ...]
 Earlier = tuple[float, int | None]
 #: (stored fences {partition: Fence}, user rows {uid: [USER_FIELDS values]}, earlier ratings {uid: {mid: Earlier}},
 #: recent entries {uid: set of ``movie_id:rating:ts_ms``}: only for users whose batch re-rates a movie they
-#: rated before, the one case in which an event can be a redelivered duplicate (the processor's dedupe))
-Reads = tuple[dict[int, Fence], dict[int, list[Any]], dict[int, dict[int, Earlier]], dict[int, set[str]]]
+#: rated before, the one case in which an event can be a redelivered duplicate (the processor's dedupe),
+#: the serving model ``rs:model`` ``serving`` (None: no swap ever ran; the worker's own model serves))
+Reads = tuple[dict[int, Fence], dict[int, list[Any]], dict[int, dict[int, Earlier]], dict[int, set[str]], str | None]
 #: {partition: (the fence read before computing, None when the partition had none; the new fence)}
 FenceMove = dict[int, tuple[Fence | None, Fence]]
 
@@ -91,12 +93,18 @@ class FeatureStoreIO(Protocol):
 
     def read_fences(self, topic: str) -> dict[int, Fence]: ...
 
-    def commit(self, topic: str, fence: FenceMove, ops: list[Op]) -> bool: ...
+    def commit(self, topic: str, fence: FenceMove, ops: list[Op], checks: Checks | None = None) -> bool: ...
 
 
-#: KEYS = offsets, fence, trending, popular, online, prior, then the ops' keys (ops name them by index).
-#: ARGV = n partitions, then per partition: partition, offset read ('' none), identity read ('' none),
-#: new offset, new identity; then RECENT_MAX; then the ops.
+#: What a batch read and must still hold when it commits (a hot swap writes users' states too,
+#: ``streams/swap.py``): the serving model read (``rs:model`` ``serving``, '' none), and per user written,
+#: ``(user key, version read, model_version read)`` ('' none). Any change refuses the commit: re-plan.
+Checks = tuple[str, list[tuple[str, str, str]]]
+
+#: KEYS = offsets, fence, trending, popular, online, prior, rs:model, then the ops' keys (ops name them by
+#: index). ARGV = n partitions, then per partition: partition, offset read ('' none), identity read ('' none),
+#: new offset, new identity; then the serving model read ('-': not checked), n users checked, per user: key
+#: index, version read, model_version read ('' none); then RECENT_MAX; then the ops.
 _LUA = """
 local okey, fkey = KEYS[1], KEYS[2]
 local trending, popular, online, prior = KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -113,12 +121,22 @@ for _ = 1, np do
   if (redis.call('HGET', fkey, ARGV[i]) or '') ~= ARGV[i + 2] then return 0 end
   i = i + 5
 end
+if ARGV[i] ~= '-' and (redis.call('HGET', KEYS[7], 'serving') or '') ~= ARGV[i] then return 0 end
+local nu = tonumber(ARGV[i + 1])
+i = i + 2
+for _ = 1, nu do
+  local v = redis.call('HMGET', KEYS[tonumber(ARGV[i])], 'version', 'model_version')
+  if (v[1] or '') ~= ARGV[i + 1] or (v[2] or '') ~= ARGV[i + 2] then return 0 end
+  i = i + 3
+end
+local after_checks = i
 i = 2
 for _ = 1, np do
   redis.call('HSET', okey, ARGV[i], ARGV[i + 3])
   redis.call('HSET', fkey, ARGV[i], ARGV[i + 4])
   i = i + 5
 end
+i = after_checks
 local recent_max = tonumber(ARGV[i])
 i = i + 1
 local n = #ARGV
@@ -182,16 +200,16 @@ return 1
 
 
 #: The batch's reads in one call (a pipeline of 2 x users commands costs redis-py ~10 us per command):
-#: KEYS = offsets, fence, then per user: user key, rated key, recent key. ARGV = len(USER_FIELDS),
+#: KEYS = offsets, fence, rs:model, then per user: user key, rated key, recent key. ARGV = len(USER_FIELDS),
 #: USER_FIELDS..., then per user: n, n movie ids. Returns {HGETALL offsets, HGETALL fence, {HMGET user
-#: USER_FIELDS}..., {HMGET rated movies}..., {LRANGE recent, only where a batch movie is rated already}...};
-#: a missing value is nil.
+#: USER_FIELDS}..., {HMGET rated movies}..., {LRANGE recent, only where a batch movie is rated already}...,
+#: HGET rs:model serving}; a missing value is nil (the serving model: false).
 _READ_LUA = """
 local nf = tonumber(ARGV[1])
 local fields = {unpack(ARGV, 2, 1 + nf)}
 local rows, rated, recent = {}, {}, {}
 local i = 2 + nf
-local k = 3
+local k = 4
 local n = #ARGV
 while i <= n do
   rows[#rows + 1] = redis.call('HMGET', KEYS[k], unpack(fields))
@@ -213,22 +231,31 @@ while i <= n do
   i = i + 1 + c
   k = k + 3
 end
-return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), rows, rated, recent}
+return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), rows, rated, recent,
+        redis.call('HGET', KEYS[3], 'serving')}
 """
 
 #: Ops whose second element is a key (passed through KEYS, named by its index there).
 _KEYED = frozenset("HLIXCF")
 
 
-def _flatten(topic: str, fence: FenceMove, ops: list[Op]) -> tuple[list[str], list[Any]]:
+def _flatten(topic: str, fence: FenceMove, ops: list[Op], checks: Checks | None = None) -> tuple[list[str], list[Any]]:
     """The apply script's KEYS and ARGV (layout above ``_LUA``)."""
     key_list = [keys.offsets(topic), keys.fence(topic), keys.ITEMS_TRENDING, keys.ITEMS_POPULAR, keys.ONLINE,
-                keys.ITEMS_PRIOR]  # fmt: skip
+                keys.ITEMS_PRIOR, keys.MODEL]  # fmt: skip
     index: dict[str, int] = {}
     args: list[Any] = [len(fence)]
     for partition, (expected, new) in fence.items():
         args += [partition, "" if expected is None else expected.offset,
                  "" if expected is None else expected.identity(), new.offset, new.identity()]  # fmt: skip
+    serving, users = checks if checks is not None else ("-", [])
+    args += [serving, len(users)]
+    for key, version, model_version in users:
+        k = index.get(key)
+        if k is None:
+            key_list.append(key)
+            k = index[key] = len(key_list)
+        args += [k, version, model_version]
     args.append(keys.RECENT_MAX)
     for op in ops:
         kind = op[0]
@@ -270,14 +297,14 @@ class RedisFeatureStore:
         self._read = client.register_script(_READ_LUA)
 
     def read(self, topic: str, users: list[int], pairs: dict[int, list[int]]) -> Reads:
-        key_list = [keys.offsets(topic), keys.fence(topic)]
+        key_list = [keys.offsets(topic), keys.fence(topic), keys.MODEL]
         args: list[Any] = [len(USER_FIELDS), *USER_FIELDS]
         user_key, rated_key, recent_key = keys.user, keys.user_rated, keys.user_recent
         for uid in users:
             movies = pairs[uid]
             key_list += [user_key(uid), rated_key(uid), recent_key(uid)]
             args += [len(movies), *movies]
-        flat_offsets, flat_fences, rows, earlier, lists = self._read(keys=key_list, args=args)
+        flat_offsets, flat_fences, rows, earlier, lists, serving = self._read(keys=key_list, args=args)
         offsets = _fences(flat_offsets, flat_fences)
         rated: dict[int, dict[int, Earlier]] = {}
         recent: dict[int, set[str]] = {}
@@ -285,7 +312,8 @@ class RedisFeatureStore:
             rated[uid] = {m: decode_rated_entry(v) for m, v in zip(pairs[uid], values, strict=True) if v is not None}
             if entries:
                 recent[uid] = {e.decode() if isinstance(e, bytes) else str(e) for e in entries}
-        return offsets, dict(zip(users, rows, strict=True)), rated, recent
+        served = serving.decode() if isinstance(serving, bytes) else None
+        return offsets, dict(zip(users, rows, strict=True)), rated, recent, served
 
     def read_movies(self, movie_ids: list[int]) -> dict[int, dict[str, str]]:
         pipe = self.client.pipeline(transaction=False)
@@ -305,8 +333,8 @@ class RedisFeatureStore:
         offs, ids = pipe.execute()
         return _fences(offs, ids)
 
-    def commit(self, topic: str, fence: FenceMove, ops: list[Op]) -> bool:
-        key_list, args = _flatten(topic, fence, ops)
+    def commit(self, topic: str, fence: FenceMove, ops: list[Op], checks: Checks | None = None) -> bool:
+        key_list, args = _flatten(topic, fence, ops, checks)
         return bool(self._apply(keys=key_list, args=args))
 
 
@@ -335,7 +363,8 @@ class MemoryFeatureStore:
             rated[uid] = {m: decode_rated_entry(r[str(m)]) for m in pairs[uid] if str(m) in r}
             if rated[uid]:
                 recent[uid] = {str(e) for e in self.lists.get(keys.user_recent(uid), [])}
-        return offsets, rows, rated, recent
+        serving = self.hashes.get(keys.MODEL, {}).get("serving")
+        return offsets, rows, rated, recent, None if serving is None else str(serving)
 
     def read_movies(self, movie_ids: list[int]) -> dict[int, dict[str, str]]:
         return {m: dict(self.hashes[keys.movie(m)]) for m in movie_ids if keys.movie(m) in self.hashes}
@@ -343,7 +372,7 @@ class MemoryFeatureStore:
     def read_fences(self, topic: str) -> dict[int, Fence]:
         return _fences(self.hashes.get(keys.offsets(topic), {}), self.hashes.get(keys.fence(topic), {}))
 
-    def commit(self, topic: str, fence: FenceMove, ops: list[Op]) -> bool:
+    def commit(self, topic: str, fence: FenceMove, ops: list[Op], checks: Checks | None = None) -> bool:
         off, ids = self._h(keys.offsets(topic)), self._h(keys.fence(topic))
         for partition, (expected, _new) in fence.items():
             cur, cur_id = off.get(str(partition)), ids.get(str(partition), "")
@@ -352,6 +381,14 @@ class MemoryFeatureStore:
                     return False
             elif cur != str(expected.offset) or cur_id != expected.identity():
                 return False
+        if checks is not None:
+            serving, users = checks
+            if serving != "-" and str(self.hashes.get(keys.MODEL, {}).get("serving", "")) != serving:
+                return False
+            for key, version, model_version in users:
+                h = self.hashes.get(key, {})
+                if str(h.get("version", "")) != version or str(h.get("model_version", "")) != model_version:
+                    return False
         for partition, (_expected, new) in fence.items():
             off[str(partition)] = str(new.offset)
             ids[str(partition)] = new.identity()

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -130,11 +131,11 @@ def test_a_run_interrupted_midway_then_rerun_applies_every_row_once(
     real_commit = RedisFeatureStore.commit
     calls = {"n": 0}
 
-    def crash_after_three(self: RedisFeatureStore, topic: str, fence: dict, ops: list) -> bool:
+    def crash_after_three(self: RedisFeatureStore, topic: str, fence: dict, ops: list, checks: Any = None) -> bool:
         calls["n"] += 1
         if calls["n"] > 3:
             raise redis.ConnectionError("killed midway")
-        return real_commit(self, topic, fence, ops)
+        return real_commit(self, topic, fence, ops, checks)
 
     monkeypatch.setattr(RedisFeatureStore, "commit", crash_after_three)
     with pytest.raises(redis.ConnectionError):

@@ -43,11 +43,14 @@ def up(
     rate: float = typer.Option(200.0, min=1.0, help="Replay speed in events per second."),
     replay: bool = typer.Option(True, "--replay/--no-replay", help="Replay the STREAM split into Kafka."),
     detach: bool = typer.Option(False, "--detach", help="Supervise in the background; return once everything runs."),
+    retrain_every_hours: float | None = typer.Option(
+        None, min=0.001, help="Run `reelstream retrain` on this schedule (default: never)."
+    ),
     background: bool = typer.Option(False, "--background", hidden=True, help="Set by --detach for its child."),
 ) -> None:
     """Start broker, Redis, worker(s), archive, gateway and replay under a supervisor that restarts what crashes."""
     settings = get_settings()
-    plan = system.SystemPlan(workers=workers, replay=replay, replay_rate=rate)
+    plan = system.SystemPlan(workers=workers, replay=replay, replay_rate=rate, retrain_every_hours=retrain_every_hours)
     if detach:
         code = _detach(settings, plan)
     else:
@@ -131,6 +134,8 @@ def _detach(settings: Settings, plan: system.SystemPlan) -> int:
         return _alongside(settings, plan, other)
     argv = [sys.executable, "-m", "reelstream.cli", "up", "--background", "--workers", str(plan.workers),
             "--rate", f"{plan.replay_rate:g}", "--replay" if plan.replay else "--no-replay"]  # fmt: skip
+    if plan.retrain_every_hours:
+        argv += ["--retrain-every-hours", f"{plan.retrain_every_hours:g}"]
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     log = settings.run_dir / "up.log"
     with log.open("ab") as fh:
