@@ -64,8 +64,9 @@ from gateway.engine import (
 from gateway.errors import MovieNotFound, StateUnavailable, UserNotFound
 from gateway.prior import ItemPrior
 from gateway.rules import LoadedRules, RuleSet, RulesStore
-from gateway.state import StateReader
+from gateway.state import StateReader, UserSnapshot
 from gateway.telemetry import Telemetry
+from models.exploration import draw_rng, explore_scores
 from reelstream import infra
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
@@ -130,6 +131,7 @@ class Gateway:
         self.wall_ms = wall_ms
         self._adjust: dict[tuple[str, str, str, str], np.ndarray] = {}
         self._adjust_lock = threading.Lock()
+        self._decoder_sq: tuple[str, np.ndarray] | None = None  # (catalogue version, decoder ** 2) for UCB
         self._broker = _Probe(self._probe_broker, PROBE_TTL_S, clock)
         self._workers = _Probe(self._probe_workers, PROBE_TTL_S, clock)
         #: movies the catalogue holds because a MovieEvent announced them (the worker knows them too)
@@ -176,7 +178,7 @@ class Gateway:
             hit = self.cache.get(key)
             if hit is not None:
                 self.telemetry.cache_events.labels("hit").inc()
-                self.telemetry.served(hit.variant, hit.segment, hit.source, False, True)
+                self.telemetry.served(hit.variant, hit.segment, hit.source, False, True, hit.exploration)
                 return hit.model_copy(update={"cached": True})
             self.telemetry.cache_events.labels("miss").inc()
             if snap is None:
@@ -194,9 +196,13 @@ class Gateway:
         rated_idx, liked, disliked = self._split_rated(cat, snap.rated, ruleset.avoid.dislike_max_rating)
         avoid_idx = rated_idx if ruleset.avoid.rated else []
         pref, excluded = self._request_terms(cat, genres, exclude_genres)
+        explored = "none"
         if source is Source.PERSONALISED:
             assert snap.mu is not None
-            total = personal_scores(cat, snap.mu, await self.batcher.raw_scores(cat.decoder, snap.mu), prior)
+            raw = await self.batcher.raw_scores(cat.decoder, snap.mu)
+            if ruleset.exploration.kind != "none":
+                raw, explored = self._explore(cat, raw, snap, ruleset)
+            total = personal_scores(cat, snap.mu, raw, prior)
             total += adj
             pool, rel = self._personal_pool(cat, total, pref, excluded, avoid_idx)
         else:
@@ -206,11 +212,31 @@ class Gateway:
         picks = self._select(cat, ruleset, pool, rel, k, disliked)
         result = self._render(
             cat, picks, liked, genres, user_id=user_id, k=k, source=source.value, degraded=degraded,
-            segment=segment, variant=variant, rules=rules, state_version=snap.version,
+            segment=segment, variant=variant, rules=rules, state_version=snap.version, exploration=explored,
         )  # fmt: skip
         self.cache.put(key, result, ttl_s=COLD_TTL_S if source is not Source.PERSONALISED else None)
-        self.telemetry.served(variant, segment, source.value, degraded, False)
+        self.telemetry.served(variant, segment, source.value, degraded, False, explored)
         return result
+
+    def _explore(self, cat: Catalog, raw: np.ndarray, snap: UserSnapshot, ruleset: RuleSet) -> tuple[np.ndarray, str]:
+        """The rule set's exploration arm over ``raw = decoder @ mu`` (models/exploration.py), and its kind.
+
+        A Thompson draw is seeded from (rules seed, user id, state version): the same list for the same
+        state and rules, which is what the cache key holds. A state without a usable ``logvar`` (absent,
+        another latent width, not finite) is ranked by its mean and the response says ``"none"``.
+        """
+        ex = ruleset.exploration
+        logvar = snap.logvar
+        if logvar is None or logvar.shape != (cat.latent,) or not np.isfinite(logvar).all():
+            return raw, "none"
+        assert snap.mu is not None
+        if ex.kind == "ucb":
+            sq = self._decoder_sq
+            if sq is None or sq[0] != cat.version:
+                sq = self._decoder_sq = (cat.version, np.square(cat.decoder))
+            return explore_scores(raw, cat.decoder, snap.mu, logvar, "ucb", ex.scale, decoder_sq=sq[1]), ex.kind
+        rng = draw_rng(ex.seed, snap.user_id, snap.version)
+        return explore_scores(raw, cat.decoder, snap.mu, logvar, "thompson", ex.scale, rng), ex.kind
 
     @staticmethod
     def _split_rated(
@@ -303,7 +329,7 @@ class Gateway:
     def _render(
         self, cat: Catalog, picks: list[Pick], liked: dict[int, float], genres: Sequence[str], *,
         user_id: int, k: int, source: str, degraded: bool, segment: str, variant: str, rules: LoadedRules,
-        state_version: int,
+        state_version: int, exploration: str = "none",
     ) -> RecommendationList:  # fmt: skip
         reasons = explain(cat, picks, liked, genres)
         if source != "personalised":
@@ -326,7 +352,7 @@ class Gateway:
         return RecommendationList.model_construct(
             user_id=user_id, k=k, items=items, source=source, degraded=degraded, cached=False, segment=segment,
             variant=variant, rule_set=rules.doc.name, rules_version=rules.version, state_version=state_version,
-            model_version=cat.model_version,
+            model_version=cat.model_version, exploration=exploration,
         )  # fmt: skip
 
     def _degraded(
@@ -522,6 +548,7 @@ class Gateway:
         with t._lock:
             counts = [{"method": m, "route": r, "status": s, "count": c} for (m, r, s), c in sorted(t.counts.items())]
             by_variant = dict(t.by_variant)
+            explored = dict(t.explored_by_variant)
         try:
             worker_stats = self.state.stats()
         except StateUnavailable:
@@ -535,5 +562,6 @@ class Gateway:
             requests=counts, latency_ms=t.percentiles(),
             cache={"hits": c.hits, "misses": c.misses, "hit_rate": c.hit_rate, "size": len(c)},
             scoring={"batches": b.batches, "scored": b.batched, "mean_batch": b.batched / max(b.batches, 1)},
-            recommendations_by_variant=by_variant, events_applied=applied, worker_stats=worker_stats,
+            recommendations_by_variant=by_variant, explored_by_variant=explored, events_applied=applied,
+            worker_stats=worker_stats,
         )  # fmt: skip
