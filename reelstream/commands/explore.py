@@ -30,6 +30,9 @@ def run(
     model_dir: Annotated[
         Path | None, typer.Option(help="Model folder (default: the one var/models/CURRENT names).")
     ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Evaluate on a MovieLens folder (split at 0.8) instead of the store.")
+    ] = None,
     output: Annotated[
         Path | None, typer.Option(help="JSON file to write (default var/reports/exploration.json).")
     ] = None,
@@ -44,9 +47,9 @@ def run(
 
     arms = [parse_arm(spec) for spec in (arm or DEFAULT_ARMS)]  # bad specs fail before anything loads
     settings = get_settings()
-    interactions = load_interactions(settings.store_dir)
+    interactions = load_interactions(settings.store_dir, data=data)
     folder = model_dir or current_model_dir(settings.models_dir)
-    vae = HybridVAE.load(folder, expect_data_version=interactions.version)
+    vae = HybridVAE.load(folder, expect_data_version=interactions.version if data is None else None)
     if vae.runtime_.n_items != interactions.n_items:
         raise ModelError(f"{folder}: model has {vae.runtime_.n_items} movies, the data {interactions.n_items}")
     vae.prime(interactions.history)  # the item prior's counts at the split, as `reelstream evaluate` does
