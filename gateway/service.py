@@ -66,7 +66,7 @@ from gateway.prior import ItemPrior
 from gateway.rules import LoadedRules, RuleSet, RulesStore
 from gateway.state import StateReader, UserSnapshot
 from gateway.telemetry import Telemetry
-from models.exploration import draw_rng, explore_scores
+from models.exploration import draw_rng, explore_scores, thompson_latent
 from reelstream import infra
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
@@ -199,9 +199,12 @@ class Gateway:
         explored = "none"
         if source is Source.PERSONALISED:
             assert snap.mu is not None
-            raw = await self.batcher.raw_scores(cat.decoder, snap.mu)
-            if ruleset.exploration.kind != "none":
-                raw, explored = self._explore(cat, raw, snap, ruleset)
+            explored, latent = self._exploration(cat, snap, ruleset)
+            raw = await self.batcher.raw_scores(cat.decoder, latent)
+            if explored == "ucb":
+                assert snap.logvar is not None
+                raw = explore_scores(raw, cat.decoder, snap.mu, snap.logvar, "ucb", ruleset.exploration.scale,
+                                     decoder_sq=self._squared_decoder(cat))  # fmt: skip
             total = personal_scores(cat, snap.mu, raw, prior)
             total += adj
             pool, rel = self._personal_pool(cat, total, pref, excluded, avoid_idx)
@@ -218,25 +221,29 @@ class Gateway:
         self.telemetry.served(variant, segment, source.value, degraded, False, explored)
         return result
 
-    def _explore(self, cat: Catalog, raw: np.ndarray, snap: UserSnapshot, ruleset: RuleSet) -> tuple[np.ndarray, str]:
-        """The rule set's exploration arm over ``raw = decoder @ mu`` (models/exploration.py), and its kind.
+    @staticmethod
+    def _exploration(cat: Catalog, snap: UserSnapshot, ruleset: RuleSet) -> tuple[str, np.ndarray]:
+        """The exploration kind that applies (models/exploration.py) and the latent vector to decode.
 
-        A Thompson draw is seeded from (rules seed, user id, state version): the same list for the same
-        state and rules, which is what the cache key holds. A state without a usable ``logvar`` (absent,
-        another latent width, not finite) is ranked by its mean and the response says ``"none"``.
+        Thompson decodes one posterior draw, seeded from (rules seed, user id, state version): the same
+        list for the same state and rules, which is what the cache key holds; the draw goes through the
+        shared mat-vec like a mean would. UCB decodes the mean and adds its bonus after. A state without a
+        usable ``logvar`` (absent, another width, not finite) is ranked by its mean and says ``"none"``.
         """
-        ex = ruleset.exploration
-        logvar = snap.logvar
-        if logvar is None or logvar.shape != (cat.latent,) or not np.isfinite(logvar).all():
-            return raw, "none"
-        assert snap.mu is not None
-        if ex.kind == "ucb":
-            sq = self._decoder_sq
-            if sq is None or sq[0] != cat.version:
-                sq = self._decoder_sq = (cat.version, np.square(cat.decoder))
-            return explore_scores(raw, cat.decoder, snap.mu, logvar, "ucb", ex.scale, decoder_sq=sq[1]), ex.kind
-        rng = draw_rng(ex.seed, snap.user_id, snap.version)
-        return explore_scores(raw, cat.decoder, snap.mu, logvar, "thompson", ex.scale, rng), ex.kind
+        ex, mu, logvar = ruleset.exploration, snap.mu, snap.logvar
+        assert mu is not None
+        if ex.kind == "none" or logvar is None or logvar.shape != (cat.latent,) or not np.isfinite(logvar).all():
+            return "none", mu
+        if ex.kind == "thompson":
+            return ex.kind, thompson_latent(mu, logvar, draw_rng(ex.seed, snap.user_id, snap.version), ex.scale)
+        return ex.kind, mu
+
+    def _squared_decoder(self, cat: Catalog) -> np.ndarray:
+        """``decoder ** 2`` of the catalogue (UCB's per-logit variance), computed once per catalogue version."""
+        sq = self._decoder_sq
+        if sq is None or sq[0] != cat.version:
+            sq = self._decoder_sq = (cat.version, np.square(cat.decoder))
+        return sq[1]
 
     @staticmethod
     def _split_rated(
