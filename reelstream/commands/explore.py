@@ -17,8 +17,8 @@ from reelstream.settings import get_settings
 
 __all__ = ["DEFAULT_ARMS", "run"]
 
-#: Thompson and UCB at two scales each (the figures in docs/evaluation.md).
-DEFAULT_ARMS = ["thompson:0.5", "thompson:1", "ucb:0.5", "ucb:1"]
+#: Thompson at three scales, UCB at two (the figures in docs/evaluation.md, "Exploration").
+DEFAULT_ARMS = ["thompson:0.5", "thompson:1", "thompson:2", "ucb:1", "ucb:3"]
 
 
 def run(
