@@ -65,8 +65,9 @@ from gateway.engine import (
 from gateway.errors import MovieNotFound, StateUnavailable, UserNotFound
 from gateway.prior import ItemPrior
 from gateway.rules import LoadedRules, RuleSet, RulesStore
-from gateway.state import StateReader
+from gateway.state import StateReader, UserSnapshot
 from gateway.telemetry import Telemetry
+from models.exploration import draw_rng, explore_scores, thompson_latent
 from reelstream import infra
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
@@ -134,6 +135,7 @@ class Gateway:
         self.wall_ms = wall_ms
         self._adjust: dict[tuple[str, str, str, str], np.ndarray] = {}
         self._adjust_lock = threading.Lock()
+        self._decoder_sq: tuple[str, np.ndarray] | None = None  # (catalogue version, decoder ** 2) for UCB
         self._broker = _Probe(self._probe_broker, PROBE_TTL_S, clock)
         self._workers = _Probe(self._probe_workers, PROBE_TTL_S, clock)
         #: movies the catalogue holds because a MovieEvent announced them (the worker knows them too)
@@ -210,7 +212,7 @@ class Gateway:
             hit = self.cache.get(key)
             if hit is not None:
                 self.telemetry.cache_events.labels("hit").inc()
-                self.telemetry.served(hit.variant, hit.segment, hit.source, False, True)
+                self.telemetry.served(hit.variant, hit.segment, hit.source, False, True, hit.exploration)
                 return hit.model_copy(update={"cached": True})
             self.telemetry.cache_events.labels("miss").inc()
             if snap is None:
@@ -233,10 +235,17 @@ class Gateway:
         rated_idx, liked, disliked = self._split_rated(cat, snap.rated, ruleset.avoid.dislike_max_rating)
         avoid_idx = rated_idx if ruleset.avoid.rated else []
         pref, excluded = self._request_terms(cat, genres, exclude_genres)
+        explored = "none"
         if source is Source.PERSONALISED:
             assert snap.mu is not None
+            explored, latent = self._exploration(cat, snap, ruleset)
+            raw = await self.batcher.raw_scores(cat.decoder, latent)
+            if explored == "ucb":
+                assert snap.logvar is not None
+                raw = explore_scores(raw, cat.decoder, snap.mu, snap.logvar, "ucb", ruleset.exploration.scale,
+                                     decoder_sq=self._squared_decoder(cat))  # fmt: skip
             seq = self.coratings.get(cat.model_version, CoRatingTerm(None)).logits(cat.index_of, cat.n, snap.rated_at)
-            total = personal_scores(cat, snap.mu, await self.batcher.raw_scores(cat.decoder, snap.mu), prior, seq)
+            total = personal_scores(cat, snap.mu, raw, prior, seq)
             total += adj
             pool, rel = self._personal_pool(cat, total, pref, excluded, avoid_idx)
         else:
@@ -246,11 +255,35 @@ class Gateway:
         picks = self._select(cat, ruleset, pool, rel, k, disliked)
         result = self._render(
             cat, picks, liked, genres, user_id=user_id, k=k, source=source.value, degraded=degraded,
-            segment=segment, variant=variant, rules=rules, state_version=snap.version,
+            segment=segment, variant=variant, rules=rules, state_version=snap.version, exploration=explored,
         )  # fmt: skip
         self.cache.put(key, result, ttl_s=COLD_TTL_S if source is not Source.PERSONALISED else None)
-        self.telemetry.served(variant, segment, source.value, degraded, False)
+        self.telemetry.served(variant, segment, source.value, degraded, False, explored)
         return result
+
+    @staticmethod
+    def _exploration(cat: Catalog, snap: UserSnapshot, ruleset: RuleSet) -> tuple[str, np.ndarray]:
+        """The exploration kind that applies (models/exploration.py) and the latent vector to decode.
+
+        Thompson decodes one posterior draw, seeded from (rules seed, user id, state version): the same
+        list for the same state and rules, which is what the cache key holds; the draw goes through the
+        shared mat-vec like a mean would. UCB decodes the mean and adds its bonus after. A state without a
+        usable ``logvar`` (absent, another width, not finite) is ranked by its mean and says ``"none"``.
+        """
+        ex, mu, logvar = ruleset.exploration, snap.mu, snap.logvar
+        assert mu is not None
+        if ex.kind == "none" or logvar is None or logvar.shape != (cat.latent,) or not np.isfinite(logvar).all():
+            return "none", mu
+        if ex.kind == "thompson":
+            return ex.kind, thompson_latent(mu, logvar, draw_rng(ex.seed, snap.user_id, snap.version), ex.scale)
+        return ex.kind, mu
+
+    def _squared_decoder(self, cat: Catalog) -> np.ndarray:
+        """``decoder ** 2`` of the catalogue (UCB's per-logit variance), computed once per catalogue version."""
+        sq = self._decoder_sq
+        if sq is None or sq[0] != cat.version:
+            sq = self._decoder_sq = (cat.version, np.square(cat.decoder))
+        return sq[1]
 
     @staticmethod
     def _split_rated(
@@ -343,7 +376,7 @@ class Gateway:
     def _render(
         self, cat: Catalog, picks: list[Pick], liked: dict[int, float], genres: Sequence[str], *,
         user_id: int, k: int, source: str, degraded: bool, segment: str, variant: str, rules: LoadedRules,
-        state_version: int,
+        state_version: int, exploration: str = "none",
     ) -> RecommendationList:  # fmt: skip
         reasons = explain(cat, picks, liked, genres)
         if source != "personalised":
@@ -366,7 +399,7 @@ class Gateway:
         return RecommendationList.model_construct(
             user_id=user_id, k=k, items=items, source=source, degraded=degraded, cached=False, segment=segment,
             variant=variant, rule_set=rules.doc.name, rules_version=rules.version, state_version=state_version,
-            model_version=cat.model_version,
+            model_version=cat.model_version, exploration=exploration,
         )  # fmt: skip
 
     def _degraded(
@@ -642,6 +675,7 @@ class Gateway:
         with t._lock:
             counts = [{"method": m, "route": r, "status": s, "count": c} for (m, r, s), c in sorted(t.counts.items())]
             by_variant = dict(t.by_variant)
+            explored = dict(t.explored_by_variant)
         try:
             worker_stats = self.state.stats()
         except StateUnavailable:
@@ -655,5 +689,6 @@ class Gateway:
             requests=counts, latency_ms=t.percentiles(),
             cache={"hits": c.hits, "misses": c.misses, "hit_rate": c.hit_rate, "size": len(c)},
             scoring={"batches": b.batches, "scored": b.batched, "mean_batch": b.batched / max(b.batches, 1)},
-            recommendations_by_variant=by_variant, events_applied=applied, worker_stats=worker_stats,
+            recommendations_by_variant=by_variant, explored_by_variant=explored, events_applied=applied,
+            worker_stats=worker_stats,
         )  # fmt: skip

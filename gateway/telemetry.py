@@ -76,6 +76,7 @@ class Telemetry:
         self._lock = threading.Lock()
         self.counts: Counter[tuple[str, str, int]] = Counter()
         self.by_variant: Counter[str] = Counter()
+        self.explored_by_variant: Counter[str] = Counter()  #: lists ranked by an exploration arm
         self.windows: dict[str, deque[float]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -88,10 +89,15 @@ class Telemetry:
                 window = self.windows[route] = deque(maxlen=_WINDOW)
             window.append(seconds)
 
-    def served(self, variant: str, segment: str, source: str, degraded: bool, cached: bool) -> None:
+    def served(
+        self, variant: str, segment: str, source: str, degraded: bool, cached: bool, exploration: str = "none"
+    ) -> None:
+        """Count one list; ``exploration`` is the arm that ranked it (``"none"``: exploit)."""
         self.recommendations.labels(variant, segment, source, str(degraded).lower(), str(cached).lower()).inc()
         with self._lock:
             self.by_variant[variant] += 1
+            if exploration != "none":
+                self.explored_by_variant[variant] += 1
 
     def record_lag(self, sample: Any) -> None:
         """Set the lag gauges from one :class:`monitoring.lag.GroupLag`."""

@@ -14,6 +14,7 @@ from rich.console import Console
 from reelstream.commands import archive as archive_cmd
 from reelstream.commands import bootstrap as bootstrap_cmd
 from reelstream.commands import evaluate as evaluate_cmd
+from reelstream.commands import explore as explore_cmd
 from reelstream.commands import gateway as gateway_cmd
 from reelstream.commands import infra
 from reelstream.commands import lag as lag_cmd
@@ -41,6 +42,7 @@ app.add_typer(infra.app, name="infra")
 app.command("archive")(archive_cmd.run)
 app.command("bootstrap")(bootstrap_cmd.run)
 app.command("evaluate")(evaluate_cmd.run)
+app.command("explore-eval")(explore_cmd.run)
 app.command("gateway")(gateway_cmd.gateway_cmd)
 app.command("lag")(lag_cmd.lag)
 app.add_typer(movie_cmd.app, name="movie")

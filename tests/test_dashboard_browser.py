@@ -10,6 +10,7 @@ the rating and the page re-read it). A screenshot is saved to
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +66,23 @@ def _text(driver: webdriver.Chrome, selector: str) -> str:
         return ""
 
 
+def _served(driver: webdriver.Chrome, variant: str) -> int:
+    text = _text(driver, f"#arms-table tr[data-variant='{variant}'] td.served")
+    return int(text.replace(",", "")) if text.replace(",", "").isdigit() else -1
+
+
+#: A stand-in for ``var/reports/exploration.json`` (``reelstream explore-eval`` writes the real one).
+EXPLORATION = {
+    "created_at": "2026-12-02T00:00:00Z", "model_version": "m0001", "seed": 0,
+    "arms": [
+        {"arm": "exploit", "kind": "none", "scale": 0.0, "events": 8042, "hr": 0.164, "ndcg": 0.071,
+         "coverage": 0.062, "novelty": 2.87, "diversity": 0.786},
+        {"arm": "thompson x1", "kind": "thompson", "scale": 1.0, "events": 8042, "hr": 0.143, "ndcg": 0.060,
+         "coverage": 0.2, "novelty": 3.5, "diversity": 0.8},
+    ],
+}  # fmt: skip
+
+
 def test_rating_a_movie_in_the_dashboard_changes_the_list(live: Live, browser: webdriver.Chrome) -> None:
     live.worker("browser")
     movies = [int(m) for m in live.runtime.movie_ids[:60]]
@@ -76,6 +94,7 @@ def test_rating_a_movie_in_the_dashboard_changes_the_list(live: Live, browser: w
 
     asyncio.run(history())
     wait_for(lambda: stats(live.redis).get("events_applied", 0) >= 40, 60, "the history applied")
+    (live.settings.reports_dir / "exploration.json").write_text(json.dumps(EXPLORATION))
     gateway = GatewayProcess(live.env, live.log_dir)
     try:
         gateway.wait_ready()
@@ -112,6 +131,14 @@ def test_rating_a_movie_in_the_dashboard_changes_the_list(live: Live, browser: w
         wait_for(lambda: "probe p50" in _text(browser, "#fresh-meta"), 30, "freshness figures")
         wait_for(lambda: "OK" in _text(browser, "#lag-verdict"), 30, "an OK lag verdict")
         wait_for(lambda: len(_css(browser, "#report-summary table")) >= 1, 30, "the report summary")
+        # The arms panel: every variant with its lists served (user 2's list counted), the offline report.
+        variant = httpx.get(f"{gateway.url}/recommendations/2", timeout=5.0).json()["variant"]
+        wait_for(lambda: {r.get_attribute("data-variant") for r in _css(browser, "#arms-table tbody tr")}
+                 == {"control", "diverse"}, 30, "the arms table")  # fmt: skip
+        wait_for(lambda: _served(browser, variant) >= 2, 30, f"lists served by {variant}")
+        offline = [r.get_attribute("data-arm") for r in _css(browser, "#arms-offline-table tr[data-arm]")]
+        assert offline == [r["arm"] for r in EXPLORATION["arms"]]
+        assert "(-0.021)" in _text(browser, "#arms-offline-table tr[data-arm='thompson x1']")  # HR vs exploit
         assert _text(browser, "#biz-gain").startswith("$")
         points = "return Math.min(...[...window.reelstream.series.lag.values()].map((a) => a.length))"
         wait_for(lambda: browser.execute_script(points) >= 5, 30, "five lag samples in the charts")

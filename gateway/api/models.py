@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas import movies, ratings
 
 __all__ = [
+    "ArmPublic",
     "ArmsPublic",
     "ComponentHealth",
     "FreshnessReport",
@@ -50,7 +51,7 @@ class RecommendationList(BaseModel):
                 {
                     "user_id": 1, "k": 2, "source": "personalised", "degraded": False, "cached": False,
                     "segment": "heavy", "variant": "control", "rule_set": "default", "rules_version": "v1-3f2a9c1b",
-                    "state_version": 232, "model_version": "m0001",
+                    "state_version": 232, "model_version": "m0001", "exploration": "none",
                     "items": [
                         {"movie_id": 1221, "title": "Godfather: Part II, The (1974)", "genres": ["Crime", "Drama"],
                          "year": 1974, "score": 3.1, "reasons": ["because you rated Heat (1995) 5/5"]},
@@ -75,6 +76,11 @@ class RecommendationList(BaseModel):
     rules_version: str
     state_version: int = Field(description="The user's state version in Redis (0: no state, or degraded).")
     model_version: str
+    exploration: Literal["none", "thompson", "ucb"] = Field(
+        "none",
+        description="How the list was ranked: `none` by the posterior mean (exploit), `thompson` by a posterior "
+        "draw, `ucb` by an upper confidence bound (the rule set's `exploration`; personalised lists only).",
+    )
 
 
 class ProfileRating(BaseModel):
@@ -240,6 +246,9 @@ class Stats(BaseModel):
         description="Full-catalogue scoring passes: `batches`, `scored` users, `mean_batch` (users per pass)."
     )
     recommendations_by_variant: dict[str, int]
+    explored_by_variant: dict[str, int] = Field(
+        default_factory=dict, description="Of those, lists an exploration arm ranked (`exploration` != none)."
+    )
     events_applied: int | None
     worker_stats: dict[str, str]
 
@@ -256,13 +265,20 @@ class UserList(BaseModel):
     users: list[int] = Field(description="User ids with state in Redis, sorted (a bounded search).")
 
 
+class ArmPublic(BaseModel):
+    name: str
+    weight: float = Field(description="Relative weight of the arm in the A/B split.")
+    exploration: dict[str, str] = Field(description="Segment -> exploration kind of the arm's rule set.")
+
+
 class ArmsPublic(BaseModel):
-    """What the dashboard's rule-set switcher offers (public: no rule contents)."""
+    """What the dashboard's rule-set switcher and arms panel show (public: no other rule contents)."""
 
     rule_set: str
     rules_version: str
     variants: list[str]
     segments: list[str]
+    arms: list[ArmPublic] = Field(default_factory=list)
 
 
 class PartitionLagPublic(BaseModel):

@@ -39,6 +39,7 @@ __all__ = [
     "SEGMENTS",
     "Avoid",
     "Diversity",
+    "Exploration",
     "LoadedRules",
     "Prefer",
     "Promotions",
@@ -102,6 +103,19 @@ class Promotions(_Strict):
     max_slots: int = Field(2, ge=0, le=1000)
 
 
+class Exploration(_Strict):
+    """Rank by a posterior draw (``thompson``) or an upper confidence bound (``ucb``) instead of the mean.
+
+    ``scale`` multiplies sigma (Thompson) or is the bonus weight (UCB); ``seed`` with the user id and
+    state version seeds a Thompson draw, so a list stays the same until the user's state or the rules
+    change (``models/exploration.py``). Personalised lists only: cold starts have no posterior.
+    """
+
+    kind: Literal["none", "thompson", "ucb"] = "none"
+    scale: float = Field(1.0, ge=0.0, le=10.0)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+
+
 class RuleSet(_Strict):
     """One complete, effective rule set."""
 
@@ -109,6 +123,7 @@ class RuleSet(_Strict):
     prefer: Prefer = Prefer()
     diversity: Diversity = Diversity()
     promotions: Promotions = Promotions()
+    exploration: Exploration = Exploration()
 
 
 class SegmentRules(BaseModel):

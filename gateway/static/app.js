@@ -65,7 +65,8 @@ function renderList(list, previous) {
   }
   $("#rec-meta").textContent = `user ${list.user_id} · ${list.source}${list.degraded ? " (DEGRADED)" : ""}` +
     ` · segment ${list.segment} · variant ${list.variant} · rules ${list.rule_set} ${list.rules_version}` +
-    ` · state version ${list.state_version} · model ${list.model_version}${list.cached ? " · cached" : ""}`;
+    ` · state version ${list.state_version} · model ${list.model_version}${list.cached ? " · cached" : ""}` +
+    (list.exploration && list.exploration !== "none" ? ` · explored (${list.exploration})` : "");
   $("#rec-list").dataset.stateVersion = String(list.state_version);
 }
 
@@ -255,6 +256,61 @@ async function pollHealth() {
   }
 }
 
+// --- A/B arms ---------------------------------------------------------------------------------------
+
+function exploreLabel(bySegment) {
+  const kinds = Object.values(bySegment);  // in segment order: new, casual, heavy
+  return new Set(kinds).size === 1 ? kinds[0] : kinds.join(" / ");
+}
+
+async function pollArms() {
+  try {
+    const [arms, stats] = await Promise.all([api("/rules/arms"), api("/stats")]);
+    const total = arms.arms.reduce((s, a) => s + a.weight, 0) || 1;
+    const served = stats.recommendations_by_variant;
+    const explored = stats.explored_by_variant || {};
+    $("#arms-table tbody").replaceChildren(...arms.arms.map((a) => el("tr", { "data-variant": a.name },
+      el("td", {}, a.name), el("td", {}, `${(100 * a.weight / total).toFixed(0)} %`),
+      el("td", {}, exploreLabel(a.exploration)), el("td", { class: "served" }, (served[a.name] || 0).toLocaleString()),
+      el("td", {}, (explored[a.name] || 0).toLocaleString()))));
+    $("#arms-meta").textContent = `rules ${arms.rule_set} ${arms.rules_version}; lists counted since the gateway started`;
+  } catch (e) {
+    $("#arms-meta").textContent = e.message;
+  }
+}
+
+const OFFLINE_COLS = [["arm", "arm"], ["hr", "HR@20"], ["ndcg", "NDCG@20"], ["coverage", "coverage"],
+  ["novelty", "novelty"], ["diversity", "diversity"]];
+
+function showOffline(doc) {
+  const exploit = doc.arms.find((r) => r.kind === "none");
+  const cell = (r, key) => {
+    if (key === "arm") return r.arm;
+    const v = fmt(r[key]);
+    if (!exploit || r === exploit) return v;
+    const d = r[key] - exploit[key];
+    return `${v} (${d >= 0 ? "+" : ""}${d.toPrecision(2)})`;
+  };
+  $("#arms-offline").replaceChildren(el("table", { class: "grid", id: "arms-offline-table" },
+    el("tr", {}, ...OFFLINE_COLS.map(([, title]) => el("th", {}, title))),
+    ...doc.arms.map((r) => el("tr", { "data-arm": r.arm }, ...OFFLINE_COLS.map(([key]) => el("td", {}, cell(r, key)))))));
+  const events = doc.arms.length ? doc.arms[0].events.toLocaleString() : "0";
+  $("#arms-offline-meta").textContent = `prequential STREAMING, ${events} events, model ${doc.model_version},` +
+    ` ${doc.created_at}; in brackets: the difference to exploit`;
+}
+
+async function initOffline(reports) {
+  if (!reports.includes("exploration")) {  // asked only when it exists: a 404 would log a console error
+    $("#arms-offline").textContent = "no offline report yet: run `reelstream explore-eval`";
+    return;
+  }
+  try {
+    showOffline(await api("/reports/exploration"));
+  } catch (e) {
+    $("#arms-offline").textContent = e.message;
+  }
+}
+
 // --- reports --------------------------------------------------------------------------------------
 
 function isScalar(v) { return v === null || ["string", "number", "boolean"].includes(typeof v); }
@@ -307,6 +363,7 @@ async function initReports() {
     $("#report-select").replaceChildren(...ordered.map((r) => el("option", { value: r }, r)));
     if (!ordered.length) $("#report-summary").textContent = "no reports yet (bootstrap writes quality, evaluate writes evaluation)";
     showReport(ordered[0]);
+    initOffline(reports);
   } catch (e) {
     $("#report-summary").textContent = e.message;
   }
@@ -342,8 +399,9 @@ function start() {
   updateBusiness();
   initUsers();
   initReports();
-  pollHealth(); pollLag(); pollFreshness();
+  pollHealth(); pollLag(); pollFreshness(); pollArms();
   setInterval(pollHealth, POLL_HEALTH_MS);
+  setInterval(pollArms, POLL_HEALTH_MS);
   setInterval(pollLag, POLL_LAG_MS);
   setInterval(pollFreshness, POLL_FRESH_MS);
   const fromHash = new URLSearchParams(location.hash.slice(1)).get("user");

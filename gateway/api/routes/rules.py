@@ -1,11 +1,11 @@
-"""GET and PUT /rules (bearer token); GET /rules/arms (public: the names the dashboard switches between)."""
+"""GET and PUT /rules (bearer token); GET /rules/arms (public: the arms the dashboard switches between and shows)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
 from gateway.api.deps import AdminDep, GatewayDep
-from gateway.api.models import ArmsPublic, RulesPublic
+from gateway.api.models import ArmPublic, ArmsPublic, RulesPublic
 from gateway.rules import SEGMENTS, LoadedRules, RulesDocument
 
 router = APIRouter(prefix="/rules", tags=["rules"])
@@ -32,9 +32,14 @@ def put_rules(body: RulesDocument, gateway: GatewayDep, _: AdminDep) -> RulesPub
 
 @router.get("/arms", response_model=ArmsPublic)
 def get_arms(gateway: GatewayDep) -> ArmsPublic:
-    """The live rule set's name and version, its A/B variants and its segments (no rule contents)."""
+    """The live rule set's name and version, its A/B variants (weights, exploration kind) and its segments."""
     loaded = gateway.rules.current()
+    arms = [
+        ArmPublic(name=name, weight=weight,
+                  exploration={s: loaded.rules_for(s, name).exploration.kind for s in SEGMENTS})
+        for name, weight in loaded.arms
+    ]  # fmt: skip
     return ArmsPublic(
         rule_set=loaded.doc.name, rules_version=loaded.version, variants=[name for name, _ in loaded.arms],
-        segments=list(SEGMENTS),
+        segments=list(SEGMENTS), arms=arms,
     )  # fmt: skip

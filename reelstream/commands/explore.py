@@ -1,0 +1,76 @@
+"""``reelstream explore-eval``: the current hybrid VAE, exploit vs exploration arms, prequential STREAMING.
+
+Writes ``var/reports/exploration.json`` (the dashboard's arms panel reads it) and prints the table
+(``docs/evaluation.md``, "Exploration").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from reelstream.console import console
+from reelstream.settings import get_settings
+
+__all__ = ["DEFAULT_ARMS", "run"]
+
+#: Thompson at three scales, UCB at two (the figures in docs/evaluation.md, "Exploration").
+DEFAULT_ARMS = ["thompson:0.5", "thompson:1", "thompson:2", "ucb:1", "ucb:3"]
+
+
+def run(
+    arm: Annotated[
+        list[str] | None,
+        typer.Option(help="KIND:SCALE, repeatable (KIND thompson or ucb). Default: " + ", ".join(DEFAULT_ARMS) + "."),
+    ] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the Thompson draws.")] = 0,
+    model_dir: Annotated[
+        Path | None, typer.Option(help="Model folder (default: the one var/models/CURRENT names).")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Evaluate on a MovieLens folder (split at 0.8) instead of the store.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="JSON file to write (default var/reports/exploration.json).")
+    ] = None,
+) -> None:
+    """HR@20, NDCG@20, coverage, novelty and diversity of exploit and each exploration arm, side by side."""
+    from models.artifacts import write_json
+    from models.exploration_eval import evaluate_arms, parse_arm
+    from models.hybrid_vae import HybridVAE
+    from models.loading import load_interactions
+    from models.runtime import current_model_dir
+    from reelstream.errors import ModelError
+
+    arms = [parse_arm(spec) for spec in (arm or DEFAULT_ARMS)]  # bad specs fail before anything loads
+    settings = get_settings()
+    interactions = load_interactions(settings.store_dir, data=data)
+    folder = model_dir or current_model_dir(settings.models_dir)
+    vae = HybridVAE.load(folder, expect_data_version=interactions.version if data is None else None)
+    if vae.runtime_.n_items != interactions.n_items:
+        raise ModelError(f"{folder}: model has {vae.runtime_.n_items} movies, the data {interactions.n_items}")
+    vae.prime(interactions.history)  # the item prior's counts at the split, as `reelstream evaluate` does
+    report = evaluate_arms(vae, interactions, arms, seed=seed, log=console.print)
+    report |= {"model_dir": str(folder), "model_version": vae.runtime_.version}
+    out = output or settings.reports_dir / "exploration.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, report)
+    console.print(arms_table(report))
+    console.print(f"written to {out}")
+
+
+def arms_table(report: dict[str, Any]) -> Table:
+    """The report's arms as a rich table."""
+    rows = report["arms"]
+    table = Table(title=f"exploration arms, prequential STREAMING ({rows[0]['events']:,} events)" if rows else "")
+    for col in ("arm", "HR@20", "NDCG@20", "MRR@100", "warm HR", "cold HR", "coverage", "novelty", "diversity"):
+        table.add_column(col, justify="left" if col == "arm" else "right")
+    for r in rows:
+        table.add_row(
+            r["arm"], f"{r['hr']:.4f}", f"{r['ndcg']:.4f}", f"{r['mrr']:.4f}", f"{r['warm_hr']:.4f}",
+            f"{r['cold_hr']:.4f}", f"{r['coverage']:.3f}", f"{r['novelty']:.2f}", f"{r['diversity']:.3f}",
+        )  # fmt: skip
+    return table
