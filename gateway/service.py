@@ -72,7 +72,7 @@ from reelstream import infra
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from schemas.archive_status import unarchived_tail
-from schemas.movie_record import decode_movie
+from schemas.movie_record import MovieRecord, decode_movie
 from schemas.user_record import RecordError
 
 __all__ = ["Gateway"]
@@ -563,18 +563,11 @@ class Gateway:
         cat = self.catalog
         fresh, changed = [], []
         for doc in docs:
-            try:
-                mid = int(doc.pop("movie_id"))
-            except (KeyError, ValueError):
+            read = _announced_movie(doc, lambda mid: cat.index(mid) is not None and mid not in self.announced)
+            if read is None:
                 continue
+            mid, movie = read
             announced = mid in self.announced
-            if cat.index(mid) is not None and not announced:
-                continue
-            try:
-                movie = decode_movie(doc)
-            except RecordError as exc:  # the worker refuses its ratings too (unknown_movie)
-                log.warning("%s: %s; not added to the catalogue", keys.movie(mid), exc)
-                continue
             if announced and movie.updated_ms == self._announced_ms.get(mid):
                 continue
             self._announced_ms[mid] = movie.updated_ms
@@ -601,17 +594,10 @@ class Gateway:
         """The announced movies ``cat`` has no row for, with their side rows in ``cat``'s features."""
         fresh = []
         for doc in docs:
-            try:
-                mid = int(doc.pop("movie_id"))
-            except (KeyError, ValueError):
+            read = _announced_movie(doc, lambda mid: cat.index(mid) is not None)
+            if read is None:
                 continue
-            if cat.index(mid) is not None:
-                continue
-            try:
-                movie = decode_movie(doc)
-            except RecordError as exc:  # the worker refuses its ratings too (unknown_movie)
-                log.warning("%s: %s; not added to the catalogue", keys.movie(mid), exc)
-                continue
+            mid, movie = read
             side = cat.side.vector(movie.genres, movie.year, movie.tags)  # the worker's row for it too
             fresh.append(NewMovie(mid, movie.title or f"movie {mid}", movie.genres, movie.year, side))
         return fresh
@@ -692,3 +678,18 @@ class Gateway:
             recommendations_by_variant=by_variant, explored_by_variant=explored, events_applied=applied,
             worker_stats=worker_stats,
         )  # fmt: skip
+
+
+def _announced_movie(doc: dict[str, str], skip: Callable[[int], bool]) -> tuple[int, MovieRecord] | None:
+    """An ``rs:movie:{mid}`` record as ``(movie_id, movie)``; None when malformed (logged) or ``skip(mid)``."""
+    try:
+        mid = int(doc.pop("movie_id"))
+    except (KeyError, ValueError):
+        return None
+    if skip(mid):
+        return None
+    try:
+        return mid, decode_movie(doc)
+    except RecordError as exc:  # the worker refuses its ratings too (unknown_movie)
+        log.warning("%s: %s; not added to the catalogue", keys.movie(mid), exc)
+        return None

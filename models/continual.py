@@ -18,7 +18,7 @@ and nothing else. The challenger is promoted only when its HR@20 beats the champ
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Self
 
@@ -28,6 +28,7 @@ from models.base import Recommender
 from models.data import Events, Interactions
 from models.evaluation import prequential
 from models.runtime import ModelRuntime, trending_increment
+from models.sequence import push_recent
 from models.state import UserState, cold_state, encode, fold_in
 from reelstream.errors import DataError, ModelError
 
@@ -70,7 +71,8 @@ class RuntimeLearner(Recommender):
     """A fixed :class:`ModelRuntime` walked as a learner over an :class:`Interactions`' item index.
 
     States fold in with the runtime's encoder (as the worker folds them); scores are its logits plus the
-    item prior from decayed counts (as the gateway adds them from ``rs:items:prior``); :meth:`fit` only
+    item prior from decayed counts (as the gateway adds them from ``rs:items:prior``) and the co-rating term
+    of the user's latest movies (as the gateway adds it from ``rs:user:{uid}:rated``); :meth:`fit` only
     primes those counts from HISTORY. Movies the runtime has no row for score ``-inf`` and fold nothing.
     """
 
@@ -100,7 +102,11 @@ class RuntimeLearner(Recommender):
 
     def learn_one(self, state: UserState, item: int, rating: float, previous_rating: float | None = None) -> UserState:
         idx = int(self._to_rt[item])
-        return state if idx < 0 else fold_in(self.runtime.weights, state, idx, rating, previous_rating)
+        if idx < 0:
+            return state
+        folded = fold_in(self.runtime.weights, state, idx, rating, previous_rating)
+        length = max(self.runtime.sequence_params["length"], 1)
+        return replace(folded, recent=push_recent(state.recent, idx, length))  # the co-rating term's state
 
     def observe(self, item: int, rating: float, previous_rating: float | None = None, ts: float | None = None) -> None:
         idx = int(self._to_rt[item])
@@ -115,6 +121,9 @@ class RuntimeLearner(Recommender):
         mu, _ = encode(self.runtime.weights, state)
         rt_scores = self.runtime.scores(mu, self._trending, self._now) if self.runtime.has_item_prior else (
             self.runtime.scores(mu))  # fmt: skip
+        seq = self.runtime.sequence_logits(state.recent)
+        if seq is not None:
+            rt_scores = rt_scores + seq
         out = np.full(len(self.movie_ids), -np.inf, dtype=np.float32)
         out[self._has] = rt_scores[self._to_rt[self._has]]
         return out

@@ -23,6 +23,7 @@ from models.runtime import ModelRuntime
 from reelstream import infra
 from reelstream.settings import PROJECT_ROOT, Settings
 from schemas import redis_keys as keys
+from tests.stream_support import wait_for
 
 HEAT, TOY_STORY, JUMANJI, GOLDENEYE = 6, 1, 2, 10
 
@@ -260,7 +261,11 @@ def test_redis_down_degrades_to_popularity(live_settings, runtime, items, tmp_pa
 def test_new_movie_from_movie_event_is_scored(client: TestClient, rclient, runtime) -> None:
     gw: Gateway = client.app.state.gateway
     rclient.hset(keys.movie(999_001), mapping={"title": "Brand New (2024)", "genres": "Action|Drama", "year": 2024})
-    assert gw.refresh_movies() == 1
+    # this call or the app's background refresh (which may be half-way: movie marked announced, catalogue
+    # not yet swapped in) adds it; a refresh is a poll, so wait for the catalogue to hold it
+    wait_for(lambda: gw.refresh_movies() >= 0 and gw.catalog.index(999_001) is not None, 10,
+             "the announced movie in the catalogue")  # fmt: skip
+    assert 999_001 in gw.announced
     assert client.get("/movies/999001").json()["in_model"] is False
     write_user(rclient, runtime, 12, [(HEAT, 5.0)])
     assert client.get("/recommendations/12", params={"k": 100}).status_code == 200

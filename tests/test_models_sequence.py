@@ -163,3 +163,16 @@ def test_ladders_widen_open_ends_only() -> None:
     assert length.widened([40.0], at_top=True) == 80.0 and length.widened([80.0], at_top=True) is None
     assert LADDERS["seq_decay"].widened([0.3, 0.95], at_top=True) is None
     assert math.isclose(LADDERS["seq_window"].widened([5.0, 8.0], at_top=True), 13.0)
+
+
+def test_retrains_runtime_adapter_scores_what_the_model_scores(data, fitted: HybridVAE) -> None:
+    """retrain judges the serving champion through RuntimeLearner: it must rank as the model does."""
+    from models.continual import RuntimeLearner
+
+    model = copy.deepcopy(fitted).set_sequence(2.0, 0.5, 4, 2, 100, data.history)
+    adapter = RuntimeLearner(model.runtime_, data.movie_ids).fit(data)
+    a, b = model.new_state(), adapter.new_state()
+    for item, rating in ((0, 5.0), (3, 4.0), (7, 2.0), (12, 5.0), (3, 1.0)):
+        a, b = model.learn_one(a, item, rating), adapter.learn_one(b, item, rating)
+    assert a.recent == b.recent
+    np.testing.assert_allclose(adapter.score_one(b), model.score_one(a), atol=1e-5)
