@@ -5,6 +5,7 @@ Every oracle below is computed by hand from the documented formulas (docs/evalua
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -24,7 +25,9 @@ from models.popularity import Popularity
 from reelstream.cli import app
 from reelstream.commands.evaluate import parse_cuts
 from reelstream.errors import ConfigError, DataError
+from reelstream.settings import Settings
 from tests.models_support import taste_data
+from tests.test_models_cli import write_movielens
 
 DAY = 86400
 
@@ -306,3 +309,18 @@ def test_evaluate_cuts_runs_every_model_flavour_and_seed_at_every_cut() -> None:
         assert cut["summary"]["models"]["seeded"]["streaming"]["hr"]["n"] == 2
         assert cut["history_ratings"] + cut["stream_ratings"] == len(data.history) + len(data.stream)
     assert report["cuts"][0]["history_ratings"] < report["cuts"][1]["history_ratings"]
+
+
+def test_evaluate_cuts_cli_writes_the_report(settings: Settings, tmp_path: Path) -> None:
+    folder = tmp_path / "ml-tiny"
+    write_movielens(folder)
+    result = CliRunner().invoke(app, ["evaluate", "--data", str(folder), "--cuts", "0.8", "--seeds", "2",
+                                      "--retrain-every-days", "0.03", "--no-tune"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((settings.reports_dir / "evaluation-cuts.json").read_text())
+    assert [c["quantile"] for c in report["cuts"]] == [0.8] and report["seeds"] == 2
+    for cut in report["cuts"]:
+        hybrid = cut["summary"]["models"]["hybrid VAE"]
+        assert set(hybrid) == {"static", "streaming", "retrain"} and hybrid["streaming"]["hr"]["n"] == 2
+        assert {"hybrid_over_best_ease", "hybrid_over_itemknn", "retrain_over_frozen"} <= set(cut["summary"]["ratios"])
+    assert "hybrid/best EASE" in result.output
