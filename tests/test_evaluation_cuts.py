@@ -323,4 +323,6 @@ def test_evaluate_cuts_cli_writes_the_report(settings: Settings, tmp_path: Path)
         hybrid = cut["summary"]["models"]["hybrid VAE"]
         assert set(hybrid) == {"static", "streaming", "retrain"} and hybrid["streaming"]["hr"]["n"] == 2
         assert {"hybrid_over_best_ease", "hybrid_over_itemknn", "retrain_over_frozen"} <= set(cut["summary"]["ratios"])
-    assert "hybrid/best EASE" in result.output
+    assert "hybrid / best EASE" in result.output
+    markdown = (settings.reports_dir / "evaluation-cuts.md").read_text()
+    assert "| hybrid VAE | retrain | 2 |" in markdown and "hybrid / ItemKNN" in markdown

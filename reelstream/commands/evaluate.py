@@ -131,6 +131,7 @@ def _run_cuts(
         report.update(source=str(data) if data is not None else f"store v{base.version}", seeds=seeds,
                       wall_seconds=time.perf_counter() - started)  # fmt: skip
         write_json(out, report)
+        out.with_suffix(".md").write_text(cuts_markdown(report))
         console.print(cuts_table(report["cuts"][-1]))
 
     lineup = standard_lineup(lambda seed: HybridVAE(seed=seed), range(seeds), tune=tune, log=console.print)
@@ -147,13 +148,45 @@ def _spread(cell: dict[str, float], digits: int = 4) -> str:
     return f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
 
 
+def _cell(cell: dict[str, float], digits: int = 4) -> str:
+    if cell["n"] == 1:
+        return f"{cell['mean']:.{digits}f}"
+    return f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f} ({cell['min']:.{digits}f}-{cell['max']:.{digits}f})"
+
+
+def _ratios_line(ratios: dict[str, Any]) -> str:
+    parts = []
+    if "hybrid_over_best_ease" in ratios:
+        parts.append(f"hybrid / best EASE ({ratios['best_ease']}) {ratios['hybrid_over_best_ease']:.3f}, "
+                     f"warm {ratios['warm_hybrid_over_best_ease']:.3f}")  # fmt: skip
+    if "hybrid_over_itemknn" in ratios:
+        parts.append(f"hybrid / ItemKNN {ratios['hybrid_over_itemknn']:.3f}")
+    parts += [f"{m} retrain / frozen {v:.3f}" for m, v in ratios.get("retrain_over_frozen", {}).items()]
+    return "; ".join(parts)
+
+
+def cuts_markdown(report: dict[str, Any]) -> str:
+    """The finished cuts as markdown tables (mean ± std (min-max) over the runs), for docs/evaluation.md."""
+    lines = []
+    for cut in report["cuts"]:
+        lines += [f"Cut {cut['quantile']:g} ({cut['history_ratings']:,} HISTORY / {cut['stream_ratings']:,} STREAM "
+                  f"ratings, {cut['seconds'] / 60:.0f} min). Tuned: "
+                  + "; ".join(f"{m} {t}" for m, t in cut["tuned"].items()), "",
+                  "| model | flavour | runs | HR@20 | warm HR@20 | cold HR@20 | NDCG@20 | coverage | novelty |",
+                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for model, flavours in cut["summary"]["models"].items():
+            for flavour, m in flavours.items():
+                lines.append(f"| {model} | {flavour} | {m['hr']['n']} | {_cell(m['hr'])} | {_cell(m['warm_hr'])} | "
+                             f"{_cell(m['cold_hr'])} | {_cell(m['ndcg'])} | {_cell(m['coverage'], 3)} | "
+                             f"{_cell(m['novelty'], 2)} |")  # fmt: skip
+        lines += ["", "Ratios (STREAMING HR@20 means): " + _ratios_line(cut["summary"]["ratios"]) + ".", ""]
+    return "\n".join(lines)
+
+
 def cuts_table(cut: dict[str, Any]) -> Table:
     """One cut's summary: mean ± std over seeds per model and flavour, and the goal ratios."""
-    ratios = cut["summary"]["ratios"]
     title = (f"cut {cut['quantile']:g}: {cut['history_ratings']:,} HISTORY / {cut['stream_ratings']:,} STREAM "
-             f"ratings; hybrid/best EASE {ratios.get('hybrid_over_best_ease', float('nan')):.3f}, "
-             f"hybrid/ItemKNN {ratios.get('hybrid_over_itemknn', float('nan')):.3f}, warm hybrid/best EASE "
-             f"{ratios.get('warm_hybrid_over_best_ease', float('nan')):.3f}")  # fmt: skip
+             f"ratings; {_ratios_line(cut['summary']['ratios'])}")  # fmt: skip
     table = Table(title=title)
     for col in ("model", "flavour", "runs", "HR@20", "warm HR", "cold HR", "NDCG@20", "coverage", "novelty"):
         table.add_column(col, justify="left" if col in ("model", "flavour") else "right")
