@@ -44,16 +44,36 @@ def cosine_top_k(X: sp.csr_matrix, k: int, shrinkage: float = 0.0) -> sp.csr_mat
         kk = min(k, n - 1)
         if kk <= 0:
             continue
-        # stable order: by -sim then index, so ties at the cut-off keep the lower index
-        order = np.argsort(-sim, axis=1, kind="stable")[:, :kk]
-        top = np.take_along_axis(sim, order, axis=1)
-        keep = top > 0
-        r = np.repeat(np.arange(lo, hi), kk).reshape(hi - lo, kk)
-        rows.append(r[keep]), cols.append(order[keep]), vals.append(top[keep])
+        keep = _top_k_mask(sim, kk) & (sim > 0)
+        r, c = np.nonzero(keep)
+        rows.append(r + lo), cols.append(c), vals.append(sim[r, c])
     if not rows:
         return sp.csr_matrix((n, n), dtype=np.float32)
     return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n),
                          dtype=np.float32)  # fmt: skip
+
+
+def _top_k_mask(sim: np.ndarray, k: int) -> np.ndarray:
+    """bool mask of the ``k`` largest entries per row, ties at the cut-off to the lower column.
+
+    ``argpartition`` picks the top ``k`` in linear time but breaks ties at the cut-off arbitrarily; the
+    few rows where a tie straddles the cut-off (at a non-zero value) are redone exactly.
+
+    >>> _top_k_mask(np.array([[0.1, 0.5, 0.5, 0.5, 0.9]]), 3).tolist()
+    [[False, True, True, False, True]]
+    """
+    idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    mask = np.zeros(sim.shape, dtype=bool)
+    np.put_along_axis(mask, idx, True, axis=1)
+    kth = np.take_along_axis(sim, idx, axis=1).min(axis=1)
+    at = sim == kth[:, None]
+    straddle = np.flatnonzero((at.sum(axis=1) > (at & mask).sum(axis=1)) & (kth > 0))
+    for r in straddle.tolist():
+        ties = np.flatnonzero(at[r])
+        room = k - int((sim[r] > kth[r]).sum())
+        mask[r, ties] = False
+        mask[r, ties[:room]] = True
+    return mask
 
 
 class ItemKNN(Recommender):
