@@ -165,6 +165,11 @@ def _ratios_line(ratios: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _row_order(cut: dict[str, Any]) -> list[tuple[str, str]]:
+    """(model, flavour) in the order the runs ran (the JSON's summary keys come back sorted)."""
+    return list(dict.fromkeys((r["model"], r["flavour"]) for r in cut["runs"]))
+
+
 def cuts_markdown(report: dict[str, Any]) -> str:
     """The finished cuts as markdown tables (mean ± std (min-max) over the runs), for docs/evaluation.md."""
     lines = []
@@ -174,11 +179,11 @@ def cuts_markdown(report: dict[str, Any]) -> str:
                   + "; ".join(f"{m} {t}" for m, t in cut["tuned"].items()), "",
                   "| model | flavour | runs | HR@20 | warm HR@20 | cold HR@20 | NDCG@20 | coverage | novelty |",
                   "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-        for model, flavours in cut["summary"]["models"].items():
-            for flavour, m in flavours.items():
-                lines.append(f"| {model} | {flavour} | {m['hr']['n']} | {_cell(m['hr'])} | {_cell(m['warm_hr'])} | "
-                             f"{_cell(m['cold_hr'])} | {_cell(m['ndcg'])} | {_cell(m['coverage'], 3)} | "
-                             f"{_cell(m['novelty'], 2)} |")  # fmt: skip
+        for model, flavour in _row_order(cut):
+            m = cut["summary"]["models"][model][flavour]
+            lines.append(f"| {model} | {flavour} | {m['hr']['n']} | {_cell(m['hr'])} | {_cell(m['warm_hr'])} | "
+                         f"{_cell(m['cold_hr'])} | {_cell(m['ndcg'])} | {_cell(m['coverage'], 3)} | "
+                         f"{_cell(m['novelty'], 2)} |")  # fmt: skip
         lines += ["", "Ratios (STREAMING HR@20 means): " + _ratios_line(cut["summary"]["ratios"]) + ".", ""]
     return "\n".join(lines)
 
@@ -190,11 +195,11 @@ def cuts_table(cut: dict[str, Any]) -> Table:
     table = Table(title=title)
     for col in ("model", "flavour", "runs", "HR@20", "warm HR", "cold HR", "NDCG@20", "coverage", "novelty"):
         table.add_column(col, justify="left" if col in ("model", "flavour") else "right")
-    for model, flavours in cut["summary"]["models"].items():
-        for flavour, m in flavours.items():
-            table.add_row(model, flavour, str(m["hr"]["n"]), _spread(m["hr"]), _spread(m["warm_hr"]),
-                          _spread(m["cold_hr"]), _spread(m["ndcg"]), _spread(m["coverage"], 3),
-                          _spread(m["novelty"], 2))  # fmt: skip
+    for model, flavour in _row_order(cut):
+        m = cut["summary"]["models"][model][flavour]
+        table.add_row(model, flavour, str(m["hr"]["n"]), _spread(m["hr"]), _spread(m["warm_hr"]),
+                      _spread(m["cold_hr"]), _spread(m["ndcg"]), _spread(m["coverage"], 3),
+                      _spread(m["novelty"], 2))  # fmt: skip
     return table
 
 
