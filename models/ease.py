@@ -10,6 +10,7 @@ import numpy as np
 from models.artifacts import load_arrays, save_arrays
 from models.base import Recommender
 from models.data import POSITIVE, Interactions
+from models.decayed_counts import DecayedItemCounts, with_prior
 
 __all__ = ["EASE"]
 
@@ -32,6 +33,11 @@ class EASE(Recommender):
         Ratings at or above this are positives (the interaction vector).
     tie_break
         Weight of the normalised popularity added to every score.
+    prior_beta, prior_half_life_days
+        The hybrid VAE's streaming item prior (:mod:`models.decayed_counts`): the scores, scaled to unit
+        spread per user, get ``prior_beta * log(1 + c_i)`` added, ``c_i`` the decayed count of rating
+        events on movie ``i``; :meth:`observe` keeps the counts, :meth:`fit` starts them from HISTORY.
+        ``prior_beta=0`` (the default) is plain EASE.
 
     Attributes
     ----------
@@ -58,10 +64,19 @@ class EASE(Recommender):
     [0.0, 0.667, 0.0]
     """
 
-    def __init__(self, l2: float = 200.0, threshold: float = POSITIVE, tie_break: float = 1e-6) -> None:
+    def __init__(
+        self,
+        l2: float = 200.0,
+        threshold: float = POSITIVE,
+        tie_break: float = 1e-6,
+        prior_beta: float = 0.0,
+        prior_half_life_days: float = 365.0,
+    ) -> None:
         self.l2 = l2
         self.threshold = threshold
         self.tie_break = tie_break
+        self.prior_beta = prior_beta
+        self.prior_half_life_days = prior_half_life_days
 
     def fit(self, data: Interactions) -> Self:
         X = data.history_matrix()
@@ -79,6 +94,7 @@ class EASE(Recommender):
         prior[self.items_] = counts[self.items_] / max(counts.max(), 1.0)
         self.prior_ = prior
         self._build_index()
+        self.counts_ = DecayedItemCounts(data.n_items, self.prior_half_life_days).prime(data.history)
         return self
 
     def _build_index(self) -> None:
@@ -99,21 +115,36 @@ class EASE(Recommender):
             return state
         return state + delta * self.B_[pos]
 
+    def observe(self, item: int, rating: float, previous_rating: float | None = None, ts: float | None = None) -> None:
+        """Count the event in the item prior (any rating); without a prior nothing is kept."""
+        counts = getattr(self, "counts_", None)
+        if self.prior_beta != 0.0 and counts is not None:
+            counts.observe(item, ts)
+
     def score_one(self, state: np.ndarray) -> np.ndarray:
-        scores = self.tie_break * self.prior_
-        scores[self.items_] += state
-        return scores
+        counts = getattr(self, "counts_", None)
+        if self.prior_beta == 0.0 or counts is None:
+            scores = self.tie_break * self.prior_
+            scores[self.items_] += state
+            return scores
+        raw = np.zeros(self.n_items_, dtype=np.float32)
+        raw[self.items_] = state
+        return with_prior(raw, self.pos_of_ >= 0, counts.log1p_counts(), self.prior_beta) + self.tie_break * self.prior_
 
     def save(self, folder: Path) -> None:
         self._write_params(folder, "EASE")
         save_arrays(folder / "ease.npz", B=self.B_, items=self.items_, prior=self.prior_,
-                    n_items=np.array(self.n_items_))  # fmt: skip
+                    n_items=np.array(self.n_items_), counts=self.counts_.trending,
+                    counts_now=np.array(self.counts_.now))  # fmt: skip
 
     @classmethod
     def load(cls, folder: Path) -> Self:
         model = cls._from_params(folder, "EASE")
-        arrays = load_arrays(folder / "ease.npz", ("B", "items", "prior", "n_items"))
+        arrays = load_arrays(folder / "ease.npz", ("B", "items", "prior", "n_items", "counts", "counts_now"))
         model.B_, model.items_, model.prior_ = arrays["B"], arrays["items"], arrays["prior"]
         model.n_items_ = int(arrays["n_items"])
+        model.counts_ = DecayedItemCounts(model.n_items_, model.prior_half_life_days)
+        model.counts_.trending[:] = arrays["counts"]
+        model.counts_.now = float(arrays["counts_now"])
         model._build_index()
         return model

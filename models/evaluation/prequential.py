@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from models.base import Recommender
-from models.data import POSITIVE, Interactions
+from models.data import POSITIVE, Events, Interactions
 from models.evaluation.metrics import genre_diversity, hit_rate, ndcg, rank_of, reciprocal_rank, top_k
 
 __all__ = ["PrequentialResult", "prequential"]
@@ -23,7 +24,7 @@ class PrequentialResult:
     """Mean metrics per user group, plus top-k list statistics over every scored event."""
 
     model: str
-    flavour: str  #: "static" or "streaming"
+    flavour: str  #: "static", "streaming" or "retrain"
     k: int
     groups: dict[str, dict[str, float]]  #: group -> {"events", "hr", "ndcg", "mrr"}
     coverage: float  #: share of the catalogue that appears in some top-k list
@@ -31,6 +32,7 @@ class PrequentialResult:
     novelty: float  #: mean -log2(share of HISTORY users who rated the item) over list items
     seconds: float
     ranks: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))
+    retrains: int = 0  #: refits during the walk (the "retrain" flavour)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -56,6 +58,8 @@ def prequential(
     k: int = 20,
     mrr_k: int = 100,
     name: str | None = None,
+    refit: Callable[[Interactions], Recommender] | None = None,
+    retrain_every_s: float | None = None,
 ) -> PrequentialResult:
     """Walk ``data.stream`` in time order, ranking before each positive event, then applying it.
 
@@ -65,7 +69,17 @@ def prequential(
     (:meth:`~models.base.Recommender.learn_one`) and passed to
     :meth:`~models.base.Recommender.observe`. ``model`` is mutated by
     ``observe``: pass a clone if it is needed afterwards.
+
+    With ``refit`` and ``retrain_every_s`` (STREAMING only, the "retrain" flavour), at the first event
+    at or after ``t0 + n * retrain_every_s`` (``t0`` the first STREAM event's time, ``n = 1, 2, ...``)
+    the model is replaced by ``refit(data so far)``: HISTORY plus the STREAM events walked so far as its
+    HISTORY (nothing from the current event on), and every user's state is rebuilt from all their
+    events so far (:meth:`~models.base.Recommender.states_from`). The catalogue stays ``data``'s.
     """
+    if (refit is None) != (retrain_every_s is None) or (refit is not None and not streaming):
+        raise ValueError("refit and retrain_every_s go together, and only with streaming=True")
+    if retrain_every_s is not None and retrain_every_s <= 0:
+        raise ValueError(f"retrain_every_s must be positive, got {retrain_every_s}")
     started = time.perf_counter()
     catalogue = data.known_items()
     h, s = data.history, data.stream
@@ -94,7 +108,16 @@ def prequential(
     shown = np.zeros(data.n_items, dtype=bool)
     div_sum = nov_sum = 0.0
     static_cache: dict[int, np.ndarray] = {}
-    for u, i, r, t in zip(s.user.tolist(), s.item.tolist(), s.rating.tolist(), s.ts.tolist(), strict=True):
+    retrains = 0
+    next_retrain = float(s.ts[0]) + retrain_every_s if retrain_every_s is not None and len(s) else np.inf
+    for idx, (u, i, r, t) in enumerate(
+        zip(s.user.tolist(), s.item.tolist(), s.rating.tolist(), s.ts.tolist(), strict=True)
+    ):
+        if refit is not None and t >= next_retrain:
+            model, states = _retrain(refit, data, h.select(keep), idx)
+            retrains += 1
+            while next_retrain <= t:
+                next_retrain += float(retrain_every_s or np.inf)
         user_seen = seen[u]
         if r >= POSITIVE and catalogue[i] and not user_seen[i]:
             if streaming:
@@ -133,7 +156,7 @@ def prequential(
     n = max(len(rank_arr), 1)
     return PrequentialResult(
         model=name or repr(model),
-        flavour="streaming" if streaming else "static",
+        flavour="retrain" if refit is not None else "streaming" if streaming else "static",
         k=k,
         groups=groups,
         coverage=float(shown.sum() / max(catalogue.sum(), 1)),
@@ -141,4 +164,25 @@ def prequential(
         novelty=nov_sum / n,
         seconds=time.perf_counter() - started,
         ranks=rank_arr,
+        retrains=retrains,
     )
+
+
+def _concat(a: Events, b: Events) -> Events:
+    return Events(np.concatenate([a.user, b.user]), np.concatenate([a.item, b.item]),
+                  np.concatenate([a.rating, b.rating]), np.concatenate([a.ts, b.ts]))  # fmt: skip
+
+
+def _retrain(
+    refit: Callable[[Interactions], Recommender], data: Interactions, stream_users_history: Events, upto: int
+) -> tuple[Recommender, dict[int, object]]:
+    """``refit`` on HISTORY + ``data.stream[:upto]``; the stream users' states from all their events so far."""
+    seen = data.stream.select(np.arange(len(data.stream)) < upto)
+    so_far = Interactions(
+        history=_concat(data.history, seen), stream=seen.select(np.zeros(len(seen), bool)), n_users=data.n_users,
+        n_items=data.n_items, item_side=data.item_side, side_names=data.side_names, movie_ids=data.movie_ids,
+        genres=data.genres, version=data.version, metadata={**data.metadata, "retrained_upto": upto},
+        side_year_range=data.side_year_range,
+    )  # fmt: skip
+    model = refit(so_far)
+    return model, model.states_from(_concat(stream_users_history, seen))
