@@ -25,7 +25,7 @@ from models.tuning import validation_split
 __all__ = ["BaselineTuning", "tune_baseline"]
 
 #: The prior grid every yardstick gets (beta 0, no prior, is always a candidate).
-PRIOR_BETAS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+PRIOR_BETAS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 PRIOR_HALF_LIVES_DAYS: tuple[float, ...] = (30.0, 365.0, 1825.0)
 
 

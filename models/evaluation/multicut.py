@@ -195,7 +195,9 @@ def standard_lineup(
         knn_best: dict[str, Any] = {"k": 100}
         if tune:
             ease_best = tune_baseline(EASE, d, {"l2": (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)}, log=log).best
-            knn_best = tune_baseline(ItemKNN, d, {"k": (20, 50, 100, 200), "shrinkage": (0.0, 20.0)}, log=log).best
+            knn_best = tune_baseline(
+                ItemKNN, d, {"k": (5, 10, 20, 50, 100, 200), "shrinkage": (0.0, 20.0, 100.0)}, log=log
+            ).best
         chosen: dict[str, Any] = configure(d) if tune and configure is not None else {}
         return {
             "popularity": ModelSpec(lambda _s: Popularity()),
