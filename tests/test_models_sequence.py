@@ -176,3 +176,13 @@ def test_retrains_runtime_adapter_scores_what_the_model_scores(data, fitted: Hyb
         a, b = model.learn_one(a, item, rating), adapter.learn_one(b, item, rating)
     assert a.recent == b.recent
     np.testing.assert_allclose(adapter.score_one(b), model.score_one(a), atol=1e-5)
+
+
+def test_a_bounded_walk_scores_every_stride_th_candidate(data, fitted: HybridVAE) -> None:
+    full = ScoringWalk(fitted.runtime_, data)
+    bounded = ScoringWalk(fitted.runtime_, data, max_events=10)
+    positives = int((data.stream.rating >= 4.0).sum())
+    assert bounded.stride == math.ceil(positives / 10) > 1
+    np.testing.assert_array_equal(bounded.targets, full.targets[:: bounded.stride])
+    np.testing.assert_array_equal(bounded.mu, full.mu[:: bounded.stride])
+    assert bounded.score(WalkSetting(1.0, 7.0, 1.0, 0.7, 5, 2))["overall"]["events"] == len(bounded.targets)

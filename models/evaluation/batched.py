@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from models.data import POSITIVE, Interactions
+from models.data import POSITIVE, Events, Interactions
 from models.evaluation.prequential import WARM_MIN_POSITIVES
 from models.runtime import ModelRuntime, decayed_log_counts, trending_increment
 from models.sequence import CoRatedItems, push_recent
@@ -47,10 +47,13 @@ class ScoringWalk:
     """Everything the rankings of ``data.stream``'s scored events need, for one fitted runtime.
 
     ``max_length`` bounds the co-rating lengths that can be scored (each event keeps that many latest movies).
+    ``max_events`` bounds the scored events kept: on a larger stream (ML-32M's validation STREAM has millions)
+    every ``stride``-th candidate is scored, ``stride = ceil(positives / max_events)``; every event is still
+    folded in. Below the bound (ml-latest-small: 6,728) every event is scored, as the walk does.
     """
 
     def __init__(self, runtime: ModelRuntime, data: Interactions, *, max_length: int = 80, k: int = 20,
-                 mrr_k: int = 100) -> None:  # fmt: skip
+                 mrr_k: int = 100, max_events: int = 50_000) -> None:  # fmt: skip
         self.runtime, self.data, self.k, self.mrr_k = runtime, data, k, mrr_k
         self.max_length = max_length
         w = runtime.weights
@@ -70,10 +73,15 @@ class ScoringWalk:
             recent[u] = push_recent(recent.get(u, ()), i, max_length)
             seen.setdefault(u, set()).add(i)
             last[(u, i)] = r
+        self.stride = max(1, -(-int((s.rating >= POSITIVE).sum()) // max_events))
+        candidates = 0
         mus, recents, seen_rows, seen_cols, targets, groups, event_pos = [], [], [], [], [], [], []
         for n, (u, i, r) in enumerate(zip(s.user.tolist(), s.item.tolist(), s.rating.tolist(), strict=True)):
             user_seen = seen.setdefault(u, set())
-            if r >= POSITIVE and catalogue[i] and i not in user_seen:
+            scored = r >= POSITIVE and catalogue[i] and i not in user_seen
+            if scored:
+                candidates += 1
+            if scored and (candidates - 1) % self.stride == 0:
                 state = states.get(u) or cold_state(w)
                 mus.append(encode(w, state)[0])  # type: ignore[arg-type]
                 recents.append(recent.get(u, ()))
@@ -98,35 +106,45 @@ class ScoringWalk:
         self.excluded = excluded
         self.not_catalogue = np.flatnonzero(~catalogue)
         self._co: dict[int, CoRatedItems] = {}
+        self._snapshots: dict[float, list[tuple[np.ndarray, float]]] = {}
 
     @property
     def events(self) -> int:
         return len(self.targets)
 
     def _prior(self, half_life_days: float, rows: np.ndarray) -> np.ndarray:
-        """float32 [len(rows), n_items]: ``log(1 + c_i(t_e))`` at each scored event, exactly as the walk has it."""
-        cache = getattr(self, "_prior_cache", None)
-        if cache is None or cache[0] != half_life_days:
-            cache = (half_life_days, self._prior_all(half_life_days))
-            self._prior_cache = cache
-        return cache[1][rows]
+        """float32 [len(rows), n_items]: ``log(1 + c_i(t_e))`` at each scored event of one block, as the walk has it.
 
-    def _prior_all(self, half_life_days: float) -> np.ndarray:
+        The decayed counts are kept as one snapshot per block (the trending scores and clock at the block's
+        first scored event, from one replay per half-life), so memory is ``blocks x n_items``, not
+        ``events x n_items``; a block replays its own events from its snapshot.
+        """
+        snaps = self._snapshots.get(half_life_days)
+        if snaps is None:
+            snaps = self._snapshots[half_life_days] = self._replay(half_life_days)
+        half_life = half_life_days * 86400.0
+        s = self.data.stream
+        trending, now = snaps[rows[0] // _BLOCK]
+        trending = trending.copy()
+        done = int(self.event_pos[rows[0]])
+        out = np.empty((len(rows), self.data.n_items), dtype=np.float32)
+        for j, pos in enumerate(self.event_pos[rows].tolist()):
+            now, done = _advance(trending, now, s, done, pos, half_life)
+            out[j] = decayed_log_counts(trending, now, half_life)
+        return out
+
+    def _replay(self, half_life_days: float) -> list[tuple[np.ndarray, float]]:
+        """The prior's trending scores and clock at the first scored event of every block."""
         half_life = half_life_days * 86400.0
         h, s = self.data.history, self.data.stream
         trending = np.full(self.data.n_items, -np.inf)
         np.logaddexp.at(trending, h.item.astype(np.int64), trending_increment(h.ts, half_life))
-        out = np.empty((self.events, self.data.n_items), dtype=np.float32)
-        done = 0  # stream events counted into `trending` so far
         now = float(h.ts.max()) if len(h) else 0.0
-        for row, pos in enumerate(self.event_pos.tolist()):
-            if pos > done:  # count the events between the previous scored event and this one
-                np.logaddexp.at(trending, s.item[done:pos].astype(np.int64),
-                                trending_increment(s.ts[done:pos], half_life))  # fmt: skip
-                now = max(now, float(s.ts[done:pos].max()))
-                done = pos
-            out[row] = decayed_log_counts(trending, now, half_life)
-        return out
+        done, snaps = 0, []
+        for start in range(0, self.events, _BLOCK):
+            now, done = _advance(trending, now, s, done, int(self.event_pos[start]), half_life)
+            snaps.append((trending.copy(), now))
+        return snaps
 
     def _sequence(self, window: int, top_k: int) -> CoRatedItems:
         co = self._co.get(window)
@@ -186,3 +204,13 @@ class ScoringWalk:
                 "mrr": float(np.where(rk <= self.mrr_k, 1.0 / rk, 0.0).mean()) if len(rk) else 0.0,
             }
         return out
+
+
+def _advance(trending: np.ndarray, now: float, stream: Events, done: int, pos: int,
+             half_life: float) -> tuple[float, int]:  # fmt: skip
+    """Count stream events ``done..pos-1`` into ``trending`` (in place), as ``observe`` does; the new clock and pos."""
+    if pos > done:
+        np.logaddexp.at(trending, stream.item[done:pos].astype(np.int64), trending_increment(stream.ts[done:pos],
+                                                                                             half_life))  # fmt: skip
+        now = max(now, float(stream.ts[done:pos].max()))
+    return now, max(done, pos)
