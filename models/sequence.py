@@ -107,19 +107,20 @@ class CoRatedItems:
         ``n`` pads the vector with zeros for a serving catalogue longer than the model (announced movies);
         an index beyond the model's items (such a movie) adds nothing.
         """
-        v = np.zeros(self.n_items if n is None else max(n, self.n_items), dtype=np.float32)
-        w = 1.0
-        for j in recent:
-            if 0 <= j < self.n_items:
-                s, e = self.indptr[j], self.indptr[j + 1]
-                v[self.indices[s:e]] += np.float32(w) * self.data[s:e]
-            w *= decay
+        out = np.zeros(self.n_items if n is None else max(n, self.n_items), dtype=np.float32)
         if gamma == 0.0:
-            return np.zeros_like(v)
-        np.multiply(v, np.float32(1.0 / self.tau), out=v)
-        np.log1p(v, out=v)
-        v *= np.float32(gamma)
-        return v
+            return out
+        rows = np.asarray(list(recent), dtype=np.int64)
+        weight = np.power(np.float32(decay), np.arange(len(rows), dtype=np.float32))
+        keep = (rows >= 0) & (rows < self.n_items)  # a movie the model has no row for adds nothing
+        rows, weight = rows[keep], weight[keep]
+        if len(rows):  # only the touched neighbours: at most length x top_k entries, whatever the catalogue size
+            starts, lens = self.indptr[rows], self.indptr[rows + 1] - self.indptr[rows]
+            take = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(lens.sum())
+            cols, inverse = np.unique(self.indices[take], return_inverse=True)
+            v = np.bincount(inverse, weights=np.repeat(weight, lens) * self.data[take]).astype(np.float32)
+            out[cols] = np.float32(gamma) * np.log1p(v * np.float32(1.0 / self.tau))
+        return out
 
     # --- persistence ----------------------------------------------------------------------
     def save(self, path: Path) -> None:
