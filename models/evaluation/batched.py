@@ -24,7 +24,7 @@ from models.data import POSITIVE, Events, Interactions
 from models.evaluation.prequential import WARM_MIN_POSITIVES
 from models.runtime import ModelRuntime, decayed_log_counts, trending_increment
 from models.sequence import CoRatedItems, push_recent
-from models.state import cold_state, encode, fold_in
+from models.state import UserState, cold_state, encode, fold_in
 
 __all__ = ["ScoringWalk", "WalkSetting"]
 
@@ -61,7 +61,7 @@ class ScoringWalk:
         catalogue = data.known_items()
         hist_pos = np.bincount(h.user[h.rating >= POSITIVE], minlength=data.n_users)
         hist_any = np.bincount(h.user, minlength=data.n_users)
-        states: dict[int, object] = {}
+        states: dict[int, UserState] = {}
         recent: dict[int, tuple[int, ...]] = {}
         seen: dict[int, set[int]] = {}
         last: dict[tuple[int, int], float] = {}
@@ -69,7 +69,7 @@ class ScoringWalk:
         for u, i, r in zip(h.user.tolist(), h.item.tolist(), h.rating.tolist(), strict=True):
             if u not in stream_users:
                 continue
-            states[u] = fold_in(w, states.get(u) or cold_state(w), i, r, last.get((u, i)))  # type: ignore[arg-type]
+            states[u] = fold_in(w, states.get(u) or cold_state(w), i, r, last.get((u, i)))
             recent[u] = push_recent(recent.get(u, ()), i, max_length)
             seen.setdefault(u, set()).add(i)
             last[(u, i)] = r
@@ -83,7 +83,7 @@ class ScoringWalk:
                 candidates += 1
             if scored and (candidates - 1) % self.stride == 0:
                 state = states.get(u) or cold_state(w)
-                mus.append(encode(w, state)[0])  # type: ignore[arg-type]
+                mus.append(encode(w, state)[0])
                 recents.append(recent.get(u, ()))
                 row = len(targets)
                 seen_rows.extend([row] * len(user_seen))
@@ -91,7 +91,7 @@ class ScoringWalk:
                 targets.append(i)
                 groups.append("warm" if hist_pos[u] >= WARM_MIN_POSITIVES else "cold" if hist_any[u] == 0 else "")
                 event_pos.append(n)
-            states[u] = fold_in(w, states.get(u) or cold_state(w), i, r, last.get((u, i)))  # type: ignore[arg-type]
+            states[u] = fold_in(w, states.get(u) or cold_state(w), i, r, last.get((u, i)))
             recent[u] = push_recent(recent.get(u, ()), i, max_length)
             user_seen.add(i)
             last[(u, i)] = r
