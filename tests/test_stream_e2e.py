@@ -126,7 +126,7 @@ def test_kill_9_mid_replay_then_restart_loses_nothing_and_counts_nothing_twice(c
     rows = stream_rows(case.settings)
     first = case.worker("k1")
     case.replay("--max")
-    wait_for(lambda: stats(case.redis).get("events_applied", 0) > 2000, APPLY_TIMEOUT_S, "the first batches")
+    wait_for(lambda: stats(case.redis).get("events_applied", 0) > 0, APPLY_TIMEOUT_S, "the first batch")
     first.kill9()
     assert stats(case.redis)["events_applied"] < len(rows), "too late: the worker had already finished"
     case.worker("k2")
