@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from reelstream.commands.options import DataOption, ModelDirOption
 from reelstream.console import console
 from reelstream.settings import get_settings
 
@@ -24,12 +25,8 @@ __all__ = ["run"]
 
 
 def run(
-    model_dir: Annotated[
-        Path | None, typer.Option(help="Model folder to evaluate (default: the one var/models/CURRENT names).")
-    ] = None,
-    data: Annotated[
-        Path | None, typer.Option(help="Evaluate on a MovieLens folder (split at 0.8) instead of the store.")
-    ] = None,
+    model_dir: ModelDirOption = None,
+    data: DataOption = None,
     output: Annotated[
         Path | None, typer.Option(help="JSON file to write (default var/reports/evaluation.json).")
     ] = None,

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from reelstream.commands.options import DataOption, ModelDirOption
 from reelstream.console import console
 from reelstream.settings import get_settings
 
@@ -27,12 +28,8 @@ def run(
         typer.Option(help="KIND:SCALE, repeatable (KIND thompson or ucb). Default: " + ", ".join(DEFAULT_ARMS) + "."),
     ] = None,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the Thompson draws.")] = 0,
-    model_dir: Annotated[
-        Path | None, typer.Option(help="Model folder (default: the one var/models/CURRENT names).")
-    ] = None,
-    data: Annotated[
-        Path | None, typer.Option(help="Evaluate on a MovieLens folder (split at 0.8) instead of the store.")
-    ] = None,
+    model_dir: ModelDirOption = None,
+    data: DataOption = None,
     output: Annotated[
         Path | None, typer.Option(help="JSON file to write (default var/reports/exploration.json).")
     ] = None,
