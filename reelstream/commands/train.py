@@ -61,7 +61,7 @@ def run(
         from models.tuning import self_configure, with_choice
 
         with console.status("validation walk: fitting on the inner HISTORY, then searching…"):
-            tuning = self_configure(params, interactions, log=console.log)
+            tuning = self_configure(params, interactions, baselines=False, log=console.log)
         params = with_choice(params, tuning)
         console.print(validation_table(tuning.as_dict()))
     model = HybridVAE(**params)
