@@ -54,19 +54,11 @@ def run(
     from models.artifacts import write_json
     from models.ease import EASE
     from models.evaluation.report import evaluate_models
-    from models.hybrid_vae import HybridVAE
-    from models.loading import load_interactions
+    from models.loading import load_evaluated
     from models.popularity import Popularity
-    from models.runtime import current_model_dir
-    from reelstream.errors import ModelError
 
     settings = get_settings()
-    interactions = load_interactions(settings.store_dir, data=data)
-    folder = model_dir or current_model_dir(settings.models_dir)
-    vae = HybridVAE.load(folder, expect_data_version=interactions.version if data is None else None)
-    if vae.runtime_.n_items != interactions.n_items:
-        raise ModelError(f"{folder}: model has {vae.runtime_.n_items} movies, the data {interactions.n_items}")
-    vae.prime(interactions.history)  # the streaming item prior's decayed counts at the split
+    interactions, folder, vae = load_evaluated(settings.store_dir, settings.models_dir, model_dir=model_dir, data=data)
     with console.status("fitting baselines…"):
         popularity = Popularity().fit(interactions)
         ease = EASE(l2=ease_l2, tie_break=0.0).fit(interactions)

@@ -37,19 +37,11 @@ def run(
     """HR@20, NDCG@20, coverage, novelty and diversity of exploit and each exploration arm, side by side."""
     from models.artifacts import write_json
     from models.exploration_eval import evaluate_arms, parse_arm
-    from models.hybrid_vae import HybridVAE
-    from models.loading import load_interactions
-    from models.runtime import current_model_dir
-    from reelstream.errors import ModelError
+    from models.loading import load_evaluated
 
     arms = [parse_arm(spec) for spec in (arm or DEFAULT_ARMS)]  # bad specs fail before anything loads
     settings = get_settings()
-    interactions = load_interactions(settings.store_dir, data=data)
-    folder = model_dir or current_model_dir(settings.models_dir)
-    vae = HybridVAE.load(folder, expect_data_version=interactions.version if data is None else None)
-    if vae.runtime_.n_items != interactions.n_items:
-        raise ModelError(f"{folder}: model has {vae.runtime_.n_items} movies, the data {interactions.n_items}")
-    vae.prime(interactions.history)  # the item prior's counts at the split, as `reelstream evaluate` does
+    interactions, folder, vae = load_evaluated(settings.store_dir, settings.models_dir, model_dir=model_dir, data=data)
     report = evaluate_arms(vae, interactions, arms, seed=seed, log=console.print)
     report |= {"model_dir": str(folder), "model_version": vae.runtime_.version}
     out = output or settings.reports_dir / "exploration.json"
