@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 from models.data import POSITIVE, Events
 from reelstream.errors import ModelError
@@ -62,30 +61,46 @@ class CoRatedItems:
         return int(self.indptr.shape[0] - 1)
 
     @classmethod
-    def build(cls, events: Events, n_items: int, *, window: int = 3, top_k: int = 100) -> CoRatedItems:
-        """Count co-ratings in ``events`` (time order, as :class:`~models.data.Events` are kept)."""
+    def build(cls, events: Events, n_items: int, *, window: int = 3, top_k: int = 100,
+              block_bytes: int = 256 << 20, block_pairs: int = 16_000_000) -> CoRatedItems:  # fmt: skip
+        """Count co-ratings in ``events`` (time order, as :class:`~models.data.Events` are kept).
+
+        Memory stays bounded at any scale (ML-32M: 25.6 M ratings, window 21 is 1 G pairs): rows are counted
+        a block of movies at a time, into a dense ``block x n_items`` float64 accumulator of at most
+        ``block_bytes``, from the block's rating positions and their neighbours at distance ``1..window``
+        (at most ``block_pairs`` pairs a block); only each row's ``top_k`` survive a block. The column sums
+        the cosine needs are one pass over the distances first.
+        """
         if window < 1 or top_k < 1:
             raise ModelError(f"co-rating window and top_k must be >= 1, not {window} and {top_k}")
         order = np.argsort(events.user, kind="stable")  # by user; stable keeps time order within a user
         user, item, liked = events.user[order], events.item[order].astype(np.int64), events.rating[order] >= POSITIVE
-        # one distance at a time, summed into CSR as it goes: the transient pair arrays are 2 x the ratings,
-        # not 2 x window x the ratings (ML-32M: 51 M pairs per distance instead of 1 G at window 21)
-        counts = sp.csr_matrix((n_items, n_items), dtype=np.float64)
+        n = len(item)
+        # C[a, b] += 1/d for each pair of ratings d <= window apart in one user's sequence, a at p, b at q, b liked
+        col_sum = np.zeros(n_items)
         for d in range(1, window + 1):
-            same = user[d:] == user[:-d]
-            early, late = item[:-d][same], item[d:][same]
-            ok_late, ok_early = liked[d:][same], liked[:-d][same]
-            rows = np.concatenate([early[ok_late], late[ok_early]])
-            cols = np.concatenate([late[ok_late], early[ok_early]])
-            counts = counts + sp.csr_matrix((np.full(len(rows), 1.0 / d), (rows, cols)), shape=(n_items, n_items))
-        counts.sum_duplicates()
-        counts.setdiag(0.0)  # a movie re-rated is not its own neighbour
-        counts.eliminate_zeros()
-        row_sum = np.asarray(counts.sum(axis=1)).ravel()
-        col_sum = np.asarray(counts.sum(axis=0)).ravel()
-        coo = counts.tocoo()
-        weight = coo.data / np.sqrt(row_sum[coo.row] * col_sum[coo.col])
-        return cls._top_k(coo.row.astype(np.int64), coo.col.astype(np.int64), weight, n_items, window, top_k)
+            ok = (user[d:] == user[:-d]) & (item[d:] != item[:-d])
+            early, late = item[:-d][ok], item[d:][ok]
+            col_sum += np.bincount(late[liked[d:][ok]], minlength=n_items) / d
+            col_sum += np.bincount(early[liked[:-d][ok]], minlength=n_items) / d
+        by_item = np.argsort(item, kind="stable")  # rating positions grouped by movie
+        per_item = np.bincount(item, minlength=n_items)
+        starts = np.concatenate([[0], np.cumsum(per_item)])
+        max_rows = max(1, block_bytes // (8 * max(n_items, 1)))
+        max_pos = max(1, block_pairs // (2 * window))
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        lo = 0
+        while lo < n_items:
+            hi = lo + 1  # grow the block while it fits both bounds (one movie always fits)
+            while hi < n_items and hi - lo < max_rows and starts[hi + 1] - starts[lo] <= max_pos:
+                hi += 1
+            parts.append(_block_top_k(by_item[starts[lo] : starts[hi]], user, item, liked, n, lo, hi, n_items,
+                                      window, top_k, col_sum))  # fmt: skip
+            lo = hi
+        row = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+        col = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+        weight = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0)
+        return cls._top_k(row, col, weight, n_items, window, top_k)
 
     @classmethod
     def _top_k(cls, row: np.ndarray, col: np.ndarray, weight: np.ndarray, n_items: int, window: int,
@@ -143,6 +158,48 @@ class CoRatedItems:
         if len(co.indices) and (co.indices.min() < 0 or co.indices.max() >= n_items):
             raise ModelError(f"{path}: corrupt artifact, a neighbour index outside 0..{n_items - 1}")
         return co
+
+
+def _block_top_k(pos: np.ndarray, user: np.ndarray, item: np.ndarray, liked: np.ndarray, n: int, lo: int, hi: int,
+                 n_items: int, window: int, top_k: int,
+                 col_sum: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Rows ``lo..hi-1`` of the cosine-normalised co-rating matrix, each cut to its ``top_k`` largest (at least:
+    ties at a dense row's cut are kept for :meth:`CoRatedItems._top_k` to break): ``(row, col, weight)``.
+
+    A block with few pairs for its size is counted by sorting its pair keys; a dense one (the popular
+    movies) into a dense accumulator, where the cut is one partition per row.
+    """
+    keys_parts, weight_parts = [], []
+    for d in range(1, window + 1):
+        for q in (pos + d, pos - d):
+            ok = (q >= 0) & (q < n)
+            p, q = pos[ok], q[ok]
+            ok = (user[q] == user[p]) & (item[q] != item[p]) & liked[q]
+            keys_parts.append((item[p[ok]] - lo) * n_items + item[q[ok]])
+            weight_parts.append(np.full(len(keys_parts[-1]), 1.0 / d))
+    keys, pair_w = np.concatenate(keys_parts), np.concatenate(weight_parts)
+    rows, size = hi - lo, (hi - lo) * n_items
+    if 4 * len(keys) < size:
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        counts = np.bincount(inverse, pair_w)
+        r, c = uniq // n_items, uniq % n_items
+        row_sum = np.bincount(r, counts, minlength=rows)
+        weight = counts / np.sqrt(row_sum[r] * col_sum[c])
+        order = np.lexsort((c, -weight, r))
+        r, c, weight = r[order], c[order], weight[order]
+        rank = np.arange(len(r)) - np.searchsorted(r, r)
+        keep = rank < top_k
+        return r[keep] + lo, c[keep], weight[keep]
+    dense = np.bincount(keys, pair_w, minlength=size).reshape(rows, n_items)
+    row_sum = dense.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(dense > 0, dense / np.sqrt(row_sum[:, None] * col_sum[None, :]), 0.0)
+    threshold = np.zeros(rows)
+    heavy = np.flatnonzero((dense > 0).sum(axis=1) > top_k)
+    if len(heavy):
+        threshold[heavy] = np.partition(w[heavy], n_items - top_k, axis=1)[:, n_items - top_k]
+    r, c = np.nonzero((w >= threshold[:, None]) & (dense > 0))
+    return r.astype(np.int64) + lo, c.astype(np.int64), w[r, c]
 
 
 def push_recent(recent: tuple[int, ...], item: int, length: int) -> tuple[int, ...]:

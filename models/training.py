@@ -29,7 +29,16 @@ from models.data import POSITIVE, Events
 from models.state import rating_weights
 from models.vae import SideFeatures
 
-__all__ = ["Batch", "EpochReport", "TrainingRows", "fit_module", "make_batch", "rows_from_events"]
+__all__ = [
+    "Batch",
+    "CandidateSampler",
+    "EpochReport",
+    "TrainingRows",
+    "fit_module",
+    "make_batch",
+    "rows_from_events",
+    "validation_batches",
+]
 
 
 @dataclass(frozen=True)
@@ -149,16 +158,21 @@ def make_batch(
     return _batch(rows, take, row_of, is_input, is_target, len(batch), device, scale)
 
 
-def validation_batch(rows: TrainingRows, device: torch.device, cuts_per_user: int = 8, seed: int = 0) -> Batch:
+def validation_batches(rows: TrainingRows, device: torch.device, cuts_per_user: int = 8, seed: int = 0,
+                       max_rows: int = 20_000, chunk: int = 1024) -> list[Batch]:  # fmt: skip
     """Held-out users, as the prequential protocol sees them: next-positive prediction after a cut.
 
-    Each user gives ``cuts_per_user`` rows; a row's input is the user's first ``c``
-    ratings (``c`` drawn once, uniform over the positions before a positive, so the
-    draw is fixed across epochs) and its one target the first positive at or after ``c``.
+    Each user gives ``cuts_per_user`` rows; a row's input is the user's first ``c`` ratings (``c`` drawn once,
+    uniform over the positions before a positive, so the draw is fixed across epochs) and its one target the
+    first positive at or after ``c``. At most ``max_rows`` rows (a seeded sample of the users beyond that:
+    ML-32M's 10% would be 160,000 rows x 87,585 logits, 56 GB at once), in batches of ``chunk`` rows.
     """
     rng = np.random.default_rng(seed)
+    users = np.arange(len(rows.users))
+    if len(users) * cuts_per_user > max_rows:
+        users = np.sort(rng.choice(users, size=max(1, max_rows // cuts_per_user), replace=False))
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (take, is_input, is_target) per row
-    for u in range(len(rows.users)):
+    for u in users.tolist():
         start, end = int(rows.indptr[u]), int(rows.indptr[u + 1])
         positives = np.flatnonzero(rows.target[start:end] > 0)
         positives = positives[positives >= 1]
@@ -168,14 +182,45 @@ def validation_batch(rows: TrainingRows, device: torch.device, cuts_per_user: in
             take = np.arange(start, end)
             position = take - start
             parts.append((take, position < p, position == p))
-    if not parts:
-        return _batch(rows, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, bool), 0,
-                      device)  # fmt: skip
-    take = np.concatenate([t for t, _, _ in parts])
-    row_of = np.concatenate([np.full(len(t), j) for j, (t, _, _) in enumerate(parts)])
-    is_input = np.concatenate([i for _, i, _ in parts])
-    is_target = np.concatenate([t for _, _, t in parts])
-    return _batch(rows, take, row_of, is_input, is_target, len(parts), device)
+    batches = []
+    for lo in range(0, len(parts), chunk):
+        group = parts[lo : lo + chunk]
+        take = np.concatenate([t for t, _, _ in group])
+        row_of = np.concatenate([np.full(len(t), j) for j, (t, _, _) in enumerate(group)])
+        is_input = np.concatenate([i for _, i, _ in group])
+        is_target = np.concatenate([t for _, _, t in group])
+        batches.append(_batch(rows, take, row_of, is_input, is_target, len(group), device))
+    return batches
+
+
+class CandidateSampler:
+    """The columns of a sampled softmax: every positive of the batch, plus ``size`` negatives drawn from ``q``.
+
+    The softmax normaliser of a row, ``Z = sum_j exp(o_j)`` over the catalogue, is the exact sum over the
+    batch's positives ``P`` plus an importance-sampled estimate of the rest: ``sum_s exp(o_s - log(size * q_s))``
+    over draws ``s`` not in ``P``. So a drawn column's logit is shifted by ``log(count_s) - log(size * q_s)``
+    (``count_s``: how often it was drawn), the positives' by nothing, and the loss is the full softmax's in
+    expectation of ``Z``. ``q`` is proportional to ``(ratings + 1) ** 0.75`` over the trainable movies
+    (popular movies are the hard negatives; the power keeps the tail drawn).
+    """
+
+    def __init__(self, train: TrainingRows, trainable: np.ndarray, size: int, power: float = 0.75) -> None:
+        counts = np.bincount(train.items, minlength=len(trainable)).astype(np.float64) + 1.0
+        q = np.where(trainable, counts**power, 0.0)
+        self.q = q / q.sum()
+        self.cdf = np.cumsum(self.q)
+        self.size = size
+
+    def draw(self, targets: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(candidates, logit shift, position of each target among the candidates)``."""
+        positives = np.unique(targets)
+        drawn = np.minimum(np.searchsorted(self.cdf, rng.random(self.size), side="right"), len(self.q) - 1)
+        drawn, counts = np.unique(drawn, return_counts=True)
+        negative = ~np.isin(drawn, positives, assume_unique=True)
+        drawn, counts = drawn[negative], counts[negative]
+        candidates = np.concatenate([positives, drawn])
+        shift = np.concatenate([np.zeros(len(positives)), np.log(counts) - np.log(self.size * self.q[drawn])])
+        return candidates, shift.astype(np.float32), np.searchsorted(positives, targets)
 
 
 @dataclass(frozen=True)
@@ -183,7 +228,7 @@ class EpochReport:
     epoch: int
     max_epochs: int
     loss: float
-    val_recall: float  #: HR@20 of the held-out users' next positive (see :func:`validation_batch`)
+    val_recall: float  #: HR@20 of the held-out users' next positive (see :func:`validation_batches`)
     best_epoch: int
     seconds: float
 
@@ -195,7 +240,6 @@ def fit_module(
     val: TrainingRows | None,
     trainable: torch.Tensor,
     *,
-    n_items: int,
     seed: int,
     lr: float,
     weight_decay: float,
@@ -209,30 +253,50 @@ def fit_module(
     future_half_life: float | None,
     max_seconds: float | None,
     device: torch.device,
+    sampled_softmax: int = 0,
+    val_max_rows: int = 20_000,
     on_epoch: Callable[[EpochReport], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> list[EpochReport]:
-    """Train ``module`` in place; on return it holds the weights of the best validation epoch."""
+    """Train ``module`` in place; on return it holds the weights of the best validation epoch.
+
+    ``sampled_softmax`` > 0 draws that many negative columns per batch (:class:`CandidateSampler`) instead of
+    the softmax over every movie; 0, or a catalogue no larger, is the exact softmax. Validation always
+    scores the whole catalogue. ``max_seconds`` is also checked between batches, so a budget holds within
+    one batch even when an epoch is long. ``on_step(done, total)`` reports batches within the epoch.
+    """
     rng = np.random.default_rng(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
     opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
     mask = torch.where(trainable, 0.0, float("-inf")).to(device)  # softmax over HISTORY movies only
-    val_batch = validation_batch(val, device, seed=seed) if val is not None and len(val.users) else None
-    if val_batch is not None and val_batch.size == 0:
-        val_batch = None
+    trainable_np = trainable.cpu().numpy()
+    sampler = (CandidateSampler(train, trainable_np, sampled_softmax)
+               if 0 < sampled_softmax < int(trainable_np.sum()) else None)  # fmt: skip
+    val_batches = validation_batches(val, device, seed=seed, max_rows=val_max_rows) if val is not None else []
     best, best_state, best_epoch, step = -1.0, None, 0, 0
     reports: list[EpochReport] = []
     started = time.perf_counter()
+    out_of_time = False
     for epoch in range(1, max_epochs + 1):
         module.train()
         order = rng.permutation(len(train.users))
         total, count = 0.0, 0
-        for start in range(0, len(order), batch_size):
+        n_steps = -(-len(order) // batch_size)
+        for k, start in enumerate(range(0, len(order), batch_size)):
             batch = order[start : start + batch_size]
             b = make_batch(train, batch, rng, dropout=dropout, prefix_prob=prefix_prob, device=device,
                            future_half_life=future_half_life)  # fmt: skip
-            logits, mu, logvar = module(side, b.items, b.offsets, b.weights, sample=True, generator=gen)
-            logp = torch.log_softmax(logits + mask, dim=1)
-            nll = -(logp[b.target_rows, b.target_items] * b.target_weights).sum() / b.size
+            if sampler is None:
+                logits, mu, logvar = module(side, b.items, b.offsets, b.weights, sample=True, generator=gen)
+                logp = torch.log_softmax(logits + mask, dim=1)
+                picked = logp[b.target_rows, b.target_items]
+            else:
+                cand, shift, column = sampler.draw(b.target_items.cpu().numpy(), rng)
+                logits, mu, logvar = module(side, b.items, b.offsets, b.weights, sample=True, generator=gen,
+                                            candidates=cand)  # fmt: skip
+                logp = torch.log_softmax(logits + torch.from_numpy(shift).to(device), dim=1)
+                picked = logp[b.target_rows, torch.from_numpy(column).to(device)]
+            nll = -(picked * b.target_weights).sum() / b.size
             kl = 0.5 * (-logvar + logvar.exp() + mu.pow(2) - 1.0).sum(1).mean()
             step += 1
             anneal = beta * min(1.0, step / max(anneal_steps, 1))
@@ -242,7 +306,12 @@ def fit_module(
             opt.step()
             total += float(loss.detach()) * len(batch)
             count += len(batch)
-        val_recall = _validate(module, side, val_batch, mask) if val_batch is not None else -total / count
+            if on_step is not None:
+                on_step(k + 1, n_steps)
+            if max_seconds is not None and time.perf_counter() - started >= max_seconds:
+                out_of_time = True
+                break
+        val_recall = _validate(module, side, val_batches, mask) if val_batches else -total / max(count, 1)
         if val_recall > best:
             best, best_epoch = val_recall, epoch
             best_state = copy.deepcopy(module.state_dict())
@@ -251,7 +320,7 @@ def fit_module(
         reports.append(report)
         if on_epoch is not None:
             on_epoch(report)
-        if epoch - best_epoch >= patience or (max_seconds is not None and elapsed >= max_seconds):
+        if out_of_time or epoch - best_epoch >= patience or (max_seconds is not None and elapsed >= max_seconds):
             break
     if best_state is not None:
         module.load_state_dict(best_state)
@@ -259,19 +328,23 @@ def fit_module(
 
 
 @torch.no_grad()
-def _validate(module: torch.nn.Module, side: SideFeatures, b: Batch, mask: torch.Tensor, k: int = 20) -> float:
+def _validate(module: torch.nn.Module, side: SideFeatures, batches: list[Batch], mask: torch.Tensor,
+              k: int = 20) -> float:  # fmt: skip
     """Recall@k (normalised by min(k, n)) of the validation rows' targets (HR@k for one target per row)."""
     module.eval()
-    logits, _, _ = module(side, b.items, b.offsets, b.weights, sample=False)
-    logits = logits + mask
-    rows_in = torch.repeat_interleave(
-        torch.arange(b.size, device=logits.device), torch.diff(b.offsets, append=b.offsets.new_tensor([len(b.items)]))
-    )
-    logits[rows_in, b.items] = float("-inf")
-    y = torch.zeros_like(logits, dtype=torch.bool)
-    y[b.target_rows, b.target_items] = True
-    top = logits.topk(k, dim=1).indices
-    hits = y.gather(1, top).sum(1).float()
-    n = y.sum(1).float()
-    ok = n > 0
-    return float((hits[ok] / n[ok].clamp(max=k)).mean()) if ok.any() else 0.0
+    total, rows = 0.0, 0
+    for b in batches:
+        logits, _, _ = module(side, b.items, b.offsets, b.weights, sample=False)
+        logits = logits + mask
+        counts = torch.diff(b.offsets, append=b.offsets.new_tensor([len(b.items)]))
+        rows_in = torch.repeat_interleave(torch.arange(b.size, device=logits.device), counts)
+        logits[rows_in, b.items] = float("-inf")
+        y = torch.zeros_like(logits, dtype=torch.bool)
+        y[b.target_rows, b.target_items] = True
+        top = logits.topk(k, dim=1).indices
+        hits = y.gather(1, top).sum(1).float()
+        n = y.sum(1).float()
+        ok = n > 0
+        total += float((hits[ok] / n[ok].clamp(max=k)).sum())
+        rows += int(ok.sum())
+    return total / rows if rows else 0.0

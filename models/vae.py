@@ -42,6 +42,7 @@ class SideFeatures:
     def __init__(self, m: sp.csr_matrix, device: torch.device) -> None:
         m = sp.csr_matrix(m, dtype=np.float32)
         m.sort_indices()
+        self.matrix, self.device = m, device
         self.shape = m.shape
         self.indices = torch.from_numpy(m.indices.astype(np.int64)).to(device)
         self.offsets = torch.from_numpy(m.indptr[:-1].astype(np.int64)).to(device)
@@ -50,6 +51,10 @@ class SideFeatures:
     def project(self, table: torch.Tensor) -> torch.Tensor:
         """``S @ table`` as [n_items, table.shape[1]]."""
         return F.embedding_bag(self.indices, table, self.offsets, mode="sum", per_sample_weights=self.values)
+
+    def rows(self, items: np.ndarray) -> SideFeatures:
+        """The side features of ``items`` only (the candidates of a sampled softmax), on the same device."""
+        return SideFeatures(self.matrix[items], self.device)
 
 
 def bag(table: torch.Tensor, items: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -106,10 +111,26 @@ class HybridVAEModule(nn.Module):
         *,
         sample: bool,
         generator: torch.Generator | None = None,
+        candidates: np.ndarray | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(logits, mu, logvar)`` for a batch of sparse input rows."""
-        w_in, dec, bias = self.effective(side)
-        mu, logvar = self.encode(w_in, items, offsets, weights)
+        """``(logits, mu, logvar)`` for a batch of sparse input rows.
+
+        ``candidates`` (item indexes) limits the logits to those columns, and the encoder and decoder to the
+        rows they touch: what a sampled softmax needs (``models/training.py``), at a fraction of the
+        full catalogue's cost. ``None`` scores every movie.
+        """
+        if candidates is None:
+            w_in, dec, bias = self.effective(side)
+            mu, logvar = self.encode(w_in, items, offsets, weights)
+        else:
+            used, local = torch.unique(items, return_inverse=True)  # the input movies' rows only
+            used_np = used.cpu().numpy()
+            w_in = self.item_in[used] + side.rows(used_np).project(self.side_in)
+            mu, logvar = self.encode(w_in, local, offsets, weights)
+            cand = torch.from_numpy(candidates).to(self.item_dec.device)
+            cand_side = side.rows(candidates)
+            dec = self.item_dec[cand] + cand_side.project(self.side_dec)
+            bias = self.item_bias[cand] + cand_side.project(self.side_bias[:, None]).squeeze(1)
         z = mu
         if sample:
             eps = torch.randn(mu.shape, generator=generator, device=mu.device)

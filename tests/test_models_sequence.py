@@ -186,3 +186,24 @@ def test_a_bounded_walk_scores_every_stride_th_candidate(data, fitted: HybridVAE
     np.testing.assert_array_equal(bounded.targets, full.targets[:: bounded.stride])
     np.testing.assert_array_equal(bounded.mu, full.mu[:: bounded.stride])
     assert bounded.score(WalkSetting(1.0, 7.0, 1.0, 0.7, 5, 2))["overall"]["events"] == len(bounded.targets)
+
+
+def test_co_rating_counts_do_not_depend_on_the_block_bounds() -> None:
+    """Tiny blocks (one movie, a few pairs: the sorted-keys path) and one big block (the dense path) give the
+    same neighbours as the oracle: the bounded-memory counting changes nothing but memory."""
+    rng = np.random.default_rng(7)
+    n_items, n = 30, 2000
+    users = np.sort(rng.integers(0, 40, n))
+    items = rng.integers(0, n_items, n)
+    ratings = rng.choice([2.0, 3.0, 4.0, 4.5, 5.0], n).astype(np.float32)
+    ev = Events(users.astype(np.int32), items.astype(np.int32), ratings, np.arange(n))
+    want = _oracle_similarity(users.tolist(), items.tolist(), ratings.tolist(), n_items, 4)
+    for bounds in ({"block_bytes": 1, "block_pairs": 1}, {"block_bytes": 1 << 30, "block_pairs": 1 << 30}):
+        co = CoRatedItems.build(ev, n_items, window=4, top_k=5, **bounds)
+        for a in range(n_items):
+            s, e = co.indptr[a], co.indptr[a + 1]
+            assert e - s == min(5, int((want[a] > 0).sum()))
+            top = np.sort(want[a])[::-1][: e - s]
+            np.testing.assert_allclose(np.sort(co.data[s:e])[::-1], top, rtol=1e-5)
+            # ties broken towards the lower movie index, as documented
+            assert all(want[a, j] >= top[-1] - 1e-12 for j in co.indices[s:e])
