@@ -24,7 +24,7 @@ from models.data import POSITIVE, Events, Interactions
 from models.evaluation.prequential import WARM_MIN_POSITIVES
 from models.runtime import ModelRuntime, decayed_log_counts, trending_increment
 from models.sequence import CoRatedItems, push_recent
-from models.state import UserState, cold_state, encode, fold_in
+from models.state import FoldInWeights, UserState, cold_state, encode, fold_in, latest_ratings, refold_many
 
 __all__ = ["ScoringWalk", "WalkSetting"]
 
@@ -61,18 +61,7 @@ class ScoringWalk:
         catalogue = data.known_items()
         hist_pos = np.bincount(h.user[h.rating >= POSITIVE], minlength=data.n_users)
         hist_any = np.bincount(h.user, minlength=data.n_users)
-        states: dict[int, UserState] = {}
-        recent: dict[int, tuple[int, ...]] = {}
-        seen: dict[int, set[int]] = {}
-        last: dict[tuple[int, int], float] = {}
-        stream_users = set(np.unique(s.user).tolist())
-        for u, i, r in zip(h.user.tolist(), h.item.tolist(), h.rating.tolist(), strict=True):
-            if u not in stream_users:
-                continue
-            states[u] = fold_in(w, states.get(u) or cold_state(w), i, r, last.get((u, i)))
-            recent[u] = push_recent(recent.get(u, ()), i, max_length)
-            seen.setdefault(u, set()).add(i)
-            last[(u, i)] = r
+        states, recent, seen, last = _history_states(w, h, np.unique(s.user), data.n_items, max_length)
         self.stride = max(1, -(-int((s.rating >= POSITIVE).sum()) // max_events))
         candidates = 0
         mus, recents, seen_rows, seen_cols, targets, groups, event_pos = [], [], [], [], [], [], []
@@ -204,6 +193,32 @@ class ScoringWalk:
                 "mrr": float(np.where(rk <= self.mrr_k, 1.0 / rk, 0.0).mean()) if len(rk) else 0.0,
             }
         return out
+
+
+def _history_states(w: FoldInWeights, h: Events, users: np.ndarray, n_items: int, max_length: int) -> tuple[
+    dict[int, UserState], dict[int, tuple[int, ...]], dict[int, set[int]], dict[tuple[int, int], float]
+]:  # fmt: skip
+    """Each of ``users``' state, latest movies (newest first), movies seen and latest ratings after HISTORY:
+    what folding ``h`` event by event leaves, computed at matrix-product speed (:func:`refold_many`)."""
+    keep = np.isin(h.user, users)
+    user, item, rating, _ = latest_ratings(h.user[keep], h.item[keep], h.rating[keep], n_items)
+    local = np.searchsorted(users, user)
+    pre, norm2, n_events = refold_many(w, local, item, rating, len(users))
+    starts = np.searchsorted(local, np.arange(len(users) + 1))
+    states: dict[int, UserState] = {}
+    recent: dict[int, tuple[int, ...]] = {}
+    seen: dict[int, set[int]] = {}
+    last: dict[tuple[int, int], float] = {}
+    items, ratings = item.tolist(), rating.tolist()
+    for k, u in enumerate(users.tolist()):
+        lo, hi = int(starts[k]), int(starts[k + 1])
+        if lo == hi:
+            continue
+        states[u] = UserState(pre=pre[k], norm2=float(norm2[k]), n_events=int(n_events[k]))
+        recent[u] = tuple(items[max(lo, hi - max_length) : hi][::-1])  # by latest position: push_recent's order
+        seen[u] = set(items[lo:hi])
+        last.update(zip(((u, i) for i in items[lo:hi]), ratings[lo:hi], strict=True))
+    return states, recent, seen, last
 
 
 def _advance(trending: np.ndarray, now: float, stream: Events, done: int, pos: int,
