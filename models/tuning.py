@@ -26,7 +26,10 @@ import numpy as np
 from models.data import Interactions
 from models.evaluation.batched import ScoringWalk, WalkSetting
 
-__all__ = ["LADDERS", "Ladder", "SelfConfiguration", "self_configure", "validation_split", "with_choice"]
+#: The validation table's label of the recency-tuned popularity baseline.
+POPULARITY = "popularity (decayed counts, tuned half-life)"
+
+__all__ = ["LADDERS", "POPULARITY", "Ladder", "SelfConfiguration", "self_configure", "validation_split", "with_choice"]
 
 
 def validation_split(data: Interactions, quantile: float = 0.8) -> Interactions:
@@ -92,6 +95,12 @@ class SelfConfiguration:
     baselines: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     events: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    popularity_half_life_days: float = 0.0  #: the half-life the popularity baseline was tuned to
+
+    def lift_over_popularity(self) -> float:
+        """Validation HR@20 of the choice over the recency-tuned popularity baseline's (inf when that is 0)."""
+        base = self.baselines[POPULARITY]["overall"]["hr"] if POPULARITY in self.baselines else 0.0
+        return self.hr / base if base > 0 else float("inf")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -178,11 +187,16 @@ def self_configure(
                 hr({**current, name: v})
         interior[name] = ("interior" if lower is not None and upper is not None
                           else f"bound {current[name]:g}")  # fmt: skip
+    popularity, popularity_half_life = _tune_popularity(
+        walk, ladders["prior_half_life_days"], values["prior_half_life_days"], log
+    )
     chosen_groups = scored[_setting(current)]
     chosen = {k: (int(v) if ladders[k].integer else v) for k, v in current.items()}
     out = SelfConfiguration(chosen, chosen_groups["overall"]["hr"], chosen_groups, interior, trials,
                             events=walk.events)  # fmt: skip
     out.seconds = {"fit": fitted - started, "search": time.perf_counter() - fitted}
+    out.baselines[POPULARITY] = popularity
+    out.popularity_half_life_days = popularity_half_life
     if baselines:
         import copy
 
@@ -195,6 +209,42 @@ def self_configure(
             if log is not None:
                 log(f"validation: {label:<22} HR@20 {out.baselines[label]['overall']['hr']:.4f}")
     return out
+
+
+def _tune_popularity(walk: ScoringWalk, ladder: Ladder, start: list[float],
+                     log: Callable[[str], None] | None) -> tuple[dict[str, dict[str, float]], float]:  # fmt: skip
+    """Recency-decayed popularity on the same walk, its half-life searched on the same ladder (widened the
+    same way): the popularity baseline gets the hybrid's recency trick and tuning budget."""
+    values = sorted(start)
+    scored: dict[float, dict[str, dict[str, float]]] = {}
+
+    def hr(half_life: float) -> float:
+        if half_life not in scored:
+            setting = WalkSetting(1.0, half_life, 0.0, 0.5, 1, 1, vae=False)
+            scored[half_life] = walk.score(setting)
+        return scored[half_life]["overall"]["hr"]
+
+    best = max(values, key=hr)
+    while True:  # widen while the best sits at an open end
+        i = values.index(best)
+        at_top, at_bottom = i == len(values) - 1, i == 0
+        nxt = (
+            ladder.widened(values, at_top=True)
+            if at_top
+            else ladder.widened(values, at_top=False)
+            if at_bottom
+            else None
+        )
+        if nxt is None:
+            break
+        values = sorted({*values, nxt})
+        if hr(nxt) <= hr(best):
+            break
+        best = nxt
+    groups = scored[best]
+    if log is not None:
+        log(f"validation: {POPULARITY} (half-life {best:g} d)  HR@20 {groups['overall']['hr']:.4f}")
+    return groups, best
 
 
 def with_choice(params: dict[str, Any], config: SelfConfiguration) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from models.evaluation.batched import ScoringWalk, WalkSetting
 from models.evaluation.prequential import prequential
 from models.hybrid_vae import HybridVAE
 from models.sequence import CoRatedItems, push_recent, recent_items
-from models.tuning import LADDERS, Ladder, self_configure, validation_split
+from models.tuning import LADDERS, POPULARITY, Ladder, self_configure, validation_split
 from tests.models_support import taste_data
 
 TINY = dict(hidden=16, latent=8, max_epochs=20, lr=0.02, batch_size=16, val_fraction=0.0, seed=3)
@@ -139,10 +139,11 @@ def test_self_configure_chooses_a_checked_local_optimum(data) -> None:
     params = {**TINY, "prior_half_life_days": 0.01, "seq_length": 5, "seq_window": 2, "seq_gamma": 1.0,
               "seq_decay": 0.5, "prior_beta": 0.5}  # fmt: skip
     cfg = self_configure(params, data, ladders=ladders, baselines=False)
-    scored = {tuple(t[k] for k in WalkSetting.__dataclass_fields__): t["groups"]["overall"]["hr"] for t in cfg.trials}
-    chosen = tuple(cfg.chosen[k] for k in WalkSetting.__dataclass_fields__)
+    names = list(ladders)
+    scored = {tuple(t[k] for k in names): t["groups"]["overall"]["hr"] for t in cfg.trials}
+    chosen = tuple(cfg.chosen[k] for k in names)
     assert scored[chosen] == cfg.hr
-    names = list(WalkSetting.__dataclass_fields__)
+    assert {t["vae"] for t in cfg.trials} == {True}  # the hybrid's trials; popularity is a baseline
     for j, name in enumerate(names):  # every neighbour of the choice along one axis was scored and is not better
         neighbours = [key for key in scored if all(key[i] == chosen[i] for i in range(len(names)) if i != j)]
         assert all(scored[key] <= cfg.hr for key in neighbours)
@@ -150,8 +151,14 @@ def test_self_configure_chooses_a_checked_local_optimum(data) -> None:
             assert any(key[j] < chosen[j] for key in neighbours) and any(key[j] > chosen[j] for key in neighbours)
         else:  # a bound: nothing beyond it on that side may exist
             assert cfg.interior[name] == f"bound {chosen[j]:g}"
-    assert cfg.events == ScoringWalk(HybridVAE(**TINY).fit(validation_split(data)).runtime_,
-                                     validation_split(data)).events  # fmt: skip
+    walk = ScoringWalk(HybridVAE(**TINY).fit(validation_split(data)).runtime_, validation_split(data))
+    assert cfg.events == walk.events
+    # the popularity baseline: decayed counts alone on the same walk, at the half-life it was tuned to
+    pop = cfg.baselines[POPULARITY]
+    hl = cfg.popularity_half_life_days
+    assert pop == walk.score(WalkSetting(1.0, hl, 0.0, 0.5, 1, 1, vae=False))
+    for other in [v for v in (hl * 10.0, hl / 10.0) if v >= 1e-4]:  # its ladder's neighbours (floor 1e-4)
+        assert walk.score(WalkSetting(1.0, other, 0.0, 0.5, 1, 1, vae=False))["overall"]["hr"] <= pop["overall"]["hr"]
 
 
 def test_ladders_widen_open_ends_only() -> None:

@@ -41,6 +41,9 @@ class WalkSetting:
     seq_decay: float
     seq_length: int
     seq_window: int
+    #: False scores without the VAE's decoder: with ``seq_gamma=0`` that is recency-decayed popularity alone
+    #: (the prior's counts; any ``prior_beta > 0`` ranks alike), the baseline given the hybrid's recency trick
+    vae: bool = True
 
 
 class ScoringWalk:
@@ -151,7 +154,10 @@ class ScoringWalk:
         weights = np.power(setting.seq_decay, np.arange(length)).astype(np.float32)
         for start in range(0, self.events, _BLOCK):
             rows = np.arange(start, min(start + _BLOCK, self.events))
-            scores = self.mu[rows] @ rt.item_decoder.T + rt.item_bias
+            if setting.vae:
+                scores = self.mu[rows] @ rt.item_decoder.T + rt.item_bias
+            else:
+                scores = np.zeros((len(rows), rt.n_items), dtype=np.float32)
             if setting.prior_beta:
                 scores += np.float32(setting.prior_beta) * self._prior(setting.prior_half_life_days, rows)
             if co is not None:
