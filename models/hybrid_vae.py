@@ -182,8 +182,14 @@ class HybridVAE(Recommender):
 
     # --- training -------------------------------------------------------------------------
     def fit(self, data: Interactions, on_epoch: Callable[[EpochReport], None] | None = None,
-            on_step: Callable[[int, int], None] | None = None) -> Self:  # fmt: skip
-        """Train on ``data.history``; ``on_epoch`` gets each epoch's report, ``on_step(done, total)`` each batch."""
+            on_step: Callable[[int, int], None] | None = None,
+            warm_start: HybridVAE | None = None) -> Self:  # fmt: skip
+        """Train on ``data.history``; ``on_epoch`` gets each epoch's report, ``on_step(done, total)`` each batch.
+
+        ``warm_start`` (a fitted model with the same shapes: same catalogue, side features and widths) starts
+        each member from its weights instead of at random: the final fit on all of HISTORY can continue the
+        validation fit on its first 80% instead of starting over, which halves training at ML-32M scale.
+        """
         import torch
 
         from models.training import fit_module, rows_from_events
@@ -222,6 +228,11 @@ class HybridVAE(Recommender):
                 cold = torch.from_numpy(~trainable)
                 module.item_in[cold] = 0.0
                 module.item_dec[cold] = 0.0
+            if warm_start is not None:
+                try:
+                    module.load_state_dict(warm_start.modules_[member].state_dict())
+                except (IndexError, RuntimeError) as exc:
+                    raise ModelError(f"warm start: the model does not match this fit ({exc})") from None
             module.to(device)
             offset = member * self.max_epochs
             report = None if on_epoch is None else _offset_reports(on_epoch, offset, self.members * self.max_epochs)

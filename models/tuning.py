@@ -19,12 +19,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from models.data import Interactions
 from models.evaluation.batched import ScoringWalk, WalkSetting
+
+if TYPE_CHECKING:
+    from models.training import EpochReport
 
 #: The validation table's label of the recency-tuned popularity baseline.
 POPULARITY = "popularity (decayed counts, tuned half-life)"
@@ -123,20 +126,32 @@ def self_configure(
     max_passes: int = 4,
     baselines: bool = True,
     log: Callable[[str], None] | None = None,
+    max_seconds: float | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> SelfConfiguration:
     """Fit ``HybridVAE(**params)`` on the inner HISTORY of ``data`` and choose its scoring-only parameters.
 
     Parameters in ``params`` that :data:`LADDERS` names are the search's starting point. The objective is
     the validation walk's overall HR@20; a move must improve it (ties keep the current value), so the
-    search ends. ``baselines`` also walks popularity and EASE(200) over the same inner STREAM, for the table.
+    search ends. ``baselines`` also walks popularity and EASE(200) over the same inner STREAM, for the table
+    (one event at a time: small data only); the recency-tuned popularity of the batched walk is always there.
+
+    ``max_seconds`` bounds the search (not the fit: ``params["max_seconds"]`` does): once spent, no new setting
+    is scored, the best so far is the choice and the unchecked parameters say so in ``interior``. The fitted
+    inner model is kept as ``.inner_model`` (not serialised), for a warm-started final fit.
     """
     from models.hybrid_vae import HybridVAE
 
     ladders = LADDERS if ladders is None else ladders
     started = time.perf_counter()
     val = validation_split(data, quantile)
-    model = HybridVAE(**params).fit(val)
+    model = HybridVAE(**params).fit(val, on_epoch=on_epoch, on_step=on_step)
     fitted = time.perf_counter()
+
+    def spent() -> bool:
+        return max_seconds is not None and time.perf_counter() - fitted >= max_seconds
+
     walk = ScoringWalk(model.runtime_, val, max_length=int(max(ladders["seq_length"].cap or 80, 1)))
     defaults = HybridVAE(**params)
     current = {name: float(getattr(defaults, name)) for name in ladders}
@@ -146,6 +161,8 @@ def self_configure(
 
     def hr(point: dict[str, float]) -> float:
         setting = _setting(point)
+        if setting not in scored and spent() and scored:  # out of budget: an unscored setting never wins
+            return -1.0
         if setting not in scored:
             scored[setting] = walk.score(setting, top_k=int(params.get("seq_top_k", defaults.seq_top_k)))
             trials.append({**asdict(setting), "groups": scored[setting]})
@@ -185,8 +202,12 @@ def self_configure(
         for v in (lower, upper):
             if v is not None:
                 hr({**current, name: v})
-        interior[name] = ("interior" if lower is not None and upper is not None
-                          else f"bound {current[name]:g}")  # fmt: skip
+        checked = all(_setting({**current, name: v}) in scored for v in (lower, upper) if v is not None)
+        if not checked:
+            interior[name] = "not checked (search budget spent)"
+        else:
+            interior[name] = ("interior" if lower is not None and upper is not None
+                              else f"bound {current[name]:g}")  # fmt: skip
     popularity, popularity_half_life = _tune_popularity(
         walk, ladders["prior_half_life_days"], values["prior_half_life_days"], log
     )
@@ -197,6 +218,7 @@ def self_configure(
     out.seconds = {"fit": fitted - started, "search": time.perf_counter() - fitted}
     out.baselines[POPULARITY] = popularity
     out.popularity_half_life_days = popularity_half_life
+    out.inner_model = model  # type: ignore[attr-defined]  # a plain attribute: asdict leaves it out
     if baselines:
         import copy
 

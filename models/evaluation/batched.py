@@ -16,6 +16,7 @@ rank only on an exact tie; ``tests/test_models_tuning.py`` compares the two.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -26,7 +27,10 @@ from models.runtime import ModelRuntime, decayed_log_counts, trending_increment
 from models.sequence import CoRatedItems, push_recent
 from models.state import FoldInWeights, UserState, cold_state, encode, fold_in, latest_ratings, refold_many
 
-__all__ = ["ScoringWalk", "WalkSetting"]
+__all__ = ["ScoringWalk", "WalkSetting", "walk_model"]
+
+if TYPE_CHECKING:
+    from models.hybrid_vae import HybridVAE
 
 _BLOCK = 256
 
@@ -235,3 +239,19 @@ def _advance(trending: np.ndarray, now: float, stream: Events, done: int, pos: i
                                                                                              half_life))  # fmt: skip
         now = max(now, float(stream.ts[done:pos].max()))
     return now, max(done, pos)
+
+
+def walk_model(model: HybridVAE, data: Interactions, *, max_events: int = 50_000) -> dict[str, dict[str, float]]:
+    """The STREAMING walk's groups for a fitted hybrid VAE at its own scoring parameters, batched.
+
+    Equal to ``prequential(model, data, streaming=True)``'s HR/NDCG/MRR per group below ``max_events``
+    scored events (see the module docstring); above, every ``stride``-th is scored. The model's co-rating
+    table is reused when it was counted on ``data.history`` with the same window.
+    """
+    walk = ScoringWalk(model.runtime_, data, max_length=max(int(model.seq_length), 1), max_events=max_events)
+    co = model.runtime_.sequence
+    if co is not None and co.window == int(model.seq_window):
+        walk._co[co.window] = co
+    setting = WalkSetting(float(model.prior_beta), float(model.prior_half_life_days), float(model.seq_gamma),
+                          float(model.seq_decay), int(model.seq_length), int(model.seq_window))  # fmt: skip
+    return walk.score(setting, top_k=int(model.seq_top_k))

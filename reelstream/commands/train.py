@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from reelstream.console import console
@@ -22,6 +24,24 @@ def run(
     latent: Annotated[int, typer.Option(min=1, help="Latent width (the decoder's item rows).")] = 64,
     max_epochs: Annotated[int, typer.Option(min=1, help="Upper bound on epochs (early stopping ends sooner).")] = 100,
     members: Annotated[int, typer.Option(min=1, help="Seeds trained and served as one (scoring cost x members).")] = 1,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Users per batch (default: 128, or 1,024 above 2 M ratings).")
+    ] = None,
+    sampled_softmax: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Negative movies drawn per batch; 0: exact softmax "
+            "(default: 0, or 4,096 above 2 M ratings and 20,000 movies).",
+        ),
+    ] = None,
+    budget_minutes: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1,
+            help="Wall-clock budget of the whole run, split over its phases (default: none, or 20 above 2 M ratings).",
+        ),
+    ] = None,
     prior_beta: Annotated[
         float | None, typer.Option(help="Weight of the streaming item prior (default: the model's tuned default).")
     ] = None,
@@ -36,51 +56,61 @@ def run(
         ),
     ] = True,
     data: Annotated[Path | None, typer.Option(help="Train on a MovieLens folder instead of the feature store.")] = None,
-    evaluate: Annotated[bool, typer.Option(help="Score the prequential protocol into the metadata.")] = True,
+    evaluate: Annotated[bool, typer.Option(help="Score the STREAMING walk over STREAM into the metadata.")] = True,
 ) -> None:
     """Train on HISTORY, stop early on held-out users, write var/models/mNNNN and point CURRENT at it."""
+    import time
+
     from models.artifacts import publish
-    from models.evaluation import prequential
+    from models.budget import plan
+    from models.evaluation.batched import walk_model
     from models.hybrid_vae import HybridVAE
     from models.loading import load_interactions
 
+    started = time.perf_counter()
     settings = get_settings()
     interactions = load_interactions(settings.store_dir, data=data)
+    budget = plan(len(interactions.history), interactions.n_items, batch_size=batch_size,
+                  sampled_softmax=sampled_softmax, budget_minutes=budget_minutes)  # fmt: skip
     console.print(
         f"data: store version {interactions.version}, {len(interactions.history):,} HISTORY ratings, "
-        f"{interactions.n_items:,} movies, {interactions.n_side} side features"
+        f"{interactions.n_items:,} movies, {interactions.n_side} side features; batches of {budget.batch_size}, "
+        + (f"sampled softmax ({budget.sampled_softmax:,} drawn movies)" if budget.sampled_softmax else "exact softmax")
+        + (f", budget {budget.budget_s / 60:.0f} min" if budget.budget_s else "")
     )
     params: dict[str, Any] = dict(hidden=hidden, latent=latent, max_epochs=max_epochs, members=members, seed=seed,
-                                  device=device)  # fmt: skip
+                                  device=device, batch_size=budget.batch_size,
+                                  sampled_softmax=budget.sampled_softmax)  # fmt: skip
     if prior_beta is not None:
         params["prior_beta"] = prior_beta
     if prior_half_life_days is not None:
         params["prior_half_life_days"] = prior_half_life_days
-    tuning = None
+    tuning, warm = None, None
     if tune:
         from models.tuning import self_configure, with_choice
 
-        with console.status("validation walk: fitting on the inner HISTORY, then searching…"):
-            tuning = self_configure(params, interactions, baselines=False, log=console.log)
+        inner = {**params, "max_seconds": budget.seconds("validation_fit")}
+        with _fit_progress("validation fit (inner HISTORY)", max_epochs * members) as (on_epoch, on_step):
+            tuning = self_configure(inner, interactions, baselines=False, log=console.log,
+                                    max_seconds=budget.seconds("search"), on_epoch=on_epoch,
+                                    on_step=on_step)  # fmt: skip
         params = with_choice(params, tuning)
         console.print(validation_table(tuning.as_dict()))
-    model = HybridVAE(**params)
-    with Progress(
-        TextColumn("[bold]training[/]"), BarColumn(), TextColumn("epoch {task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]:.2f}"), TextColumn("val HR@20 {task.fields[val]:.4f}"),
-        TextColumn("best @{task.fields[best]}"), TimeElapsedColumn(), console=console,
-    ) as progress:  # fmt: skip
-        task = progress.add_task("train", total=max_epochs * model.members, loss=0.0, val=0.0, best=0)
-        model.fit(interactions, on_epoch=lambda r: progress.update(
-            task, completed=r.epoch, loss=r.loss, val=r.val_recall, best=r.best_epoch))  # fmt: skip
-        progress.update(task, total=len(model.history_))
+        warm = tuning.inner_model if budget.budget_s is not None else None  # type: ignore[attr-defined]
+    model = HybridVAE(**{**params, "max_seconds": budget.seconds("final_fit")})
+    with _fit_progress("training" + (" (warm start)" if warm else ""), max_epochs * model.members) as (ep, st):
+        model.fit(interactions, on_epoch=ep, on_step=st, warm_start=warm)
     metrics: dict[str, float] = {"val_hr_at_20": float(model.runtime_.metadata["val_hr_at_20"] or 0.0)}
+    if tuning is not None:
+        metrics["validation_walk_hr_at_20"] = tuning.hr
+        metrics["validation_walk_popularity_hr_at_20"] = tuning.hr / tuning.lift_over_popularity()
     if evaluate and len(interactions.stream):
-        result = prequential(model, interactions, streaming=True)
-        for group, m in result.groups.items():
+        with console.status("evaluation: the STREAMING walk over STREAM…"):
+            groups = walk_model(model, interactions)
+        for group, m in groups.items():
             metrics[f"prequential_{group}_hr_at_20"] = m["hr"]
-        metrics["prequential_overall_ndcg_at_20"] = result.groups["overall"]["ndcg"]
-        model.prime(interactions.history)  # the walk counted STREAM into the prior: item_prior.npz is HISTORY's
+        metrics["prequential_overall_ndcg_at_20"] = groups["overall"]["ndcg"]
+        metrics["prequential_scored_events"] = groups["overall"]["events"]
 
     def write(folder: Path, name: str) -> None:
         model.runtime_.metadata.update(model_version=name, data_version=interactions.version, metrics=metrics)
@@ -92,10 +122,35 @@ def run(
     meta = model.runtime_.metadata
     console.print(
         f"[bold green]model {folder.name}[/] written to {folder}: {meta['epochs']} epochs "
-        f"(best {meta['best_epoch']}), {meta['training_seconds']:.1f} s on {device}"
+        f"(best {meta['best_epoch']}), {meta['training_seconds']:.1f} s on {device}; "
+        f"{time.perf_counter() - started:.0f} s in all"
     )
+    if tuning is not None:
+        console.print(f"  validation walk: HR@20 {tuning.hr:.4f} = {tuning.lift_over_popularity():.2f} x the "
+                      f"recency-tuned popularity baseline")  # fmt: skip
     for key, value in metrics.items():
         console.print(f"  {key:<34} {value:.4f}")
+
+
+@contextmanager
+def _fit_progress(label: str, max_epochs: int) -> Iterator[tuple[Callable[..., None], Callable[[int, int], None]]]:
+    """A rich bar over one epoch's batches (with its ETA), the epoch count, loss and validation HR@20."""
+    with Progress(
+        TextColumn(f"[bold]{label}[/]"), BarColumn(), TextColumn("epoch {task.fields[epoch]}/{task.fields[of]}"),
+        TextColumn("loss {task.fields[loss]:.2f}"), TextColumn("val HR@20 {task.fields[val]:.4f}"),
+        TextColumn("best @{task.fields[best]}"), TimeElapsedColumn(), TextColumn("epoch ETA"),
+        TimeRemainingColumn(), console=console,
+    ) as progress:  # fmt: skip
+        task = progress.add_task(label, total=1, epoch=1, of=max_epochs, loss=0.0, val=0.0, best=0)
+
+        def on_step(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        def on_epoch(r: Any) -> None:
+            progress.reset(task, total=progress.tasks[0].total, epoch=r.epoch + 1, of=max_epochs, loss=r.loss,
+                           val=r.val_recall, best=r.best_epoch)  # fmt: skip
+
+        yield on_epoch, on_step
 
 
 def validation_table(config: dict[str, Any]) -> Table:

@@ -1,0 +1,60 @@
+"""How training sizes itself to its data: the large-data plan and the time budget split across phases.
+
+On ml-latest-small (100k ratings, 9,742 movies) the exact softmax, batches of 128 and early stopping take
+about a minute. At ML-32M shape (25.6 M HISTORY ratings, 87,585 movies) the same settings cost about half
+an hour per epoch on two cores, so above :data:`LARGE_HISTORY` ratings the plan changes: batches of 1,024,
+a sampled softmax over 4,096 drawn movies plus the batch's positives above :data:`WIDE_CATALOGUE` movies
+(``models/training.py``), and a wall-clock budget (:data:`DEFAULT_BUDGET_MIN`) split over the phases of
+``reelstream train``: the validation fit, the scoring-parameter search, the final fit (warm-started from the
+validation fit) and the rest (loading, the co-rating tables, the evaluation walk, writing). Every value can
+be set by hand; the plan only fills what is not given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_BUDGET_MIN", "LARGE_HISTORY", "SHARES", "WIDE_CATALOGUE", "TrainingPlan", "plan"]
+
+#: HISTORY ratings above which training uses the large-data plan.
+LARGE_HISTORY = 2_000_000
+#: Movies above which the training softmax is sampled.
+WIDE_CATALOGUE = 20_000
+#: The budget of a large-data ``reelstream train``, minutes (issue goal: 20 minutes at ML-32M shape).
+DEFAULT_BUDGET_MIN = 20.0
+#: Share of the budget each phase may spend; what is left covers loading, co-rating tables, the evaluation.
+SHARES = {"validation_fit": 0.30, "search": 0.20, "final_fit": 0.25}
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """The training settings for one dataset; ``None`` budgets mean "no limit"."""
+
+    batch_size: int
+    sampled_softmax: int
+    budget_s: float | None
+
+    def seconds(self, phase: str) -> float | None:
+        """The seconds ``phase`` (a key of :data:`SHARES`) may spend."""
+        return None if self.budget_s is None else self.budget_s * SHARES[phase]
+
+
+def plan(n_history: int, n_items: int, *, batch_size: int | None = None, sampled_softmax: int | None = None,
+         budget_minutes: float | None = None) -> TrainingPlan:  # fmt: skip
+    """The plan for ``n_history`` HISTORY ratings over ``n_items`` movies; given values are kept.
+
+    >>> plan(100_000, 9_742)
+    TrainingPlan(batch_size=128, sampled_softmax=0, budget_s=None)
+    >>> plan(25_600_000, 87_585)
+    TrainingPlan(batch_size=1024, sampled_softmax=4096, budget_s=1200.0)
+    >>> plan(25_600_000, 87_585, sampled_softmax=0, budget_minutes=45).budget_s
+    2700.0
+    """
+    large = n_history > LARGE_HISTORY
+    if batch_size is None:
+        batch_size = 1024 if large else 128
+    if sampled_softmax is None:
+        sampled_softmax = 4096 if large and n_items > WIDE_CATALOGUE else 0
+    if budget_minutes is None and large:
+        budget_minutes = DEFAULT_BUDGET_MIN
+    return TrainingPlan(batch_size, sampled_softmax, None if budget_minutes is None else 60.0 * budget_minutes)
