@@ -12,6 +12,9 @@ per request than httpx, so the client does not hide the server's cost):
   process's CPU time per request in that phase (``server_cpu_ms_per_req``,
   from /proc: far less sensitive than wall time to other load on the machine).
 
+``--live REDIS_URL --live-var VAR`` benchmarks a real run's state instead (``bench/scale.py``: ML-32M shape,
+200,948 users seeded from HISTORY), with that run's model and store, users drawn from Redis.
+
 Writes ``bench/results/gateway.json``. Usage::
 
     .venv/bin/python bench/gateway.py            # full run (a few minutes on 2 cores)
@@ -173,7 +176,7 @@ def _phase(pid: int, port: int, paths: Path, n: int, concurrency: int) -> dict:
 
 
 def bench_catalogue(name: str, items, runtime, args: argparse.Namespace, work: Path) -> dict:
-
+    """A dedicated Redis seeded with ``args.users`` synthetic warm users, then :func:`serve_phases`."""
     from gateway.testing import write_user
     from reelstream import infra
 
@@ -200,51 +203,88 @@ def bench_catalogue(name: str, items, runtime, args: argparse.Namespace, work: P
             ratings = [(int(m), float(rng.choice([1.0, 2.5, 3.5, 4.0, 4.5, 5.0]))) for m in chosen]
             write_user(client, runtime, uid, ratings)
         client.close()
-        rec_paths = work / "rec_paths.json"
-        rec_paths.write_text(json.dumps([f"/recommendations/{u}?k=20" for u in users]))
-        health_paths = work / "health_paths.json"
-        health_paths.write_text(json.dumps(["/health"]))
-        out: dict = {"catalogue": name, "n_items": int(runtime.n_items), "latent": int(runtime.weights.latent),
-                     "warm_users": len(users)}  # fmt: skip
-        for mode, cache_size in (("uncached", 0), ("cached", 100_000))[: 1 if args.only_uncached else 2]:
-            port = infra.free_port()
-            server = subprocess.Popen(
-                [sys.executable, __file__, "serve", "--port", str(port), "--redis-url", url,
-                 "--model-dir", str(model_dir), "--items", str(items_path), "--var-dir", str(work / f"var-{mode}"),
-                 "--cache-size", str(cache_size), "--dead-port", str(infra.free_port()),
-                 "--batch-max", str(args.batch_max), *(["--floor"] if args.floor else [])],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            try:
-                _wait_http(port)
-                _run_load(port, rec_paths, len(users) * 2, 4)  # warm-up (and fills the cache)
-                _run_load(port, health_paths, 500, 4)
-                res: dict = {"loadavg_before": [round(x, 2) for x in os.getloadavg()]}
-                for label, paths in (("recommendations", rec_paths), ("health", health_paths)):
-                    lat = _phase(server.pid, port, paths, args.n, 1)
-                    thr = _phase(server.pid, port, paths, args.n, args.concurrency)
-                    high = _phase(server.pid, port, paths, args.n, args.high_concurrency)
-                    res[label] = {"p50_ms": round(lat["p50_ms"], 3), "p99_ms": round(lat["p99_ms"], 3),
-                                  "req_per_s": round(thr["req_per_s"], 1),
-                                  "server_cpu_ms_per_req": round(thr["server_cpu_ms_per_req"], 3),
-                                  f"req_per_s_c{args.high_concurrency}": round(high["req_per_s"], 1),
-                                  f"p99_ms_c{args.high_concurrency}": round(high["p99_ms"], 3),
-                                  "errors": lat["errors"] + thr["errors"] + high["errors"],
-                                  "mean_batch": thr["mean_batch"],
-                                  f"mean_batch_c{args.high_concurrency}": high["mean_batch"]}  # fmt: skip
-                rec, hea = res["recommendations"], res["health"]
-                res["throughput_vs_health"] = round(rec["req_per_s"] / hea["req_per_s"], 3)
-                hk = f"req_per_s_c{args.high_concurrency}"
-                res[f"throughput_vs_health_c{args.high_concurrency}"] = round(rec[hk] / hea[hk], 3)
-                res["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-                out[mode] = res
-                print(name, mode, json.dumps(res), flush=True)
-            finally:
-                server.terminate()
-                server.wait(timeout=30)
-        return out
+        return serve_phases(name, url, model_dir, items_path, users, int(runtime.n_items),
+                            int(runtime.weights.latent), args, work)  # fmt: skip
     finally:
         infra.stop_process(work / "run", "redis")
+
+
+def bench_live(args: argparse.Namespace, work: Path) -> dict:
+    """``--live``: the state a real run left in Redis (``bench/scale.py``), its current model and store; the
+    users are ``args.users`` drawn (seeded) from those Redis holds, so their rated sets are real ones."""
+    import random
+
+    from bootstrap.store import load_store
+    from models.runtime import current_model_dir
+    from reelstream.redis_client import redis_client
+
+    var = Path(args.live_var)
+    model_dir = current_model_dir(var / "models")
+    store = load_store(var / "store")
+    work.mkdir(parents=True, exist_ok=True)
+    items_path = work / "items.parquet"
+    store.items.write_parquet(items_path)
+    client = redis_client(args.live)
+    uids = [int(k.decode().split(":")[2]) for k in client.scan_iter(match="rs:user:*", count=10_000)
+            if k.decode().count(":") == 2]  # fmt: skip
+    client.close()
+    users = random.Random(0).sample(sorted(uids), min(args.users, len(uids)))
+    from models.runtime import ModelRuntime
+
+    rt = ModelRuntime.load(model_dir)
+    out = serve_phases("live", args.live, model_dir, items_path, users, int(rt.n_items), int(rt.weights.latent),
+                       args, work)  # fmt: skip
+    out["users_in_redis"] = len(uids)
+    return out
+
+
+def serve_phases(name: str, url: str, model_dir: Path, items_path: Path, users: list[int], n_items: int, latent: int,
+                 args: argparse.Namespace, work: Path) -> dict:  # fmt: skip
+    """Latency (1 connection) and throughput (c=4, c=16) of /recommendations and /health, uncached and cached."""
+    from reelstream import infra
+
+    rec_paths = work / "rec_paths.json"
+    rec_paths.write_text(json.dumps([f"/recommendations/{u}?k=20" for u in users]))
+    health_paths = work / "health_paths.json"
+    health_paths.write_text(json.dumps(["/health"]))
+    out: dict = {"catalogue": name, "n_items": n_items, "latent": latent, "warm_users": len(users)}
+    for mode, cache_size in (("uncached", 0), ("cached", 100_000))[: 1 if args.only_uncached else 2]:
+        port = infra.free_port()
+        server = subprocess.Popen(
+            [sys.executable, __file__, "serve", "--port", str(port), "--redis-url", url,
+             "--model-dir", str(model_dir), "--items", str(items_path), "--var-dir", str(work / f"var-{mode}"),
+             "--cache-size", str(cache_size), "--dead-port", str(infra.free_port()),
+             "--batch-max", str(args.batch_max), *(["--floor"] if args.floor else [])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            _wait_http(port)
+            _run_load(port, rec_paths, len(users) * 2, 4)  # warm-up (and fills the cache)
+            _run_load(port, health_paths, 500, 4)
+            res: dict = {"loadavg_before": [round(x, 2) for x in os.getloadavg()]}
+            for label, paths in (("recommendations", rec_paths), ("health", health_paths)):
+                lat = _phase(server.pid, port, paths, args.n, 1)
+                thr = _phase(server.pid, port, paths, args.n, args.concurrency)
+                high = _phase(server.pid, port, paths, args.n, args.high_concurrency)
+                res[label] = {"p50_ms": round(lat["p50_ms"], 3), "p99_ms": round(lat["p99_ms"], 3),
+                              "req_per_s": round(thr["req_per_s"], 1),
+                              "server_cpu_ms_per_req": round(thr["server_cpu_ms_per_req"], 3),
+                              f"req_per_s_c{args.high_concurrency}": round(high["req_per_s"], 1),
+                              f"p99_ms_c{args.high_concurrency}": round(high["p99_ms"], 3),
+                              "errors": lat["errors"] + thr["errors"] + high["errors"],
+                              "mean_batch": thr["mean_batch"],
+                              f"mean_batch_c{args.high_concurrency}": high["mean_batch"]}  # fmt: skip
+            rec, hea = res["recommendations"], res["health"]
+            res["throughput_vs_health"] = round(rec["req_per_s"] / hea["req_per_s"], 3)
+            hk = f"req_per_s_c{args.high_concurrency}"
+            res[f"throughput_vs_health_c{args.high_concurrency}"] = round(rec[hk] / hea[hk], 3)
+            res["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+            out[mode] = res
+            print(name, mode, json.dumps(res), flush=True)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    return out
 
 
 def main(args: argparse.Namespace) -> None:
@@ -263,6 +303,13 @@ def main(args: argparse.Namespace) -> None:
         "batch_max": args.batch_max,
         "floor": args.floor,
     }  # fmt: skip
+    if args.live:
+        results["command"] = f"python bench/gateway.py --live {args.live} --live-var {args.live_var}"
+        with tempfile.TemporaryDirectory(prefix="rs-bench-gw-") as tmp:
+            results["live"] = bench_live(args, Path(tmp))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        return
     with tempfile.TemporaryDirectory(prefix="rs-bench-gw-") as tmp:
         if not args.only_synthetic:
             ml = movielens_items(ROOT / "data" / "ml-latest-small")
@@ -310,6 +357,8 @@ if __name__ == "__main__":
     parser.add_argument("--only-synthetic", action="store_true", help="skip ml-latest-small (quick iterations)")
     parser.add_argument("--only-uncached", action="store_true", help="skip the cached runs (quick iterations)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--live", metavar="REDIS_URL", help="benchmark a real run's state in this Redis instead")
+    parser.add_argument("--live-var", metavar="VAR_DIR", help="with --live: the var folder of its model and store")
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--n", type=int, default=2000)
