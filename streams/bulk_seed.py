@@ -69,6 +69,16 @@ __all__ = ["BULK_ROWS", "BULK_USER", "BulkResult", "bulk_fold", "seed_fence"]
 BULK_ROWS, BULK_USER = "bulk_rows", "bulk_user"
 #: Movies per item-table pipeline.
 _ITEM_CHUNK = 5000
+#: One movie's ``rs:item:{mid}`` as final values, by the worker's own commands (its apply script's ``I`` op, on
+#: an emptied hash), so Redis formats ``sum`` (HINCRBYFLOAT) and ``mean`` (a Lua number) as it does for the
+#: worker. KEYS = the item key; ARGV = count, sum.
+_ITEM_LUA = """
+redis.call('DEL', KEYS[1])
+local cnt = redis.call('HINCRBY', KEYS[1], 'n', ARGV[1])
+local sum = redis.call('HINCRBYFLOAT', KEYS[1], 'sum', ARGV[2])
+redis.call('HSET', KEYS[1], 'mean', tonumber(sum) / cnt)
+return 1
+"""
 
 
 @dataclass
@@ -236,11 +246,12 @@ def _write_items(
     )  # fmt: skip
     mids, n, total = agg["m"].to_list(), agg["n"].to_list(), agg["total"].to_list()
     trending, prior = agg["lt"].to_list(), agg["lp"].to_list()
+    item = client.register_script(_ITEM_LUA)
     for lo in range(0, len(mids), _ITEM_CHUNK):
         pipe = client.pipeline(transaction=False)
         hi = min(lo + _ITEM_CHUNK, len(mids))
         for j in range(lo, hi):
-            pipe.execute_command("HSET", keys.item(mids[j]), "n", n[j], "sum", total[j], "mean", total[j] / n[j])
+            item(keys=[keys.item(mids[j])], args=[n[j], total[j]], client=pipe)
         pipe.execute_command("ZADD", keys.ITEMS_POPULAR, *_zargs(n[lo:hi], mids[lo:hi]))
         pipe.execute_command("ZADD", keys.ITEMS_TRENDING, *_zargs(trending[lo:hi], mids[lo:hi]))
         if prior_half_life_s is not None:
