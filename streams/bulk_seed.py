@@ -43,12 +43,18 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 import redis
 from scipy import sparse
+
+try:
+    import hiredis
+except ImportError:  # redis[hiredis] is a dependency; without it the pipeline path is used
+    hiredis = None
 
 from models.runtime import ModelRuntime
 from models.state import UserState, encode, rating_weights
@@ -184,21 +190,15 @@ def _applied_frame(uid: np.ndarray, idx: np.ndarray, mid: np.ndarray, rating: np
     return f.sort("u", maintain_order=True), dups
 
 
-def _write_users(
-    pipe: redis.client.Pipeline, runtime: ModelRuntime, w64: np.ndarray, f: pl.DataFrame, starts: np.ndarray,
-    ends: np.ndarray, users: np.ndarray,
-) -> None:  # fmt: skip
-    """Queue one batch's users (rows ``f``, user ``k`` at ``starts[k]:ends[k]``): DEL, then their final keys."""
-    u_i = f["i"].to_numpy()
-    r = f["r"].to_numpy()
-    t = f["t"].to_numpy()
-    m = f["m"].to_numpy()
+def _user_commands(
+    runtime: ModelRuntime, w64: np.ndarray, f: pl.DataFrame, starts: np.ndarray, ends: np.ndarray, users: np.ndarray
+) -> list[tuple]:
+    """One batch's users (rows ``f``, user ``k`` at ``starts[k]:ends[k]``) as commands: DEL, then their final keys."""
+    r, t, m, latest = f["r"].to_numpy(), f["t"].to_numpy(), f["m"].to_numpy(), f["latest"].to_numpy()
     delta = f["delta"].to_numpy()
-    first = f["first"].to_numpy()
-    latest = f["latest"].to_numpy()
     lo = starts - starts[0]
     counts = ends - starts
-    n_ev = np.add.reduceat(first.astype(np.int64), lo)
+    n_ev = np.add.reduceat(f["first"].to_numpy().astype(np.int64), lo)
     norm2 = np.add.reduceat(np.where(latest, f["w"].to_numpy() ** 2, 0.0), lo)
     sums = np.add.reduceat(r, lo)
     sumsq = np.add.reduceat(r * r, lo)
@@ -209,11 +209,16 @@ def _write_users(
     nz = delta != 0.0
     row_of = np.repeat(np.arange(len(users)), counts)
     indptr = np.concatenate([[0], np.cumsum(np.bincount(row_of[nz], minlength=len(users)))])
-    csr = sparse.csr_matrix((delta[nz], u_i[nz], indptr), shape=(len(users), w64.shape[0]))
+    csr = sparse.csr_matrix((delta[nz], f["i"].to_numpy()[nz], indptr), shape=(len(users), w64.shape[0]))
     pre = np.asarray(csr @ w64)
+    # the rated entries: each movie's latest row, per user
+    rated_rows = np.flatnonzero(latest)
+    rated_lo = [*np.searchsorted(rated_rows, lo).tolist(), len(rated_rows)]
+    rated_m, rated_r, rated_t = m[rated_rows].tolist(), r[rated_rows].tolist(), t[rated_rows].tolist()
     weights, version = runtime.weights, runtime.version
-    m_list, r_list, t_list, latest_list = m.tolist(), r.tolist(), t.tolist(), latest.tolist()
+    m_list, r_list, t_list = m.tolist(), r.tolist(), t.tolist()
     recent_max = keys.RECENT_MAX
+    out: list[tuple] = []
     for k, uid in enumerate(users.tolist()):
         a, b = int(lo[k]), int(lo[k] + counts[k])
         state = UserState(pre[k], float(norm2[k]), int(n_ev[k]))
@@ -223,13 +228,43 @@ def _write_users(
             n=b - a, sum=float(sums[k]), sumsq=float(sumsq[k]), first_ms=int(first_ms[k]),
             last_ms=int(last_ms[k]), model_version=version,
         )  # fmt: skip
-        rated = {m_list[j]: (r_list[j], t_list[j]) for j in range(a, b) if latest_list[j]}
+        ra, rb = rated_lo[k], rated_lo[k + 1]
+        rated = dict(zip(rated_m[ra:rb], zip(rated_r[ra:rb], rated_t[ra:rb], strict=True), strict=True))
         recent = [encode_recent(m_list[j], r_list[j], t_list[j]) for j in range(b - 1, max(a, b - recent_max) - 1, -1)]
         ukey, rkey, lkey = keys.user(uid), keys.user_rated(uid), keys.user_recent(uid)
-        pipe.execute_command("DEL", ukey, rkey, lkey)
-        pipe.execute_command("HSET", ukey, *encode_user(rec))
-        pipe.execute_command("HSET", rkey, *encode_rated(rated))
-        pipe.execute_command("RPUSH", lkey, *recent)  # newest first, as LPUSH of the oldest first leaves it
+        out.append(("DEL", ukey, rkey, lkey))
+        out.append(("HSET", ukey, *encode_user(rec)))
+        out.append(("HSET", rkey, *encode_rated(rated)))
+        out.append(("RPUSH", lkey, *recent))  # newest first, as LPUSH of the oldest first leaves it
+    return out
+
+
+def _send(client: redis.Redis, commands: list[tuple]) -> None:
+    """Send ``commands`` in one write on one connection and read every reply: a non-transactional pipeline
+    without redis-py's per-argument packing (hiredis packs each command in C; ~2x faster at 32M scale)."""
+    if hiredis is None:
+        pipe = client.pipeline(transaction=False)
+        for c in commands:
+            pipe.execute_command(*c)
+        pipe.execute()
+        return
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command([b"".join([hiredis.pack_command(c) for c in commands])])
+        failed = None
+        for _ in commands:
+            try:
+                conn.read_response()
+            except redis.ResponseError as exc:
+                failed = failed or exc
+    except BaseException:
+        conn.disconnect()  # replies may be left unread: never reuse this connection
+        raise
+    finally:
+        pool.release(conn)
+    if failed is not None:
+        raise failed
 
 
 def _write_items(
@@ -329,24 +364,38 @@ def bulk_fold(
 
     w64 = runtime.weights.w_in.astype(np.float64)
     per_batch = batch_rows or settings.seed_bulk_rows
+    spans: list[tuple[int, int]] = []  # [users k, hi) per batch: whole users, about per_batch rows
     k = first_user
     while k < len(users):
-        hi = int(np.searchsorted(starts, starts[k] + per_batch, side="left"))
-        hi = max(hi, k + 1)
-        a, b = int(starts[k]), int(ends[hi - 1])
-        pipe = client.pipeline(transaction=False)
-        _write_users(pipe, runtime, w64, f.slice(a, b - a), starts[k:hi], ends[k:hi], users[k:hi])
-        pipe.execute_command("HSET", keys.SEED, BULK_USER, int(users[hi - 1]))
-        pipe.execute()
-        result.applied += b - a
+        hi = max(int(np.searchsorted(starts, starts[k] + per_batch, side="left")), k + 1)
+        spans.append((k, hi))
+        k = hi
+
+    def written(done: Future[None], k: int, hi: int) -> None:
+        nonlocal progress
+        done.result()
+        result.applied += int(ends[hi - 1] - starts[k])
         result.users += hi - k
         result.batches += 1
-        progress += b - a
-        k = hi
+        progress += int(ends[hi - 1] - starts[k])
         if on_progress is not None:
             on_progress(progress, total)
         if after_batch is not None:
             after_batch(result.batches)
+
+    # One batch in flight: Redis ingests batch j (the writer thread waits on the socket, without the GIL)
+    # while this thread computes batch j + 1; the next is sent only once the previous one is written.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulk-seed-writer") as writer:
+        pending: tuple[Future[None], int, int] | None = None
+        for k, hi in spans:
+            a, b = int(starts[k]), int(ends[hi - 1])
+            commands = _user_commands(runtime, w64, f.slice(a, b - a), starts[k:hi], ends[k:hi], users[k:hi])
+            commands.append(("HSET", keys.SEED, BULK_USER, int(users[hi - 1])))  # after them, on one connection
+            if pending is not None:
+                written(*pending)
+            pending = (writer.submit(_send, client, commands), k, hi)
+        if pending is not None:
+            written(*pending)
 
     counts = {"applied": f.height, "dead": int((~ok).sum()), "dups": dups, "learned": f.height}
     prior_hl = runtime.item_prior["half_life_s"] if runtime.has_item_prior else None

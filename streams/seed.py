@@ -217,7 +217,8 @@ def seed_history(
 
     ``batch_size`` defaults to ``settings.seed_batch`` (per event) or ``settings.seed_bulk_rows`` (bulk);
     ``limit`` seeds only the first N rows (tests); ``on_progress(done, total)`` is called after every batch;
-    ``rewind=False`` leaves the worker group's Kafka offsets alone; ``per_event`` forces the per-event path;
+    ``rewind=False`` leaves the worker group's Kafka offsets alone; ``per_event`` takes the per-event path
+    (unless a bulk seed is in progress: it is continued);
     ``after_batch(batches)`` runs after each bulk user batch (tests interrupt there).
     """
     store = load_store(settings.store_dir)
@@ -229,7 +230,8 @@ def seed_history(
     client = client or redis_client(settings.redis_url)
     try:
         _prepare(settings, client, summary, reset=reset, rewind=rewind)
-        if not per_event and _bulk_allowed(settings, client, runtime):
+        in_progress = BULK_ROWS in (read_marker(client) or {})  # never folded in per event a second time
+        if in_progress or (not per_event and _bulk_allowed(settings, client, runtime)):
             _apply_bulk(settings, client, runtime, history.head(total), summary, batch_size, on_progress, after_batch)
         else:
             _apply(settings, client, runtime, history.head(total), summary, batch_size or settings.seed_batch,
