@@ -17,6 +17,8 @@ first STREAM rows through the worker's processor on both and compares again.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,8 +59,8 @@ def built_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Case:
     """One test's settings and model, the per-event database (``oracle``) and the bulk one (``redis``)."""
 
-    def __init__(self, settings: Settings, runtime: ModelRuntime) -> None:
-        self.settings, self.runtime = settings, runtime
+    def __init__(self, settings: Settings, runtime: ModelRuntime, env: dict[str, str]) -> None:
+        self.settings, self.runtime, self.env = settings, runtime, env
         self.redis = redis.Redis.from_url(settings.redis_url)
         at = self.redis.connection_pool.connection_kwargs  # the URL's db wins over from_url's db argument
         self.oracle = redis.Redis(host=at["host"], port=at["port"], db=int(at.get("db", 0)) + 1)
@@ -67,6 +69,10 @@ class Case:
     def history(self) -> pl.DataFrame:
         return load_store(self.settings.store_dir).history.select("user_id", "movie_id", "rating", "ts")
 
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "reelstream.cli", "seed", *args], env=self.env,
+                              capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+
     def close(self) -> None:
         self.oracle.flushdb()
         self.oracle.close()
@@ -74,10 +80,10 @@ class Case:
 
 
 @pytest.fixture
-def case(live_settings: Settings, built_store: Path, monkeypatch: pytest.MonkeyPatch,
+def case(live_settings: Settings, subprocess_env: dict[str, str], built_store: Path, monkeypatch: pytest.MonkeyPatch,
          request: pytest.FixtureRequest) -> Iterator[Case]:  # fmt: skip
-    settings, _names, runtime = store_and_model(monkeypatch, built_store, request.node.name[5:25].replace("_", "-"))
-    c = Case(settings, runtime)
+    settings, names, runtime = store_and_model(monkeypatch, built_store, request.node.name[5:25].replace("_", "-"))
+    c = Case(settings, runtime, {**subprocess_env, **names})
     try:
         yield c
     finally:
@@ -248,7 +254,9 @@ def test_a_bulk_seed_killed_after_its_first_batch_resumes_to_the_same_state_and_
     assert read_marker(case.redis)["status"] == "done"  # type: ignore[index]
 
 
-def test_a_resumed_bulk_seed_of_other_rows_is_refused(case: Case) -> None:
+def test_an_interrupted_bulk_seed_is_continued_in_bulk_and_never_with_other_rows(case: Case) -> None:
+    """Through the CLI: other rows are refused with the way out; ``--per-event`` continues the bulk run."""
+
     def killed(batches: int) -> None:
         raise Killed
 
@@ -256,3 +264,12 @@ def test_a_resumed_bulk_seed_of_other_rows_is_refused(case: Case) -> None:
         seed_history(case.settings, client=case.redis, rewind=False, batch_size=BULK_BATCH, after_batch=killed)
     with pytest.raises(DataError, match="same --limit"):
         seed_history(case.settings, client=case.redis, rewind=False, limit=5000)
+    refused = case.cli("--limit", "5000")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stdout + refused.stderr
+    assert "same --limit" in " ".join(refused.stderr.split()) and "--reset" in refused.stderr
+
+    done = case.cli("--per-event")  # folding the written users' ratings in again would count them twice
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "(bulk)" in done.stdout and "ratings/s" in done.stdout
+    seed_history(case.settings, client=case.oracle, per_event=True, rewind=False)
+    assert_same(case.oracle, case.redis)
