@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     seed_topic: str = "reelstream.history"
     #: HISTORY rows per seed batch (one Lua script each).
     seed_batch: int = Field(5000, ge=1, le=100_000)
+    #: HISTORY rows per user batch of the bulk seed (whole users; one pipeline each, streams/bulk_seed.py).
+    seed_bulk_rows: int = Field(200_000, ge=1)
     #: Users re-encoded per compare-and-set script during a hot swap (streams/swap.py).
     swap_batch: int = Field(500, ge=1, le=100_000)
     #: Address the worker's web server (``/metrics``, ``/online``) binds; ``0.0.0.0`` in containers.

@@ -51,6 +51,7 @@ key                            type    fields / members
 ``rs:seed``                    hash    what ``reelstream seed`` applied: ``status`` (running, done),
                                        ``store_version``, ``model_version``, ``rows``, ``topic``,
                                        ``started_ms``, ``finished_ms``, ``swap_to`` (a hot swap's target);
+                                       a bulk seed in progress: ``bulk_rows``, ``bulk_user`` (its cursor);
                                        a rebuild (streams/rebuild.py)
                                        adds ``rebuild`` (running, done), ``rebuild_started_ms``,
                                        ``rebuilt_ms``, ``archive_records``

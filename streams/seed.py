@@ -1,4 +1,10 @@
-"""Seeding Redis with HISTORY: every HISTORY rating folded in through the worker's own path.
+"""Seeding Redis with HISTORY: in bulk (:mod:`streams.bulk_seed`), or every rating through the worker's own path.
+
+By default ``reelstream seed`` computes each user's final state at once and writes it (the bulk path,
+>10x faster; its module docstring says how it matches the per-event path); ``--per-event`` folds HISTORY
+in as described below, the reference the bulk path is tested against. The bulk path is taken only where
+nothing but HISTORY can be in Redis: no seed offsets yet (a per-event run in progress continues per
+event), no stream event applied by a worker, no hot swap; a bulk run in progress is always continued.
 
 The live system's state is STREAMING = HISTORY + the stream events the worker
 folds in (docs/evaluation.md). The worker only sees the ratings topic, so
@@ -45,6 +51,7 @@ from reelstream.errors import DataError, InfraError
 from reelstream.redis_client import redis_client
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
+from streams.bulk_seed import BULK_ROWS, bulk_fold
 from streams.codecs import codec_for
 from streams.events import rating_event, user_key
 from streams.online import OnlineRatingModel
@@ -82,6 +89,7 @@ class SeedSummary:
     rewound: int = 0  #: partitions of the worker group rewound to the start
     store_version: int = 0
     model_version: str = ""
+    path: str = "per-event"  #: ``bulk`` or ``per-event``: how this call applied the rows
 
     @property
     def ratings_per_s(self) -> float:
@@ -202,12 +210,16 @@ def seed_history(
     client: redis.Redis | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     rewind: bool = True,
+    per_event: bool = False,
+    after_batch: Callable[[int], None] | None = None,
 ) -> SeedSummary:
     """Apply the current store version's HISTORY to Redis (see the module docstring).
 
-    ``batch_size`` defaults to ``settings.seed_batch``; ``limit`` seeds only the first N rows (tests);
-    ``on_progress(done, total)`` is called after every batch; ``rewind=False`` leaves the worker
-    group's Kafka offsets alone.
+    ``batch_size`` defaults to ``settings.seed_batch`` (per event) or ``settings.seed_bulk_rows`` (bulk);
+    ``limit`` seeds only the first N rows (tests); ``on_progress(done, total)`` is called after every batch;
+    ``rewind=False`` leaves the worker group's Kafka offsets alone; ``per_event`` takes the per-event path
+    (unless a bulk seed is in progress: it is continued);
+    ``after_batch(batches)`` runs after each bulk user batch (tests interrupt there).
     """
     store = load_store(settings.store_dir)
     runtime = ModelRuntime.load(current_model_dir(settings.models_dir))
@@ -218,8 +230,12 @@ def seed_history(
     client = client or redis_client(settings.redis_url)
     try:
         _prepare(settings, client, summary, reset=reset, rewind=rewind)
-        batch = batch_size or settings.seed_batch
-        _apply(settings, client, runtime, history.head(total), summary, batch, on_progress)
+        in_progress = BULK_ROWS in (read_marker(client) or {})  # never folded in per event a second time
+        if in_progress or (not per_event and _bulk_allowed(settings, client, runtime)):
+            _apply_bulk(settings, client, runtime, history.head(total), summary, batch_size, on_progress, after_batch)
+        else:
+            _apply(settings, client, runtime, history.head(total), summary, batch_size or settings.seed_batch,
+                   on_progress)  # fmt: skip
     finally:
         if owns_client:
             client.close()
@@ -235,15 +251,50 @@ def fold_history(
     *,
     batch_size: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    bulk: bool = False,
 ) -> SeedSummary:
     """Fold ``history`` (the store's HISTORY) in, fenced, without :func:`seed_history`'s checks of what Redis holds.
 
     For :mod:`streams.rebuild`, which owns the marker's ``rebuild`` field and the lock; sets ``status`` done.
+    Per event unless ``bulk`` (where :func:`_bulk_allowed`); an interrupted bulk seed is always continued in
+    bulk (folding its rows again per event would count its users' ratings twice).
     """
     history = history.select("user_id", "movie_id", "rating", "ts")
     summary = SeedSummary(rows=history.height, store_version=store_version, model_version=runtime.version)
-    _apply(settings, client, runtime, history, summary, batch_size or settings.seed_batch, on_progress)
+    marker = read_marker(client) or {}
+    if BULK_ROWS in marker or (bulk and _bulk_allowed(settings, client, runtime)):
+        _apply_bulk(settings, client, runtime, history, summary, batch_size, on_progress, None)
+    else:
+        _apply(settings, client, runtime, history, summary, batch_size or settings.seed_batch, on_progress)
     return summary
+
+
+def _bulk_allowed(settings: Settings, client: redis.Redis, runtime: ModelRuntime) -> bool:
+    """Whether the bulk path may write final values: only HISTORY can be in Redis (module docstring)."""
+    marker = read_marker(client) or {}
+    if BULK_ROWS in marker:
+        return True  # continue the bulk run in progress
+    if client.exists(keys.offsets(settings.seed_topic)):
+        return False  # a per-event run applied rows (or a seed finished): the fence decides what is left
+    if client.exists(keys.offsets(settings.topic_ratings), keys.offsets(settings.topic_movies)):
+        return False  # stream events are in Redis: the per-event path folds HISTORY in on top of them
+    serving = client.hget(keys.MODEL, "serving")
+    return serving is None or serving.decode() == runtime.version
+
+
+def _apply_bulk(
+    settings: Settings, client: redis.Redis, runtime: ModelRuntime, history: pl.DataFrame, summary: SeedSummary,
+    batch_rows: int | None, on_progress: Callable[[int, int], None] | None,
+    after_batch: Callable[[int], None] | None,
+) -> None:  # fmt: skip
+    started = time.perf_counter()
+    summary.path = "bulk"
+    result = bulk_fold(settings, client, runtime, history, marker=read_marker(client) or {},
+                       batch_rows=batch_rows, on_progress=on_progress, after_batch=after_batch)  # fmt: skip
+    summary.seconds = time.perf_counter() - started
+    summary.applied, summary.skipped, summary.dead = result.applied, result.skipped, result.dead
+    summary.dead_reasons, summary.users, summary.batches = result.dead_reasons or {}, result.users, result.batches
+    _mark_done(settings, client, summary, history.height)
 
 
 def _prepare(settings: Settings, client: redis.Redis, summary: SeedSummary, *, reset: bool, rewind: bool) -> None:
@@ -318,9 +369,13 @@ def _apply(
     summary.seconds = time.perf_counter() - started
     summary.users = len(users)
     summary.dead_reasons = dict(reasons)
+    _mark_done(settings, client, summary, total)
+
+
+def _mark_done(settings: Settings, client: redis.Redis, summary: SeedSummary, rows: int) -> None:
     client.hset(keys.SEED, mapping={
         "status": DONE, "store_version": summary.store_version, "model_version": summary.model_version,
-        "rows": total, "topic": topic, "finished_ms": int(time.time() * 1000),
+        "rows": rows, "topic": settings.seed_topic, "finished_ms": int(time.time() * 1000),
     })  # fmt: skip
 
 

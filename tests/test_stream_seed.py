@@ -1,4 +1,5 @@
-"""``reelstream seed``: HISTORY folded into a real Redis through the worker's path, exactly once.
+"""``reelstream seed``: HISTORY folded into a real Redis, exactly once: per event (the worker's path) where a
+test says ``per_event=True``, else by the default bulk path (tests/test_stream_bulk_seed.py compares the two).
 
 Each test gets its own topics and consumer group on the session's broker and a
 clean Redis database; the model is a tiny random one (the seed's cost is the
@@ -95,7 +96,7 @@ def _assert_reference(case: Case, rows: list[tuple[int, int, float, int]], runti
 
 def test_full_history_equals_the_reference_and_a_second_run_changes_nothing(case: Case) -> None:
     rows = case.rows()
-    first = case.seed()
+    first = case.seed(per_event=True)
     assert (first.applied, first.skipped, first.dead, first.rows) == (len(rows), 0, 0, len(rows))
     assert first.batches == -(-len(rows) // case.settings.seed_batch)
     assert first.users == len({u for u, *_ in rows})
@@ -114,7 +115,7 @@ def test_full_history_equals_the_reference_and_a_second_run_changes_nothing(case
     assert int(case.redis.zscore(keys.ITEMS_POPULAR, rows[-1][1]) or 0) >= 1
 
     before = redis_snapshot(case.redis)
-    second = case.seed()
+    second = case.seed(per_event=True)
     assert (second.applied, second.skipped, second.batches) == (0, len(rows), 0)
     after = redis_snapshot(case.redis)
     marker_before, marker_after = before.pop(keys.SEED), after.pop(keys.SEED)
@@ -139,13 +140,13 @@ def test_a_run_interrupted_midway_then_rerun_applies_every_row_once(
 
     monkeypatch.setattr(RedisFeatureStore, "commit", crash_after_three)
     with pytest.raises(redis.ConnectionError):
-        case.seed(limit=SLICE, batch_size=BATCH)
+        case.seed(limit=SLICE, batch_size=BATCH, per_event=True)
     assert read_marker(case.redis)["status"] == "running"  # type: ignore[index]
     assert stats(case.redis)["events_applied"] == 3 * BATCH
     monkeypatch.setattr(RedisFeatureStore, "commit", real_commit)
 
     # The rerun re-reads with other batch boundaries: the fence, not the batching, decides.
-    again = case.seed(limit=SLICE, batch_size=BATCH * 2 + 1)
+    again = case.seed(limit=SLICE, batch_size=BATCH * 2 + 1, per_event=True)
     assert (again.applied, again.skipped) == (SLICE - 3 * BATCH, 3 * BATCH)
     assert read_marker(case.redis)["status"] == "done"  # type: ignore[index]
     _assert_reference(case, rows)
