@@ -44,6 +44,18 @@ class Settings(BaseSettings):
     #: Socket and connect timeout (seconds) of every Redis client (``reelstream.redis_client``): no call
     #: waits forever on a Redis that went away. The gateway's request path uses ``gateway_redis_timeout``.
     redis_timeout_s: float = Field(5.0, gt=0)
+    #: The Redis server's listpack limits (``reelstream/infra.py`` starts redis-server with them,
+    #: docker-compose.kafka.yml passes the same, tests/test_compose.py checks). Under both a hash is one
+    #: compact listpack (~14 bytes a packed ``rated`` entry); over either Redis converts it, for good, to a
+    #: hash table (~80 bytes an entry). A user's ``rated`` hash has one field per movie rated: Redis's
+    #: default of 128 entries converts a third of the users, who hold ~80% of the ratings; 512 leaves ~37% of
+    #: the ratings (6% of the users) in hash tables and halves the bytes per rating. Not higher: a
+    #: listpack is scanned linearly and filled quadratically, so each field the worker reads or writes costs
+    #: O(entries) (``bench/redis_memory.py`` ``scan_costs``: the last field of 512 entries ~28 us against
+    #: ~1 us in a hash table, of 2048 ~130 us, measured under load). ``_value`` (bytes): a longer field
+    #: converts the hash too; 2048 keeps ``rs:user:{uid}`` compact (its float32 ``pre`` is 1 + 4 x hidden bytes).
+    redis_hash_max_listpack_entries: int = Field(512, ge=1)
+    redis_hash_max_listpack_value: int = Field(2048, ge=1)
 
     # --- folders --------------------------------------------------------------------
     #: The dataset the bootstrap reads by default (the bundled ml-latest-small).
