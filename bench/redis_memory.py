@@ -8,11 +8,12 @@ long-tailed activity of MovieLens: 159 ratings a user on average). For each vari
 started (``reelstream.infra.start_redis``, with the variant's listpack limits) and every user is written as
 the worker leaves them: ``rs:user:{uid}`` (random ``pre`` [256] and ``mu``/``logvar`` [64]: their bytes do
 not depend on the values), ``:rated`` (the latest rating of each movie) and ``:recent`` (the newest
-``RECENT_MAX`` events). Variants: the ``legacy`` encodings (float64 ``pre``, ``"4.5:1700000000000"``
-rated values, ``"31:4.5:1700000000000"`` recent entries: what main wrote) and the ``compact`` codec of
-``schemas/user_record.py``, each at Redis's default limits (128 entries, 64 bytes) and at the settings'
-(``redis_hash_max_listpack_*``). ``--measure`` reads the same figures off a Redis already holding a state
-(``reelstream seed``: the worker's real path, with the item tables too).
+``RECENT_MAX`` events). Variants: the ``legacy`` encodings (``"4.5:1700000000000"`` rated values,
+``"31:4.5:1700000000000"`` recent entries: what main wrote) and the ``compact`` codec of
+``schemas/user_record.py`` (packed integers), each at Redis's default limits (128 entries, 64 bytes) and at
+the settings' (``redis_hash_max_listpack_*``); and ``compact-f32pre``, ``pre`` as float32 (not adopted).
+``--measure`` reads the same figures off a Redis already holding a state (``reelstream seed``: the
+worker's real path, with the item tables too).
 
 Per variant: ``INFO memory`` used_memory over the empty server's, ``MEMORY USAGE`` (SAMPLES 0: exact)
 summed per key kind with ``OBJECT ENCODING`` counts, bytes per user and per rating, and the extrapolation
@@ -66,11 +67,8 @@ DEFAULT_LIMITS = (128, 64)  # Redis's own hash-max-listpack-entries / -value
 
 # --- the two encodings --------------------------------------------------------------------------------
 def legacy_user(rec: UserRecord) -> list[Any]:
-    """``encode_user`` as main wrote it: ``pre`` as untagged float64 bytes."""
-    flat = encode_user(rec)
-    at = flat.index("pre")
-    flat[at + 1] = np.asarray(rec.pre, dtype="<f8").tobytes()
-    return flat
+    """``rs:user:{uid}`` as main wrote it (unchanged: ``encode_user``)."""
+    return encode_user(rec)
 
 
 def legacy_rated(ratings: dict[int, tuple[float, int]]) -> list[Any]:
@@ -84,9 +82,18 @@ def legacy_recent(mid: int, r: float, ts: int) -> str:
     return f"{mid}:{float(r)!r}:{ts}"
 
 
+def f32_user(rec: UserRecord) -> list[Any]:
+    """``encode_user`` with ``pre`` as float32 bytes: measured, not adopted (schemas/user_record.py says why)."""
+    flat = encode_user(rec)
+    at = flat.index("pre")
+    flat[at + 1] = np.asarray(rec.pre, dtype="<f4").tobytes()
+    return flat
+
+
 ENCODINGS = {
     "legacy": (legacy_user, legacy_rated, legacy_recent),
     "compact": (encode_user, encode_rated, encode_recent),
+    "compact-f32pre": (f32_user, encode_rated, encode_recent),
 }
 
 
@@ -268,8 +275,8 @@ return 1
 
 def scan_costs(client: redis.Redis, sizes_: list[int], rounds: int) -> dict[str, Any]:
     """Server time (Lua loops, no round trip) of one ``rated``-like hash of N compact entries: building it
-    with HSETs of 500 fields (what a bulk write does; Lua's unpack limit), HGET of its last field (a listpack's worst case,
-    linear) and HGETALL, as a listpack (limit above N) and as a hash table (limit below N)."""
+    with HSETs of 500 fields (a bulk write; Lua's unpack limit), HGET of its last field (a listpack's worst
+    case, linear) and HGETALL, as a listpack (limit above N) and as a hash table (limit below N)."""
     build, loop = client.register_script(_BUILD), client.register_script(_LOOP)
     saved = client.config_get("hash-max-ziplist-entries")["hash-max-ziplist-entries"]
     out: dict[str, Any] = {}
@@ -359,14 +366,12 @@ def main() -> None:
         s = Settings()
         ours = (s.redis_hash_max_listpack_entries, s.redis_hash_max_listpack_value)
         variants = {}
-        for encoding in ("legacy", "compact"):
-            for limits in (DEFAULT_LIMITS, ours):
-                name = f"{encoding}@{limits[0]}/{limits[1]}"
-                scan = [int(x) for x in args.scan_sizes.split(",")] if (encoding, limits) == ("compact", ours) else None
-                variants[name] = run_variant(data, encoding, limits, args.reps, scan)
-                v = variants[name]
-                print(f"{name}: {v['used_memory'] if 'used_memory' in v else v['memory']['used_memory']:,} B, "
-                      f"{v['formula']}, ML-32M {v['ml32m_gib']} GiB", flush=True)  # fmt: skip
+        plan = [(e, lim) for e in ("legacy", "compact") for lim in (DEFAULT_LIMITS, ours)]
+        for encoding, limits in [*plan, ("compact-f32pre", ours)]:
+            name = f"{encoding}@{limits[0]}/{limits[1]}"
+            scan = [int(x) for x in args.scan_sizes.split(",")] if (encoding, limits) == ("compact", ours) else None
+            v = variants[name] = run_variant(data, encoding, limits, args.reps, scan)
+            print(f"{name}: {v['memory']['used_memory']:,} B, {v['formula']}, ML-32M {v['ml32m_gib']} GiB", flush=True)
         doc["load_avg"] = os.getloadavg()[0]
         doc["variants"] = variants
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -53,9 +53,10 @@ class Settings(BaseSettings):
     #: listpack is scanned linearly and filled quadratically, so each field the worker reads or writes costs
     #: O(entries) (``bench/redis_memory.py`` ``scan_costs``: the last field of 512 entries ~28 us against
     #: ~1 us in a hash table, of 2048 ~130 us, measured under load). ``_value`` (bytes): a longer field
-    #: converts the hash too; 2048 keeps ``rs:user:{uid}`` compact (its float32 ``pre`` is 1 + 4 x hidden bytes).
+    #: converts the hash too; 4096 keeps ``rs:user:{uid}`` compact (its float64 ``pre`` is 8 x hidden bytes:
+    #: 2 KiB at the default hidden 256, up to hidden 512).
     redis_hash_max_listpack_entries: int = Field(512, ge=1)
-    redis_hash_max_listpack_value: int = Field(2048, ge=1)
+    redis_hash_max_listpack_value: int = Field(4096, ge=1)
 
     # --- folders --------------------------------------------------------------------
     #: The dataset the bootstrap reads by default (the bundled ml-latest-small).

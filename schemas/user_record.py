@@ -11,14 +11,15 @@ Three keys (:mod:`schemas.redis_keys`) hold one user:
 
 **Compact on purpose** (memory per user and per rating, ``bench/redis_memory.py``): Redis keeps a small
 hash or list as one listpack, where a value that is a decimal integer is stored as a 1-9 byte integer,
-so a packed ``rated`` value costs 10 bytes where ``"4.5:1700000000000"`` cost 19; ``pre`` is stored as
-float32 (half the bytes of float64; the worker still folds in float64, :data:`FIELDS`). The listpack
-limits the server is started with are settings (``redis_hash_max_listpack_*``, ``reelstream/infra.py``).
+so a packed ``rated`` value costs 10 bytes where ``"4.5:1700000000000"`` cost 19. The listpack limits
+the server is started with are settings (``redis_hash_max_listpack_*``, ``reelstream/infra.py``).
+``pre`` stays float64: stored as float32 it would be rounded at every write, so a user's state would
+depend on how the worker happened to batch the events (a crash, a rebalance, the seed's batch size), not
+on the events alone; the bench measures what float32 would save (1 KiB a user).
 
-**Older records still read.** A ``pre`` without the float32 tag byte is float64 (8 bytes a value, a
-length a tagged value never has); a ``rated`` value with ``.`` is ``rating[:event_ts_ms]`` (without a
-time: None); a ``recent`` entry with two ``:`` is ``movie_id:rating:ts_ms``. The worker writes the
-compact form whenever it next writes the user, so old and new forms may sit side by side in one hash.
+**Older records still read.** A ``rated`` value with ``.`` or ``:`` is ``rating[:event_ts_ms]`` (without
+a time: None); a ``recent`` entry with two ``:`` is ``movie_id:rating:ts_ms``. The worker writes the
+compact form when it next writes that movie or that user, so old and new forms may sit side by side.
 
 The worker (``streams/processor.py``) folds a batch into :class:`UserRecord` values
 (:meth:`UserRecord.observe` updates the statistics) and writes :func:`encode_user`; it reads back only
@@ -44,7 +45,6 @@ from schemas.ratings import MAX_RATING, MIN_RATING
 
 __all__ = [
     "BINARY_FIELDS",
-    "F32_TAG",
     "FIELDS",
     "FOLD_FIELDS",
     "RecordError",
@@ -63,10 +63,7 @@ __all__ = [
     "unpack_rating",
 ]
 
-#: ``rs:user:{uid}`` fields and their types. ``f4``: little-endian float32 array bytes, decoded as float32.
-#: ``f8``: a float64 array in the record, stored as :data:`F32_TAG` + little-endian float32 bytes (the
-#: worker decodes it to float64 and folds in float64; each write rounds it to float32, a relative 2**-24 a
-#: value); an untagged value of 8-byte floats (written before) is read as float64.
+#: ``rs:user:{uid}`` fields and their types (``f8``/``f4``: little-endian float64/float32 array bytes).
 FIELDS: dict[str, str] = {
     "version": "int",  # events applied to this user; bumps on every one (the gateway's cache key)
     "pre": "f8",  # the encoder's pre-activation sum (models.state.UserState.pre)
@@ -86,10 +83,6 @@ FIELDS: dict[str, str] = {
 FOLD_FIELDS = ("version", "pre", "norm2", "n_events", "n", "sum", "sumsq", "first_ms", "last_ms", "model_version")
 BINARY_FIELDS = tuple(f for f, t in FIELDS.items() if t in ("f4", "f8"))
 _DTYPES = {"f8": np.dtype("<f8"), "f4": np.dtype("<f4")}
-_F4, _F8 = np.dtype("<f4"), np.dtype("<f8")
-#: The first byte of an ``f8`` field stored as float32: 1 + 4k bytes is never a multiple of 8, so a tagged
-#: value is never mistaken for an untagged float64 one (and the other way round).
-F32_TAG = b"\xf4"
 #: ``rated`` and ``recent`` ratings as half stars (``rating * 2``, 1..10), the last digit of the packed value.
 _HALF = 2
 _MIN_HALF, _MAX_HALF = round(MIN_RATING * _HALF), round(MAX_RATING * _HALF)
@@ -132,24 +125,14 @@ def _text(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes | bytearray) else str(raw)
 
 
-def _array(kind: str, raw: Any) -> np.ndarray:
-    """An ``f4``/``f8`` field's bytes as a native float32/float64 array (ValueError: not such bytes)."""
-    if not isinstance(raw, bytes | bytearray):
-        raise ValueError(f"{type(raw).__name__}, not bytes")
-    if kind == "f8" and len(raw) % 4 == 1 and raw[:1] == F32_TAG:
-        return np.frombuffer(raw, dtype=_F4, offset=1).astype(np.float64)
-    stored = _DTYPES[kind]
-    if len(raw) % stored.itemsize:
-        raise ValueError(f"{len(raw)} bytes")
-    return np.frombuffer(raw, dtype=stored).astype(stored.newbyteorder("="))
-
-
 def _value(name: str, raw: Any) -> Any:
     """One stored value as its field's type (``raw`` not None)."""
     kind = FIELDS[name]
     try:
         if kind in _DTYPES:
-            return _array(kind, raw)
+            if not isinstance(raw, bytes | bytearray) or len(raw) % _DTYPES[kind].itemsize:
+                raise ValueError(f"{len(raw) if isinstance(raw, bytes | bytearray) else type(raw).__name__} bytes")
+            return np.frombuffer(raw, dtype=_DTYPES[kind]).astype(_DTYPES[kind].newbyteorder("="))
         if kind == "str":
             return _text(raw)
         if kind == "int":
@@ -188,10 +171,8 @@ def encode_user(rec: UserRecord) -> list[Any]:
         value = getattr(rec, name)
         if value is None:
             continue
-        if kind == "f8":
-            value = F32_TAG + np.ascontiguousarray(value, dtype=_F4).tobytes()
-        elif kind == "f4":
-            value = np.ascontiguousarray(value, dtype=_F4).tobytes()
+        if kind in _DTYPES:
+            value = np.ascontiguousarray(value, dtype=_DTYPES[kind]).tobytes()
         elif kind == "int":
             value = int(value)
         elif kind == "float":

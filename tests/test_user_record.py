@@ -17,7 +17,6 @@ from models.state import cold_state, encode, fold_in
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from schemas.user_record import (
-    F32_TAG,
     FIELDS,
     RecordError,
     UserRecord,
@@ -51,30 +50,22 @@ def _runtime() -> ModelRuntime:
     return ModelRuntime.random(MOVIES, hidden=16, latent=8, seed=4)
 
 
-BATCH = 7
-#: Batches :func:`_worker_run` writes each user in at most (so at most as many float32 roundings of ``pre``).
-WRITES = -(-len(EVENTS) // BATCH)
-
-
-def _worker_run(store: MemoryFeatureStore | RedisFeatureStore, runtime: ModelRuntime, batch: int = BATCH) -> None:
+def _worker_run(store: MemoryFeatureStore | RedisFeatureStore, runtime: ModelRuntime) -> None:
     codec = codec_for("RatingEvent")
     msgs = [Message("ratings", 0, i, codec.encode(rating_event(u, m, r, t, "live")), key=user_key(u))
             for i, (u, m, r, t) in enumerate(EVENTS)]  # fmt: skip
     processor = RatingProcessor(runtime, store, topic="ratings", min_ts_ms=0, max_future_ms=10**15, half_life_s=3600.0)
-    for i in range(0, len(msgs), batch):  # several batches: each reads back what the last one wrote
-        processor.run(msgs[i : i + batch])
+    for i in range(0, len(msgs), 7):  # several batches: each reads back what the last one wrote
+        processor.run(msgs[i : i + 7])
 
 
 def _expected(runtime: ModelRuntime, uid: int) -> tuple[UserRecord, dict[int, float], list[tuple[int, float, int]]]:
-    """The user's record by the documented formulas (docs/redis-keys.md), folded with models.state in float64
-    (``extra["peak"]``: the largest ``|pre|`` along the way, what a float32 rounding of ``pre`` is relative to)."""
+    """The user's record by the documented formulas (docs/redis-keys.md), folded with models.state."""
     mine = [(m, r, t) for u, m, r, t in EVENTS if u == uid]
-    state, rated, peak = cold_state(runtime.weights), {}, 0.0
+    state, rated = cold_state(runtime.weights), {}
     for m, r, _t in mine:
         state = fold_in(runtime.weights, state, runtime.index_of[m], r, rated.get(m))
         rated[m] = r
-        peak = max(peak, float(np.abs(state.pre).max()))
-    PEAKS[uid] = peak
     mu, logvar = encode(runtime.weights, state)
     rs = [r for _, r, _ in mine]
     ts = [t for *_, t in mine]
@@ -86,27 +77,11 @@ def _expected(runtime: ModelRuntime, uid: int) -> tuple[UserRecord, dict[int, fl
     return rec, rated, [(m, r, t) for m, r, t in reversed(mine)][: keys.RECENT_MAX]
 
 
-PEAKS: dict[int, float] = {}
-
-
-def _same_record(got: UserRecord, want: UserRecord, writes: int = 0, peak: float = 0.0) -> None:
-    """Field by field; ``writes`` > 0: ``got`` was folded through that many float32 roundings of ``pre``.
-
-    Each rounding moves a value by at most 2**-24 of its magnitude (round to nearest; ``peak`` bounds the
-    magnitude along the fold), and the worker folds in float64 from the rounded value, so the errors add:
-    ``|pre - exact| <= writes * 2**-24 * peak``. ``mu``/``logvar`` are float32 functions (tanh, then two
-    float32 products) of ``pre``: that error, a few float32 ulps, stays within rtol 1e-5 of exact.
-    """
+def _same_record(got: UserRecord, want: UserRecord) -> None:
     for name in FIELDS:
         a, b = getattr(got, name), getattr(want, name)
         if isinstance(b, np.ndarray):
-            assert a is not None and a.dtype == b.dtype, name
-            if writes == 0:
-                assert np.array_equal(a, b), name
-            elif name == "pre":
-                assert np.abs(a - b).max() <= writes * 2.0**-24 * peak, name
-            else:
-                assert np.allclose(a, b, rtol=1e-5, atol=1e-6), name
+            assert a is not None and a.dtype == b.dtype and np.array_equal(a, b), name
         elif isinstance(b, float):
             assert a == pytest.approx(b, rel=1e-12), name
         else:
@@ -115,11 +90,8 @@ def _same_record(got: UserRecord, want: UserRecord, writes: int = 0, peak: float
 
 def test_the_record_round_trips_as_redis_and_as_the_memory_store_return_it() -> None:
     runtime = _runtime()
-    want, rated, recent = _expected(runtime, 9)
-    assert not np.array_equal(want.pre.astype(np.float32).astype(np.float64), want.pre)  # float32 rounds it
-    want.pre = want.pre.astype(np.float32).astype(np.float64)  # what a stored record holds: float64 values
+    want, rated, recent = _expected(runtime, 3)
     flat = encode_user(want)
-    assert flat[flat.index("pre") + 1][:1] == F32_TAG and len(flat[flat.index("pre") + 1]) == 1 + 4 * 16
     assert flat[::2] == list(FIELDS)  # every field, in the documented order
     as_redis = {str(k).encode(): v if isinstance(v, bytes) else str(v).encode() for k, v in
                 zip(flat[::2], flat[1::2], strict=True)}  # fmt: skip
@@ -155,19 +127,18 @@ def test_what_the_worker_writes_decodes_in_the_gateway_to_the_same_values(live_s
         want, rated, recent = _expected(runtime, uid)
         snap = state.user(uid, details=True)
         assert snap.record is not None
-        _same_record(snap.record, want, WRITES, PEAKS[uid])
-        _same_record(decode_user(memory.hashes[keys.user(uid)]), snap.record)  # both stores: the same bytes
+        _same_record(snap.record, want)
+        _same_record(decode_user(memory.hashes[keys.user(uid)]), want)
         assert (snap.version, snap.n, snap.rated, snap.recent) == (want.version, want.n, rated, recent)
-        assert np.array_equal(snap.mu, snap.record.mu) and np.array_equal(snap.logvar, snap.record.logvar)
+        assert np.array_equal(snap.mu, want.mu) and np.array_equal(snap.logvar, want.logvar)
         assert state.user_version(uid) == want.version
     state.close()
 
 
 def test_the_test_writer_writes_what_the_worker_writes(live_settings: Settings) -> None:
-    """Byte for byte when both write after every event (each write rounds ``pre`` to float32 the same way)."""
     client = redis.Redis.from_url(live_settings.redis_url)
     runtime = _runtime()
-    _worker_run(RedisFeatureStore(client), runtime, batch=1)
+    _worker_run(RedisFeatureStore(client), runtime)
     names = {f(u) for u, *_ in EVENTS for f in (keys.user, keys.user_rated, keys.user_recent)}
 
     def user_keys() -> dict:
@@ -205,16 +176,6 @@ def test_a_rating_the_packing_cannot_hold_is_refused_not_rounded(rating: float) 
 
 
 def test_records_in_the_older_encodings_still_read() -> None:
-    pre = np.linspace(-3.0, 3.0, 16)  # float64 values float32 cannot hold exactly
-    legacy = {b"version": b"2", b"pre": pre.astype("<f8").tobytes(), b"mu": np.ones(8, "<f4").tobytes()}
-    rec = decode_user(legacy)
-    assert rec.pre is not None and rec.pre.dtype == np.float64 and np.array_equal(rec.pre, pre)
-    compact = decode_user({b"pre": F32_TAG + pre.astype("<f4").tobytes()})
-    assert compact.pre is not None and compact.pre.dtype == np.float64
-    assert np.array_equal(compact.pre, pre.astype(np.float32))
-    for bad in (F32_TAG + b"\0\0\0", b"\0" * 12, b"\0" * 9):  # no tag and no float64 length, or a short tag
-        with pytest.raises(RecordError, match="'pre'"):
-            decode_user({b"pre": bad})
     assert decode_rated_entry(b"4.5:1500000000001") == (4.5, 1500000000001)
     assert decode_rated_entry(b"3.0") == (3.0, None) and decode_rated_entry(2.5) == (2.5, None)
     assert decode_rated_at({b"7": b"3.0", b"8": b"2.0:5", b"9": encode_rated({9: (1.0, 6)})[1].encode()}) == {
@@ -229,10 +190,8 @@ def test_records_in_the_older_encodings_still_read() -> None:
 
 
 def _legacy(store: MemoryFeatureStore, uid: int) -> None:
-    """Rewrite one user's three keys in the encodings main wrote (float64 ``pre``, ``rating:ts`` values,
-    ``movie:rating:ts`` recent entries), as a Redis written before this codec holds them."""
-    h = store.hashes[keys.user(uid)]
-    h["pre"] = decode_user(h).pre.astype("<f8").tobytes()
+    """Rewrite one user's ``rated`` values and ``recent`` entries in the encodings written before
+    (``rating:ts``, ``movie:rating:ts``), as a Redis written before the packed form holds them."""
     rated = store.hashes[keys.user_rated(uid)]
     for m, v in list(rated.items()):
         r, t = decode_rated_entry(v)
@@ -243,7 +202,7 @@ def _legacy(store: MemoryFeatureStore, uid: int) -> None:
 
 def test_the_worker_continues_a_record_written_in_the_older_encodings() -> None:
     """Its duplicate check still recognises a redelivered copy of an old rating of a since re-rated movie
-    (found only in the recent list, written in the older form), and its next write is compact."""
+    (found only in the recent list, written in the older form), and what it writes next is compact."""
     runtime, store = _runtime(), MemoryFeatureStore()
     codec = codec_for("RatingEvent")
     events = [(1, 10, 4.0, T0 + 1), (1, 10, 2.0, T0 + 2), (1, 20, 3.5, T0 + 3)]
@@ -256,19 +215,18 @@ def test_the_worker_continues_a_record_written_in_the_older_encodings() -> None:
     plan = processor.run(msgs[3:])
     assert (plan.skipped, plan.applied) == (1, 1)  # the copy of (10, 4.0) is known; movie 30 is new
     rec = decode_user(store.hashes[keys.user(1)])
-    assert store.hashes[keys.user(1)]["pre"][:1] == F32_TAG and rec.version == 4
-    state, peak = cold_state(runtime.weights), 0.0
+    state = cold_state(runtime.weights)
     for m, r, prev in ((10, 4.0, None), (10, 2.0, 4.0), (20, 3.5, None), (30, 5.0, None)):
         state = fold_in(runtime.weights, state, runtime.index_of[m], r, prev)
-        peak = max(peak, float(np.abs(state.pre).max()))
-    assert rec.pre is not None and np.abs(rec.pre - state.pre).max() <= 2 * 2.0**-24 * peak  # two writes rounded
+    assert rec.version == 4 and rec.pre is not None and np.array_equal(rec.pre, state.pre)
     assert decode_rated(store.hashes[keys.user_rated(1)]) == {10: 2.0, 20: 3.5, 30: 5.0}
+    assert store.hashes[keys.user_rated(1)]["30"] == str(pack_rating(5.0, T0 + 4))
     assert decode_recent(store.lists[keys.user_recent(1)][0]) == (30, 5.0, T0 + 4)
 
 
 def test_the_test_redis_keeps_a_users_hashes_compact(live_settings: Settings) -> None:
     """The server runs with the settings' listpack limits (reelstream/infra.py): a user with 300 ratings,
-    above Redis's default 128 entries, and a 1 KiB ``pre``, above its default 64 bytes, stay listpacks."""
+    above Redis's default 128 entries, and a 2 KiB ``pre``, above its default 64 bytes, stay listpacks."""
     client = redis.Redis.from_url(live_settings.redis_url)
     assert live_settings.redis_hash_max_listpack_entries > 300
     client.hset(keys.user_rated(1), mapping=dict(zip(*[iter(encode_rated({m: (4.0, T0 + m) for m in range(300)}))] * 2,
