@@ -235,6 +235,9 @@ def decode_rated_entry(value: Any) -> tuple[float, int | None]:
     >>> decode_rated_entry(b"10008"), decode_rated_entry(b"4.5:1000"), decode_rated_entry("3.0")
     ((4.5, 1000), (4.5, 1000), (3.0, None))
     """
+    if type(value) is bytes and value.isdigit():  # the packed form as Redis returns it (the gateway's hot path)
+        ts, digit = divmod(int(value), 10)
+        return (digit + _MIN_HALF) / _HALF, ts
     if isinstance(value, int):
         return unpack_rating(value)
     if isinstance(value, float):  # an older rating without a time, as the memory store keeps it
@@ -257,6 +260,10 @@ def decode_rated_at(raw: Mapping[Any, Any]) -> dict[int, tuple[float, int]]:
     """
     out = {}
     for k, v in raw.items():
+        if type(k) is bytes and type(v) is bytes and k.isdigit() and v.isdigit():  # as decode_rated_entry, inlined
+            ts, digit = divmod(int(v), 10)
+            out[int(k)] = ((digit + _MIN_HALF) / _HALF, ts)
+            continue
         try:
             rating, ts = decode_rated_entry(v)
             out[int(_text(k))] = (rating, ts or 0)
