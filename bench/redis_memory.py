@@ -10,10 +10,10 @@ the worker leaves them: ``rs:user:{uid}`` (random ``pre`` [256] and ``mu``/``log
 not depend on the values), ``:rated`` (the latest rating of each movie) and ``:recent`` (the newest
 ``RECENT_MAX`` events). Variants: the ``legacy`` encodings (``"4.5:1700000000000"`` rated values,
 ``"31:4.5:1700000000000"`` recent entries: what main wrote) and the ``compact`` codec of
-``schemas/user_record.py`` (packed integers), each at Redis's default limits (128 entries, 64 bytes) and at
-the settings' (``redis_hash_max_listpack_*``); and ``compact-f32pre``, ``pre`` as float32 (not adopted).
-``--measure`` reads the same figures off a Redis already holding a state (``reelstream seed``: the
-worker's real path, with the item tables too).
+``schemas/user_record.py`` (packed integers), each at Redis's default limits (512 entries, 64 bytes: main
+ran with them) and at the settings' (``redis_hash_max_listpack_*``); ``compact`` at 1024 entries (the next
+step up); and ``compact-f32pre``, ``pre`` as float32 (not adopted). ``--measure`` reads the same figures
+off a Redis already holding a state (``reelstream seed``: the worker's real path, with the item tables too).
 
 Per variant: ``INFO memory`` used_memory over the empty server's, ``MEMORY USAGE`` (SAMPLES 0: exact)
 summed per key kind with ``OBJECT ENCODING`` counts, bytes per user and per rating, and the extrapolation
@@ -62,7 +62,7 @@ from schemas.user_record import (  # noqa: E402
 
 ML32M_USERS, ML32M_RATINGS = 200_948, 32_000_204
 HIDDEN, LATENT = 256, 64
-DEFAULT_LIMITS = (128, 64)  # Redis's own hash-max-listpack-entries / -value
+DEFAULT_LIMITS = (512, 64)  # Redis's own hash-max-listpack-entries / -value (6.2 and 7.x alike)
 
 
 # --- the two encodings --------------------------------------------------------------------------------
@@ -367,7 +367,7 @@ def main() -> None:
         ours = (s.redis_hash_max_listpack_entries, s.redis_hash_max_listpack_value)
         variants = {}
         plan = [(e, lim) for e in ("legacy", "compact") for lim in (DEFAULT_LIMITS, ours)]
-        for encoding, limits in [*plan, ("compact-f32pre", ours)]:
+        for encoding, limits in [*plan, ("compact", (1024, ours[1])), ("compact-f32pre", ours)]:
             name = f"{encoding}@{limits[0]}/{limits[1]}"
             scan = [int(x) for x in args.scan_sizes.split(",")] if (encoding, limits) == ("compact", ours) else None
             v = variants[name] = run_variant(data, encoding, limits, args.reps, scan)

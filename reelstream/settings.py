@@ -47,14 +47,13 @@ class Settings(BaseSettings):
     #: The Redis server's listpack limits (``reelstream/infra.py`` starts redis-server with them,
     #: docker-compose.kafka.yml passes the same, tests/test_compose.py checks). Under both a hash is one
     #: compact listpack (~14 bytes a packed ``rated`` entry); over either Redis converts it, for good, to a
-    #: hash table (~80 bytes an entry). A user's ``rated`` hash has one field per movie rated: Redis's
-    #: default of 128 entries converts a third of the users, who hold ~80% of the ratings; 512 leaves ~37% of
-    #: the ratings (6% of the users) in hash tables and halves the bytes per rating. Not higher: a
-    #: listpack is scanned linearly and filled quadratically, so each field the worker reads or writes costs
-    #: O(entries) (``bench/redis_memory.py`` ``scan_costs``: the last field of 512 entries ~28 us against
-    #: ~1 us in a hash table, of 2048 ~130 us, measured under load). ``_value`` (bytes): a longer field
-    #: converts the hash too; 4096 keeps ``rs:user:{uid}`` compact (its float64 ``pre`` is 8 x hidden bytes:
-    #: 2 KiB at the default hidden 256, up to hidden 512).
+    #: hash table (~80 bytes an entry). ``_value`` (bytes): Redis's default, 64, converts every
+    #: ``rs:user:{uid}`` (its float64 ``pre`` is 8 bytes a hidden unit, 2 KiB at the default 256); 4096
+    #: keeps it compact up to 512 units, ~900 bytes a user less. ``_entries``: Redis's own default, pinned:
+    #: a user's ``rated`` hash has a field per movie rated, and 512 leaves ~37% of the ratings (6% of the
+    #: users) in hash tables. Not higher: a listpack is scanned linearly (and filled quadratically) and the
+    #: worker reads and writes a field per event: the server's HGET of the last of 512 fields ~27 us, of
+    #: 2048 ~86 us, in a hash table ~0.4 us (under load; ``bench/redis_memory.py``, docs/redis-keys.md).
     redis_hash_max_listpack_entries: int = Field(512, ge=1)
     redis_hash_max_listpack_value: int = Field(4096, ge=1)
 

