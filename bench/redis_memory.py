@@ -344,9 +344,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/redis_memory.json")
     args = ap.parse_args()
     doc: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
-    doc.update(machine=platform.machine(), cpus=os.cpu_count(), python=platform.python_version(),
-               command="; ".join(["reelstream synth --ratings 2000000 --out /tmp/s2m",
-                                  " ".join(["python bench/redis_memory.py", *sys.argv[1:]])]))  # fmt: skip
+    doc.update(machine=platform.machine(), cpus=os.cpu_count(), python=platform.python_version())
+    command = " ".join([".venv/bin/python bench/redis_memory.py", *sys.argv[1:]])
     if args.measure:
         client = redis.Redis.from_url(args.measure)
         m = measure(client, 0)
@@ -356,7 +355,7 @@ def main() -> None:
         )
         cfg = client.config_get("hash-max-*")
         doc.setdefault("measured", {})[args.label] = {
-            "users": users, "ratings": ratings, "config": dict(cfg),
+            "command": command, "users": users, "ratings": ratings, "config": dict(cfg),
             "redis_version": client.info("server")["redis_version"],
             **per_unit(m, {"users": users, "ratings": ratings}),
             "memory": m, "gateway_read": read_costs(args.measure, client, args.reps),
@@ -372,6 +371,7 @@ def main() -> None:
             scan = [int(x) for x in args.scan_sizes.split(",")] if (encoding, limits) == ("compact", ours) else None
             v = variants[name] = run_variant(data, encoding, limits, args.reps, scan)
             print(f"{name}: {v['memory']['used_memory']:,} B, {v['formula']}, ML-32M {v['ml32m_gib']} GiB", flush=True)
+        doc["command"] = f"reelstream synth --ratings 2000000 --out /tmp/s2m; {command}"
         doc["load_avg"] = os.getloadavg()[0]
         doc["variants"] = variants
     args.out.parent.mkdir(parents=True, exist_ok=True)
