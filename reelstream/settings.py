@@ -44,6 +44,18 @@ class Settings(BaseSettings):
     #: Socket and connect timeout (seconds) of every Redis client (``reelstream.redis_client``): no call
     #: waits forever on a Redis that went away. The gateway's request path uses ``gateway_redis_timeout``.
     redis_timeout_s: float = Field(5.0, gt=0)
+    #: The Redis server's listpack limits (``reelstream/infra.py`` starts redis-server with them,
+    #: docker-compose.kafka.yml passes the same, tests/test_compose.py checks). Under both a hash is one
+    #: compact listpack (~14 bytes a packed ``rated`` entry); over either Redis converts it, for good, to a
+    #: hash table (~80 bytes an entry). ``_value`` (bytes): Redis's default, 64, converts every
+    #: ``rs:user:{uid}`` (its float64 ``pre`` is 8 bytes a hidden unit, 2 KiB at the default 256); 4096
+    #: keeps it compact up to 512 units, ~900 bytes a user less. ``_entries``: Redis's own default, pinned:
+    #: a user's ``rated`` hash has a field per movie rated, and 512 leaves ~37% of the ratings (6% of the
+    #: users) in hash tables. Not higher: a listpack is scanned linearly (and filled quadratically) and the
+    #: worker reads and writes a field per event: the server's HGET of the last of 512 fields ~27 us, of
+    #: 2048 ~86 us, in a hash table ~0.4 us (under load; ``bench/redis_memory.py``, docs/redis-keys.md).
+    redis_hash_max_listpack_entries: int = Field(512, ge=1)
+    redis_hash_max_listpack_value: int = Field(4096, ge=1)
 
     # --- folders --------------------------------------------------------------------
     #: The dataset the bootstrap reads by default (the bundled ml-latest-small).

@@ -13,8 +13,9 @@ key                            type    fields / members
                                        every applied event), ``first_ms``, ``last_ms`` (min and max
                                        event time), ``model_version``; encoded and decoded only by
                                        :mod:`schemas.user_record`, like the two keys below
-``rs:user:{uid}:rated``        hash    movie_id -> ``rating:event_ts_ms`` (the latest rating and its event time)
-``rs:user:{uid}:recent``       list    newest first, ``movie_id:rating:ts_ms``, capped at RECENT_MAX
+``rs:user:{uid}:rated``        hash    movie_id -> the latest rating and its event time, packed:
+                                       ``event_ts_ms * 10 + half_stars - 1``
+``rs:user:{uid}:recent``       list    newest first, ``movie_id:packed``, capped at RECENT_MAX
 ``rs:item:{mid}``              hash    ``n``, ``sum``, ``mean``
 ``rs:items:trending``          zset    movie_id -> log of the decayed event count, in log space:
                                        ``log(sum_e exp(lambda * t_e))`` with t in event seconds and

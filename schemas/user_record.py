@@ -3,10 +3,23 @@
 Three keys (:mod:`schemas.redis_keys`) hold one user:
 
 * ``rs:user:{uid}`` (hash): :class:`UserRecord`'s fields, typed as in :data:`FIELDS`;
-* ``rs:user:{uid}:rated`` (hash): movie id -> ``rating:event_ts_ms`` of the latest rating
-  (:func:`encode_rated`, :func:`decode_rated`, :func:`decode_rated_entry`);
-* ``rs:user:{uid}:recent`` (list, newest first, at most ``RECENT_MAX``): ``movie_id:rating:ts_ms``
-  entries (:func:`encode_recent`, :func:`decode_recent`).
+* ``rs:user:{uid}:rated`` (hash): movie id -> the latest rating and its event time packed in one
+  integer, ``event_ts_ms * 10 + half_stars - 1`` (:func:`encode_rated`, :func:`decode_rated`,
+  :func:`decode_rated_entry`);
+* ``rs:user:{uid}:recent`` (list, newest first, at most ``RECENT_MAX``): ``movie_id:packed`` entries,
+  ``packed`` as in ``rated`` (:func:`encode_recent`, :func:`decode_recent`).
+
+**Compact on purpose** (memory per user and per rating, ``bench/redis_memory.py``): Redis keeps a small
+hash or list as one listpack, where a value that is a decimal integer is stored as a 1-9 byte integer,
+so a packed ``rated`` value costs 10 bytes where ``"4.5:1700000000000"`` cost 19. The listpack limits
+the server is started with are settings (``redis_hash_max_listpack_*``, ``reelstream/infra.py``).
+``pre`` stays float64: stored as float32 it would be rounded at every write, so a user's state would
+depend on how the worker happened to batch the events (a crash, a rebalance, the seed's batch size), not
+on the events alone; the bench measures what float32 would save (1 KiB a user).
+
+**Older records still read.** A ``rated`` value with ``.`` or ``:`` is ``rating[:event_ts_ms]`` (without
+a time: None); a ``recent`` entry with two ``:`` is ``movie_id:rating:ts_ms``. The worker writes the
+compact form when it next writes that movie or that user, so old and new forms may sit side by side.
 
 The worker (``streams/processor.py``) folds a batch into :class:`UserRecord` values
 (:meth:`UserRecord.observe` updates the statistics) and writes :func:`encode_user`; it reads back only
@@ -28,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from schemas.ratings import MAX_RATING, MIN_RATING
+
 __all__ = [
     "BINARY_FIELDS",
     "FIELDS",
@@ -44,6 +59,8 @@ __all__ = [
     "encode_rated",
     "encode_recent",
     "encode_user",
+    "pack_rating",
+    "unpack_rating",
 ]
 
 #: ``rs:user:{uid}`` fields and their types (``f8``/``f4``: little-endian float64/float32 array bytes).
@@ -66,6 +83,9 @@ FIELDS: dict[str, str] = {
 FOLD_FIELDS = ("version", "pre", "norm2", "n_events", "n", "sum", "sumsq", "first_ms", "last_ms", "model_version")
 BINARY_FIELDS = tuple(f for f, t in FIELDS.items() if t in ("f4", "f8"))
 _DTYPES = {"f8": np.dtype("<f8"), "f4": np.dtype("<f4")}
+#: ``rated`` and ``recent`` ratings as half stars (``rating * 2``, 1..10), the last digit of the packed value.
+_HALF = 2
+_MIN_HALF, _MAX_HALF = round(MIN_RATING * _HALF), round(MAX_RATING * _HALF)
 
 
 class RecordError(ValueError):
@@ -161,44 +181,89 @@ def encode_user(rec: UserRecord) -> list[Any]:
     return out
 
 
+def pack_rating(rating: float, ts_ms: int) -> int:
+    """One rating event as one integer: ``ts_ms * 10 + half_stars - 1`` (the last digit: 0 = 0.5 .. 9 = 5.0).
+
+    Lossless for every valid rating (a half step in 0.5..5.0, ``schemas.ratings``) at any ms time,
+    negative ones too (:func:`unpack_rating` floors); anything else is a RecordError, never rounded.
+
+    >>> pack_rating(4.5, 1_700_000_000_000), pack_rating(0.5, 0), pack_rating(5.0, -1)
+    (17000000000008, 0, -1)
+    """
+    half = float(rating) * _HALF
+    if not (math.isfinite(half) and half.is_integer() and _MIN_HALF <= half <= _MAX_HALF):
+        raise RecordError(f"rating {rating!r} is not a half step in {MIN_RATING}..{MAX_RATING}")
+    return int(ts_ms) * 10 + int(half) - _MIN_HALF
+
+
+def unpack_rating(packed: int) -> tuple[float, int]:
+    """:func:`pack_rating`'s ``(rating, ts_ms)`` back.
+
+    >>> unpack_rating(17000000000008), unpack_rating(-1)
+    ((4.5, 1700000000000), (5.0, -1))
+    """
+    ts, digit = divmod(int(packed), 10)
+    return (digit + _MIN_HALF) / _HALF, ts
+
+
+def _packed(text: str) -> int:
+    """A packed value's text as its integer (ValueError otherwise; no sign but ``-``, ASCII digits only)."""
+    digits = text[1:] if text[:1] == "-" else text
+    if not (digits.isascii() and digits.isdigit()):
+        raise ValueError(text)
+    return int(text)
+
+
 def encode_rated(ratings: Mapping[int, tuple[float, int]]) -> list[Any]:
-    """``rs:user:{uid}:rated`` entries as flat ``HSET`` arguments: ``movie_id, "rating:event_ts_ms", ...``.
+    """``rs:user:{uid}:rated`` entries as flat ``HSET`` arguments: ``movie_id, packed, ...`` (:func:`pack_rating`).
 
     The event time names the rating event applied (with the user and the movie, its identity): a
     redelivered copy of it is recognised whatever offset or log it comes from (``streams/processor.py``).
 
     >>> encode_rated({31: (4.5, 1000)})
-    [31, '4.5:1000']
+    [31, '10008']
     """
     out: list[Any] = []
     for mid, (r, ts) in ratings.items():
-        out += [int(mid), f"{float(r)!r}:{int(ts)}"]
+        out += [int(mid), str(pack_rating(r, ts))]
     return out
 
 
 def decode_rated_entry(value: Any) -> tuple[float, int | None]:
-    """One ``rated`` value as ``(rating, event_ts_ms)``; a value without a time (older records) gives None.
+    """One ``rated`` value as ``(rating, event_ts_ms)``; an older ``rating[:ts]`` value without a time gives None.
 
-    >>> decode_rated_entry(b"4.5:1000"), decode_rated_entry("3.0"), decode_rated_entry(2.5)
-    ((4.5, 1000), (3.0, None), (2.5, None))
+    >>> decode_rated_entry(b"10008"), decode_rated_entry(b"4.5:1000"), decode_rated_entry("3.0")
+    ((4.5, 1000), (4.5, 1000), (3.0, None))
     """
-    if isinstance(value, int | float):
-        return float(value), None
+    if type(value) is bytes and value.isdigit():  # the packed form as Redis returns it (the gateway's hot path)
+        ts, digit = divmod(int(value), 10)
+        return (digit + _MIN_HALF) / _HALF, ts
+    if isinstance(value, int):
+        return unpack_rating(value)
+    if isinstance(value, float):  # an older rating without a time, as the memory store keeps it
+        return value, None
     try:
-        rating, _, ts = _text(value).partition(":")
-        return float(rating), (int(ts) if ts else None)
+        text = _text(value)
+        if "." in text or ":" in text:  # older: repr(rating)[:event_ts_ms]
+            rating, _, ts = text.partition(":")
+            return float(rating), (int(ts) if ts else None)
+        return unpack_rating(_packed(text))
     except (ValueError, UnicodeDecodeError):
-        raise RecordError(f"rated value {str(value)[:40]!r} is not rating[:event_ts_ms]") from None
+        raise RecordError(f"rated value {str(value)[:40]!r} is not a packed rating (or rating[:event_ts_ms])") from None
 
 
 def decode_rated_at(raw: Mapping[Any, Any]) -> dict[int, tuple[float, int]]:
     """``HGETALL rs:user:{uid}:rated`` as ``{movie_id: (rating, event_ts_ms)}`` (0 for a value without a time).
 
-    >>> decode_rated_at({b"31": b"4.5:1000", b"7": b"3.0"})
+    >>> decode_rated_at({b"31": b"10008", b"7": b"3.0"})
     {31: (4.5, 1000), 7: (3.0, 0)}
     """
     out = {}
     for k, v in raw.items():
+        if type(k) is bytes and type(v) is bytes and k.isdigit() and v.isdigit():  # as decode_rated_entry, inlined
+            ts, digit = divmod(int(v), 10)
+            out[int(k)] = ((digit + _MIN_HALF) / _HALF, ts)
+            continue
         try:
             rating, ts = decode_rated_entry(v)
             out[int(_text(k))] = (rating, ts or 0)
@@ -213,21 +278,26 @@ def decode_rated(raw: Mapping[Any, Any]) -> dict[int, float]:
 
 
 def encode_recent(movie_id: int, rating: float, ts_ms: int) -> str:
-    """One ``rs:user:{uid}:recent`` entry.
+    """One ``rs:user:{uid}:recent`` entry, ``movie_id:packed`` (:func:`pack_rating`).
 
-    >>> encode_recent(31, 4.0, 1000), decode_recent(b"31:4.0:1000")
-    ('31:4.0:1000', (31, 4.0, 1000))
+    >>> encode_recent(31, 4.0, 1000), decode_recent(b"31:10007"), decode_recent(b"31:4.0:1000")
+    ('31:10007', (31, 4.0, 1000), (31, 4.0, 1000))
     """
-    return f"{int(movie_id)}:{float(rating)!r}:{int(ts_ms)}"
+    return f"{int(movie_id)}:{pack_rating(rating, ts_ms)}"
 
 
 def decode_recent(entry: Any) -> tuple[int, float, int]:
-    """``movie_id:rating:ts_ms`` -> ``(movie_id, rating, ts_ms)``."""
+    """``movie_id:packed`` (or an older ``movie_id:rating:ts_ms``) -> ``(movie_id, rating, ts_ms)``."""
     try:
-        mid, rating, ts = _text(entry).split(":")
-        return int(mid), float(rating), int(ts)
+        parts = _text(entry).split(":")
+        if len(parts) == 3:
+            return int(parts[0]), float(parts[1]), int(parts[2])
+        mid, packed = parts
+        return int(mid), *unpack_rating(_packed(packed))
     except (ValueError, UnicodeDecodeError):
-        raise RecordError(f"recent entry {str(entry)[:60]!r} is not movie_id:rating:ts_ms") from None
+        raise RecordError(
+            f"recent entry {str(entry)[:60]!r} is not movie_id:packed (or movie_id:rating:ts_ms)"
+        ) from None
 
 
 def decode_recent_list(entries: Iterable[Any]) -> list[tuple[int, float, int]]:

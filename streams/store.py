@@ -43,7 +43,7 @@ from typing import Any, Protocol
 import redis
 
 from schemas import redis_keys as keys
-from schemas.user_record import FOLD_FIELDS, decode_rated_entry
+from schemas.user_record import FOLD_FIELDS, RecordError, decode_rated_entry, decode_recent, encode_recent
 from streams.log_identity import Fence
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "MemoryFeatureStore",
     "Reads",
     "RedisFeatureStore",
+    "current_recent",
     "logaddexp",
     "normalize",
     "redis_snapshot",
@@ -66,8 +67,9 @@ Op = tuple[Any, ...]
 #: An earlier rating of a movie: (rating, event time in ms; None in a record written before times were kept).
 Earlier = tuple[float, int | None]
 #: (stored fences {partition: Fence}, user rows {uid: [USER_FIELDS values]}, earlier ratings {uid: {mid: Earlier}},
-#: recent entries {uid: set of ``movie_id:rating:ts_ms``}: only for users whose batch re-rates a movie they
-#: rated before, the one case in which an event can be a redelivered duplicate (the processor's dedupe),
+#: recent entries {uid: set of entries, in the current ``encode_recent`` form (:func:`current_recent`)}: only
+#: for users whose batch re-rates a movie they rated before, the one case in which an event can be a
+#: redelivered duplicate (the processor's dedupe),
 #: the serving model ``rs:model`` ``serving`` (None: no swap ever ran; the worker's own model serves))
 Reads = tuple[dict[int, Fence], dict[int, list[Any]], dict[int, dict[int, Earlier]], dict[int, set[str]], str | None]
 #: {partition: (the fence read before computing, None when the partition had none; the new fence)}
@@ -239,6 +241,16 @@ return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), rows, ra
 _KEYED = frozenset("HLIXCF")
 
 
+def current_recent(entry: Any) -> str:
+    """A stored recent entry in the form :func:`encode_recent` writes now, so the processor's duplicate check
+    (its entry ``in`` the stored ones) also matches entries written in an older form; one that does not
+    decode is kept as its text (it matches nothing)."""
+    try:
+        return encode_recent(*decode_recent(entry))
+    except RecordError:
+        return entry.decode(errors="replace") if isinstance(entry, bytes) else str(entry)
+
+
 def _flatten(topic: str, fence: FenceMove, ops: list[Op], checks: Checks | None = None) -> tuple[list[str], list[Any]]:
     """The apply script's KEYS and ARGV (layout above ``_LUA``)."""
     key_list = [keys.offsets(topic), keys.fence(topic), keys.ITEMS_TRENDING, keys.ITEMS_POPULAR, keys.ONLINE,
@@ -311,7 +323,7 @@ class RedisFeatureStore:
         for uid, values, entries in zip(users, earlier, lists, strict=True):
             rated[uid] = {m: decode_rated_entry(v) for m, v in zip(pairs[uid], values, strict=True) if v is not None}
             if entries:
-                recent[uid] = {e.decode() if isinstance(e, bytes) else str(e) for e in entries}
+                recent[uid] = {current_recent(e) for e in entries}
         served = serving.decode() if isinstance(serving, bytes) else None
         return offsets, dict(zip(users, rows, strict=True)), rated, recent, served
 
@@ -362,7 +374,7 @@ class MemoryFeatureStore:
             r = self.hashes.get(keys.user_rated(uid), {})
             rated[uid] = {m: decode_rated_entry(r[str(m)]) for m in pairs[uid] if str(m) in r}
             if rated[uid]:
-                recent[uid] = {str(e) for e in self.lists.get(keys.user_recent(uid), [])}
+                recent[uid] = {current_recent(e) for e in self.lists.get(keys.user_recent(uid), [])}
         serving = self.hashes.get(keys.MODEL, {}).get("serving")
         return offsets, rows, rated, recent, None if serving is None else str(serving)
 

@@ -82,6 +82,15 @@ def test_services_are_the_ones_the_system_needs() -> None:
     assert services["redis"]["image"].startswith("redis:7")
 
 
+def test_redis_runs_with_the_memory_limits_of_the_settings() -> None:
+    """The compose Redis gets the listpack limits ``reelstream infra`` starts its own with (a value changed in
+    settings alone would leave the two deployments with different bytes per rating)."""
+    command = _compose()["services"]["redis"]["command"]
+    memory = infra.redis_memory_args(Settings())
+    at = command.index(memory[0])
+    assert command[at : at + len(memory)] == memory
+
+
 def test_every_variable_is_a_setting_and_addresses_match_the_services() -> None:
     known = _settings_env_names()
     services = _compose()["services"]

