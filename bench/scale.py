@@ -20,8 +20,8 @@ under load are upper bounds), and the command:
   and per rating;
 * ``replay_1_worker``: one ``reelstream worker`` while ``reelstream replay --max`` produces all of STREAM:
   events/s from the first produce to the last event applied, lag and freshness sampled every 5 s;
-* ``replay_2_workers``: ``reelstream seed --reset`` (HISTORY again, worker group rewound), then two workers
-  re-read the same topic: drain events/s with lag samples;
+* ``replay_2_workers``: ``reelstream seed --reset`` (HISTORY again) and a fresh consumer group, then two
+  workers re-read the same topic from its start: drain events/s with lag samples;
 * ``gateway``: ``bench/gateway.py --live`` against this state (users drawn from HISTORY): p50/p99, req/s,
   server CPU per request, uncached and cached;
 * ``up_total``: ``reelstream up --data DIR --no-replay`` on the built store: seconds to the first list served.
@@ -284,14 +284,10 @@ class Scale:
 
     def replay_2_workers(self) -> dict[str, Any]:
         counts = self._store_counts()
-        for attempt in range(30):  # the stopped worker's group membership lingers on the broker (session timeout)
-            try:
-                reseed = self.run("reseed", _cli("seed", "--reset"))
-                break
-            except RuntimeError:
-                if attempt == 29:
-                    raise
-                time.sleep(5.0)  # a retry interval, waiting out the broker's session timeout
+        # A fresh consumer group: Tansu keeps the stopped worker's membership, so rewinding the old group is
+        # refused; a new group reads the topic from the start (auto_offset_reset earliest) on top of the reseed.
+        self.env["REELSTREAM_APP_ID"] = f"reelstream-drain-{int(time.time())}"
+        reseed = self.run("reseed", _cli("seed", "--reset"))
         base = self._stats().get("events_applied", 0) + self._stats().get("dead_letters", 0)
         before = os.getloadavg()
         t0 = time.perf_counter()

@@ -58,8 +58,10 @@ __all__ = [
     "decode_user",
     "encode_rated",
     "encode_recent",
+    "encode_recent_many",
     "encode_user",
     "pack_rating",
+    "pack_ratings",
     "unpack_rating",
 ]
 
@@ -212,6 +214,30 @@ def _packed(text: str) -> int:
     if not (digits.isascii() and digits.isdigit()):
         raise ValueError(text)
     return int(text)
+
+
+def pack_ratings(ratings: np.ndarray, ts_ms: np.ndarray) -> np.ndarray:
+    """:func:`pack_rating` over arrays (int64), for the bulk seed; the same RecordError for any invalid rating.
+
+    >>> pack_ratings(np.array([4.5, 0.5]), np.array([1_700_000_000_000, 0])).tolist()
+    [17000000000008, 0]
+    """
+    half = np.asarray(ratings, dtype=np.float64) * _HALF
+    bad = ~(np.isfinite(half) & (half == np.round(half)) & (half >= _MIN_HALF) & (half <= _MAX_HALF))
+    if bad.any():
+        raise RecordError(f"rating {float(np.asarray(ratings)[bad][0])!r} is not a half step in "
+                          f"{MIN_RATING}..{MAX_RATING}")  # fmt: skip
+    return np.asarray(ts_ms, dtype=np.int64) * 10 + half.astype(np.int64) - _MIN_HALF
+
+
+def encode_recent_many(movie_ids: np.ndarray, ratings: np.ndarray, ts_ms: np.ndarray) -> list[str]:
+    """:func:`encode_recent` over arrays, in one vectorised pass (the bulk seed writes millions).
+
+    >>> encode_recent_many(np.array([31, 7]), np.array([4.0, 0.5]), np.array([1000, 5]))
+    ['31:10007', '7:50']
+    """
+    packed = pack_ratings(ratings, ts_ms)
+    return np.char.add(np.char.add(np.asarray(movie_ids, dtype=np.int64).astype(str), ":"), packed.astype(str)).tolist()
 
 
 def encode_rated(ratings: Mapping[int, tuple[float, int]]) -> list[Any]:

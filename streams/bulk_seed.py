@@ -67,7 +67,7 @@ from reelstream.errors import DataError
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from schemas.ratings import MAX_ID, MAX_RATING, MIN_ID, MIN_RATING, RATING_STEP, RatingLimits, rating_verdict
-from schemas.user_record import UserRecord, encode_rated, encode_recent, encode_user
+from schemas.user_record import UserRecord, encode_recent_many, encode_user, pack_ratings
 from streams.codecs import codec_for
 from streams.events import rating_event, user_key
 from streams.log_identity import Fence, fingerprint
@@ -227,12 +227,13 @@ def _user_commands(
     # the rated entries: each movie's latest row, per user
     rated_rows = np.flatnonzero(latest)
     rated_lo = [*np.searchsorted(rated_rows, lo).tolist(), len(rated_rows)]
-    rated_m, rated_r, rated_t = m[rated_rows].tolist(), r[rated_rows].tolist(), t[rated_rows].tolist()
+    rated_args = np.empty(2 * len(rated_rows), dtype=np.int64)  # HSET's movie_id, packed pairs (the codec's)
+    rated_args[0::2], rated_args[1::2] = m[rated_rows], pack_ratings(r[rated_rows], t[rated_rows])
     weights, version = runtime.weights, runtime.version
     # the recent entries: each user's last RECENT_MAX rows, encoded once, newest first per user
     keep = np.repeat(ends - starts[0], counts) - np.arange(len(r)) <= keys.RECENT_MAX
     kept = np.flatnonzero(keep)
-    entries = [encode_recent(*e) for e in zip(m[kept].tolist(), r[kept].tolist(), t[kept].tolist(), strict=True)]
+    entries = encode_recent_many(m[kept], r[kept], t[kept])
     recent_lo = [*np.searchsorted(kept, lo).tolist(), len(kept)]
     out: list[tuple] = []
     for k, uid in enumerate(users.tolist()):
@@ -245,12 +246,11 @@ def _user_commands(
             last_ms=int(last_ms[k]), model_version=version,
         )  # fmt: skip
         ra, rb = rated_lo[k], rated_lo[k + 1]
-        rated = dict(zip(rated_m[ra:rb], zip(rated_r[ra:rb], rated_t[ra:rb], strict=True), strict=True))
         recent = entries[recent_lo[k] : recent_lo[k + 1]][::-1]
         ukey, rkey, lkey = keys.user(uid), keys.user_rated(uid), keys.user_recent(uid)
         out.append(("DEL", ukey, rkey, lkey))
         out.append(("HSET", ukey, *encode_user(rec)))
-        out.append(("HSET", rkey, *encode_rated(rated)))
+        out.append(("HSET", rkey, *rated_args[2 * ra : 2 * rb].tolist()))
         out.append(("RPUSH", lkey, *recent))  # newest first, as LPUSH of the oldest first leaves it
     return out
 

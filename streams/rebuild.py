@@ -263,8 +263,8 @@ def _run(settings: Settings, client: redis.Redis, lock: _Lock, summary: RebuildS
         if on_progress is not None:
             on_progress("history", done, total)
 
-    summary.history = fold_history(
-        settings, client, runtime, store.history, store.version, on_progress=history_progress
+    summary.history = fold_history(  # bulk where Redis holds nothing else yet (streams/bulk_seed.py)
+        settings, client, runtime, store.history, store.version, on_progress=history_progress, bulk=True
     )
     _apply_archive(settings, client, runtime, lock, summary, on_progress)
     client.hset(keys.SEED, mapping={
