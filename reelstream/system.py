@@ -127,6 +127,14 @@ def dataset_change(settings: Settings, data: Path | None) -> str | None:
     return None if change is None else f"store v{meta['version']} {change}"
 
 
+def _refuse_switch(running: list[str]) -> None:
+    if running:
+        raise ReelstreamError(
+            f"the current dataset's events are in use by {', '.join(running)}: run `reelstream down` first, "
+            "then `up --data` again (a new dataset starts the event log afresh)"
+        )
+
+
 def retire_event_log(settings: Settings) -> list[str]:
     """Empty what holds the events of the store being replaced, so none of them reaches the next store's state.
 
@@ -140,19 +148,13 @@ def retire_event_log(settings: Settings) -> list[str]:
     from streams.admin import recreate_topics_sync
     from streams.seed import live_workers
 
-    running = sorted(managed_processes(settings))
+    _refuse_switch(sorted(managed_processes(settings)))
     client = redis_client(settings.redis_url)
     try:
-        if not running:  # a worker stopped just now leaves its heartbeat until the key expires
-            deadline = time.monotonic() + settings.worker_heartbeat_ttl_s + 1
-            while live_workers(client) and time.monotonic() < deadline:
-                time.sleep(0.2)  # polling a key's expiry: nothing to wait on
-        running += [f"worker {name} (heartbeat in Redis)" for name in live_workers(client)]
-        if running:
-            raise ReelstreamError(
-                f"another dataset's events are in use by {', '.join(running)}: run `reelstream down` first, "
-                "then `up --data` again (a switch of datasets starts the event log afresh)"
-            )
+        deadline = time.monotonic() + settings.worker_heartbeat_ttl_s + 1
+        while live_workers(client) and time.monotonic() < deadline:  # a worker just stopped: its key expires
+            time.sleep(0.2)  # polling a key's expiry: nothing to wait on
+        _refuse_switch([f"worker {name} (heartbeat in Redis)" for name in live_workers(client)])
         statuses = recreate_topics_sync(settings)
         lines = [f"topics  {len(statuses)} deleted and created again, empty (they held the old dataset's events)"]
         archive = settings.archive_dir
