@@ -32,11 +32,13 @@ import psutil
 import pytest
 import redis
 from aiokafka import AIOKafkaProducer
+from rich.progress import Progress
 
 from bootstrap.pipeline import source_change, source_files
 from bootstrap.readers import sha256_file
 from monitoring.sampler import RunSampler
 from reelstream import infra, system
+from reelstream.commands.replay import EventRateColumn
 from reelstream.errors import ReelstreamError
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
@@ -182,6 +184,21 @@ def test_dataset_change_bootstraps_a_missing_store_and_keeps_any_store_when_no_d
     other = _dataset(tmp_path / "c", rows=4)
     assert system.dataset_change(settings, other) == f"store v3 built from {data.resolve()}, not {other.resolve()}"
     assert system.dataset_change(settings, None) is None  # no --data: the CURRENT store, whatever it holds
+
+
+def test_the_chosen_dataset_reaches_every_child_and_rate_0_is_unthrottled(tmp_path: Path) -> None:
+    settings = Settings(var_dir=tmp_path / "var")
+    data = _dataset(tmp_path / "a")
+    env = system._child_env(settings, system.SystemPlan(data=data))
+    assert env["REELSTREAM_DATA_PATH"] == str(data.resolve())
+    assert "REELSTREAM_DATA_PATH" not in system._child_env(settings, system.SystemPlan())
+    column = EventRateColumn()
+    with Progress(column) as bar:
+        task = bar.add_task("replay", total=10)
+        assert column.render(bar.tasks[task]).plain == "- events/s"
+    replay = subprocess.run([sys.executable, "-m", "reelstream.cli", "replay", "--rate", "0", "--max"],
+                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert replay.returncode != 0 and "choose one of --rate, --speed and --max" in replay.stdout + replay.stderr
 
 
 def test_retiring_the_event_log_is_refused_while_a_process_of_the_system_runs(tmp_path: Path) -> None:
