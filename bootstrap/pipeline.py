@@ -123,7 +123,8 @@ def source_change(metadata: dict[str, Any], folder: Path) -> str | None:
 
     The folder is compared by resolved path, then file by file: the same names, sizes and mtimes is the same data;
     a file whose size or mtime differs (or a store recorded before sizes were) is hashed and compared with the
-    recorded sha256, so a ``touch`` or a copy with new mtimes is not a change but an edited file is.
+    recorded sha256, so a ``touch`` or a copy with new mtimes is not a change but an edited file is. None: the
+    store holds this folder's data.
     """
     folder = Path(folder)
     if not folder.is_dir():

@@ -12,10 +12,11 @@ bootstrapped again only when its CURRENT version was built from another folder o
 store makes every event of the old one foreign: the topics, the archive, the replay checkpoint and Redis hold the
 old dataset's events and users. :func:`retire_event_log` empties them before the bootstrap, so the rebuild folds
 the new HISTORY alone and the worker, which starts each partition at its fence or, without one, at the beginning
-of the log, reads only the new dataset's events. Every process it starts or finds running is
-handed to a :class:`~reelstream.supervisor.Supervisor`, which restarts what
-crashes (from the first spawn on, so a child dying during start-up is restarted
-too) and raises :class:`~reelstream.supervisor.CrashLoop` when one keeps dying.
+of the log, reads only the new dataset's events.
+
+Every process ``up`` starts or finds running is handed to a :class:`~reelstream.supervisor.Supervisor`, which
+restarts what crashes (from the first spawn on, so a child dying during start-up is restarted too) and raises
+:class:`~reelstream.supervisor.CrashLoop` when one keeps dying.
 ``down`` first makes the supervisor let go, then stops, in reverse order, every
 process that ``up`` started (never an external broker or Redis). Each
 long-running process is a ``reelstream`` sub-command with its own pid and log
