@@ -12,7 +12,9 @@ bootstrapped again only when its CURRENT version was built from another folder o
 store makes every event of the old one foreign: the topics, the archive, the replay checkpoint and Redis hold the
 old dataset's events and users. :func:`retire_event_log` empties them before the bootstrap, so the rebuild folds
 the new HISTORY alone and the worker, which starts each partition at its fence or, without one, at the beginning
-of the log, reads only the new dataset's events.
+of the log, reads only the new dataset's events. ``var/store/events.json`` records whose events they hold, so a
+store bootstrapped from another folder outside ``up`` (``reelstream bootstrap --data``) retires them too
+(:func:`events_owner_change`).
 
 Every process ``up`` starts or finds running is handed to a :class:`~reelstream.supervisor.Supervisor`, which
 restarts what crashes (from the first spawn on, so a child dying during start-up is restarted too) and raises
@@ -53,6 +55,7 @@ __all__ = [
     "child_specs",
     "dataset_change",
     "down",
+    "events_owner_change",
     "gateway_url",
     "managed_processes",
     "prepare",
@@ -126,6 +129,42 @@ def dataset_change(settings: Settings, data: Path | None) -> str | None:
         return None
     change = source_change(meta, data)
     return None if change is None else f"store v{meta['version']} {change}"
+
+
+def _events_path(settings: Settings) -> Path:
+    """Whose events the topics, the archive and Redis hold: the dataset identity of the store they were made for."""
+    return settings.store_dir / "events.json"
+
+
+def _identity(meta: dict[str, Any]) -> dict[str, Any]:
+    """A dataset's identity: its folder and file digests (an appended store keeps its dataset's)."""
+    return {"source": meta.get("source"), "source_checksums": meta.get("source_checksums", {})}
+
+
+def events_owner_change(settings: Settings) -> str | None:
+    """Why the event log holds another dataset's events than the CURRENT store's (a ``reelstream bootstrap`` of
+    another folder outside ``up``), or None: the same dataset, no store, or a var folder from before the record.
+    """
+    meta = _store_metadata(settings)
+    try:
+        owner = json.loads(_events_path(settings).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return f"{_events_path(settings)} is unreadable"
+    if meta is None or owner == _identity(meta):
+        return None
+    held, store = owner.get("source"), meta.get("source")
+    return f"the event log holds the events of {held}, the store v{meta['version']} is {store}"
+
+
+def _record_events_owner(settings: Settings) -> None:
+    meta = _store_metadata(settings)
+    if meta is not None:
+        path = _events_path(settings)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(_identity(meta)))
+        os.replace(tmp, path)
 
 
 def _refuse_switch(running: list[str]) -> None:
@@ -288,6 +327,11 @@ def prepare(settings: Settings, echo: Callable[[str], None], data: Path | None =
     else:
         store_version = _store_version(settings)
         lines.append(f"store   reusing version {store_version}")
+        foreign = events_owner_change(settings)
+        if foreign is not None:
+            lines.append(f"events  retiring the event log: {foreign}")
+            lines += retire_event_log(settings)
+    _record_events_owner(settings)  # after the retirement: a crash before it retires again, harmlessly
     trained = _model_data_version(settings) != store_version
     if trained:
         _run_step(_cli("train"), "training the hybrid VAE", echo)

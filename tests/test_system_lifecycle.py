@@ -185,6 +185,20 @@ def test_dataset_change_bootstraps_a_missing_store_and_keeps_any_store_when_no_d
     assert system.dataset_change(settings, other) == f"store v3 built from {data.resolve()}, not {other.resolve()}"
     assert system.dataset_change(settings, None) is None  # no --data: the CURRENT store, whatever it holds
 
+    events = settings.store_dir / "events.json"  # whose events the topics, archive and Redis hold
+    assert system.events_owner_change(settings) is None  # not recorded (a var folder from before): kept
+    system._record_events_owner(settings)
+    assert system.events_owner_change(settings) is None
+    appended = {"version": 4, **_recorded(tmp_path / "a"), "appended": [{"file": "more.csv"}]}
+    (settings.store_dir / "v0004").mkdir()
+    (settings.store_dir / "v0004" / "metadata.json").write_text(json.dumps(appended))
+    (settings.store_dir / "CURRENT").write_text("v0004")
+    assert system.events_owner_change(settings) is None  # an appended store is still that dataset
+    events.write_text(json.dumps({"source": str(other.resolve()), "source_checksums": {}}))
+    assert system.events_owner_change(settings) == (
+        f"the event log holds the events of {other.resolve()}, the store v4 is {data.resolve()}"
+    )  # `reelstream bootstrap --data` of another folder, then `up` without --data: prepare retires the log
+
 
 def test_the_chosen_dataset_reaches_every_child_and_rate_0_is_unthrottled(tmp_path: Path) -> None:
     settings = Settings(var_dir=tmp_path / "var")
@@ -286,6 +300,7 @@ def test_up_data_switches_to_a_synthetic_dataset_and_a_second_up_builds_nothing(
         assert "replay  started as fast as the system takes" in out
         store_meta = json.loads((settings.store_dir / "v0002" / "metadata.json").read_text())
         assert store_meta["source"] == str(data.resolve()) and set(store_meta["source_files"]) >= {"ratings.csv"}
+        assert json.loads((settings.store_dir / "events.json").read_text())["source"] == str(data.resolve())
         applied = store_meta["counts"]["history_ratings"] + store_meta["counts"]["stream_ratings"]  # seed + replay
 
         base = f"http://127.0.0.1:{gateway_port}"
