@@ -29,7 +29,15 @@ import polars as pl
 
 from bootstrap import features, quality
 from bootstrap.quality import QualityThresholds
-from bootstrap.readers import RawDataset, read_dataset, read_ratings_csv, sha256_file
+from bootstrap.readers import (
+    _EXTRA_FILES,
+    FORMATS,
+    RawDataset,
+    detect_format,
+    read_dataset,
+    read_ratings_csv,
+    sha256_file,
+)
 from bootstrap.split import SplitSpec, resolve_cut, split_sorted
 from bootstrap.store import (
     ITEM_SIDE_SCHEMA,
@@ -40,8 +48,17 @@ from bootstrap.store import (
     version_name,
     write_version,
 )
+from reelstream.errors import DataError
 
-__all__ = ["BootstrapOptions", "BootstrapResult", "StepFn", "run_append", "run_bootstrap"]
+__all__ = [
+    "BootstrapOptions",
+    "BootstrapResult",
+    "StepFn",
+    "run_append",
+    "run_bootstrap",
+    "source_change",
+    "source_files",
+]
 
 StepFn = Callable[[str], AbstractContextManager[object]]
 
@@ -88,6 +105,40 @@ class _Timer:
             with self.step(name):
                 yield
         self.timings[name] = round(time.perf_counter() - t0, 3)
+
+
+def source_files(folder: Path) -> dict[str, list[int]]:
+    """File name -> ``[size, mtime_ns]`` of every file a bootstrap of ``folder`` reads (those it hashes).
+
+    Recorded in the store metadata next to the sha256 digests, so telling whether a dataset folder still holds
+    what a store was built from costs a ``stat`` per file instead of hashing gigabytes (``reelstream up --data``).
+    """
+    fmt = detect_format(folder)
+    names = [f for f in (*FORMATS[fmt], *_EXTRA_FILES[fmt]) if (folder / f).is_file()]
+    return {f: [(st := (folder / f).stat()).st_size, st.st_mtime_ns] for f in names}
+
+
+def source_change(metadata: dict[str, Any], folder: Path) -> str | None:
+    """Why a store with ``metadata`` was not built from ``folder`` as it is now (another folder, changed files).
+
+    The folder is compared by resolved path, then file by file: the same names, sizes and mtimes is the same data;
+    a file whose size or mtime differs (or a store recorded before sizes were) is hashed and compared with the
+    recorded sha256, so a ``touch`` or a copy with new mtimes is not a change but an edited file is. None: the
+    store holds this folder's data.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError("dataset folder does not exist or is not a folder", path=folder)
+    recorded = metadata.get("source")
+    if recorded is None or Path(recorded) != folder.resolve():
+        return f"built from {recorded}, not {folder.resolve()}"
+    now = source_files(folder)
+    digests: dict[str, str] = metadata.get("source_checksums", {})
+    if set(now) != set(digests):
+        return f"was built from the files {sorted(digests)}; the folder now holds {sorted(now)}"
+    stats: dict[str, list[int]] = metadata.get("source_files", {})
+    changed = [f for f in sorted(now) if stats.get(f) != now[f] and sha256_file(folder / f) != digests[f]]
+    return f"{', '.join(changed)} changed since" if changed else None
 
 
 def _iso(ts: float) -> str:
@@ -192,6 +243,7 @@ def run_bootstrap(
     now = int(time.time()) if now_ts is None else now_ts
     timer = _Timer(step)
     with timer("read"):
+        files = source_files(options.data_path)  # before reading: a file written meanwhile then reads as changed
         raw: RawDataset = read_dataset(options.data_path)
     with timer("validate"):
         movie_ids = raw.movies["movie_id"]
@@ -234,6 +286,7 @@ def run_bootstrap(
         "format": raw.format,
         "source": str(raw.source),
         "source_checksums": raw.checksums,
+        "source_files": files,
         "counts": counts,
         "split": spec.as_metadata(frames.history.height, frames.stream.height),
         "created_at": _iso(now),

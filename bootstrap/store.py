@@ -4,7 +4,9 @@ Layout (``settings.store_dir``)::
 
     CURRENT                      text "v0001": the version readers use
     v0001/metadata.json          schema_version, version, dataset, format, source,
-                                 source_checksums, counts, split, created_at, appended
+                                 source_checksums, source_files ([size, mtime_ns] per file:
+                                 the dataset's identity, bootstrap.pipeline.source_change),
+                                 counts, split, created_at, appended
     v0001/ratings_history.parquet  user_id i64, movie_id i64, rating f32, ts i64,
                                    user_idx i32, item_idx i32  (sorted by ts, user_id, movie_id)
     v0001/ratings_stream.parquet   same columns and order (the replay order)

@@ -3,10 +3,22 @@
 ``up`` is idempotent: it starts only what is not running and builds only what is
 missing (the feature store, a model trained on the current store version, the
 HISTORY seed of Redis for that store and model: ``reelstream seed``), so a
-second ``up`` reuses everything. Every process it starts or finds running is
-handed to a :class:`~reelstream.supervisor.Supervisor`, which restarts what
-crashes (from the first spawn on, so a child dying during start-up is restarted
-too) and raises :class:`~reelstream.supervisor.CrashLoop` when one keeps dying.
+second ``up`` reuses everything.
+
+**Datasets.** ``up --data DIR`` (and ``prepare --data DIR``) serve any MovieLens-format folder. The store is
+bootstrapped again only when its CURRENT version was built from another folder or the folder's files changed
+(:func:`dataset_change`, from the source path, sizes, mtimes and sha256 digests the bootstrap records); without
+``--data`` the CURRENT store is reused whatever it was built from (the bundled dataset when there is none). A new
+store makes every event of the old one foreign: the topics, the archive, the replay checkpoint and Redis hold the
+old dataset's events and users. :func:`retire_event_log` empties them before the bootstrap, so the rebuild folds
+the new HISTORY alone and the worker, which starts each partition at its fence or, without one, at the beginning
+of the log, reads only the new dataset's events. ``var/store/events.json`` records whose events they hold, so a
+store bootstrapped from another folder outside ``up`` (``reelstream bootstrap --data``) retires them too
+(:func:`events_owner_change`).
+
+Every process ``up`` starts or finds running is handed to a :class:`~reelstream.supervisor.Supervisor`, which
+restarts what crashes (from the first spawn on, so a child dying during start-up is restarted too) and raises
+:class:`~reelstream.supervisor.CrashLoop` when one keeps dying.
 ``down`` first makes the supervisor let go, then stops, in reverse order, every
 process that ``up`` started (never an external broker or Redis). Each
 long-running process is a ``reelstream`` sub-command with its own pid and log
@@ -20,9 +32,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -39,10 +53,13 @@ __all__ = [
     "SystemPlan",
     "archive_available",
     "child_specs",
+    "dataset_change",
     "down",
+    "events_owner_change",
     "gateway_url",
     "managed_processes",
     "prepare",
+    "retire_event_log",
     "up",
 ]
 
@@ -57,7 +74,11 @@ class SystemPlan:
 
     workers: int = 1
     replay: bool = True
-    replay_rate: float = 200.0  #: events per second: slow enough to watch lists change
+    #: events per second: slow enough to watch lists change; 0: as fast as the system takes (the producer's
+    #: buffer is bounded, so it waits on the broker's acknowledgements instead of flooding it)
+    replay_rate: float = 200.0
+    #: the MovieLens-format folder to serve; None: the CURRENT store's, else ``settings.data_path``
+    data: Path | None = None
     #: run ``reelstream retrain`` every this many hours (a supervised child); None: never
     retrain_every_hours: float | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -75,15 +96,121 @@ def _run_step(argv: list[str], what: str, echo: Callable[[str], None]) -> None:
         raise ReelstreamError(f"{what} failed (exit {result.returncode}); see its message above")
 
 
-def _store_version(settings: Settings) -> int | None:
+def _store_metadata(settings: Settings) -> dict[str, Any] | None:
+    """The CURRENT store version's metadata (a small file: no frame is read), or None without a usable one."""
     pointer = settings.store_dir / "CURRENT"
     if not pointer.exists():
         return None
     meta = settings.store_dir / pointer.read_text().strip() / "metadata.json"
     try:
-        return int(json.loads(meta.read_text())["version"])
-    except (OSError, ValueError, KeyError):
+        doc = json.loads(meta.read_text())
+        int(doc["version"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _store_version(settings: Settings) -> int | None:
+    meta = _store_metadata(settings)
+    return None if meta is None else int(meta["version"])
+
+
+def dataset_change(settings: Settings, data: Path | None) -> str | None:
+    """Why ``prepare`` must bootstrap (no store, or the CURRENT one is not ``data`` as it is now); None: reuse it.
+
+    Without ``data`` any CURRENT store is reused: the dataset a ``prepare --data`` chose stays until another is named.
+    """
+    from bootstrap.pipeline import source_change  # polars: only for a dataset named
+
+    meta = _store_metadata(settings)
+    if meta is None:
+        return "no feature store yet"
+    if data is None:
+        return None
+    change = source_change(meta, data)
+    return None if change is None else f"store v{meta['version']} {change}"
+
+
+def _events_path(settings: Settings) -> Path:
+    """Whose events the topics, the archive and Redis hold: the dataset identity of the store they were made for."""
+    return settings.store_dir / "events.json"
+
+
+def _identity(meta: dict[str, Any]) -> dict[str, Any]:
+    """A dataset's identity: its folder and file digests (an appended store keeps its dataset's)."""
+    return {"source": meta.get("source"), "source_checksums": meta.get("source_checksums", {})}
+
+
+def events_owner_change(settings: Settings) -> str | None:
+    """Why the event log holds another dataset's events than the CURRENT store's (a ``reelstream bootstrap`` of
+    another folder outside ``up``), or None: the same dataset, no store, or a var folder from before the record.
+    """
+    meta = _store_metadata(settings)
+    try:
+        owner = json.loads(_events_path(settings).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return f"{_events_path(settings)} is unreadable"
+    if meta is None or owner == _identity(meta):
+        return None
+    held, store = owner.get("source"), meta.get("source")
+    return f"the event log holds the events of {held}, the store v{meta['version']} is {store}"
+
+
+def _record_events_owner(settings: Settings) -> None:
+    meta = _store_metadata(settings)
+    if meta is not None:
+        path = _events_path(settings)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(_identity(meta)))
+        os.replace(tmp, path)
+
+
+def _refuse_switch(running: list[str]) -> None:
+    if running:
+        raise ReelstreamError(
+            f"the current dataset's events are in use by {', '.join(running)}: run `reelstream down` first, "
+            "then `up --data` again (a new dataset starts the event log afresh)"
+        )
+
+
+def retire_event_log(settings: Settings) -> list[str]:
+    """Empty what holds the events of the store being replaced, so none of them reaches the next store's state.
+
+    Refused while a process of the system runs (it would read, archive or replay the old log meanwhile). Then:
+    the topics are deleted and created again (empty: the worker starts a partition without a fence at the
+    beginning of the log, which now holds only what is produced from here on); the archive, which a rebuild
+    folds into Redis, moves to ``var/store/retired/``; the replay checkpoint is deleted (it names the old
+    stream); and ``rs:seed`` is deleted, so Redis counts as missing and the next rebuild deletes every feature
+    key before it folds the new HISTORY (a store version number alone can repeat when ``var/store`` was wiped).
+    """
+    from streams.admin import recreate_topics_sync
+    from streams.seed import live_workers
+
+    _refuse_switch(sorted(managed_processes(settings)))
+    client = redis_client(settings.redis_url)
+    try:
+        deadline = time.monotonic() + settings.worker_heartbeat_ttl_s + 1
+        while live_workers(client) and time.monotonic() < deadline:  # a worker just stopped: its key expires
+            time.sleep(0.2)  # polling a key's expiry: nothing to wait on
+        _refuse_switch([f"worker {name} (heartbeat in Redis)" for name in live_workers(client)])
+        statuses = recreate_topics_sync(settings)
+        lines = [f"topics  {len(statuses)} deleted and created again, empty (they held the old dataset's events)"]
+        archive = settings.archive_dir
+        if archive.exists() and any(archive.iterdir()):
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            target = settings.store_dir / "retired" / f"archive-{stamp}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            archive.rename(target)
+            lines.append(f"archive the old dataset's archive moved to {target} (delete it when not needed)")
+        if settings.replay_checkpoint.exists():
+            settings.replay_checkpoint.unlink()
+            lines.append("replay  the old dataset's checkpoint deleted (the new STREAM replays from its start)")
+        client.delete(redis_keys.SEED)
+    finally:
+        client.close()
+    return lines
 
 
 def _model_data_version(settings: Settings) -> int | None:
@@ -177,23 +304,34 @@ def _worker_heartbeat(settings: Settings) -> bool:
         client.close()
 
 
-def prepare(settings: Settings, echo: Callable[[str], None]) -> list[str]:
-    """Topics, feature store, model and seeded HISTORY, each built only when missing or stale.
+def prepare(settings: Settings, echo: Callable[[str], None], data: Path | None = None) -> list[str]:
+    """Topics, feature store (of ``data``: see :func:`dataset_change`), model and seeded HISTORY, each built only
+    when missing or stale.
 
     Idempotent, and needs only a reachable broker and Redis: ``up`` runs it after the local
     infrastructure; the docker-compose ``init`` service runs it (``reelstream prepare``) against
-    Apache Kafka and Redis 7.
+    Apache Kafka and Redis 7. A new store first retires the old event log (:func:`retire_event_log`);
+    a crash between the two is harmless, as the next run still finds the old store and retires again.
     """
     lines = []
     _run_step(_cli("topics", "create"), "creating topics", echo)
 
-    store_version = _store_version(settings)
-    if store_version is None:
-        _run_step(_cli("bootstrap"), "bootstrapping the bundled dataset", echo)
+    reason = dataset_change(settings, data)
+    if reason is not None:
+        source = data if data is not None else settings.data_path
+        lines.append(f"store   building from {source}: {reason}")
+        lines += retire_event_log(settings)
+        _run_step(_cli("bootstrap", "--data", str(source)), f"bootstrapping {source}", echo)
         store_version = _store_version(settings)
         lines.append(f"store   built version {store_version}")
     else:
+        store_version = _store_version(settings)
         lines.append(f"store   reusing version {store_version}")
+        foreign = events_owner_change(settings)
+        if foreign is not None:
+            lines.append(f"events  retiring the event log: {foreign}")
+            lines += retire_event_log(settings)
+    _record_events_owner(settings)  # after the retirement: a crash before it retires again, harmlessly
     trained = _model_data_version(settings) != store_version
     if trained:
         _run_step(_cli("train"), "training the hybrid VAE", echo)
@@ -217,7 +355,8 @@ def _child_env(settings: Settings, plan: SystemPlan) -> dict[str, str]:
     """What the children need on top of this environment: ``.env`` (they run in ``var/run/``) and the plan's."""
     env_file = settings.model_config.get("env_file")
     dotenv = {k: v for k, v in dotenv_values(env_file).items() if v is not None} if isinstance(env_file, str) else {}
-    return {**{k: v for k, v in dotenv.items() if k not in os.environ}, **plan.extra_env}
+    chosen = {} if plan.data is None else {"REELSTREAM_DATA_PATH": str(plan.data.resolve())}
+    return {**{k: v for k, v in dotenv.items() if k not in os.environ}, **chosen, **plan.extra_env}
 
 
 def _start_infra(settings: Settings, name: str) -> int:
@@ -247,7 +386,8 @@ def child_specs(settings: Settings, plan: SystemPlan) -> dict[str, ChildSpec]:
         specs["archive"] = app("archive", "archive")
     specs["gateway"] = app("gateway", "gateway")
     if plan.replay:
-        replay = app("replay", "replay", "--rate", f"{plan.replay_rate:g}", "--resume")
+        pace = ("--rate", f"{plan.replay_rate:g}") if plan.replay_rate > 0 else ("--max",)
+        replay = app("replay", "replay", *pace, "--resume")
         specs["replay"] = ChildSpec("replay", replay.start, restart_on_success=False)  # exit 0: stream done
     if plan.retrain_every_hours:
         specs["retrain"] = app("retrain", "retrain", "--every-hours", f"{plan.retrain_every_hours:g}")
@@ -286,7 +426,7 @@ def up(
     supervisor = supervisor or Supervisor(settings, echo)
     admin_line = _admin_line(settings)
     lines = infra.up(settings)
-    lines += prepare(settings, echo)
+    lines += prepare(settings, echo, plan.data)
 
     run_dir = settings.run_dir
     specs = child_specs(settings, plan)
@@ -326,7 +466,8 @@ def up(
 
     if plan.replay:
         if ensure("replay") is not None:
-            lines.append(f"replay  started at {plan.replay_rate:g} events/s (resumes from its checkpoint)")
+            pace = f"at {plan.replay_rate:g} events/s" if plan.replay_rate > 0 else "as fast as the system takes"
+            lines.append(f"replay  started {pace} (resumes from its checkpoint)")
         else:
             lines.append("replay  already running")
     if plan.retrain_every_hours:

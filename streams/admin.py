@@ -20,7 +20,10 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from reelstream.errors import InfraError
 from reelstream.settings import Settings
 
-__all__ = ["TopicStatus", "ensure_topics", "ensure_topics_sync"]
+__all__ = ["TopicStatus", "ensure_topics", "ensure_topics_sync", "recreate_topics_sync"]
+
+#: Seconds between looks at the topic list while a deletion completes (Apache Kafka deletes asynchronously).
+DELETE_POLL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,37 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[Top
 def ensure_topics_sync(settings: Settings) -> list[TopicStatus]:
     """:func:`ensure_topics` for synchronous callers (CLI, tests)."""
     return asyncio.run(ensure_topics(settings))
+
+
+async def recreate_topics(settings: Settings, timeout_s: float = 60.0) -> list[TopicStatus]:
+    """Delete every topic in ``settings.topics`` and create it again, empty: the log of a dataset no longer served.
+
+    Kafka deletes asynchronously (a topic marked for deletion still exists and refuses creation), so this waits
+    until the topics are gone from the listing before creating them again.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        await admin.close()
+        raise InfraError(f"broker at {settings.kafka_bootstrap} unreachable: {exc}") from None
+    try:
+        present = [t for t in settings.topics if t in set(await admin.list_topics())]
+        if present:
+            await admin.delete_topics(present)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while set(present) & set(await admin.list_topics()):
+            if asyncio.get_running_loop().time() > deadline:
+                raise InfraError(f"topics {present} still exist {timeout_s:.0f} s after their deletion")
+            await asyncio.sleep(DELETE_POLL_S)  # the broker's deletion completes on its own schedule
+    finally:
+        await admin.close()
+    return await ensure_topics(settings, timeout_s)
+
+
+def recreate_topics_sync(settings: Settings) -> list[TopicStatus]:
+    """:func:`recreate_topics` for synchronous callers."""
+    return asyncio.run(recreate_topics(settings))
 
 
 async def high_watermarks(settings: Settings, topic: str, timeout_s: float = 10.0) -> dict[int, int]:

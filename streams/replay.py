@@ -61,6 +61,8 @@ CHECKPOINT_EVERY_S = 0.5
 #: Sends between looks at the clock for a checkpoint: a paced replay (100 events/s) still checkpoints every
 #: ~0.5 s, so a resume after a broker restart sends again at most that much of what the lost log held.
 CHECK_EVERY = 16
+#: STREAM rows turned into Python objects at a time (the rest stays in Arrow columns).
+ROWS_PER_CHUNK = 65_536
 
 
 class CheckpointError(ReelstreamError):
@@ -175,10 +177,12 @@ async def replay(
             recent = [r for r in doc.get("recent", []) if int(r[1]) <= start] if doc is not None else []
     _write_checkpoint(path, {"ident": ident, "next": start, "offsets": offsets, "end": end, "recent": recent})
 
+    if on_progress is not None:
+        on_progress(start)
     codec = codec_for("RatingEvent")
     encode = codec.encode
     cols = stream.slice(start, max(end - start, 0)).select("user_id", "movie_id", "rating", "ts")
-    users, movies, ratings, tss = (cols[c].to_list() for c in ("user_id", "movie_id", "rating", "ts"))
+    n = cols.height
 
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5, **(producer_kwargs or {})
@@ -194,7 +198,7 @@ async def replay(
     sent = skipped = 0
     t0 = time.perf_counter()
     last_ckpt = t0
-    ts0 = tss[0] if tss else 0
+    ts0 = int(cols["ts"][0]) if n else 0
 
     def drain_done(strict: bool = True) -> None:
         nonlocal acked_next
@@ -210,51 +214,55 @@ async def replay(
         if not inflight:
             acked_next = max(acked_next, start + i_done)
 
-    def event_value(j: int, event_id: str) -> bytes:
-        return encode({"event_id": event_id, "user_id": users[j], "movie_id": movies[j], "rating": ratings[j],
-                       "event_ts": tss[j] * 1000, "source": "replay"})  # fmt: skip
+    def event_value(uid: int, mid: int, rating: float, ts: int, event_id: str) -> bytes:
+        return encode({"event_id": event_id, "user_id": uid, "movie_id": mid, "rating": rating,
+                       "event_ts": ts * 1000, "source": "replay"})  # fmt: skip
 
     async def send_again(j: int) -> asyncio.Future[Any]:
         """Event ``j`` once more; acknowledged, it is in the window again (the next broker may die too)."""
-        uid = users[j]
-        value = event_value(j, replay_event_id(uid, movies[j], tss[j] * 1000))
+        uid, mid, rating, ts = cols.row(j)
+        value = event_value(uid, mid, rating, ts, replay_event_id(uid, mid, ts * 1000))
         fut = await producer.send(topic, value, key=user_key(uid))
         fut.add_done_callback(_record_ack(window, watch, j))
         return fut
 
     i_done = 0
     try:
-        for i in range(len(users)):
-            if pace.rate:
-                ahead = t0 + i / pace.rate - time.perf_counter()
-                if ahead > 0.002:
-                    await asyncio.sleep(ahead)
-            elif pace.speed:
-                ahead = t0 + (tss[i] - ts0) / pace.speed - time.perf_counter()
-                if ahead > 0.002:
-                    await asyncio.sleep(ahead)
-            uid = users[i]
-            event_id = replay_event_id(uid, movies[i], tss[i] * 1000)
-            i_done = i + 1
-            if event_id in seen:
-                skipped += 1
-                continue
-            fut = await producer.send(topic, event_value(i, event_id), key=user_key(uid))
-            fut.add_done_callback(_record_ack(window, watch, i))
-            inflight.append((start + i, fut))
-            sent += 1
-            if window.due:  # the broker connection broke: what it acknowledged lately goes again
-                resends += [await send_again(j) for j in window.take_due()]
-            if sent % CHECK_EVERY == 0:
-                drain_done()
-                now = time.perf_counter()
-                if now - last_ckpt >= CHECKPOINT_EVERY_S:
-                    recent = _keep_recent(recent, acked_next, settings.resend_window_s)
-                    _write_checkpoint(path, {"ident": ident, "next": acked_next, "offsets": offsets, "end": end,
-                                             "recent": recent})  # fmt: skip
-                    last_ckpt = now
-                    if on_progress is not None:
-                        on_progress(start + i + 1)
+        # Python objects for one chunk at a time: a 32M-scale STREAM as four lists would take gigabytes. The
+        # producer's send waits while the partition's batch is full, so memory stays bounded at any pace.
+        for base in range(0, n, ROWS_PER_CHUNK):
+            chunk = cols.slice(base, ROWS_PER_CHUNK)
+            rows = zip(*(chunk[c].to_list() for c in ("user_id", "movie_id", "rating", "ts")), strict=True)
+            for i, (uid, mid, rating, ts) in enumerate(rows, base):
+                if pace.rate:
+                    ahead = t0 + i / pace.rate - time.perf_counter()
+                    if ahead > 0.002:
+                        await asyncio.sleep(ahead)
+                elif pace.speed:
+                    ahead = t0 + (ts - ts0) / pace.speed - time.perf_counter()
+                    if ahead > 0.002:
+                        await asyncio.sleep(ahead)
+                event_id = replay_event_id(uid, mid, ts * 1000)
+                i_done = i + 1
+                if event_id in seen:
+                    skipped += 1
+                    continue
+                fut = await producer.send(topic, event_value(uid, mid, rating, ts, event_id), key=user_key(uid))
+                fut.add_done_callback(_record_ack(window, watch, i))
+                inflight.append((start + i, fut))
+                sent += 1
+                if window.due:  # the broker connection broke: what it acknowledged lately goes again
+                    resends += [await send_again(j) for j in window.take_due()]
+                if sent % CHECK_EVERY == 0:
+                    drain_done()
+                    now = time.perf_counter()
+                    if now - last_ckpt >= CHECKPOINT_EVERY_S:
+                        recent = _keep_recent(recent, acked_next, settings.resend_window_s)
+                        _write_checkpoint(path, {"ident": ident, "next": acked_next, "offsets": offsets,
+                                                 "end": end, "recent": recent})  # fmt: skip
+                        last_ckpt = now
+                        if on_progress is not None:
+                            on_progress(start + i + 1)
         await producer.flush()
         if inflight:
             await asyncio.gather(*(f for _, f in inflight))

@@ -6,7 +6,8 @@ import asyncio
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from bootstrap.store import load_store
 from reelstream.console import console
@@ -15,11 +16,21 @@ from reelstream.settings import get_settings
 from streams.admin import ensure_topics_sync
 from streams.replay import Pace, replay
 
-__all__ = ["run"]
+__all__ = ["EventRateColumn", "run"]
+
+
+class EventRateColumn(ProgressColumn):
+    """Acknowledged events per second over rich's recent samples (the bar moves at each checkpoint, ~0.5 s)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("- events/s" if speed is None else f"{speed:,.0f} events/s", style="progress.data.speed")
 
 
 def run(
-    rate: Annotated[float | None, typer.Option(min=0.001, help="Events per second.")] = None,
+    rate: Annotated[
+        float | None, typer.Option(min=0.0, help="Events per second; 0: as fast as the system takes (--max).")
+    ] = None,
     speed: Annotated[float | None, typer.Option(min=0.001, help="Multiple of event time (86400: a day per s).")] = None,
     max_: Annotated[bool, typer.Option("--max", help="As fast as possible (the default).")] = False,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoint in var/run.")] = False,
@@ -33,13 +44,24 @@ def run(
     stream = store.stream
     ensure_topics_sync(settings)
     total = stream.height if limit is None else min(limit, stream.height)
-    with Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+    columns = (TextColumn("replay"), BarColumn(), MofNCompleteColumn(), EventRateColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
         task = bar.add_task("replay", total=total)
+        began: list[int] = []
+
+        def progress(done: int) -> None:
+            """The first call is where a resume begins: a base, not a burst of speed."""
+            if not began:
+                began.append(done)
+                bar.reset(task, total=total, completed=done)
+            else:
+                bar.update(task, completed=done)
+
         summary = asyncio.run(
             replay(
                 settings, stream, fingerprint=f"store v{store.version}, {stream.height} stream events",
                 pace=Pace(rate=rate, speed=speed), resume=resume, limit=limit,
-                on_progress=lambda done: bar.update(task, completed=done),
+                on_progress=progress,
             )
         )  # fmt: skip
     if summary.reset:

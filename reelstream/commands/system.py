@@ -38,9 +38,20 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+#: ``--data`` of ``up`` and ``prepare``: a MovieLens-format folder (ML-100K/1M/25M/32M, latest-small, ``synth``).
+DATA_OPTION = typer.Option(
+    None, exists=True, file_okay=False, dir_okay=True, resolve_path=True,
+    help="MovieLens-format folder to serve (default: the current store's dataset, else the bundled one); "
+    "bootstrapped only when the store was built from another folder or its files changed.",
+)  # fmt: skip
+
+
 def up(
     workers: int = typer.Option(1, min=1, max=8, help="Worker processes in the consumer group."),
-    rate: float = typer.Option(200.0, min=1.0, help="Replay speed in events per second."),
+    rate: float = typer.Option(
+        200.0, min=0.0, help="Replay speed in events per second; 0: as fast as the system takes."
+    ),
+    data: Path | None = DATA_OPTION,
     replay: bool = typer.Option(True, "--replay/--no-replay", help="Replay the STREAM split into Kafka."),
     detach: bool = typer.Option(False, "--detach", help="Supervise in the background; return once everything runs."),
     retrain_every_hours: float | None = typer.Option(
@@ -50,7 +61,9 @@ def up(
 ) -> None:
     """Start broker, Redis, worker(s), archive, gateway and replay under a supervisor that restarts what crashes."""
     settings = get_settings()
-    plan = system.SystemPlan(workers=workers, replay=replay, replay_rate=rate, retrain_every_hours=retrain_every_hours)
+    plan = system.SystemPlan(
+        workers=workers, replay=replay, replay_rate=rate, retrain_every_hours=retrain_every_hours, data=data
+    )
     if detach:
         code = _detach(settings, plan)
     else:
@@ -136,6 +149,8 @@ def _detach(settings: Settings, plan: system.SystemPlan) -> int:
             "--rate", f"{plan.replay_rate:g}", "--replay" if plan.replay else "--no-replay"]  # fmt: skip
     if plan.retrain_every_hours:
         argv += ["--retrain-every-hours", f"{plan.retrain_every_hours:g}"]
+    if plan.data is not None:
+        argv += ["--data", str(plan.data)]
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     log = settings.run_dir / "up.log"
     with log.open("ab") as fh:
@@ -170,9 +185,9 @@ def _relay(proc: subprocess.Popen[bytes], log: Path, offset: int) -> int:
             time.sleep(0.1)  # following a file another process writes: nothing to wait on
 
 
-def prepare() -> None:
+def prepare(data: Path | None = DATA_OPTION) -> None:
     """Create topics, bootstrap, train and seed HISTORY where missing or stale (broker and Redis must answer)."""
-    for line in system.prepare(get_settings(), console.print):
+    for line in system.prepare(get_settings(), console.print, data):
         console.print(f"  {line}")
 
 
