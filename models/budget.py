@@ -17,7 +17,7 @@ from dataclasses import dataclass
 __all__ = ["DEFAULT_BUDGET_MIN", "LARGE_HISTORY", "SHARES", "WIDE_CATALOGUE", "TrainingPlan", "plan"]
 
 #: HISTORY ratings above which training uses the large-data plan.
-LARGE_HISTORY = 2_000_000
+LARGE_HISTORY = 500_000
 #: Movies above which the training softmax is sampled.
 WIDE_CATALOGUE = 20_000
 #: The budget of a large-data ``reelstream train``, minutes (issue goal: 20 minutes at ML-32M shape).

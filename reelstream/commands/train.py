@@ -25,21 +25,21 @@ def run(
     max_epochs: Annotated[int, typer.Option(min=1, help="Upper bound on epochs (early stopping ends sooner).")] = 100,
     members: Annotated[int, typer.Option(min=1, help="Seeds trained and served as one (scoring cost x members).")] = 1,
     batch_size: Annotated[
-        int | None, typer.Option(min=1, help="Users per batch (default: 128, or 1,024 above 2 M ratings).")
+        int | None, typer.Option(min=1, help="Users per batch (default: 128, or 1,024 above 500,000 ratings).")
     ] = None,
     sampled_softmax: Annotated[
         int | None,
         typer.Option(
             min=0,
             help="Negative movies drawn per batch; 0: exact softmax "
-            "(default: 0, or 4,096 above 2 M ratings and 20,000 movies).",
+            "(default: 0, or 4,096 above 500,000 ratings and 20,000 movies).",
         ),
     ] = None,
     budget_minutes: Annotated[
         float | None,
         typer.Option(
             min=0.1,
-            help="Wall-clock budget of the whole run, split over its phases (default: none, or 20 above 2 M ratings).",
+            help="Wall-clock budget of the whole run, split over its phases (default: none, or 20 above 500,000 ratings).",
         ),
     ] = None,
     prior_beta: Annotated[
