@@ -127,6 +127,7 @@ def self_configure(
     baselines: bool = True,
     log: Callable[[str], None] | None = None,
     max_seconds: float | None = None,
+    max_events: int = 50_000,
     on_epoch: Callable[[EpochReport], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
 ) -> SelfConfiguration:
@@ -137,9 +138,10 @@ def self_configure(
     search ends. ``baselines`` also walks popularity and EASE(200) over the same inner STREAM, for the table
     (one event at a time: small data only); the recency-tuned popularity of the batched walk is always there.
 
-    ``max_seconds`` bounds the search (not the fit: ``params["max_seconds"]`` does): once spent, no new setting
-    is scored, the best so far is the choice and the unchecked parameters say so in ``interior``. The fitted
-    inner model is kept as ``.inner_model`` (not serialised), for a warm-started final fit.
+    ``max_events`` bounds the walk's scored events (:class:`ScoringWalk`). ``max_seconds`` bounds the search
+    (not the fit: ``params["max_seconds"]`` does): once spent, no new setting is scored, the best so far is
+    the choice and the unchecked parameters say so in ``interior``. The fitted inner model is kept as
+    ``.inner_model`` (not serialised), for a warm-started final fit.
     """
     from models.hybrid_vae import HybridVAE
 
@@ -152,7 +154,9 @@ def self_configure(
     def spent() -> bool:
         return max_seconds is not None and time.perf_counter() - fitted >= max_seconds
 
-    walk = ScoringWalk(model.runtime_, val, max_length=int(max(ladders["seq_length"].cap or 80, 1)))
+    walk = ScoringWalk(
+        model.runtime_, val, max_length=int(max(ladders["seq_length"].cap or 80, 1)), max_events=max_events
+    )
     defaults = HybridVAE(**params)
     current = {name: float(getattr(defaults, name)) for name in ladders}
     values = {name: sorted({*lad.values, current[name]}) for name, lad in ladders.items()}

@@ -39,7 +39,8 @@ def run(
         float | None,
         typer.Option(
             min=0.1,
-            help="Wall-clock budget of the whole run, split over its phases (default: none, or 20 above 500,000 ratings).",
+            help="Wall-clock budget in minutes, split over the run's phases "
+            "(default: none, or 20 above 500,000 ratings).",
         ),
     ] = None,
     prior_beta: Annotated[
@@ -92,7 +93,8 @@ def run(
         inner = {**params, "max_seconds": budget.seconds("validation_fit")}
         with _fit_progress("validation fit (inner HISTORY)", max_epochs * members) as (on_epoch, on_step):
             tuning = self_configure(inner, interactions, baselines=False, log=console.log,
-                                    max_seconds=budget.seconds("search"), on_epoch=on_epoch,
+                                    max_seconds=budget.seconds("search"), max_events=budget.walk_events,
+                                    on_epoch=on_epoch,
                                     on_step=on_step)  # fmt: skip
         params = with_choice(params, tuning)
         console.print(validation_table(tuning.as_dict()))
