@@ -109,8 +109,8 @@ class Scale:
     def __init__(self, args: argparse.Namespace) -> None:
         self.fraction = args.fraction
         self.ratings = round(ML32M[0] * args.fraction)
-        self.work = ROOT / "var" / "bench" / f"scale-{args.fraction:g}"
-        self.data = self.work / "synth"
+        self.work = args.work or ROOT / "var" / "bench" / f"scale-{args.fraction:g}"
+        self.data = args.data or self.work / "synth"
         self.logs = self.work / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         run = self.work / "infra"
@@ -316,14 +316,14 @@ class Scale:
     def up_total(self) -> dict[str, Any]:
         import httpx
 
+        port = infra.free_port()
+        self.env["REELSTREAM_GATEWAY_PORT"] = str(port)
         before = os.getloadavg()
         t0 = time.perf_counter()
         out = self.run("up", _cli("up", "--data", str(self.data), "--no-replay", "--detach"))
         try:
             users = self.redis.scan(0, match=keys.user("*"), count=1000)[1]
             uid = next(k.decode().split(":")[2] for k in users if k.decode().count(":") == 2)
-            port = json.loads((self.work / "var" / "run" / "gateway.json").read_text()).get("port", 8000) \
-                if (self.work / "var" / "run" / "gateway.json").exists() else 8000  # fmt: skip
             r = httpx.get(f"http://127.0.0.1:{port}/recommendations/{uid}?k=20", timeout=60)
             served = time.perf_counter() - t0
             ok = r.status_code == 200
@@ -341,6 +341,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fraction", type=float, default=1.0, help="Share of ML-32M's 32 M ratings (users, movies scale).")
     ap.add_argument("--phases", nargs="*", default=list(PHASES), choices=PHASES)
+    ap.add_argument("--work", type=Path, default=None, help="Work folder (default: var/bench/scale-F).")
+    ap.add_argument("--data", type=Path, default=None, help="Dataset folder to reuse (default: WORK/synth).")
     ap.add_argument("--out", type=Path, default=None, help="Default: bench/results/scale.json (scale-F.json if F < 1).")
     args = ap.parse_args()
     out = args.out or (RESULTS if args.fraction >= 1 else RESULTS.with_name(f"scale-{args.fraction:g}.json"))
