@@ -109,8 +109,8 @@ class Scale:
     def __init__(self, args: argparse.Namespace) -> None:
         self.fraction = args.fraction
         self.ratings = round(ML32M[0] * args.fraction)
-        self.work = args.work or ROOT / "var" / "bench" / f"scale-{args.fraction:g}"
-        self.data = args.data or self.work / "synth"
+        self.work = (args.work or ROOT / "var" / "bench" / f"scale-{args.fraction:g}").resolve()
+        self.data = (args.data or self.work / "synth").resolve()
         self.logs = self.work / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         run = self.work / "infra"
