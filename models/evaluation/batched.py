@@ -24,8 +24,8 @@ import scipy.sparse as sp
 from models.data import POSITIVE, Events, Interactions
 from models.evaluation.prequential import WARM_MIN_POSITIVES
 from models.runtime import ModelRuntime, decayed_log_counts, trending_increment
-from models.sequence import CoRatedItems, push_recent
-from models.state import FoldInWeights, UserState, cold_state, encode, fold_in, latest_ratings, refold_many
+from models.sequence import CoRatedItems
+from models.state import FoldInWeights, UserState, encode, refold_many
 
 __all__ = ["ScoringWalk", "WalkSetting", "walk_model"]
 
@@ -68,35 +68,17 @@ class ScoringWalk:
         catalogue = data.known_items()
         hist_pos = np.bincount(h.user[h.rating >= POSITIVE], minlength=data.n_users)
         hist_any = np.bincount(h.user, minlength=data.n_users)
-        states, recent, seen, last = _history_states(w, h, np.unique(s.user), data.n_items, max_length)
         self.stride = max(1, -(-int((s.rating >= POSITIVE).sum()) // max_events))
-        candidates = 0
-        mus, recents, seen_rows, seen_cols, targets, groups, event_pos = [], [], [], [], [], [], []
-        for n, (u, i, r) in enumerate(zip(s.user.tolist(), s.item.tolist(), s.rating.tolist(), strict=True)):
-            user_seen = seen.setdefault(u, set())
-            scored = r >= POSITIVE and catalogue[i] and i not in user_seen
-            if scored:
-                candidates += 1
-            if scored and (candidates - 1) % self.stride == 0:
-                state = states.get(u) or cold_state(w)
-                mus.append(encode(w, state)[0])
-                recents.append(recent.get(u, ()))
-                row = len(targets)
-                seen_rows.extend([row] * len(user_seen))
-                seen_cols.extend(user_seen)
-                targets.append(i)
-                groups.append("warm" if hist_pos[u] >= WARM_MIN_POSITIVES else "cold" if hist_any[u] == 0 else "")
-                event_pos.append(n)
-            states[u] = fold_in(w, states.get(u) or cold_state(w), i, r, last.get((u, i)))
-            recent[u] = push_recent(recent.get(u, ()), i, max_length)
-            user_seen.add(i)
-            last[(u, i)] = r
+        mus, recents, seen_rows, seen_cols, targets, event_pos = _scored_events(w, h, s, catalogue, data.n_items,
+                                                                                max_length, self.stride)  # fmt: skip
+        users = s.user[event_pos].astype(np.int64)
+        groups = np.where(hist_pos[users] >= WARM_MIN_POSITIVES, "warm", np.where(hist_any[users] == 0, "cold", ""))
         n_scored = len(targets)
-        self.mu = np.asarray(mus, dtype=np.float32).reshape(n_scored, w.latent)
+        self.mu = mus.reshape(n_scored, w.latent)
         self.recents = recents
-        self.targets = np.asarray(targets, dtype=np.int64)
+        self.targets = targets
         self.groups = np.asarray(groups)
-        self.event_pos = np.asarray(event_pos, dtype=np.int64)
+        self.event_pos = event_pos
         excluded = sp.csr_matrix((np.ones(len(seen_rows), dtype=bool), (seen_rows, seen_cols)),
                                  shape=(n_scored, data.n_items))  # fmt: skip
         self.excluded = excluded
@@ -205,30 +187,69 @@ class ScoringWalk:
         return out
 
 
-def _history_states(w: FoldInWeights, h: Events, users: np.ndarray, n_items: int, max_length: int) -> tuple[
-    dict[int, UserState], dict[int, tuple[int, ...]], dict[int, set[int]], dict[tuple[int, int], float]
-]:  # fmt: skip
-    """Each of ``users``' state, latest movies (newest first), movies seen and latest ratings after HISTORY:
-    what folding ``h`` event by event leaves, computed at matrix-product speed (:func:`refold_many`)."""
-    keep = np.isin(h.user, users)
-    user, item, rating, _ = latest_ratings(h.user[keep], h.item[keep], h.rating[keep], n_items)
-    local = np.searchsorted(users, user)
-    pre, norm2, n_events = refold_many(w, local, item, rating, len(users))
-    starts = np.searchsorted(local, np.arange(len(users) + 1))
-    states: dict[int, UserState] = {}
-    recent: dict[int, tuple[int, ...]] = {}
-    seen: dict[int, set[int]] = {}
-    last: dict[tuple[int, int], float] = {}
-    items, ratings = item.tolist(), rating.tolist()
-    for k, u in enumerate(users.tolist()):
-        lo, hi = int(starts[k]), int(starts[k + 1])
-        if lo == hi:
-            continue
-        states[u] = UserState(pre=pre[k], norm2=float(norm2[k]), n_events=int(n_events[k]))
-        recent[u] = tuple(items[max(lo, hi - max_length) : hi][::-1])  # by latest position: push_recent's order
-        seen[u] = set(items[lo:hi])
-        last.update(zip(((u, i) for i in items[lo:hi]), ratings[lo:hi], strict=True))
-    return states, recent, seen, last
+def _scored_events(w: FoldInWeights, h: Events, s: Events, catalogue: np.ndarray, n_items: int, max_length: int,
+                   stride: int) -> tuple[np.ndarray, list[tuple[int, ...]], np.ndarray, np.ndarray, np.ndarray,
+                                         np.ndarray]:  # fmt: skip
+    """The walk's scored events, vectorised: what the one-event walk sees just before each of them.
+
+    A stream event is a candidate when it is a positive of a catalogue movie the user has not rated before
+    (in HISTORY or earlier in STREAM); every ``stride``-th candidate is scored. For each, its user's events
+    so far (HISTORY, then STREAM before it) give the state (each movie's latest rating folded in:
+    :func:`refold_many`), the latest movies (newest first, as :func:`push_recent` keeps them) and the movies
+    to exclude. Returns ``(mu, recents, excluded rows, excluded cols, targets, stream positions)``.
+    ML-32M's validation STREAM has millions of events: one Python step each took minutes; this is numpy.
+    """
+    keep = np.isin(h.user, np.unique(s.user))
+    user = np.concatenate([h.user[keep], s.user]).astype(np.int64)
+    item = np.concatenate([h.item[keep], s.item]).astype(np.int64)
+    rating = np.concatenate([h.rating[keep], s.rating])
+    n_h = int(keep.sum())
+    seq = np.arange(len(user))  # HISTORY in time order, then STREAM: the order the walk applies them
+    key = user * n_items + item
+    by_key = np.lexsort((seq, key))
+    first = np.ones(len(key), dtype=bool)
+    first[by_key[1:]] = key[by_key[1:]] != key[by_key[:-1]]
+    stream_first = first[n_h:]
+    candidate = (s.rating >= POSITIVE) & catalogue[s.item] & stream_first
+    cand_pos = np.flatnonzero(candidate)
+    event_pos = cand_pos[::stride]
+    # each user's events in order: the prefix of a scored event is its user's rows before it
+    by_user = np.lexsort((seq, user))
+    row_in_user = np.empty(len(user), dtype=np.int64)
+    u_sorted = user[by_user]
+    starts = np.searchsorted(u_sorted, u_sorted, side="left")
+    row_in_user[by_user] = np.arange(len(user)) - starts
+    scored_global = n_h + event_pos
+    prefix_start = starts[np.argsort(by_user)][scored_global]  # where the scored event's user starts in by_user
+    prefix_len = row_in_user[scored_global]
+    mus, recents, ex_rows, ex_cols = [], [], [], []
+    chunk = 2048
+    for lo in range(0, len(event_pos), chunk):
+        ps, pl = prefix_start[lo : lo + chunk], prefix_len[lo : lo + chunk]
+        n = len(ps)
+        total = int(pl.sum())
+        j = np.repeat(np.arange(n), pl)
+        offsets = np.repeat(ps - np.concatenate([[0], np.cumsum(pl)[:-1]]), pl)
+        rows = by_user[np.arange(total) + offsets]  # global rows of every prefix, in order
+        k2 = j * n_items + item[rows]
+        order = np.lexsort((rows, k2))
+        last = np.ones(total, dtype=bool)
+        last[:-1] = k2[order][1:] != k2[order][:-1]
+        latest = order[last]  # one row per (scored event, movie): its latest rating
+        latest = latest[np.lexsort((rows[latest], j[latest]))]  # by event, then position
+        lj, li, lr = j[latest], item[rows[latest]], rating[rows[latest]]
+        pre, norm2, n_events = refold_many(w, lj, li, lr, n)
+        bounds = np.searchsorted(lj, np.arange(n + 1))
+        items_list = li.tolist()
+        for k in range(n):
+            a, b = int(bounds[k]), int(bounds[k + 1])
+            mus.append(encode(w, UserState(pre=pre[k], norm2=float(norm2[k]), n_events=int(n_events[k])))[0])
+            recents.append(tuple(items_list[max(a, b - max_length) : b][::-1]))
+        ex_rows.append(lj + lo)
+        ex_cols.append(li)
+    mu = np.asarray(mus, dtype=np.float32).reshape(len(event_pos), w.latent)
+    cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int64)  # noqa: E731
+    return mu, recents, cat(ex_rows), cat(ex_cols), s.item[event_pos].astype(np.int64), event_pos.astype(np.int64)
 
 
 def _advance(trending: np.ndarray, now: float, stream: Events, done: int, pos: int,
