@@ -81,6 +81,7 @@ _TASTE_ROUNDS = 3  # collision rounds drawn from taste,
 _POPULAR_ROUNDS = 2  # then by global popularity (heavy users exhaust their topics), then uniformly
 _TAU_BITS = 24  # time position resolution packed into the pair keys
 _CHUNK = 1 << 22  # draws per vectorised chunk: bounds the temporaries' memory
+_GUIDE = 8  # guide-table buckets per CDF entry
 _T0 = int(datetime(1996, 1, 1, tzinfo=UTC).timestamp())
 _T1 = int(datetime(2023, 10, 1, tzinfo=UTC).timestamp())
 _ADJ = [
@@ -244,41 +245,68 @@ def _taste(rng: np.random.Generator, n_topics: int, n_users: int, weight: np.nda
     return Taste(n_topics, movie_topic, slots, weights, liked, disliked, share)
 
 
-def _segments(taste: Taste, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-topic popularity CDFs laid end to end: topic ``t`` spans ``(t, t + 1]``, the global one the last.
+@dataclass(frozen=True)
+class _Sampler:
+    """What :func:`_draw` reads: per-topic popularity CDFs end to end, a guide table into them, mixture CDFs.
 
-    ``items[searchsorted(cdf, t + u)]`` with ``u ~ U[0, 1)`` draws a movie of topic ``t`` by popularity;
-    ``t = topics`` draws from the whole catalogue.
+    Topic ``t`` spans ``(t, t + 1]`` of ``cdf`` (the global catalogue is the last, ``t = topics``), so
+    ``items[first j with cdf[j] >= t + u]``, ``u ~ U[0, 1)``, is a movie of topic ``t`` drawn by popularity.
+    ``guide[b]`` is that first ``j`` for the bucket start ``b * span / len(guide)``: a lookup plus a step
+    or two forward replaces a binary search (5x faster than ``searchsorted`` on random queries).
     """
-    k = max(taste.topics, 1)
-    topic = np.concatenate([taste.movie_topic.astype(np.int64), np.full(weight.size, k)])
-    items = np.concatenate([np.arange(weight.size), np.arange(weight.size)])
-    order = np.argsort(topic, kind="stable")
-    topic, items = topic[order], items[order]
-    w = weight[items]
-    total = np.bincount(topic, weights=w, minlength=k + 1)
-    start = np.cumsum(total) - total
-    cdf = np.cumsum(w) - start[topic]
-    cdf = topic + cdf / total[topic]
-    last = np.flatnonzero(np.diff(topic, append=k + 1))  # the last movie of each topic: exactly t + 1
-    cdf[last] = topic[last] + 1.0
-    return items, cdf
+
+    items: np.ndarray  #: int64 [2 * n_movies]
+    cdf: np.ndarray  #: float64 [2 * n_movies]
+    guide: np.ndarray  #: int64 [_GUIDE * 2 * n_movies]
+    slot_cdf: list[np.ndarray]  #: per slot but the last: float32 [n_users * 2], the mixture's running sums
+    slots: np.ndarray  #: int16 [n_users * 2, SLOTS]: taste.slots, one row per (user, start/end)
+
+    @classmethod
+    def build(cls, taste: Taste, weight: np.ndarray) -> _Sampler:
+        k = max(taste.topics, 1)
+        topic = np.concatenate([taste.movie_topic.astype(np.int64), np.full(weight.size, k)])
+        items = np.concatenate([np.arange(weight.size), np.arange(weight.size)])
+        order = np.argsort(topic, kind="stable")
+        topic, items = topic[order], items[order]
+        w = weight[items]
+        total = np.bincount(topic, weights=w, minlength=k + 1)
+        start = np.cumsum(total) - total
+        cdf = topic + (np.cumsum(w) - start[topic]) / total[topic]
+        last = np.flatnonzero(np.diff(topic, append=k + 1))  # the last movie of each topic: exactly t + 1
+        cdf[last] = topic[last] + 1.0
+        n_guide = _GUIDE * cdf.size
+        guide = np.searchsorted(cdf, np.arange(n_guide) * ((k + 1) / n_guide))
+        cum = np.cumsum(taste.weights.reshape(-1, SLOTS), axis=1)
+        slot_cdf = [np.ascontiguousarray(cum[:, s]) for s in range(SLOTS - 1)]
+        return cls(items, cdf, guide, slot_cdf, taste.slots.reshape(-1, SLOTS))
+
+    def movies(self, q: np.ndarray) -> np.ndarray:
+        """``items[first j with cdf[j] >= q]`` for each ``q`` in ``[0, topics + 1)``."""
+        span = self.cdf[-1]
+        pos = self.guide[np.minimum((q * (self.guide.size / span)).astype(np.int64), self.guide.size - 1)]
+        idx = np.flatnonzero(self.cdf[pos] < q)
+        while idx.size:
+            pos[idx] += 1
+            idx = idx[self.cdf[pos[idx]] < q[idx]]
+        return self.items[pos]
 
 
-def _draw(rng: np.random.Generator, u: np.ndarray, taste: Taste, items: np.ndarray, cdf: np.ndarray,
-          tau_bits: int, share: float) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def _draw(rng: np.random.Generator, u: np.ndarray, taste: Taste, sampler: _Sampler, tau_bits: int,
+          share: float) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(movie, quantised tau) for each user in ``u``: a topic of the mixture at tau, a movie in it by popularity.
 
-    ``share`` of the draws ignore the mixture and take a movie by global popularity.
+    ``share`` of the draws ignore the mixture and take a movie by global popularity. Drawing the start
+    mixture with probability ``1 - tau`` and the end one otherwise is drawing from their interpolation.
     """
     tau = rng.random(u.size, dtype=np.float32)
-    end = (rng.random(u.size, dtype=np.float32) < tau).astype(np.int64)
-    cum = np.cumsum(taste.weights[u, end], axis=1)
-    slot = (rng.random(u.size, dtype=np.float32)[:, None] > cum[:, :-1]).sum(axis=1)
-    topic = taste.slots[u, end, slot].astype(np.float64)
+    row = 2 * u + (rng.random(u.size, dtype=np.float32) < tau)
+    r = rng.random(u.size, dtype=np.float32)
+    slot = np.zeros(u.size, dtype=np.int64)
+    for cum in sampler.slot_cdf:
+        slot += r > cum[row]
+    topic = sampler.slots[row, slot].astype(np.float64)
     topic[rng.random(u.size, dtype=np.float32) < share] = max(taste.topics, 1)
-    pos = np.minimum(np.searchsorted(cdf, topic + rng.random(u.size)), cdf.size - 1)
-    return items[pos], (tau * (1 << tau_bits)).astype(np.int64)
+    return sampler.movies(topic + rng.random(u.size)), (tau * (1 << tau_bits)).astype(np.int64)
 
 
 def _scramble(pair: np.ndarray, bits: int) -> np.ndarray:
@@ -297,7 +325,7 @@ def _pairs(rng: np.random.Generator, k: np.ndarray, taste: Taste, weight: np.nda
     tau_bits = min(_TAU_BITS, 62 - int(k.size * n_movies).bit_length())
     if tau_bits < 8:
         raise ValueError(f"{k.size} users x {n_movies} movies is too large a grid to sample")
-    items, cdf = _segments(taste, weight)
+    sampler = _Sampler.build(taste, weight)
     chunks: list[np.ndarray] = []
     need = k.copy()
     users = np.arange(k.size, dtype=np.int64)
@@ -311,7 +339,7 @@ def _pairs(rng: np.random.Generator, k: np.ndarray, taste: Taste, weight: np.nda
             uc = u[lo : lo + _CHUNK]
             if round_ < _TASTE_ROUNDS + _POPULAR_ROUNDS:
                 share = taste.popularity_share if round_ < _TASTE_ROUNDS else 1.0
-                item, tau = _draw(rng, uc, taste, items, cdf, tau_bits, share)
+                item, tau = _draw(rng, uc, taste, sampler, tau_bits, share)
             else:
                 item = rng.integers(0, n_movies, uc.size)
                 tau = rng.integers(0, 1 << tau_bits, uc.size)
@@ -360,12 +388,15 @@ def _genres(rng: np.random.Generator, taste: Taste) -> tuple[list[str], np.ndarr
 def _affinity(taste: Taste, user: np.ndarray, item: np.ndarray, tau: np.ndarray) -> np.ndarray:
     """float32 per rating: the weight of the movie's topic in the user's mixture at the rating's tau."""
     topic = taste.movie_topic[item]
+    slots, weights = taste.slots.reshape(-1, SLOTS), taste.weights.reshape(-1, SLOTS)
     out = np.zeros(user.size, dtype=np.float32)
-    for end, share in ((0, 1.0 - tau), (1, tau)):
+    for end in (0, 1):
+        row = 2 * user + end
         part = np.zeros(user.size, dtype=np.float32)
-        for s in range(SLOTS):
-            part += np.where(taste.slots[user, end, s] == topic, taste.weights[user, end, s], np.float32(0.0))
-        out += share * part
+        for s in range(SLOTS):  # contiguous columns: 1-D gathers are several times faster than 2-D ones
+            hit = np.ascontiguousarray(slots[:, s])[row] == topic
+            part += np.where(hit, np.ascontiguousarray(weights[:, s])[row], np.float32(0.0))
+        out += (tau if end else 1.0 - tau).astype(np.float32) * part
     return out
 
 
