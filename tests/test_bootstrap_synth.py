@@ -175,6 +175,8 @@ def test_taste_is_deterministic_and_topics_are_checked() -> None:
     assert not generate(5000, seed=10, topics=7).ratings.equals(a.ratings)
     with pytest.raises(ValueError, match="topics must be >= 0"):
         generate(100, topics=-1)
+    with pytest.raises(ValueError, match="101 topics for 100 movies"):
+        generate(100, topics=101)
 
 
 def test_cli_writes_the_requested_topics(tmp_path: Path) -> None:
