@@ -87,7 +87,7 @@ def test_planted_taste_lets_a_collaborative_model_beat_popularity() -> None:
     # The same shape with and without taste: the lead is the planted structure, not the protocol.
     tasteful = as_interactions(generate(100_000, seed=3))
     pop, ease = streaming_hr(Popularity(), tasteful), streaming_hr(EASE(l2=200.0), tasteful)
-    assert ease > 1.3 * pop, (ease, pop)
+    assert ease > 1.3 * pop, (ease, pop)  # 0.358 vs 0.229; without taste below: 0.203 vs 0.250
     assert pop > 0.05  # popularity is still a meaningful baseline
     flat = as_interactions(generate(100_000, seed=3, topics=0))
     assert streaming_hr(EASE(l2=200.0), flat) < 1.05 * streaming_hr(Popularity(), flat)
@@ -107,6 +107,7 @@ def test_marginals_hold_with_taste() -> None:
     assert np.abs(shares - RATING_SHARES / RATING_SHARES.sum()).max() < 0.005
     # the popularity law: the same head as the taste-free generator, give or take what a heavy user loses by
     # exhausting their topics (sampling without replacement), and a top movie near ML-32M's 0.4%
+    # (seed 2: top 10% 0.195 vs 0.224, top 1% 0.022 vs 0.025, top movie 0.46%)
     flat = generate(200_000, seed=2, topics=0).ratings
     assert head_share(r) > 0.8 * head_share(flat) and head_share(r, 0.01) > 0.8 * head_share(flat, 0.01)
     assert 0.002 < r.group_by("movieId").len()["len"].max() / r.height < 0.01  # type: ignore[operator]
@@ -130,14 +131,14 @@ def test_genres_follow_topics_and_users_like_their_genre() -> None:
         mine = taste.movie_topic == t
         if mine.sum() >= 20:
             lifts.append((has[mine].mean(axis=0) / np.maximum(has.mean(axis=0), 1e-9)).max())
-    assert np.median(lifts) > 2.0
+    assert np.median(lifts) > 2.0  # seed 4: 4.85
     r = data.ratings
     item = np.searchsorted(data.movies["movieId"].to_numpy(), r["movieId"].to_numpy())
     user = r["userId"].to_numpy() - 1
     rating = r["rating"].to_numpy()
     liked = has[item, taste.liked[user]] & ~has[item, taste.disliked[user]]
     disliked = has[item, taste.disliked[user]] & ~has[item, taste.liked[user]]
-    assert rating[liked].mean() > rating[disliked].mean() + 0.3
+    assert rating[liked].mean() > rating[disliked].mean() + 0.3  # seed 4: 3.91 vs 3.14
 
 
 def test_tastes_drift_over_each_users_window() -> None:
