@@ -414,14 +414,14 @@ def generate(
     if topics < 0:
         raise ValueError(f"topics must be >= 0 (0: no planted taste), got {topics}")
     n_users, n_movies = scale(n_ratings, users, movies)
-    if topics > n_movies:
-        raise ValueError(f"{topics} topics for {n_movies} movies: each topic needs movies; use --topics <= {n_movies}")
     cap = max(1, n_movies // 2)
     if n_users > n_ratings or n_users * cap < n_ratings:
         raise ValueError(
             f"{n_ratings} ratings do not fit {n_users} users x {n_movies} movies "
             f"(each user rates between 1 and {cap} movies); change --users/--movies"
         )
+    if topics > n_movies:
+        raise ValueError(f"{topics} topics for {n_movies} movies: each topic needs movies; use --topics <= {n_movies}")
     rng = np.random.default_rng(seed)
     k = _activity(rng, n_ratings, n_users, cap)
     weight = np.empty(n_movies)
