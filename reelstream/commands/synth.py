@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from bootstrap.synth import generate, scale, write_dataset
+from bootstrap.synth import DEFAULT_TOPICS, generate, scale, write_dataset
 from reelstream.console import console
 
 __all__ = ["run"]
@@ -20,13 +20,18 @@ def run(
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same dataset).")] = 0,
     users: Annotated[int | None, typer.Option(min=1, help="Override the scaled user count.")] = None,
     movies: Annotated[int | None, typer.Option(min=1, help="Override the scaled movie count.")] = None,
+    topics: Annotated[
+        int, typer.Option(min=0, help="Planted taste topics (0: pairs by popularity alone, nothing to learn).")
+    ] = DEFAULT_TOPICS,
 ) -> None:
-    """Generate ratings with Zipf-like item popularity and long-tailed user activity."""
+    """Generate ratings with planted taste (topics, genre likes, drift), Zipf-like popularity, long-tailed activity."""
     n_users, n_movies = scale(ratings, users, movies)
     t0 = time.perf_counter()
-    with console.status(f"generating {ratings:,} ratings for {n_users:,} users x {n_movies:,} movies…"):
+    with console.status(
+        f"generating {ratings:,} ratings for {n_users:,} users x {n_movies:,} movies, {topics} topics…"
+    ):
         try:
-            data = generate(ratings, seed=seed, users=users, movies=movies)
+            data = generate(ratings, seed=seed, users=users, movies=movies, topics=topics)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc
     t1 = time.perf_counter()
