@@ -38,14 +38,20 @@ class TopicStatus:
         return f"topic   {self.name:<28} {self.partitions} partitions, {verb}"
 
 
-async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[TopicStatus]:
-    """Create every topic in ``settings.topics`` that does not exist yet."""
+async def _started_admin(settings: Settings, timeout_s: float) -> AIOKafkaAdminClient:
+    """A started admin client for the configured broker; InfraError (client closed) when it does not answer."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
     except (KafkaError, OSError, TimeoutError) as exc:
         await admin.close()
         raise InfraError(f"broker at {settings.kafka_bootstrap} unreachable: {exc}") from None
+    return admin
+
+
+async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[TopicStatus]:
+    """Create every topic in ``settings.topics`` that does not exist yet."""
+    admin = await _started_admin(settings, timeout_s)
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in settings.topics if t not in existing]
@@ -72,12 +78,7 @@ async def recreate_topics(settings: Settings, timeout_s: float = 60.0) -> list[T
     Kafka deletes asynchronously (a topic marked for deletion still exists and refuses creation), so this waits
     until the topics are gone from the listing before creating them again.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
-    try:
-        await asyncio.wait_for(admin.start(), timeout_s)
-    except (KafkaError, OSError, TimeoutError) as exc:
-        await admin.close()
-        raise InfraError(f"broker at {settings.kafka_bootstrap} unreachable: {exc}") from None
+    admin = await _started_admin(settings, timeout_s)
     try:
         present = [t for t in settings.topics if t in set(await admin.list_topics())]
         if present:
