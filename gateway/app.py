@@ -36,7 +36,7 @@ from gateway.telemetry import Telemetry, TelemetryMiddleware
 from reelstream.errors import DataError, ReelstreamError
 from reelstream.settings import Settings, get_settings
 
-__all__ = ["build_gateway", "create_app"]
+__all__ = ["build_gateway", "create_app", "serving_app"]
 
 log = logging.getLogger(__name__)
 
@@ -207,3 +207,14 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, limit=settings.gateway_max_body_bytes)
     app.add_middleware(TelemetryMiddleware, telemetry=telemetry)  # outermost: it counts the 413s too
     return app
+
+
+def serving_app() -> FastAPI:
+    """The app as ``reelstream gateway`` serves it: settings from the environment, one BLAS thread.
+
+    A factory without arguments, so that uvicorn can build it in each of ``--workers`` processes.
+    """
+    from gateway._blas import limit_blas_threads
+
+    limit_blas_threads(1)  # requests run concurrently already; see gateway/_blas.py
+    return create_app(get_settings())

@@ -73,6 +73,8 @@ class SystemPlan:
     """What ``reelstream up`` should run."""
 
     workers: int = 1
+    #: gateway processes on the gateway port (``reelstream gateway --workers``)
+    gateways: int = 1
     replay: bool = True
     #: events per second: slow enough to watch lists change; 0: as fast as the system takes (the producer's
     #: buffer is bounded, so it waits on the broker's acknowledgements instead of flooding it)
@@ -384,7 +386,7 @@ def child_specs(settings: Settings, plan: SystemPlan) -> dict[str, ChildSpec]:
         specs[f"worker-{i}"] = app(f"worker-{i}", "worker", "--web-port", str(settings.worker_web_port + i))
     if archive_available():
         specs["archive"] = app("archive", "archive")
-    specs["gateway"] = app("gateway", "gateway")
+    specs["gateway"] = app("gateway", "gateway", "--workers", str(plan.gateways))
     if plan.replay:
         pace = ("--rate", f"{plan.replay_rate:g}") if plan.replay_rate > 0 else ("--max",)
         replay = app("replay", "replay", *pace, "--resume")

@@ -92,11 +92,12 @@ def live(
 class GatewayProcess:
     """A real ``reelstream gateway`` child process on a free port."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, env: dict[str, str], log_dir: Path, *extra: str) -> None:
+        """``extra``: more ``reelstream gateway`` options (``--workers 2``)."""
         self.port = infra.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log_dir / "gateway.log"
-        argv = [sys.executable, "-m", "reelstream.cli", "gateway", "--port", str(self.port)]
+        argv = [sys.executable, "-m", "reelstream.cli", "gateway", "--port", str(self.port), *extra]
         with self.log.open("ab") as fh:
             self.proc = subprocess.Popen(argv, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
 

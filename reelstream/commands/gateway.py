@@ -1,4 +1,4 @@
-"""``reelstream gateway``: serve the recommendation API with uvicorn."""
+"""``reelstream gateway``: serve the recommendation API with uvicorn, in one process or several on one port."""
 
 from __future__ import annotations
 
@@ -11,13 +11,20 @@ from reelstream.settings import get_settings
 def gateway_cmd(
     host: str | None = typer.Option(None, help="Bind address (default: settings.gateway_host)."),
     port: int | None = typer.Option(None, help="Port (default: settings.gateway_port)."),
+    workers: int = typer.Option(
+        1, min=1, max=64, help="Gateway processes sharing the port (uvicorn workers; each loads the model)."
+    ),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
 ) -> None:
     """Serve GET /recommendations, /users, /movies, POST /ratings, /rules, /health, /stats and /metrics.
 
     Refuses (exit 2, before anything is loaded) an empty or weak REELSTREAM_ADMIN_TOKEN, and a
     non-loopback ``--host`` unless that token was set explicitly; without one it uses (and creates
-    on first start) ``var/admin_token``.
+    on first start) ``var/admin_token``, which every worker process then reads.
+
+    With ``--workers N`` uvicorn's supervisor binds the port once and N processes accept on it, each
+    with its own model, response cache and metrics (``GET /metrics`` answers for the process that
+    took the request; docs/gateway.md, "Several processes").
     """
     settings = get_settings()
     bind = host or settings.gateway_host
@@ -27,15 +34,10 @@ def gateway_cmd(
 
     import uvicorn
 
-    from gateway._blas import limit_blas_threads
-    from gateway.app import create_app
+    from gateway.app import serving_app
 
-    limit_blas_threads(1)  # requests run concurrently already; see gateway/_blas.py
-
-    uvicorn.run(
-        create_app(settings),
-        host=bind,
-        port=port or settings.gateway_port,
-        log_level=log_level,
-        access_log=False,
-    )
+    common = {"host": bind, "port": port or settings.gateway_port, "log_level": log_level, "access_log": False}
+    if workers == 1:
+        uvicorn.run(serving_app(), **common)
+    else:  # each process builds the app from the environment (the settings above come from it too)
+        uvicorn.run("gateway.app:serving_app", factory=True, workers=workers, **common)

@@ -48,6 +48,7 @@ DATA_OPTION = typer.Option(
 
 def up(
     workers: int = typer.Option(1, min=1, max=8, help="Worker processes in the consumer group."),
+    gateways: int = typer.Option(1, min=1, max=16, help="Gateway processes sharing the gateway port."),
     rate: float = typer.Option(
         200.0, min=0.0, help="Replay speed in events per second; 0: as fast as the system takes."
     ),
@@ -62,8 +63,9 @@ def up(
     """Start broker, Redis, worker(s), archive, gateway and replay under a supervisor that restarts what crashes."""
     settings = get_settings()
     plan = system.SystemPlan(
-        workers=workers, replay=replay, replay_rate=rate, retrain_every_hours=retrain_every_hours, data=data
-    )
+        workers=workers, gateways=gateways, replay=replay, replay_rate=rate,
+        retrain_every_hours=retrain_every_hours, data=data,
+    )  # fmt: skip
     if detach:
         code = _detach(settings, plan)
     else:
@@ -146,7 +148,8 @@ def _detach(settings: Settings, plan: system.SystemPlan) -> int:
     if other is not None:
         return _alongside(settings, plan, other)
     argv = [sys.executable, "-m", "reelstream.cli", "up", "--background", "--workers", str(plan.workers),
-            "--rate", f"{plan.replay_rate:g}", "--replay" if plan.replay else "--no-replay"]  # fmt: skip
+            "--gateways", str(plan.gateways), "--rate", f"{plan.replay_rate:g}",
+            "--replay" if plan.replay else "--no-replay"]  # fmt: skip
     if plan.retrain_every_hours:
         argv += ["--retrain-every-hours", f"{plan.retrain_every_hours:g}"]
     if plan.data is not None:
