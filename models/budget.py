@@ -15,7 +15,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_BUDGET_MIN", "LARGE_HISTORY", "SHARES", "WIDE_CATALOGUE", "TrainingPlan", "plan"]
+__all__ = [
+    "DEFAULT_BUDGET_MIN",
+    "LARGE_HISTORY",
+    "SHARES",
+    "WIDE_CATALOGUE",
+    "TrainingPlan",
+    "final_fit_seconds",
+    "plan",
+]
 
 #: HISTORY ratings above which training uses the large-data plan.
 LARGE_HISTORY = 500_000
@@ -62,3 +70,28 @@ def plan(n_history: int, n_items: int, *, batch_size: int | None = None, sampled
         budget_minutes = DEFAULT_BUDGET_MIN
     budget_s = None if budget_minutes is None else 60.0 * budget_minutes
     return TrainingPlan(batch_size, sampled_softmax, budget_s, walk_events=20_000 if large else 50_000)
+
+
+#: Share of the budget kept free at the end for what estimates miss (writing the model, the summary).
+MARGIN = 0.03
+#: The final fit is never given less than this (seconds): one useful pass of a warm-started model.
+MIN_FINAL_FIT_S = 30.0
+
+
+def final_fit_seconds(budget_s: float, elapsed_s: float, *, finish_s: float, history_ratio: float,
+                      walk_s: float) -> float:  # fmt: skip
+    """The final fit's seconds so that the whole run ends within ``budget_s``: a deadline, not a share.
+
+    The phases before it can overrun their shares (a fit closes its epoch and builds its co-rating table
+    after its batches stop), so the final fit gets what is left once the tail is reserved: its own
+    finishing work (``finish_s``, measured on the validation fit, scaled by ``history_ratio``, the full
+    HISTORY over the inner one), the evaluation walk (``walk_s``, estimated from the search's pace) and
+    :data:`MARGIN` of the budget. Never below :data:`MIN_FINAL_FIT_S`.
+
+    >>> final_fit_seconds(1200, 765, finish_s=100, history_ratio=1.25, walk_s=50)
+    224.0
+    >>> final_fit_seconds(1200, 1190, finish_s=100, history_ratio=1.25, walk_s=50)
+    30.0
+    """
+    left = budget_s - elapsed_s - finish_s * history_ratio - walk_s - MARGIN * budget_s
+    return max(MIN_FINAL_FIT_S, round(left, 1))

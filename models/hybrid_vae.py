@@ -247,6 +247,7 @@ class HybridVAE(Recommender):
             )  # fmt: skip
             self.modules_.append(module.cpu().eval())
         self.training_seconds_ = time.perf_counter() - started
+        looped = time.perf_counter()
         best = max(self.history_, key=lambda r: r.val_recall) if self.history_ else None
         metadata = {
             "learner": "HybridVAE",
@@ -264,6 +265,8 @@ class HybridVAE(Recommender):
         self.set_sequence(self.seq_gamma, self.seq_decay, self.seq_length, self.seq_window, self.seq_top_k,
                           data.history)  # fmt: skip
         self.training_seconds_ = time.perf_counter() - started
+        #: seconds after the batches: runtimes, the co-rating table (a budget must leave room for them)
+        self.finish_seconds_ = time.perf_counter() - looped
         self.runtime_.metadata["training_seconds"] = self.training_seconds_
         self.prime(data.history)
         return self

@@ -223,6 +223,7 @@ def self_configure(
     out.baselines[POPULARITY] = popularity
     out.popularity_half_life_days = popularity_half_life
     out.inner_model = model  # type: ignore[attr-defined]  # a plain attribute: asdict leaves it out
+    out.inner_history_ratings = len(val.history)  # type: ignore[attr-defined]  # for the final fit's budget
     if baselines:
         import copy
 

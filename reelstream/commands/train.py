@@ -63,7 +63,7 @@ def run(
     import time
 
     from models.artifacts import publish
-    from models.budget import plan
+    from models.budget import final_fit_seconds, plan
     from models.evaluation.batched import walk_model
     from models.hybrid_vae import HybridVAE
     from models.loading import load_interactions
@@ -99,7 +99,16 @@ def run(
         params = with_choice(params, tuning)
         console.print(validation_table(tuning.as_dict()))
         warm = tuning.inner_model if budget.budget_s is not None else None  # type: ignore[attr-defined]
-    model = HybridVAE(**{**params, "max_seconds": budget.seconds("final_fit")})
+    final_s = budget.seconds("final_fit")
+    if budget.budget_s is not None and tuning is not None:  # what is left, the tail reserved (a deadline)
+        inner = tuning.inner_model  # type: ignore[attr-defined]
+        walk_s = tuning.seconds["search"] / max(len(tuning.trials), 1) * 50_000 / max(tuning.events, 1)
+        ratio = len(interactions.history) / max(tuning.inner_history_ratings, 1)  # type: ignore[attr-defined]
+        elapsed = time.perf_counter() - started
+        final_s = final_fit_seconds(budget.budget_s, elapsed, finish_s=inner.finish_seconds_, history_ratio=ratio,
+                                    walk_s=walk_s)  # fmt: skip
+        console.print(f"final fit: {final_s:.0f} s of the {budget.budget_s - elapsed:.0f} s the budget has left")
+    model = HybridVAE(**{**params, "max_seconds": final_s})
     with _fit_progress("training" + (" (warm start)" if warm else ""), max_epochs * model.members) as (ep, st):
         model.fit(interactions, on_epoch=ep, on_step=st, warm_start=warm)
     metrics: dict[str, float] = {"val_hr_at_20": float(model.runtime_.metadata["val_hr_at_20"] or 0.0)}
