@@ -31,8 +31,16 @@ class CoRatingTerm:
     def enabled(self) -> bool:
         return self.length > 0
 
-    def logits(self, index_of: Mapping[int, int], n: int, rated_at: Mapping[int, int]) -> np.ndarray | None:
+    def _recent(self, index_of: Mapping[int, int], rated_at: Mapping[int, int]) -> list[int] | None:
         if not self.enabled or not rated_at or self.runtime is None:
             return None
-        recent = recent_items({mid: (0.0, ts) for mid, ts in rated_at.items()}, index_of, self.length)
-        return self.runtime.sequence_logits(recent, n=n)
+        return recent_items({mid: (0.0, ts) for mid, ts in rated_at.items()}, index_of, self.length)
+
+    def logits(self, index_of: Mapping[int, int], n: int, rated_at: Mapping[int, int]) -> np.ndarray | None:
+        recent = self._recent(index_of, rated_at)
+        return None if recent is None or self.runtime is None else self.runtime.sequence_logits(recent, n=n)
+
+    def touched(self, index_of: Mapping[int, int], rated_at: Mapping[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+        """The term's nonzero entries only (catalogue indices, values): :meth:`logits` without the zeros."""
+        recent = self._recent(index_of, rated_at)
+        return None if recent is None or self.runtime is None else self.runtime.sequence_touched(recent)

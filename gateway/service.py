@@ -64,6 +64,7 @@ from gateway.engine import (
 )
 from gateway.errors import MovieNotFound, StateUnavailable, UserNotFound
 from gateway.prior import ItemPrior
+from gateway.retrieval import ItemIndex
 from gateway.rules import LoadedRules, RuleSet, RulesStore
 from gateway.state import StateReader, UserSnapshot
 from gateway.telemetry import Telemetry
@@ -149,6 +150,10 @@ class Gateway:
         self.load_model: Callable[[str], tuple[Catalog, ItemPrior]] | None = None
         self._fallback_logged: set[str] = set()
         self._loaded_from: set[str] = set()  #: model folders loaded into ``others`` during this swap
+        #: retrieval indexes by catalogue version (gateway/retrieval.py); built off the request path
+        self._indexes: dict[str, ItemIndex] = {}
+        self._index_building: set[str] = set()
+        self._index_lock = threading.Lock()
 
     def model_of(self, version: str | None) -> tuple[Catalog, ItemPrior]:
         """The catalogue and prior of the model a user's state belongs to (None: a user without state).
@@ -168,6 +173,98 @@ class Gateway:
             log.warning("states of model %s are scored with the serving model %s (not loaded here)",
                         version, cat.model_version)  # fmt: skip
         return cat, self.prior
+
+    # --- candidate retrieval ----------------------------------------------------------------
+    def uses_index(self, cat: Catalog) -> bool:
+        """Whether personalised candidates for ``cat`` come from an index (settings; large catalogues only)."""
+        return self.settings.gateway_retrieval == "index" and cat.n >= self.settings.gateway_index_min_items
+
+    def build_index(self, cat: Catalog) -> ItemIndex:
+        """The retrieval index of ``cat``: regrouped from the same model's earlier index when there is one
+        (announced movies: no training), else trained (about a second at 87,585 movies)."""
+        with self._index_lock:
+            index = self._indexes.get(cat.version)
+            earlier = next((i for v, i in self._indexes.items() if v.split("/")[0] == cat.model_version), None)
+        if index is not None:
+            return index
+        if earlier is not None:
+            index = earlier.extended(cat.version, cat.decoder)
+        else:
+            index = ItemIndex.build(cat.version, cat.decoder, probe=self.settings.gateway_index_probe)
+        with self._index_lock:
+            live = {self.catalog.version, *(c.version for c, _ in self.others.values()), cat.version}
+            self._indexes = {v: i for v, i in self._indexes.items() if v in live}  # drop replaced catalogues'
+            self._indexes[cat.version] = index
+            self._index_building.discard(cat.version)
+        log.info("retrieval index for %s: %d lists, probing %.1f%%", cat.version, index.centroids.shape[0],
+                 100 * index.probe)  # fmt: skip
+        return index
+
+    def index_of(self, cat: Catalog) -> ItemIndex | None:
+        """``cat``'s index when it is ready; otherwise None (score exactly) and, once, a build in a thread."""
+        index = self._indexes.get(cat.version)
+        if index is not None or not self.uses_index(cat):
+            return index
+        with self._index_lock:
+            if cat.version in self._index_building:
+                return None
+            self._index_building.add(cat.version)
+        threading.Thread(target=self._build_quietly, args=(cat,), name="retrieval-index", daemon=True).start()
+        return None
+
+    def _build_quietly(self, cat: Catalog) -> None:
+        try:
+            self.build_index(cat)
+        except Exception:  # the exact path keeps serving; the next request tries again
+            log.exception("retrieval index for %s failed; scoring exactly", cat.version)
+            with self._index_lock:
+                self._index_building.discard(cat.version)
+
+    def _indexed_pool(
+        self, index: ItemIndex, cat: Catalog, latent: np.ndarray, prior: tuple[int, np.ndarray | None],
+        seq: tuple[np.ndarray, np.ndarray] | None, adj: tuple[object, np.ndarray], avoid_idx: list[int],
+    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """The candidate pool (indices, relevance) through the index: moments from the exact path's sample,
+        candidates from the probed lists plus every item the co-rating term touches (``seq``: its nonzero
+        entries), and for them the exact path's scores."""
+        prior_gen, prior_vec = prior
+        s = index.sample
+        sample = index.sample_rows @ latent + cat.bias[s]
+        if prior_vec is not None:
+            sample += prior_vec[s]
+        stride = int(s[1]) if s.shape[0] > 1 else 1
+        if seq is not None:  # the term's entries that fall on sampled rows
+            on = seq[0] % stride == 0
+            sample[seq[0][on] // stride] += seq[1][on]
+        mean, std = float(sample.mean()), float(sample.std())
+        scale = std if std > 1e-9 else 1.0
+        size = self.settings.gateway_candidate_pool + len(avoid_idx) + self.settings.gateway_index_margin
+
+        def offset() -> np.ndarray:
+            return cat.bias if prior_vec is None else cat.bias + prior_vec
+
+        cand, dots = index.retrieve(latent, scale, size, offset=((cat.version, prior_gen), offset),
+                                    adjust=(adj[0], lambda: adj[1]))  # fmt: skip
+        extra = np.zeros(0, np.float32)
+        if seq is not None:
+            missing = seq[0][~np.isin(seq[0], cand, assume_unique=True)]
+            cand = np.concatenate([cand, missing])
+            dots = np.concatenate([dots, index.dots(missing, latent)])
+            extra = np.zeros(cand.shape[0], np.float32)
+            order = np.argsort(cand, kind="stable")
+            extra[order[np.searchsorted(cand[order], seq[0])]] = seq[1]
+        logits = dots + cat.bias[cand]
+        if prior_vec is not None:
+            logits += prior_vec[cand]
+        if extra.size:
+            logits += extra
+        total = (logits - np.float32(mean)) * np.float32(1.0 / scale) + adj[1][cand]
+        if avoid_idx:
+            avoided = np.zeros(cat.n, dtype=bool)
+            avoided[avoid_idx] = True
+            total[avoided[cand]] = -np.inf
+        pool = candidate_pool(total, self.settings.gateway_candidate_pool)
+        return cand[pool], total[pool]
 
     # --- recommendations ------------------------------------------------------------------
     def adjustment(self, cat: Catalog, rules: LoadedRules, segment: str, variant: str) -> np.ndarray:
@@ -236,7 +333,15 @@ class Gateway:
         avoid_idx = rated_idx if ruleset.avoid.rated else []
         pref, excluded = self._request_terms(cat, genres, exclude_genres)
         explored = "none"
-        if source is Source.PERSONALISED:
+        index = self.index_of(cat) if source is Source.PERSONALISED and pref is None and not excluded else None
+        if source is Source.PERSONALISED and index is not None and ruleset.exploration.kind != "ucb":
+            assert snap.mu is not None
+            explored, latent = self._exploration(cat, snap, ruleset)
+            seq = self.coratings.get(cat.model_version, CoRatingTerm(None)).touched(cat.index_of, snap.rated_at)
+            adj_key = (cat.version, rules.version, segment, variant)
+            pool, rel = self._indexed_pool(index, cat, latent.astype(np.float32, copy=False), (prior_gen, prior),
+                                           seq, (adj_key, adj), avoid_idx)  # fmt: skip
+        elif source is Source.PERSONALISED:
             assert snap.mu is not None
             explored, latent = self._exploration(cat, snap, ruleset)
             raw = await self.batcher.raw_scores(cat.decoder, latent)

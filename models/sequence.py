@@ -123,19 +123,24 @@ class CoRatedItems:
         an index beyond the model's items (such a movie) adds nothing.
         """
         out = np.zeros(self.n_items if n is None else max(n, self.n_items), dtype=np.float32)
-        if gamma == 0.0:
-            return out
+        cols, values = self.touched(recent, decay=decay, gamma=gamma)
+        out[cols] = values
+        return out
+
+    def touched(self, recent: Sequence[int], *, decay: float, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`logits`' nonzero entries only, as (sorted item indices, float32 values): at most
+        ``len(recent) x top_k`` of them, whatever the catalogue size (what candidate retrieval needs)."""
         rows = np.asarray(list(recent), dtype=np.int64)
+        if gamma == 0.0 or not len(rows):
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
         weight = np.power(np.float32(decay), np.arange(len(rows), dtype=np.float32))
         keep = (rows >= 0) & (rows < self.n_items)  # a movie the model has no row for adds nothing
         rows, weight = rows[keep], weight[keep]
-        if len(rows):  # only the touched neighbours: at most length x top_k entries, whatever the catalogue size
-            starts, lens = self.indptr[rows], self.indptr[rows + 1] - self.indptr[rows]
-            take = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(lens.sum())
-            cols, inverse = np.unique(self.indices[take], return_inverse=True)
-            v = np.bincount(inverse, weights=np.repeat(weight, lens) * self.data[take]).astype(np.float32)
-            out[cols] = np.float32(gamma) * np.log1p(v * np.float32(1.0 / self.tau))
-        return out
+        starts, lens = self.indptr[rows], self.indptr[rows + 1] - self.indptr[rows]
+        take = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(lens.sum())
+        cols, inverse = np.unique(self.indices[take], return_inverse=True)
+        v = np.bincount(inverse, weights=np.repeat(weight, lens) * self.data[take]).astype(np.float32)
+        return cols.astype(np.int64), np.float32(gamma) * np.log1p(v * np.float32(1.0 / self.tau))
 
     # --- persistence ----------------------------------------------------------------------
     def save(self, path: Path) -> None:

@@ -17,6 +17,7 @@ import secrets
 import stat
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, PrivateAttr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -163,6 +164,15 @@ class Settings(BaseSettings):
     gateway_rules_path: Path | None = None
     #: Candidate pool taken from the full-catalogue scores before rules and MMR run.
     gateway_candidate_pool: int = Field(400, ge=20, le=5000)
+    #: How personalised candidates are found: ``index`` (k-means lists over the decoder rows, then exact
+    #: scores for what they return; gateway/retrieval.py) or ``exact`` (every row scored).
+    gateway_retrieval: Literal["index", "exact"] = "index"
+    #: Catalogues smaller than this are always scored exactly (reading every row is cheap there).
+    gateway_index_min_items: int = Field(20_000, ge=0)
+    #: Share of the index's lists read per request (recall against exact: bench/results/retrieval.json).
+    gateway_index_probe: float = Field(0.125, gt=0, le=1)
+    #: Candidates the index returns beyond the pool and the user's avoided items.
+    gateway_index_margin: int = Field(200, ge=0)
     #: Cached responses kept in the gateway's in-process LRU.
     gateway_cache_size: int = Field(20_000, ge=0)
     #: Redis socket timeout (seconds) on the request path; beyond it the gateway degrades.
