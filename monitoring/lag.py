@@ -74,6 +74,8 @@ class PartitionLag:
     verdict: str
     reset_at_ms: int | None = None  #: the latest log reset the worker recorded here (epoch ms)
     reset_lost: int = 0  #: events of the old log that reset left unapplied (the worker's estimate)
+    #: samples ``rate`` spans: a rate needs two, so with one (a one-shot ``reelstream lag``) it is unknown
+    samples: int = 1
 
 
 @dataclass(frozen=True)
@@ -253,7 +255,7 @@ class LagMonitor:
         return PartitionLag(
             topic=tp.topic, partition=tp.partition, committed=latest.committed, end=latest.end, lag=latest.lag,
             lag_seconds=round(lag_s, 3), rate=round(rate, 2), verdict=evaluate_partition(list(history)).name,
-            reset_at_ms=latest.reset_ms, reset_lost=lost,
+            reset_at_ms=latest.reset_ms, reset_lost=lost, samples=len(history),
         )  # fmt: skip
 
 

@@ -7,8 +7,10 @@ import uuid
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import OffsetAndMetadata
+from rich.console import Console
 
-from monitoring.lag import LagMonitor, _commit_time, commit_metadata
+from monitoring.lag import GroupLag, LagMonitor, PartitionLag, _commit_time, commit_metadata
+from reelstream.commands.lag import render
 from tests.conftest import LiveInfra
 
 PER_PARTITION = [40, 25]
@@ -119,3 +121,14 @@ async def test_rewind_and_progress(live_infra: LiveInfra) -> None:
     assert progressing.verdict == "OK"
     assert progressing.partitions[0].rate == 10.0
     assert rewound.partitions[0].verdict == "REWIND" and rewound.verdict == "REWIND"
+
+
+def test_a_rate_from_one_sample_is_shown_as_unknown() -> None:
+    def shown(samples: int) -> str:
+        row = PartitionLag("ratings", 0, 10, 20, 10, 1.0, 0.0, "OK", samples=samples)
+        console = Console(width=200, record=True)
+        console.print(render(GroupLag("g", 0.0, "OK", 10, [row])))
+        return console.export_text()
+
+    assert "—" in shown(1)
+    assert "—" not in shown(2) and " 0.0 " in shown(2)

@@ -20,10 +20,10 @@ from reelstream.console import console
 from reelstream.errors import InfraError
 from reelstream.settings import get_settings
 
-__all__ = ["rebuild", "run"]
+__all__ = ["archive", "rebuild"]
 
 
-def run(
+def archive(
     loglevel: Annotated[str, typer.Option(help="Log level (progress lines are INFO).")] = "info",
 ) -> None:
     """Archive the ratings and movies topics, exactly once by offset, until stopped (SIGINT/SIGTERM)."""

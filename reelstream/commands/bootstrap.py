@@ -21,7 +21,7 @@ from reelstream.console import console
 from reelstream.errors import QualityError
 from reelstream.settings import get_settings
 
-__all__ = ["run"]
+__all__ = ["bootstrap"]
 
 
 @contextmanager
@@ -72,7 +72,7 @@ def _summary(result: BootstrapResult) -> None:
     )
 
 
-def run(
+def bootstrap(
     data: Annotated[Path | None, typer.Option(help="Dataset folder (default: settings.data_path).")] = None,
     quantile: Annotated[float, typer.Option(min=0.0, max=1.0, help="Cut at this quantile of timestamps.")] = 0.8,
     cut_ts: Annotated[int | None, typer.Option(help="Cut at this unix time instead of a quantile.")] = None,

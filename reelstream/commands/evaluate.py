@@ -21,10 +21,10 @@ from reelstream.commands.options import DataOption, ModelDirOption
 from reelstream.console import console
 from reelstream.settings import get_settings
 
-__all__ = ["run"]
+__all__ = ["evaluate"]
 
 
-def run(
+def evaluate(
     model_dir: ModelDirOption = None,
     data: DataOption = None,
     output: Annotated[

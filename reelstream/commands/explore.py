@@ -16,13 +16,13 @@ from reelstream.commands.options import DataOption, ModelDirOption
 from reelstream.console import console
 from reelstream.settings import get_settings
 
-__all__ = ["DEFAULT_ARMS", "run"]
+__all__ = ["DEFAULT_ARMS", "explore_eval"]
 
 #: Thompson at three scales, UCB at two (the figures in docs/evaluation.md, "Exploration").
 DEFAULT_ARMS = ["thompson:0.5", "thompson:1", "thompson:2", "ucb:1", "ucb:3"]
 
 
-def run(
+def explore_eval(
     arm: Annotated[
         list[str] | None,
         typer.Option(help="KIND:SCALE, repeatable (KIND thompson or ucb). Default: " + ", ".join(DEFAULT_ARMS) + "."),

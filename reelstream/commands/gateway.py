@@ -8,7 +8,7 @@ from reelstream.console import console
 from reelstream.settings import get_settings
 
 
-def gateway_cmd(
+def gateway(
     host: str | None = typer.Option(None, help="Bind address (default: settings.gateway_host)."),
     port: int | None = typer.Option(None, help="Port (default: settings.gateway_port)."),
     workers: int = typer.Option(

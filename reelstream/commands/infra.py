@@ -13,7 +13,7 @@ app = typer.Typer(help="Start, stop and inspect the local Kafka-protocol broker 
 
 
 @app.command("up")
-def up_cmd() -> None:
+def up() -> None:
     """Start a local broker (Tansu) and Redis unless something already answers there; create the topics."""
     settings = get_settings()
     for line in infra.up(settings):
@@ -23,14 +23,14 @@ def up_cmd() -> None:
 
 
 @app.command("down")
-def down_cmd() -> None:
+def down() -> None:
     """Stop the broker and Redis that reelstream started."""
     for line in infra.down(get_settings()):
         console.print(line)
 
 
 @app.command("status")
-def status_cmd() -> None:
+def status() -> None:
     """Show whether each service answers and who runs it; exit 1 when one is down."""
     statuses = infra.status(get_settings())
     for s in statuses:

@@ -14,9 +14,10 @@ from reelstream.console import console
 from reelstream.errors import ConfigError
 from reelstream.settings import get_settings
 from streams.admin import ensure_topics_sync
-from streams.replay import Pace, replay
+from streams.replay import Pace
+from streams.replay import replay as replay_stream
 
-__all__ = ["EventRateColumn", "run"]
+__all__ = ["EventRateColumn", "replay"]
 
 
 class EventRateColumn(ProgressColumn):
@@ -27,7 +28,7 @@ class EventRateColumn(ProgressColumn):
         return Text("- events/s" if speed is None else f"{speed:,.0f} events/s", style="progress.data.speed")
 
 
-def run(
+def replay(
     rate: Annotated[
         float | None, typer.Option(min=0.0, help="Events per second; 0: as fast as the system takes (--max).")
     ] = None,
@@ -58,7 +59,7 @@ def run(
                 bar.update(task, completed=done)
 
         summary = asyncio.run(
-            replay(
+            replay_stream(
                 settings, stream, fingerprint=f"store v{store.version}, {stream.height} stream events",
                 pace=Pace(rate=rate, speed=speed), resume=resume, limit=limit,
                 on_progress=progress,

@@ -10,10 +10,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from reelstream.console import console
 from reelstream.settings import get_settings
 
-__all__ = ["run"]
+__all__ = ["seed"]
 
 
-def run(
+def seed(
     reset: Annotated[
         bool, typer.Option(help="Delete every rs:* key (SCAN + UNLINK) and rewind the worker group first.")
     ] = False,

@@ -11,10 +11,10 @@ import typer
 from bootstrap.synth import DEFAULT_TOPICS, generate, scale, write_dataset
 from reelstream.console import console
 
-__all__ = ["run"]
+__all__ = ["synth"]
 
 
-def run(
+def synth(
     out: Annotated[Path, typer.Option(help="Folder to write ratings/movies/tags/links.csv into.")],
     ratings: Annotated[int, typer.Option(min=1, help="Number of ratings (32000000 = ML-32M scale).")] = 100_000,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same dataset).")] = 0,

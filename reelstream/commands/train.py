@@ -14,10 +14,10 @@ from rich.table import Table
 from reelstream.console import console
 from reelstream.settings import get_settings
 
-__all__ = ["run", "validation_table"]
+__all__ = ["train", "validation_table"]
 
 
-def run(
+def train(
     device: Annotated[str, typer.Option(help="cpu, or cuda for a GPU.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Seed of every random draw (same seed, same weights).")] = 0,
     hidden: Annotated[int, typer.Option(min=1, help="Encoder hidden width.")] = 256,

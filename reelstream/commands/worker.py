@@ -20,10 +20,10 @@ from reelstream.errors import ConfigError
 from reelstream.settings import get_settings
 from streams.admin import ensure_topics_sync
 
-__all__ = ["run"]
+__all__ = ["worker"]
 
 
-def run(
+def worker(
     workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes in the group.")] = 1,
     web_port: Annotated[int | None, typer.Option(help="First web port (default: settings.worker_web_port).")] = None,
     name: Annotated[str | None, typer.Option(help="Worker name (default: settings.worker_name or host-pid).")] = None,
