@@ -74,12 +74,15 @@ from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from schemas.archive_status import unarchived_tail
 from schemas.movie_record import MovieRecord, decode_movie
+from schemas.ratings import LIKED_MIN_RATING
 from schemas.user_record import RecordError
 
 __all__ = ["Gateway"]
 
 log = logging.getLogger(__name__)
 
+#: Rule-set adjustments kept (per catalogue, rules version, segment and variant) before the cache is cleared.
+ADJUSTMENTS_KEPT = 64
 #: How long a cold-start list is cached (it follows trending, which has no version).
 COLD_TTL_S = 1.0
 #: Weight of one ``genres=`` preference, in score standard deviations.
@@ -274,7 +277,7 @@ class Gateway:
         if adj is None:
             adj = static_adjustment(cat, rules.rules_for(segment, variant))
             with self._adjust_lock:
-                if len(self._adjust) > 64:
+                if len(self._adjust) > ADJUSTMENTS_KEPT:
                     self._adjust.clear()
                 self._adjust[key] = adj
         return adj
@@ -394,7 +397,7 @@ class Gateway:
     def _split_rated(
         cat: Catalog, rated: dict[int, float], dislike_max: float
     ) -> tuple[list[int], dict[int, float], list[int]]:
-        """One pass over the rated hash: catalogue indices of rated items, liked ones (>= 4, with their
+        """One pass over the rated hash: catalogue indices of rated items, liked ones (``LIKED_MIN_RATING``, with their
         rating, for the explanations) and disliked ones (<= ``dislike_max``), in the hash's order."""
         index_of = cat.index_of
         rated_idx: list[int] = []
@@ -405,7 +408,7 @@ class Gateway:
             if i is None:
                 continue
             rated_idx.append(i)
-            if r >= 4.0:
+            if r >= LIKED_MIN_RATING:
                 liked[i] = r
             if r <= dislike_max:
                 disliked.append(i)
@@ -545,7 +548,7 @@ class Gateway:
         genre_counts: Counter[str] = Counter()
         for mid, r in snap.rated.items():
             i = cat.index(mid)
-            if i is not None and r >= 4.0:
+            if i is not None and r >= LIKED_MIN_RATING:
                 genre_counts.update(cat.genres[i])
         recent = []
         for mid, r, ts in snap.recent:

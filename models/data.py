@@ -27,11 +27,12 @@ import scipy.sparse as sp
 
 from models.side_features import year_range
 from reelstream.errors import DataError
+from schemas.ratings import LIKED_MIN_RATING
 
 __all__ = ["POSITIVE", "Events", "Interactions", "from_movielens", "from_store"]
 
-#: A rating at or above this many stars is a positive (an interaction).
-POSITIVE = 4.0
+#: A rating at or above this many stars is a positive (an interaction): the rating contract's "like".
+POSITIVE = LIKED_MIN_RATING
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from schemas.ratings import LIKED_MIN_RATING
+
 __all__ = [
     "FoldInWeights",
     "UserState",
@@ -49,7 +51,7 @@ def rating_weight(rating: float | None) -> float:
     """
     if rating is None:
         return 0.0
-    if rating >= 4.0:
+    if rating >= LIKED_MIN_RATING:
         return LIKED_WEIGHT
     return LUKEWARM_WEIGHT if rating >= 3.0 else DISLIKED_WEIGHT
 
@@ -61,7 +63,7 @@ def rating_weights(ratings: np.ndarray) -> np.ndarray:
     [1.0, 0.0, 0.0]
     """
     r = np.asarray(ratings, dtype=np.float32)
-    w = np.where(r >= 4.0, LIKED_WEIGHT, np.where(r >= 3.0, LUKEWARM_WEIGHT, DISLIKED_WEIGHT))
+    w = np.where(r >= LIKED_MIN_RATING, LIKED_WEIGHT, np.where(r >= 3.0, LUKEWARM_WEIGHT, DISLIKED_WEIGHT))
     return w.astype(np.float32)
 
 

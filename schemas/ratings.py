@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from reelstream.settings import Settings
 
 __all__ = [
+    "LIKED_MIN_RATING",
     "MAX_ID",
     "MAX_RATING",
     "MIN_ID",
@@ -68,6 +69,8 @@ MIN_RATING = 0.5
 MAX_RATING = 5.0
 #: Ratings are multiples of this (half stars).
 RATING_STEP = 0.5
+#: A rating at or above this is a "like": a positive for training and evaluation, a reason in explanations.
+LIKED_MIN_RATING = 4.0
 #: User and movie ids: positive, and at most 2**53 so a JSON client carries them exactly.
 MIN_ID = 1
 MAX_ID = 2**53
