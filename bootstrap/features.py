@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from bootstrap.split import split_sorted
-from models import side_features as sf
+from schemas import side_features as sf
 
 __all__ = [
     "attach_indices",
@@ -123,7 +123,7 @@ def item_side_features(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(item_side long-form, side_features names): genres, decade, year, frequent tags.
 
-    The names and values are those of :mod:`models.side_features` (the one definition the
+    The names and values are those of :mod:`schemas.side_features` (the one definition the
     worker and the gateway also build new movies' rows from). A tag is kept when it was
     applied at least ``min_tag_count`` times (before the cut).
     """

@@ -4,7 +4,7 @@ Built once at start-up from the :class:`~models.runtime.ModelRuntime` and the
 feature store's ``items`` frame. Store movies the model has no row for, and
 movies added later by ``MovieEvent`` (``rs:movie:{mid}``), get decoder rows from
 their side features (``side @ side_dec``), so they are scored like any other; an
-announced movie's side row comes from :class:`models.side_features.SideEncoder`
+announced movie's side row comes from :class:`schemas.side_features.SideEncoder`
 (:attr:`Catalog.side`), the definition bootstrap built the training rows with, so the
 gateway and the worker give it the same row.
 A :class:`Catalog` is immutable: additions build a new one, swapped atomically.
@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from models.runtime import ModelRuntime
-from models.side_features import META_NAMES, SideEncoder, year_range
+from schemas.side_features import META_NAMES, SideEncoder, year_range
 
 __all__ = ["Catalog", "NewMovie", "side_encoder"]
 

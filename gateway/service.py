@@ -69,7 +69,7 @@ from gateway.rules import LoadedRules, RuleSet, RulesStore
 from gateway.state import StateReader, UserSnapshot
 from gateway.telemetry import Telemetry
 from models.exploration import draw_rng, explore_scores, thompson_latent
-from reelstream import infra
+from reelstream.addresses import broker_answers
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from schemas.archive_status import unarchived_tail
@@ -721,7 +721,7 @@ class Gateway:
 
     # --- health and stats -----------------------------------------------------------------
     def _probe_broker(self) -> ComponentHealth:
-        ok = infra.broker_answers(self.settings.kafka_bootstrap, timeout=0.5)
+        ok = broker_answers(self.settings.kafka_bootstrap, timeout=0.5)
         return ComponentHealth(ok=ok, detail=f"{self.settings.kafka_bootstrap} {'answers' if ok else 'unreachable'}")
 
     def _probe_workers(self) -> ComponentHealth:

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from models.side_features import year_range
 from reelstream.errors import DataError
 from schemas.ratings import LIKED_MIN_RATING
+from schemas.side_features import year_range
 
 __all__ = ["POSITIVE", "Events", "Interactions", "from_movielens", "from_store"]
 
@@ -72,7 +72,7 @@ class Interactions:
     version
         The feature-store version the arrays come from (``None`` for ad-hoc data).
     side_year_range
-        ``(lo, hi)`` of the ``year=scaled`` side feature (:mod:`models.side_features`), so a
+        ``(lo, hi)`` of the ``year=scaled`` side feature (:mod:`schemas.side_features`), so a
         model can scale a new movie's year as training did; ``None`` when no feature has it.
     """
 
@@ -169,7 +169,7 @@ def from_movielens(
     """Read a MovieLens folder (``ratings.csv``, ``movies.csv``, ``tags.csv``) and split it by global time.
 
     Side features are the feature store's (``bootstrap.features.item_side_features``, the names and values
-    of :mod:`models.side_features`): genres, decade, scaled year, and tags applied at least
+    of :mod:`schemas.side_features`): genres, decade, scaled year, and tags applied at least
     ``min_tag_count`` times before the split, so a model trained here serves new movies' rows as well.
     """
     import polars as pl
@@ -203,7 +203,7 @@ def from_movielens(
     split_ts = float(np.quantile(ts, split_quantile)) if len(ts) else 0.0
     before = ts < split_ts
 
-    # --- side features: bootstrap's one definition (models.side_features names and values) -----------
+    # --- side features: bootstrap's one definition (schemas.side_features names and values) -----------
     from bootstrap.features import item_side_features
 
     no_genres = ("", "(no genres listed)")

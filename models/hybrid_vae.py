@@ -15,11 +15,11 @@ from models.base import Recommender
 from models.data import Events, Interactions
 from models.runtime import ModelRuntime, trending_increment
 from models.sequence import CoRatedItems, push_recent
-from models.side_features import side_metadata
 from models.state import UserState, cold_state, encode, fold_in
 from models.training import EpochReport
 from models.vae_combine import combine_runtimes
 from reelstream.errors import ModelError
+from schemas.side_features import side_metadata
 
 __all__ = ["HybridVAE"]
 

@@ -17,23 +17,22 @@ import random
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import redis
 
+from reelstream.addresses import broker_answers, kafka_address, redis_address
 from reelstream.errors import InfraError
 from reelstream.redis_client import redis_client
 from reelstream.settings import Settings
 
 __all__ = [
     "ServiceStatus",
-    "broker_answers",
+    "broker_answers",  # re-exported from reelstream.addresses (the shell's callers and tests use it here)
     "down",
     "free_port",
     "redis_answers",
@@ -53,24 +52,6 @@ STOP_TIMEOUT_S = 10.0
 
 
 # --- addresses and probes -------------------------------------------------------------------
-
-
-def kafka_address(bootstrap: str) -> tuple[str, int]:
-    """The first ``host:port`` of a bootstrap list."""
-    first = bootstrap.split(",")[0].strip()
-    if "://" in first:
-        first = first.split("://", 1)[1]
-    host, _, port = first.rpartition(":")
-    if not host or not port.isdigit():
-        raise InfraError(f"KAFKA_BOOTSTRAP {bootstrap!r} is not host:port")
-    return host, int(port)
-
-
-def redis_address(url: str) -> tuple[str, int]:
-    parsed = urlparse(url)
-    if parsed.scheme not in {"redis", "rediss"} or not parsed.hostname:
-        raise InfraError(f"REDIS_URL {url!r} is not redis://host:port/db")
-    return parsed.hostname, parsed.port or 6379
 
 
 def is_local(host: str) -> bool:
@@ -102,35 +83,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:  # the range is crowded: let the kernel choose
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-def broker_answers(bootstrap: str, timeout: float = 1.0) -> bool:
-    """True when a Kafka-protocol broker answers an ApiVersions request at ``bootstrap``."""
-    host, port = kafka_address(bootstrap)
-    client_id = b"reelstream-probe"
-    # ApiVersions v0: api_key=18, api_version=0, correlation_id, client_id.
-    body = struct.pack(">hhih", 18, 0, 7, len(client_id)) + client_id
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            sock.sendall(struct.pack(">i", len(body)) + body)
-            header = _recv_exact(sock, 8)
-    except OSError:
-        return False
-    if header is None:
-        return False
-    _size, correlation_id = struct.unpack(">ii", header)
-    return correlation_id == 7
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data
 
 
 def redis_answers(url: str, timeout: float = 1.0) -> bool:

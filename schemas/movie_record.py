@@ -3,7 +3,7 @@
 The worker's :class:`streams.processor.MovieProcessor` writes a ``MovieEvent`` with
 :func:`encode_movie`; the worker's rating path (a rating for a movie the model does not know) and
 the gateway's catalogue refresh read it back with :func:`decode_movie`, then build the movie's
-side-feature row from it (:class:`models.side_features.SideEncoder`). Fields: ``title``, ``genres``
+side-feature row from it (:class:`schemas.side_features.SideEncoder`). Fields: ``title``, ``genres``
 and ``tags`` (``|``-joined, so a genre or tag may not contain ``|``), ``year`` (empty when
 unknown), ``updated_ms``.
 

@@ -43,7 +43,7 @@ import redis.asyncio as aioredis
 
 from models.registry import ModelSet
 from models.runtime import ModelRuntime, current_model_dir
-from reelstream import infra
+from reelstream.addresses import broker_answers
 from reelstream.errors import ReelstreamError
 from reelstream.redis_client import async_redis_client, redis_client
 from schemas import redis_keys as keys
@@ -174,7 +174,7 @@ async def _ping_redis() -> None:
 
 
 async def _ping_broker() -> None:
-    if not await asyncio.to_thread(infra.broker_answers, settings.kafka_bootstrap, BROKER_PROBE_TIMEOUT_S):
+    if not await asyncio.to_thread(broker_answers, settings.kafka_bootstrap, BROKER_PROBE_TIMEOUT_S):
         raise ConnectionError(f"no broker answers at {settings.kafka_bootstrap}")
 
 

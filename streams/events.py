@@ -22,11 +22,11 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from models.side_features import TAG, SideEncoder, feature_name, tag_token
 from reelstream.errors import DataError
 from reelstream.settings import Settings
 from schemas.movies import announcement_problem, movie_key
 from schemas.ratings import RatingLimits, RatingSource, rating_verdict, user_key
+from schemas.side_features import TAG, SideEncoder, feature_name, tag_token
 from streams.broker_watch import BrokerWatch
 from streams.codecs import codec_for
 from streams.resend import Acked, ResendWindow

@@ -51,12 +51,12 @@ from typing import Any
 
 from models.registry import ModelSet
 from models.runtime import ModelRuntime
-from models.side_features import SideEncoder
 from models.state import UserState, cold_state, encode, fold_in
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from schemas.movie_record import decode_movie, encode_movie
 from schemas.ratings import PROBE_SOURCE, RatingLimits, rating_verdict
+from schemas.side_features import SideEncoder
 from schemas.user_record import RecordError, decode_fold_row, encode_rated, encode_recent, encode_user
 from streams.codecs import DecodeError, codec_for
 from streams.events import dead_letter_key

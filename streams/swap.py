@@ -39,11 +39,11 @@ import redis
 from models.artifacts import point_current
 from models.registry import ModelSet, swap_problem
 from models.runtime import ModelRuntime, current_model_dir
-from models.side_features import SideEncoder
 from models.state import encode, refold
 from reelstream.errors import ModelError
 from schemas import redis_keys as keys
 from schemas.movie_record import decode_movie
+from schemas.side_features import SideEncoder
 from schemas.user_record import RecordError, decode_rated, decode_user, encode_user
 
 __all__ = ["DONE", "RUNNING", "SwapSummary", "model_pointer", "reencode", "run_swap", "serving_model", "start_swap"]

@@ -23,10 +23,10 @@ import redis
 
 from bootstrap.store import load_store
 from models.runtime import ModelRuntime, current_model_dir
-from models.side_features import GENRE, feature_name, side_metadata
 from reelstream import infra
 from reelstream.settings import Settings, get_settings
 from schemas import redis_keys as keys
+from schemas.side_features import GENRE, feature_name, side_metadata
 from streams.admin import ensure_topics_sync
 from streams.codecs import codec_for
 from streams.events import rating_event, user_key
@@ -59,7 +59,7 @@ PRIOR = {"beta": 1.0, "half_life_s": 30 * 86400.0}
 def install_model(settings: Settings, movie_ids: np.ndarray, seed: int = 0) -> ModelRuntime:
     """A small random model, with an item prior (:data:`PRIOR`), saved as the CURRENT model of ``settings``."""
     runtime = ModelRuntime.random(movie_ids, hidden=32, latent=8, seed=seed)
-    genres = ("Action", "Comedy", "Drama", "Horror")  # the metadata a trained model writes (models.side_features)
+    genres = ("Action", "Comedy", "Drama", "Horror")  # the metadata a trained model writes (schemas.side_features)
     runtime.metadata.update(side_metadata([feature_name(GENRE, g) for g in genres], None))
     runtime.metadata["item_prior"] = dict(PRIOR)
     runtime.save(settings.models_dir / "m0001")

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from models.runtime import ModelRuntime
-from models.side_features import GENRE, feature_name, side_metadata
 from schemas import redis_keys as keys
+from schemas.side_features import GENRE, feature_name, side_metadata
 from schemas.user_record import FIELDS, decode_user
 from streams.codecs import codec_for
 from streams.events import rating_event, user_key

@@ -23,12 +23,12 @@ from gateway.service import Gateway
 from gateway.state import RedisState
 from gateway.testing import movielens_items
 from models.runtime import ModelRuntime
-from models.side_features import GENRE, feature_name, side_metadata
 from reelstream import infra
 from reelstream.commands.movie import split_genres
 from reelstream.settings import PROJECT_ROOT, Settings
 from schemas.movie_record import encode_movie
 from schemas.movies import announcement_problem
+from schemas.side_features import GENRE, feature_name, side_metadata
 from streams.codecs import codec_for
 from streams.events import MovieInCatalogue, MovieRefused, judged_movie
 from streams.rules import movie_event_problem

@@ -25,11 +25,11 @@ import polars as pl
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from models.runtime import ModelRuntime
-from models.side_features import GENRE, TAG, feature_name, side_metadata
 from models.state import FoldInWeights
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from schemas.movies import GENRES
+from schemas.side_features import GENRE, TAG, feature_name, side_metadata
 from streams.codecs import codec_for
 from streams.events import RatingProducer
 from tests.live_system import GatewayProcess, Live

@@ -23,10 +23,10 @@ from gateway.catalog import Catalog, NewMovie
 from models.data import Interactions, from_movielens, from_store
 from models.hybrid_vae import HybridVAE
 from models.runtime import ModelRuntime
-from models.side_features import META_NAMES, META_YEAR_RANGE, YEAR_SCALED, SideEncoder
 from reelstream.errors import ModelError
 from schemas import redis_keys as keys
 from schemas.movie_record import decode_movie
+from schemas.side_features import META_NAMES, META_YEAR_RANGE, YEAR_SCALED, SideEncoder
 from streams.codecs import codec_for
 from streams.events import rating_event, user_key
 from streams.processor import Message, MovieProcessor, RatingProcessor
@@ -141,7 +141,7 @@ def test_encoder_scales_years_as_bootstrap_and_refuses_names_that_do_not_fit(dat
 
 def test_a_movielens_folder_read_for_training_has_the_feature_stores_side_features() -> None:
     """``reelstream train --data DIR`` (models.data.from_movielens) builds the rows the worker and the gateway
-    build for an announced movie (models.side_features): every movie's row is SideEncoder.vector of its
+    build for an announced movie (schemas.side_features): every movie's row is SideEncoder.vector of its
     genres, year and tags up to the split, so such a model serves new movies like a store-trained one."""
     data = from_movielens(DATA, split_quantile=0.8)
     cut_ts = int(data.metadata["split_ts"])

@@ -17,10 +17,10 @@ import typer
 from aiokafka.errors import KafkaError
 
 from models.runtime import ModelRuntime, current_model_dir
-from models.side_features import SideEncoder
 from reelstream.console import console
 from reelstream.errors import InfraError
 from reelstream.settings import get_settings
+from schemas.side_features import SideEncoder
 from streams.events import RatingProducer, SentMovie, judged_movie, tags_without_feature
 
 __all__ = ["app"]
