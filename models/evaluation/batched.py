@@ -10,7 +10,7 @@ It computes the same thing as ``prequential(model, data, streaming=True)`` for t
 decayed counts at each event are exact (the counts at the start of a block of events, decayed to the event,
 plus the block's earlier events), ranks break ties by lower item index, and the groups are the same. Only
 float rounding differs (a matrix product instead of one matrix-vector product per event), which moves a
-rank only on an exact tie; ``tests/test_models_tuning.py`` compares the two.
+rank only on an exact tie; ``tests/test_models_sequence.py`` compares the two.
 """
 
 from __future__ import annotations
