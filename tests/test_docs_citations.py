@@ -1,7 +1,7 @@
 """Every file a document, docstring or comment cites is in the repository (a reader can follow it).
 
 A citation is a repository path (``docs/infra.md``, ``bench/results/*.json``) whose first part is one of
-the repository's top-level entries, or a bare Markdown file name (``INFRA.md``), which must exist
+the repository's top-level entries, or a bare upper-case Markdown name (README-style), which must exist
 somewhere in the repository. Runtime paths (``var/...``) are not citations of repository files. Nothing
 may point outside the repository (``../``).
 """
