@@ -16,7 +16,7 @@ clock (the latest event time it applied) in ``rs:items:prior:clock`` (``streams/
 
 The term is item-level and user-independent, so refreshing it every ``gateway_prior_refresh_s`` seconds
 is not response caching; but a response does depend on it, so :attr:`ItemPrior.generation` (bumped
-whenever the vector changes) is part of every recommendation cache key (``gateway/service.py``).
+whenever the vector changes) is part of every recommendation cache key (``gateway/recommender.py``).
 Catalogue rows the zset has no count for (side-feature-only movies, movies added after the last
 refresh) get ``beta * log(1 + 0) = 0``, the value of a movie without events.
 """

@@ -16,7 +16,7 @@ A request:
 4. keeps the best ``pool + avoided + margin`` of them (rated items are avoided afterwards, so the pool
    after that still holds ``pool`` of the best), plus every item the co-rating term touches.
 
-The caller re-scores these candidates exactly (:meth:`gateway.service.Gateway.recommend`). What the index
+The caller re-scores these candidates exactly (:meth:`gateway.recommender.Recommending.recommend`). What the index
 cannot see falls back to exact scoring there: requests with ``genres=`` or ``exclude_genres=`` and UCB
 exploration. The pool's recall against the exact top-``pool`` and the served HR@20 approximate vs exact are
 measured in ``bench/retrieval.py`` (``bench/results/retrieval.json``); ``tests/test_gateway_retrieval.py``
