@@ -2,7 +2,7 @@
 
 For each catalogue (ml-latest-small, and a synthetic 87,585-movie one) and each
 cache mode, it starts a dedicated redis-server on a free port, seeds warm users
-exactly as the stream worker would (``gateway.testing.write_user``), starts the
+as the stream worker would leave their records (``tests.user_state.write_user``), starts the
 gateway with uvicorn in a subprocess on a free port, and drives it from another
 subprocess with a small keep-alive HTTP/1.1 client (asyncio streams, far cheaper
 per request than httpx, so the client does not hide the server's cost):
@@ -177,8 +177,8 @@ def _phase(pid: int, port: int, paths: Path, n: int, concurrency: int) -> dict:
 
 def bench_catalogue(name: str, items, runtime, args: argparse.Namespace, work: Path) -> dict:
     """A dedicated Redis seeded with ``args.users`` synthetic warm users, then :func:`serve_phases`."""
-    from gateway.testing import write_user
     from reelstream import infra
+    from tests.user_state import write_user
 
     work.mkdir(parents=True, exist_ok=True)
     model_dir = work / "model"
@@ -291,8 +291,8 @@ def main(args: argparse.Namespace) -> None:
     import numpy as np
     import polars as pl
 
-    from gateway.testing import movielens_items, synthetic_items
     from models.runtime import ModelRuntime
+    from tests.user_state import movielens_items, synthetic_items
 
     results = {
         "benchmark": "gateway", "machine": f"{os.cpu_count()} CPUs", "client": "asyncio keep-alive HTTP/1.1",

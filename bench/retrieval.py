@@ -4,7 +4,7 @@
     .venv/bin/python bench/retrieval.py --var var/bench/scale-1/var --users 400 --events 4000
 
 It starts its own Redis on a free loopback port and writes, for ``--users`` users drawn (seeded) among
-those with STREAM events, their HISTORY ratings into it as the worker would (``gateway.testing``). Then it
+those with STREAM events, their HISTORY ratings into it as the worker would (``tests.user_state``). Then it
 walks their STREAM events in time order, as a prequential walk through the gateway: before each event,
 one gateway with ``gateway_retrieval=exact`` and one with ``index`` (same Redis, same rules: the bundled
 default, MMR and A/B arms included) serve the user a list of 20; the event's movie in it is a hit; then the
@@ -39,11 +39,11 @@ from gateway.prior import ItemPrior  # noqa: E402
 from gateway.rules import RulesStore  # noqa: E402
 from gateway.service import Gateway  # noqa: E402
 from gateway.state import RedisState  # noqa: E402
-from gateway.testing import apply_rating  # noqa: E402
 from models.runtime import ModelRuntime, current_model_dir  # noqa: E402
 from reelstream import infra  # noqa: E402
 from reelstream.redis_client import redis_client  # noqa: E402
 from reelstream.settings import Settings  # noqa: E402
+from tests.user_state import apply_rating  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "retrieval.json"
 

@@ -18,12 +18,12 @@ from gateway.catalog import Catalog
 from gateway.rules import RulesStore
 from gateway.service import Gateway
 from gateway.state import RedisState
-from gateway.testing import apply_rating, movielens_items, write_user
 from models.runtime import ModelRuntime
 from reelstream import infra
 from reelstream.settings import PROJECT_ROOT, Settings
 from schemas import redis_keys as keys
 from tests.stream_support import wait_for
+from tests.user_state import apply_rating, movielens_items, write_user
 
 HEAT, TOY_STORY, JUMANJI, GOLDENEYE = 6, 1, 2, 10
 

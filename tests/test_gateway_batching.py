@@ -18,9 +18,9 @@ from gateway.prior import ItemPrior
 from gateway.rules import RulesStore
 from gateway.service import Gateway
 from gateway.state import RedisState, UserSnapshot
-from gateway.testing import synthetic_items, write_user
 from models.runtime import ModelRuntime
 from reelstream.settings import Settings
+from tests.user_state import synthetic_items, write_user
 
 rng = np.random.default_rng(3)
 DECODER = rng.standard_normal((20_011, 64), dtype=np.float32)

@@ -14,13 +14,13 @@ from gateway.engine import personal_scores
 from gateway.rules import RulesStore
 from gateway.service import Gateway
 from gateway.state import RedisState
-from gateway.testing import synthetic_items, write_user
 from models.data import Events
 from models.runtime import ModelRuntime
 from models.sequence import CoRatedItems, push_recent
 from models.state import cold_state, encode, fold_in
 from reelstream.settings import Settings
 from tests.gateway_support import recommend
+from tests.user_state import synthetic_items, write_user
 
 IDS = np.arange(1, 301) * 7
 

@@ -10,8 +10,8 @@ import pytest
 from gateway.catalog import Catalog
 from gateway.engine import Pick, select
 from gateway.rules import RuleSet
-from gateway.testing import synthetic_items
 from models.runtime import ModelRuntime
+from tests.user_state import synthetic_items
 
 IDS = np.arange(1, 1201) * 5
 CATALOG = Catalog.build(ModelRuntime.random(IDS, hidden=16, latent=8, seed=21), synthetic_items(IDS.tolist(), seed=9))

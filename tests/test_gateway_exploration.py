@@ -19,12 +19,12 @@ from gateway.errors import RulesError
 from gateway.rules import LoadedRules, RulesStore, parse_rules
 from gateway.service import Gateway
 from gateway.state import RedisState
-from gateway.testing import apply_rating, movielens_items, write_user
 from models.exploration import draw_rng, thompson_latent
 from models.runtime import ModelRuntime
 from reelstream.settings import PROJECT_ROOT, Settings
 from schemas import redis_keys as keys
 from schemas.user_record import decode_user
+from tests.user_state import apply_rating, movielens_items, write_user
 
 HEAT, TOY_STORY, JUMANJI, GOLDENEYE = 6, 1, 2, 10
 LIKED = [(HEAT, 5.0), (TOY_STORY, 4.0), (GOLDENEYE, 4.5), (JUMANJI, 1.0)]

@@ -16,9 +16,9 @@ from gateway.producer import Sent
 from gateway.rules import RulesStore
 from gateway.service import Gateway
 from gateway.state import RedisState
-from gateway.testing import synthetic_items, write_user
 from models.runtime import ModelRuntime
 from reelstream.settings import Settings
+from tests.user_state import synthetic_items, write_user
 
 
 class AcceptingProducer:

@@ -40,9 +40,9 @@ from starlette.routing import Mount
 
 import gateway.rules
 from gateway.app import create_app
-from gateway.testing import write_user
 from reelstream.settings import Settings
 from tests.live_system import GatewayProcess, Live
+from tests.user_state import write_user
 
 #: The explicit admin token of the fuzzed gateway, so PUT /rules bodies get past the bearer check.
 TOKEN = "fuzz-admin-token"

@@ -13,7 +13,6 @@ from gateway.prior import ItemPrior
 from gateway.rules import RulesStore
 from gateway.service import Gateway
 from gateway.state import RedisState
-from gateway.testing import synthetic_items, write_user
 from models.runtime import ModelRuntime, trending_increment
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
@@ -23,6 +22,7 @@ from streams.online import OnlineRatingModel
 from streams.processor import Message, RatingProcessor
 from streams.store import RedisFeatureStore
 from tests.gateway_support import recommend
+from tests.user_state import synthetic_items, write_user
 
 DAY = 86400.0
 IDS = np.arange(1, 501) * 3

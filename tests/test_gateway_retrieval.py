@@ -23,13 +23,13 @@ from gateway.retrieval import ItemIndex, sample_stride
 from gateway.rules import RulesStore
 from gateway.service import Gateway
 from gateway.state import RedisState
-from gateway.testing import write_user
 from models.hybrid_vae import HybridVAE
 from models.loading import load_interactions
 from models.runtime import ModelRuntime
 from reelstream.redis_client import redis_client
 from reelstream.settings import Settings
 from tests.stream_support import bootstrap_var
+from tests.user_state import write_user
 
 
 def _index(n: int = 3000, d: int = 8, lists: int = 40, probe: float = 1.0) -> tuple[ItemIndex, np.ndarray]:

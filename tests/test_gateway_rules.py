@@ -17,10 +17,10 @@ from gateway.decisions import Source, choose_source
 from gateway.rules import LoadedRules, RulesStore, bucket
 from gateway.service import Gateway
 from gateway.state import RedisState
-from gateway.testing import synthetic_items, write_user
 from models.runtime import ModelRuntime
 from reelstream.settings import Settings
 from tests.gateway_support import recommend
+from tests.user_state import synthetic_items, write_user
 
 N_ITEMS = 600
 MOVIE_IDS = np.arange(1, N_ITEMS + 1) * 3

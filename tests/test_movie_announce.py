@@ -21,7 +21,6 @@ from gateway.producer import KafkaRatingsProducer, SentAnnouncement
 from gateway.rules import RulesStore
 from gateway.service import Gateway
 from gateway.state import RedisState
-from gateway.testing import movielens_items
 from models.runtime import ModelRuntime
 from reelstream import infra
 from reelstream.commands.movie import split_genres
@@ -33,6 +32,7 @@ from streams.codecs import codec_for
 from streams.events import MovieInCatalogue, MovieRefused, judged_movie
 from streams.rules import movie_event_problem
 from tests.stream_support import install_model
+from tests.user_state import movielens_items
 
 HEAT = 6
 SIDE_GENRES = ("Action", "Animation", "Horror", "Thriller")

@@ -1,6 +1,6 @@
 """One codec for the user record (schemas/user_record.py): it round-trips, what the worker writes
 decodes in the gateway to the values the documented formulas give, and the test writer
-(gateway/testing.py) writes byte for byte what the worker writes; the compact encodings are lossless
+(tests/user_state.py) writes byte for byte what the worker writes; the compact encodings are lossless
 where they must be (every valid rating at any ms time), refuse what they cannot hold, and records
 written in the older encodings still read, through the worker's duplicate check too."""
 
@@ -11,7 +11,6 @@ import pytest
 import redis
 
 from gateway.state import RedisState
-from gateway.testing import apply_rating
 from models.runtime import ModelRuntime
 from models.state import cold_state, encode, fold_in
 from reelstream.settings import Settings
@@ -37,6 +36,7 @@ from streams.codecs import codec_for
 from streams.events import rating_event, user_key
 from streams.processor import Message, RatingProcessor
 from streams.store import USER_FIELDS, MemoryFeatureStore, RedisFeatureStore, redis_snapshot
+from tests.user_state import apply_rating
 
 MOVIES = np.arange(1, 41) * 10
 T0 = 1_500_000_000_000

@@ -1,8 +1,9 @@
-"""Test and benchmark support: catalogues and Redis user state written exactly as the worker writes them.
+"""Test and benchmark support: catalogues, and a user's Redis record as the worker leaves it for given ratings.
 
 The state functions use :mod:`models.state` (``fold_in`` / ``encode``) and the user record's codec
-(:mod:`schemas.user_record`), so a user seeded here is what the stream worker would have produced
-from the same ratings (tests/test_user_record.py compares the two).
+(:mod:`schemas.user_record`), so the three user keys (record, rated hash, recent list) seeded here are what
+the stream worker would have written for the same ratings (tests/test_user_record.py compares the two).
+Nothing else is written as the worker would: no item tables, trending, prior, fences or dedupe.
 """
 
 from __future__ import annotations
