@@ -374,15 +374,16 @@ class Recommending:
         self, user_id: int, k: int, genres: Sequence[str], exclude_genres: Sequence[str], rules: LoadedRules,
         variant: str,
     ) -> RecommendationList:  # fmt: skip
-        """Rule 2: Redis is unreachable, serve store popularity under the "new" rule set."""
+        """Redis is unreachable: the source Rule 2 gives (store popularity, degraded) under the "new" rule set."""
         cat = self.catalog
+        source, degraded = choose_source(redis_ok=False, exists=False, mu=None, latent=cat.latent, n_trending=0)
         ruleset = rules.rules_for("new", variant)
         adj = self.adjustment(cat, rules, "new", variant)
         pref, excluded = self._request_terms(cat, genres, exclude_genres)
-        pool, rel = self._filtered_cold_pool(cat, self._cold_pool(cat, [], Source.POPULARITY), adj, pref, excluded, [])
+        pool, rel = self._filtered_cold_pool(cat, self._cold_pool(cat, [], source), adj, pref, excluded, [])
         picks = self._select(cat, ruleset, pool, rel, k, [])
-        self.telemetry.served(variant, "new", Source.POPULARITY.value, True, False)
+        self.telemetry.served(variant, "new", source.value, degraded, False)
         return self._render(
-            cat, picks, {}, genres, user_id=user_id, k=k, source=Source.POPULARITY.value, degraded=True,
+            cat, picks, {}, genres, user_id=user_id, k=k, source=source.value, degraded=degraded,
             segment="new", variant=variant, rules=rules, state_version=0,
         )  # fmt: skip

@@ -207,7 +207,7 @@ def start_broker(run_dir: Path, host: str, port: int) -> int:
         "--storage-engine", "memory://tansu/",
     ]  # fmt: skip
     pid = spawn(run_dir, "broker", argv, env={"RUST_LOG": "warn"}).pid
-    _wait_for_process(run_dir, "broker", pid, lambda: broker_answers(f"{host}:{port}"))
+    _wait_for_process(run_dir, "broker", lambda: broker_answers(f"{host}:{port}"))
     return pid
 
 
@@ -247,11 +247,11 @@ def start_redis(run_dir: Path, host: str, port: int, settings: Settings | None =
         *redis_memory_args(settings or Settings()),
     ]  # fmt: skip
     pid = spawn(run_dir, "redis", argv).pid
-    _wait_for_process(run_dir, "redis", pid, lambda: redis_answers(f"redis://{host}:{port}/0"))
+    _wait_for_process(run_dir, "redis", lambda: redis_answers(f"redis://{host}:{port}/0"))
     return pid
 
 
-def _wait_for_process(run_dir: Path, name: str, pid: int, ready: Callable[[], bool]) -> None:
+def _wait_for_process(run_dir: Path, name: str, ready: Callable[[], bool]) -> None:
     def alive_and_ready() -> bool:
         if running_pid(run_dir, name) is None:
             log = (run_dir / f"{name}.log").read_text(errors="replace")[-500:]
