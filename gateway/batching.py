@@ -47,10 +47,9 @@ def matvec_many(decoder: np.ndarray, mus: list[np.ndarray], chunk_rows: int = CH
     """``[decoder @ mu for mu in mus]`` with one pass over ``decoder`` for all of them.
 
     A batch of one takes the same blocks and the same calls, so a user's vector never depends on who
-    else was in the batch. With one BLAS thread (how the gateway runs, gateway/_blas.py) it also
-    equals the plain ``decoder @ mu`` bit for bit: always for an item-major decoder, and for the
-    catalogue's latent-major one with blocks of >= 4096 items (smaller blocks take another OpenBLAS
-    path whose last bits differ; measured, tests/test_gateway_batching.py).
+    else was in the batch, on any BLAS. It equals the plain ``decoder @ mu`` to float32 rounding (the
+    same bits with OpenBLAS for blocks of >= 4096 items, but no BLAS promises that;
+    tests/test_gateway_batching.py).
 
     >>> d = np.arange(12, dtype=np.float32).reshape(6, 2)
     >>> [v.tolist() for v in matvec_many(d, [np.ones(2, np.float32), np.array([1, 0], np.float32)], 4)]

@@ -48,16 +48,18 @@ def test_a_users_vector_does_not_depend_on_the_rest_of_the_batch(layout: str, ch
 
 @pytest.mark.parametrize(
     ("layout", "chunk_rows"),
-    [("item-major", c) for c in (64, 1000, 8192, 50_000)] + [("latent-major", c) for c in (4096, 8192, 50_000)],
+    [(lay, c) for lay in ("item-major", "latent-major") for c in (64, 1000, 4096, 8192, 50_000)],
 )
 @pytest.mark.parametrize("batch", [1, 2, 3, 8, 17])
-def test_blocked_matvec_is_bit_identical_to_the_plain_one(layout: str, chunk_rows: int, batch: int) -> None:
-    """Also the same bits as one plain ``decoder @ mu`` (latent-major: for blocks of >= 4096 items here;
-    smaller ones take another OpenBLAS path, whose last bits differ; the gateway uses 8192)."""
+def test_blocked_matvec_equals_the_plain_one(layout: str, chunk_rows: int, batch: int) -> None:
+    """The same values as one plain ``decoder @ mu`` to float32 rounding. Not the same bits by contract:
+    BLAS may pick other kernels for other block shapes (OpenBLAS does for latent-major blocks under 4096
+    items), and nothing here pins a BLAS; what the gateway relies on is the test above (a user's vector
+    never depends on the batch), which holds on any BLAS because every batch takes the same blocks."""
     decoder = DECODER if layout == "item-major" else DECODER_T
     outs = matvec_many(decoder, MUS[:batch], chunk_rows)
     for mu, out in zip(MUS[:batch], outs, strict=True):
-        assert np.array_equal(out, decoder @ mu)
+        np.testing.assert_allclose(out, decoder @ mu, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(("max_batch", "passes"), [(32, 1), (5, 3)])
@@ -65,7 +67,7 @@ async def test_callers_ready_together_share_passes_and_get_their_own_vectors(max
     batcher = ScoreBatcher(max_batch=max_batch, chunk_rows=4096)
     outs = await asyncio.gather(*(batcher.raw_scores(DECODER_T, mu) for mu in MUS[:12]))
     for mu, out in zip(MUS[:12], outs, strict=True):
-        assert np.array_equal(out, DECODER_T @ mu)
+        assert np.array_equal(out, matvec_many(DECODER_T, [mu], 4096)[0])  # its own vector, as if scored alone
     assert (batcher.batches, batcher.batched) == (passes, 12)
     assert not batcher._waiting and batcher._flush_loop is None
 
