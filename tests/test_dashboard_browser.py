@@ -103,7 +103,16 @@ def test_rating_a_movie_in_the_dashboard_changes_the_list(live: Live, browser: w
         wait_for(lambda: httpx.get(f"{gateway.url}/lag", timeout=2.0).status_code == 200, 30, "the first lag sample")
         browser.get(f"{gateway.url}/")
         wait_for(lambda: len(_css(browser, "#user-picks button.pick")) >= 4, 30, "users to pick from")
+        first_pick = _css(browser, "#user-picks button.pick")[0].text
+        wait_for(lambda: len(_css(browser, "#rec-list li.rec")) >= 5, 30, "a demo user's list without a click")
+        assert _css(browser, "#user-input")[0].get_attribute("value") == first_pick
+        # wide report tables scroll inside their card instead of overflowing it
+        assert (
+            browser.execute_script("return getComputedStyle(document.querySelector('#report-summary')).overflowX")
+            == "auto"
+        )
         next(b for b in _css(browser, "#user-picks button.pick") if b.text == "2").click()
+        wait_for(lambda: _css(browser, "#rec-list")[0].get_attribute("data-user") == "2", 30, "user 2's list")
         wait_for(lambda: len(_css(browser, "#rec-list li.rec")) >= 5, 30, "the recommendation list")
         before_version = _css(browser, "#rec-list")[0].get_attribute("data-state-version")
         first = _css(browser, "#rec-list li.rec")[0]

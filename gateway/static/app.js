@@ -68,6 +68,7 @@ function renderList(list, previous) {
     ` · state version ${list.state_version} · model ${list.model_version}${list.cached ? " · cached" : ""}` +
     (list.exploration && list.exploration !== "none" ? ` · explored (${list.exploration})` : "");
   $("#rec-list").dataset.stateVersion = String(list.state_version);
+  $("#rec-list").dataset.user = String(list.user_id);
 }
 
 async function loadUser(uid) {
@@ -76,9 +77,11 @@ async function loadUser(uid) {
   $("#user-input").value = uid;
   $("#rate-status").textContent = "";
   try {
-    renderList(await fetchList(uid), null);
+    const list = await fetchList(uid);
+    if (ui.user !== Number(uid)) return;  // another user was picked meanwhile: theirs is shown
+    renderList(list, null);
   } catch (e) {
-    $("#rec-meta").textContent = `error: ${e.message}`;
+    if (ui.user === Number(uid)) $("#rec-meta").textContent = `error: ${e.message}`;
     return;
   }
   loadProfile(uid);
@@ -148,6 +151,8 @@ async function initUsers() {
   picks.replaceChildren(el("span", { class: "meta" }, "pick:"),
     ...users.slice(0, 16).map((u) => el("button", { type: "button", class: "ghost pick", "data-user": u,
       onclick: () => loadUser(u) }, u)));
+  // a demo user's list from the start (a #user= in the address wins)
+  if (users.length && !ui.user && !new URLSearchParams(location.hash.slice(1)).get("user")) loadUser(users[0]);
   try {
     ui.arms = await api("/rules/arms");
     for (const v of ui.arms.variants) $("#variant-select").append(el("option", { value: v }, v));
