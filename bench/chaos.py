@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from bootstrap.store import load_store  # noqa: E402
 from models.runtime import ModelRuntime, current_model_dir  # noqa: E402
-from reelstream import infra  # noqa: E402
+from reelstream import local_services  # noqa: E402
 from reelstream.redis_client import redis_client  # noqa: E402
 from reelstream.settings import Settings  # noqa: E402
 from schemas import redis_keys as keys  # noqa: E402
@@ -99,10 +99,10 @@ class System:
         self.env = {
             **os.environ,
             "REELSTREAM_VAR_DIR": str(var),
-            "KAFKA_BOOTSTRAP": f"127.0.0.1:{infra.free_port()}",
-            "REDIS_URL": f"redis://127.0.0.1:{infra.free_port()}/0",
-            "REELSTREAM_GATEWAY_PORT": str(infra.free_port()),
-            "REELSTREAM_WORKER_WEB_PORT": str(infra.free_port()),
+            "KAFKA_BOOTSTRAP": f"127.0.0.1:{local_services.free_port()}",
+            "REDIS_URL": f"redis://127.0.0.1:{local_services.free_port()}/0",
+            "REELSTREAM_GATEWAY_PORT": str(local_services.free_port()),
+            "REELSTREAM_WORKER_WEB_PORT": str(local_services.free_port()),
             "REELSTREAM_ADMIN_TOKEN": token,
             "REELSTREAM_PROBE_INTERVAL_S": "5",
             # The faults are deliberate and frequent: no crash loop may stop the system under test.
@@ -128,7 +128,7 @@ class System:
         log = (self.var / "chaos-up.log").open("ab")
         self.up_proc = subprocess.Popen(_cli("up", "--no-replay"), env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                         cwd=ROOT, start_new_session=True)  # fmt: skip
-        infra.wait_until(self._ready, 600, "reelstream up", 0.5)
+        local_services.wait_until(self._ready, 600, "reelstream up", 0.5)
 
     def _ready(self) -> bool:
         if self.up_proc is not None and self.up_proc.poll() is not None:
@@ -145,7 +145,7 @@ class System:
         subprocess.run(_cli("down"), env=self.env, check=False, cwd=ROOT, capture_output=True)
 
     def pid(self, name: str) -> int | None:
-        return infra.running_pid(self.settings.run_dir, name)
+        return local_services.running_pid(self.settings.run_dir, name)
 
     def redis(self) -> redis.Redis:
         return redis_client(self.settings.redis_url, timeout=5.0)
@@ -338,7 +338,7 @@ def run_phase(system: System, fault: str, args: argparse.Namespace, rng: random.
         stop.set()
         poster.join()
         # Let the last restarts finish and the worker apply everything the logs hold.
-        infra.wait_until(lambda: system._ready() and _drained(system), 300, "worker drained", 1.0)
+        local_services.wait_until(lambda: system._ready() and _drained(system), 300, "worker drained", 1.0)
         rows = stream.slice(0, limit).rows()
         missing = _lost_events(system, rows, phase.posts_accepted, phase.posts_unanswered)
         # A POST answered 503 or timed out was not acknowledged, but its send may still have reached the

@@ -177,7 +177,7 @@ def _phase(pid: int, port: int, paths: Path, n: int, concurrency: int) -> dict:
 
 def bench_catalogue(name: str, items, runtime, args: argparse.Namespace, work: Path) -> dict:
     """A dedicated Redis seeded with ``args.users`` synthetic warm users, then :func:`serve_phases`."""
-    from reelstream import infra
+    from reelstream import local_services
     from tests.user_state import write_user
 
     work.mkdir(parents=True, exist_ok=True)
@@ -185,8 +185,8 @@ def bench_catalogue(name: str, items, runtime, args: argparse.Namespace, work: P
     runtime.save(model_dir)
     items_path = work / "items.parquet"
     items.write_parquet(items_path)
-    redis_port = infra.free_port()
-    infra.start_redis(work / "run", "127.0.0.1", redis_port)
+    redis_port = local_services.free_port()
+    local_services.start_redis(work / "run", "127.0.0.1", redis_port)
     url = f"redis://127.0.0.1:{redis_port}/0"
     try:
         from reelstream.redis_client import redis_client
@@ -206,7 +206,7 @@ def bench_catalogue(name: str, items, runtime, args: argparse.Namespace, work: P
         return serve_phases(name, url, model_dir, items_path, users, int(runtime.n_items),
                             int(runtime.weights.latent), args, work)  # fmt: skip
     finally:
-        infra.stop_process(work / "run", "redis")
+        local_services.stop_process(work / "run", "redis")
 
 
 def bench_live(args: argparse.Namespace, work: Path) -> dict:
@@ -241,7 +241,7 @@ def bench_live(args: argparse.Namespace, work: Path) -> dict:
 def serve_phases(name: str, url: str, model_dir: Path, items_path: Path, users: list[int], n_items: int, latent: int,
                  args: argparse.Namespace, work: Path) -> dict:  # fmt: skip
     """Latency (1 connection) and throughput (c=4, c=16) of /recommendations and /health, uncached and cached."""
-    from reelstream import infra
+    from reelstream import local_services
 
     rec_paths = work / "rec_paths.json"
     rec_paths.write_text(json.dumps([f"/recommendations/{u}?k=20" for u in users]))
@@ -249,11 +249,11 @@ def serve_phases(name: str, url: str, model_dir: Path, items_path: Path, users: 
     health_paths.write_text(json.dumps(["/health"]))
     out: dict = {"catalogue": name, "n_items": n_items, "latent": latent, "warm_users": len(users)}
     for mode, cache_size in (("uncached", 0), ("cached", 100_000))[: 1 if args.only_uncached else 2]:
-        port = infra.free_port()
+        port = local_services.free_port()
         server = subprocess.Popen(
             [sys.executable, __file__, "serve", "--port", str(port), "--redis-url", url,
              "--model-dir", str(model_dir), "--items", str(items_path), "--var-dir", str(work / f"var-{mode}"),
-             "--cache-size", str(cache_size), "--dead-port", str(infra.free_port()),
+             "--cache-size", str(cache_size), "--dead-port", str(local_services.free_port()),
              "--batch-max", str(args.batch_max), *(["--floor"] if args.floor else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip

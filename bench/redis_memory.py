@@ -5,7 +5,7 @@
 
 The synthetic set comes from ``reelstream synth --ratings 2000000 --out /tmp/s2m`` (12,559 users, the
 long-tailed activity of MovieLens: 159 ratings a user on average). For each variant a fresh redis-server is
-started (``reelstream.infra.start_redis``, with the variant's listpack limits) and every user is written as
+started (``reelstream.local_services.start_redis``, with the variant's listpack limits) and every user is written as
 the worker leaves them: ``rs:user:{uid}`` (random ``pre`` [256] and ``mu``/``logvar`` [64]: their bytes do
 not depend on the values), ``:rated`` (the latest rating of each movie) and ``:recent`` (the newest
 ``RECENT_MAX`` events). Variants: the ``legacy`` encodings (``"4.5:1700000000000"`` rated values,
@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gateway.state import RedisState  # noqa: E402
-from reelstream import infra  # noqa: E402
+from reelstream import local_services  # noqa: E402
 from reelstream.settings import Settings  # noqa: E402
 from schemas import redis_keys as keys  # noqa: E402
 from schemas.user_record import (  # noqa: E402
@@ -313,8 +313,8 @@ def run_variant(
     settings = Settings(redis_hash_max_listpack_entries=limits[0], redis_hash_max_listpack_value=limits[1])
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
-        port = infra.free_port()
-        infra.start_redis(run_dir, "127.0.0.1", port, settings)
+        port = local_services.free_port()
+        local_services.start_redis(run_dir, "127.0.0.1", port, settings)
         try:
             url = f"redis://127.0.0.1:{port}/0"
             client = redis.Redis.from_url(url)
@@ -330,7 +330,7 @@ def run_variant(
                 out["scan_costs"] = scan_costs(client, scan, max(reps // 10, 5))
             return out
         finally:
-            infra.stop_process(run_dir, "redis")
+            local_services.stop_process(run_dir, "redis")
 
 
 def main() -> None:

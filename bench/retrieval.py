@@ -40,7 +40,7 @@ from gateway.rules import RulesStore  # noqa: E402
 from gateway.service import Gateway  # noqa: E402
 from gateway.state import RedisState  # noqa: E402
 from models.runtime import ModelRuntime, current_model_dir  # noqa: E402
-from reelstream import infra  # noqa: E402
+from reelstream import local_services  # noqa: E402
 from reelstream.redis_client import redis_client  # noqa: E402
 from reelstream.settings import Settings  # noqa: E402
 from tests.user_state import apply_rating  # noqa: E402
@@ -79,8 +79,8 @@ async def walk(args: argparse.Namespace, work: Path) -> dict:
     model_dir = current_model_dir(var / "models")
     runtime = ModelRuntime.load(model_dir)
     store = load_store(var / "store")
-    port = infra.free_port()
-    infra.start_redis(work / "run", "127.0.0.1", port)
+    port = local_services.free_port()
+    local_services.start_redis(work / "run", "127.0.0.1", port)
     url = f"redis://127.0.0.1:{port}/0"
     client = redis_client(url)
     try:
@@ -156,7 +156,7 @@ async def walk(args: argparse.Namespace, work: Path) -> dict:
         }
     finally:
         client.close()
-        infra.stop_process(work / "run", "redis")
+        local_services.stop_process(work / "run", "redis")
 
 
 def main() -> None:

@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bootstrap.synth import ML32M  # noqa: E402
-from reelstream import infra  # noqa: E402
+from reelstream import local_services  # noqa: E402
 from reelstream.redis_client import redis_client  # noqa: E402
 from schemas import redis_keys as keys  # noqa: E402
 
@@ -114,9 +114,9 @@ class Scale:
         self.logs = self.work / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         run = self.work / "infra"
-        kp, rp = infra.free_port(), infra.free_port()
-        infra.start_broker(run, "127.0.0.1", kp)
-        infra.start_redis(run, "127.0.0.1", rp)
+        kp, rp = local_services.free_port(), local_services.free_port()
+        local_services.start_broker(run, "127.0.0.1", kp)
+        local_services.start_redis(run, "127.0.0.1", rp)
         self.run_dir = run
         self.redis_url = f"redis://127.0.0.1:{rp}/0"
         self.env = {**os.environ, "KAFKA_BOOTSTRAP": f"127.0.0.1:{kp}", "REDIS_URL": self.redis_url,
@@ -127,8 +127,8 @@ class Scale:
 
     def close(self) -> None:
         self.redis.close()
-        infra.stop_process(self.run_dir, "broker")
-        infra.stop_process(self.run_dir, "redis")
+        local_services.stop_process(self.run_dir, "broker")
+        local_services.stop_process(self.run_dir, "redis")
 
     # --- helpers ------------------------------------------------------------------------------
     def run(self, name: str, argv: list[str], **extra: Any) -> dict[str, Any]:
@@ -244,7 +244,7 @@ class Scale:
         env = {**self.env, "REELSTREAM_WORKER_REBUILD": "false"}
         procs = []
         for i in range(n):
-            argv = _cli("worker", "--name", f"{tag}-{i}", "--web-port", str(infra.free_port()))
+            argv = _cli("worker", "--name", f"{tag}-{i}", "--web-port", str(local_services.free_port()))
             procs.append(Watched(argv, env, self.logs / f"{tag}-{i}.log"))
         names = [f"{tag}-{i}" for i in range(n)]
         deadline = time.monotonic() + 300
@@ -316,7 +316,7 @@ class Scale:
     def up_total(self) -> dict[str, Any]:
         import httpx
 
-        port = infra.free_port()
+        port = local_services.free_port()
         self.env["REELSTREAM_GATEWAY_PORT"] = str(port)
         before = os.getloadavg()
         t0 = time.perf_counter()

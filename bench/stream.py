@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from bootstrap.store import load_store  # noqa: E402
 from models.runtime import ModelRuntime  # noqa: E402
-from reelstream import infra  # noqa: E402
+from reelstream import local_services  # noqa: E402
 from reelstream.redis_client import redis_client  # noqa: E402
 from reelstream.settings import Settings  # noqa: E402
 from schemas import redis_keys as keys  # noqa: E402
@@ -87,9 +87,9 @@ class Bench:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         run = tmp / "infra"
-        kp, rp = infra.free_port(), infra.free_port()
-        self.broker_pid = infra.start_broker(run, "127.0.0.1", kp)
-        self.redis_pid = infra.start_redis(run, "127.0.0.1", rp)
+        kp, rp = local_services.free_port(), local_services.free_port()
+        self.broker_pid = local_services.start_broker(run, "127.0.0.1", kp)
+        self.redis_pid = local_services.start_redis(run, "127.0.0.1", rp)
         self.run_dir = run
         self.base_env = {**os.environ, "KAFKA_BOOTSTRAP": f"127.0.0.1:{kp}", "REDIS_URL": f"redis://127.0.0.1:{rp}/0",
                          "REELSTREAM_VAR_DIR": str(tmp / "var"),
@@ -105,8 +105,8 @@ class Bench:
         self.redis = redis_client(f"redis://127.0.0.1:{rp}/0")
 
     def close(self) -> None:
-        infra.stop_process(self.run_dir, "broker")
-        infra.stop_process(self.run_dir, "redis")
+        local_services.stop_process(self.run_dir, "broker")
+        local_services.stop_process(self.run_dir, "redis")
 
     def scenario_env(self, tag: str) -> tuple[dict[str, str], Settings]:
         sfx = f"{tag}-{uuid.uuid4().hex[:6]}"
@@ -123,7 +123,7 @@ class Bench:
         return env, settings
 
     def start_workers(self, env: dict[str, str], n: int, name: str) -> subprocess.Popen:
-        port = infra.free_port()
+        port = local_services.free_port()
         log = (self.tmp / f"{name}.log").open("ab")
         proc = subprocess.Popen([sys.executable, "-m", "reelstream.cli", "worker", "--workers", str(n), "--name", name,
                                  "--web-port", str(port if n == 1 else 47000 + (port % 1000) * 8)],

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.runtime import ModelRuntime  # noqa: E402
-from reelstream import infra  # noqa: E402
+from reelstream import local_services  # noqa: E402
 from reelstream.redis_client import redis_client  # noqa: E402
 from streams.codecs import codec_for  # noqa: E402
 from streams.events import rating_event, user_key  # noqa: E402
@@ -55,8 +55,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir, models_dir = Path(tmp) / "run", Path(tmp) / "models"
         run_dir.mkdir()
-        port = infra.free_port()
-        infra.start_redis(run_dir, "127.0.0.1", port)
+        port = local_services.free_port()
+        local_services.start_redis(run_dir, "127.0.0.1", port)
         try:
             client = redis_client(f"redis://127.0.0.1:{port}/0")
             old = model(models_dir, "m0001", movies, 0)
@@ -86,7 +86,7 @@ def main() -> None:
                 "movies": len(movies), "load_avg_before": load_before, "load_avg_after": os.getloadavg()[0],
             }  # fmt: skip
         finally:
-            infra.stop_process(run_dir, "redis")
+            local_services.stop_process(run_dir, "redis")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

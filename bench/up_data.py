@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from monitoring.sampler import RunSampler  # noqa: E402
-from reelstream import infra  # noqa: E402
+from reelstream import local_services  # noqa: E402
 from reelstream.settings import Settings  # noqa: E402
 from schemas import redis_keys as keys  # noqa: E402
 
@@ -67,7 +67,7 @@ def main() -> None:
                        check=True)  # fmt: skip
     var = ROOT / "var" / "bench" / "up-var"
     shutil.rmtree(var, ignore_errors=True)
-    ports = {k: infra.free_port() for k in ("kafka", "redis", "gateway", "worker")}
+    ports = {k: local_services.free_port() for k in ("kafka", "redis", "gateway", "worker")}
     env = {**os.environ, "REELSTREAM_VAR_DIR": str(var), "KAFKA_BOOTSTRAP": f"127.0.0.1:{ports['kafka']}",
            "REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0", "REELSTREAM_GATEWAY_PORT": str(ports["gateway"]),
            "REELSTREAM_WORKER_WEB_PORT": str(ports["worker"])}  # fmt: skip

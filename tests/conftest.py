@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from reelstream import infra
+from reelstream import local_services
 from reelstream.settings import Settings, get_settings
 from tests.live_system import built_var, live  # noqa: F401 - fixtures shared by the live-system tests
 
@@ -32,18 +32,18 @@ class LiveInfra:
 def live_infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveInfra]:
     """Start Tansu and redis-server once per test session; stop them at the end."""
     run_dir = tmp_path_factory.mktemp("infra")
-    kafka_port, redis_port = infra.free_port(), infra.free_port()
-    infra.start_broker(run_dir, "127.0.0.1", kafka_port)
+    kafka_port, redis_port = local_services.free_port(), local_services.free_port()
+    local_services.start_broker(run_dir, "127.0.0.1", kafka_port)
     try:
-        infra.start_redis(run_dir, "127.0.0.1", redis_port)
+        local_services.start_redis(run_dir, "127.0.0.1", redis_port)
     except BaseException:
-        infra.stop_process(run_dir, "broker")
+        local_services.stop_process(run_dir, "broker")
         raise
     try:
         yield LiveInfra(f"127.0.0.1:{kafka_port}", f"redis://127.0.0.1:{redis_port}/0", run_dir)
     finally:
-        infra.stop_process(run_dir, "broker")
-        infra.stop_process(run_dir, "redis")
+        local_services.stop_process(run_dir, "broker")
+        local_services.stop_process(run_dir, "redis")
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def live_settings(live_infra: LiveInfra, settings: Settings, monkeypatch: pytest
 
 @pytest.fixture
 def subprocess_env(live_settings: Settings) -> dict[str, str]:
-    """The environment a child ``reelstream`` process needs to use the session's infra."""
+    """The environment a child ``reelstream`` process needs to use the session's local_services."""
     env = dict(os.environ)
     env["KAFKA_BOOTSTRAP"] = live_settings.kafka_bootstrap
     env["REDIS_URL"] = live_settings.redis_url

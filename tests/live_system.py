@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from models.runtime import ModelRuntime
-from reelstream import infra
+from reelstream import local_services
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from tests.stream_support import (
@@ -94,7 +94,7 @@ class GatewayProcess:
 
     def __init__(self, env: dict[str, str], log_dir: Path, *extra: str) -> None:
         """``extra``: more ``reelstream gateway`` options (``--workers 2``)."""
-        self.port = infra.free_port()
+        self.port = local_services.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log_dir / "gateway.log"
         argv = [sys.executable, "-m", "reelstream.cli", "gateway", "--port", str(self.port), *extra]

@@ -23,7 +23,7 @@ import redis
 
 from bootstrap.store import load_store
 from models.runtime import ModelRuntime, current_model_dir
-from reelstream import infra
+from reelstream import local_services
 from reelstream.settings import Settings, get_settings
 from schemas import redis_keys as keys
 from schemas.side_features import GENRE, feature_name, side_metadata
@@ -106,7 +106,7 @@ class WorkerProcess:
         self.log = log_dir / f"worker-{name}.log"
         self.name = name
         argv = [sys.executable, "-m", "reelstream.cli", "worker", "--name", name, "--workers", str(workers),
-                "--web-port", str(infra.free_port())]  # fmt: skip
+                "--web-port", str(local_services.free_port())]  # fmt: skip
         if workers > 1:  # children take consecutive ports from this one
             argv[-1] = str(_free_port_range(workers))
         with self.log.open("ab") as fh:
@@ -134,7 +134,7 @@ class WorkerProcess:
 
 def _free_port_range(n: int) -> int:
     for _ in range(50):
-        base = infra.free_port()
+        base = local_services.free_port()
         if base + n < 65535 and all(_port_free(base + i) for i in range(n)):
             return base
     raise RuntimeError("no free port range")

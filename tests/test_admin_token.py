@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reelstream import infra
+from reelstream import local_services
 from reelstream.errors import ConfigError
 from reelstream.settings import ADMIN_TOKEN_MIN_CHARS, PROJECT_ROOT, Settings
 from tests.live_system import GatewayProcess, Live
@@ -91,15 +91,15 @@ def test_explicit_token_allows_a_wildcard_bind_and_the_generated_one_does_not(tm
 
 def test_gateway_and_up_refuse_weak_tokens_and_exposed_binds(tmp_path: Path) -> None:
     var = tmp_path / "var"
-    port = str(infra.free_port())
+    port = str(local_services.free_port())
     cases = [
         (_env(var), ("gateway", "--host", "0.0.0.0", "--port", port), "refusing to bind the gateway to 0.0.0.0"),
         (_env(var, REELSTREAM_GATEWAY_HOST="::"), ("gateway", "--port", port), "refusing to bind the gateway to ::"),
         (_env(var, REELSTREAM_ADMIN_TOKEN=OLD_DEFAULT), ("gateway", "--port", port), "shorter than"),
         (_env(var, REELSTREAM_ADMIN_TOKEN=""), ("gateway", "--port", port), "REELSTREAM_ADMIN_TOKEN is empty"),
         # up refuses before it starts anything (no broker, no Redis, no pid file).
-        (_env(var, REELSTREAM_GATEWAY_HOST="0.0.0.0", KAFKA_BOOTSTRAP=f"127.0.0.1:{infra.free_port()}",
-              REDIS_URL=f"redis://127.0.0.1:{infra.free_port()}/0"),
+        (_env(var, REELSTREAM_GATEWAY_HOST="0.0.0.0", KAFKA_BOOTSTRAP=f"127.0.0.1:{local_services.free_port()}",
+              REDIS_URL=f"redis://127.0.0.1:{local_services.free_port()}/0"),
          ("up", "--no-replay"), "refusing to bind the gateway to 0.0.0.0"),
     ]  # fmt: skip
     for env, args, message in cases:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from pydantic import AliasChoices
 
-from reelstream import infra
+from reelstream import local_services
 from reelstream.settings import PROJECT_ROOT, Settings
 
 COMPOSE = PROJECT_ROOT / "docker-compose.kafka.yml"
@@ -86,7 +86,7 @@ def test_redis_runs_with_the_memory_limits_of_the_settings() -> None:
     """The compose Redis gets the listpack limits ``reelstream infra`` starts its own with (a value changed in
     settings alone would leave the two deployments with different bytes per rating)."""
     command = _compose()["services"]["redis"]["command"]
-    memory = infra.redis_memory_args(Settings())
+    memory = local_services.redis_memory_args(Settings())
     at = command.index(memory[0])
     assert command[at : at + len(memory)] == memory
 
@@ -99,9 +99,9 @@ def test_every_variable_is_a_setting_and_addresses_match_the_services() -> None:
         unknown = {k for k in env if k not in known}
         assert not unknown, f"{name} sets variables Settings does not read: {unknown}"
         settings = Settings(**{"kafka_bootstrap": env["KAFKA_BOOTSTRAP"], "redis_url": env["REDIS_URL"]})
-        host, port = infra.kafka_address(settings.kafka_bootstrap)
+        host, port = local_services.kafka_address(settings.kafka_bootstrap)
         assert host == "kafka" and port == 9092
-        rhost, rport = infra.redis_address(settings.redis_url)
+        rhost, rport = local_services.redis_address(settings.redis_url)
         assert rhost == "redis" and rport == 6379
         assert int(env["REELSTREAM_TOPIC_PARTITIONS"]) == Settings().topic_partitions
 
@@ -109,8 +109,8 @@ def test_every_variable_is_a_setting_and_addresses_match_the_services() -> None:
 def test_published_ports_match_the_default_settings() -> None:
     services = _compose()["services"]
     defaults = Settings()
-    _, kafka_port = infra.kafka_address(defaults.kafka_bootstrap)
-    _, redis_port = infra.redis_address(defaults.redis_url)
+    _, kafka_port = local_services.kafka_address(defaults.kafka_bootstrap)
+    _, redis_port = local_services.redis_address(defaults.redis_url)
     published = {name: [(host_port, port) for _, host_port, port in ports] for name, ports in _published({}).items()}
     assert (kafka_port, 9092) in published["kafka"]
     assert (redis_port, 6379) in published["redis"]

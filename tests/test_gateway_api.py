@@ -19,7 +19,7 @@ from gateway.rules import RulesStore
 from gateway.service import Gateway
 from gateway.state import RedisState
 from models.runtime import ModelRuntime
-from reelstream import infra
+from reelstream import local_services
 from reelstream.settings import PROJECT_ROOT, Settings
 from schemas import redis_keys as keys
 from tests.stream_support import wait_for
@@ -229,7 +229,7 @@ def test_rules_need_the_bearer_token(client: TestClient, live_settings: Settings
 
 
 def test_broker_down_gives_503_with_retry_after(live_settings, runtime, items, tmp_path: Path) -> None:
-    dead = live_settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{infra.free_port()}"})
+    dead = live_settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{local_services.free_port()}"})
     app = create_app(dead, gateway=make_gateway(dead, runtime, items))
     with TestClient(app) as tc:
         resp = tc.post("/ratings", json={"user_id": 1, "movie_id": 1, "rating": 4.0})
@@ -238,9 +238,9 @@ def test_broker_down_gives_503_with_retry_after(live_settings, runtime, items, t
 
 
 def test_redis_down_degrades_to_popularity(live_settings, runtime, items, tmp_path: Path) -> None:
-    port = infra.free_port()
+    port = local_services.free_port()
     run_dir = tmp_path / "own-redis"
-    infra.start_redis(run_dir, "127.0.0.1", port)
+    local_services.start_redis(run_dir, "127.0.0.1", port)
     url = f"redis://127.0.0.1:{port}/0"
     try:
         own = redis.Redis.from_url(url)
@@ -249,7 +249,7 @@ def test_redis_down_degrades_to_popularity(live_settings, runtime, items, tmp_pa
         app = create_app(live_settings, gateway=make_gateway(live_settings, runtime, items, url))
         with TestClient(app) as tc:
             assert tc.get("/recommendations/5").json()["source"] == "personalised"
-            infra.stop_process(run_dir, "redis")
+            local_services.stop_process(run_dir, "redis")
             response = tc.get("/recommendations/5", params={"k": 10})
             RecommendationList.model_validate_json(response.content)
             body = response.json()
@@ -262,7 +262,7 @@ def test_redis_down_degrades_to_popularity(live_settings, runtime, items, tmp_pa
             assert health["status"] == "degraded" and health["redis"]["ok"] is False
             assert tc.get("/stats").status_code == 200
     finally:
-        infra.stop_process(run_dir, "redis")
+        local_services.stop_process(run_dir, "redis")
 
 
 def test_new_movie_from_movie_event_is_scored(client: TestClient, rclient, runtime) -> None:

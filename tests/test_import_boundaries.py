@@ -1,7 +1,7 @@
 """The dependency rules of docs/architecture.md, read from every import statement (lazy ones included).
 
 Each library package may import only the packages its rule names; the shell (``reelstream``'s CLI,
-commands, infra, system and supervisor) may import everything and no library package imports it.
+commands, local_services, live_system and supervisor) may import everything and no library package imports it.
 The kernel (``reelstream``'s settings, errors, addresses, Redis client and console) is shared by all.
 """
 
@@ -35,7 +35,7 @@ def _imports(path: Path) -> list[tuple[int, str]]:
         if isinstance(node, ast.Import):
             out += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module == "reelstream":  # ``from reelstream import infra``: the names are modules
+            if node.module == "reelstream":  # ``from reelstream import local_services``: the names are modules
                 out += [(node.lineno, f"reelstream.{alias.name}") for alias in node.names]
             else:
                 out.append((node.lineno, node.module))
@@ -64,8 +64,8 @@ def test_package_imports_only_what_its_rule_allows(package: str) -> None:
 
 def test_the_rules_catch_an_upward_import(tmp_path: Path) -> None:
     sample = tmp_path / "x.py"
-    sample.write_text("def f():\n    from gateway.app import create_app\n    from reelstream import infra\n")
-    assert _imports(sample) == [(2, "gateway.app"), (3, "reelstream.infra")]
+    sample.write_text("def f():\n    from gateway.app import create_app\n    from reelstream import local_services\n")
+    assert _imports(sample) == [(2, "gateway.app"), (3, "reelstream.local_services")]
 
 
 def test_every_package_has_a_rule() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from reelstream import infra
+from reelstream import local_services
 from reelstream.errors import InfraError
 from reelstream.settings import Settings
 
@@ -24,8 +24,8 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def cli_env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env["KAFKA_BOOTSTRAP"] = f"127.0.0.1:{infra.free_port()}"
-    env["REDIS_URL"] = f"redis://127.0.0.1:{infra.free_port()}/0"
+    env["KAFKA_BOOTSTRAP"] = f"127.0.0.1:{local_services.free_port()}"
+    env["REDIS_URL"] = f"redis://127.0.0.1:{local_services.free_port()}/0"
     env["REELSTREAM_VAR_DIR"] = str(tmp_path / "var")
     return env
 
@@ -39,8 +39,8 @@ def test_up_status_down_lifecycle(cli_env: dict[str, str], tmp_path: Path) -> No
     up = _cli(cli_env, "infra", "up")
     assert up.returncode == 0, up.stderr
     assert "started (Tansu" in up.stdout and "redis" in up.stdout
-    assert infra.broker_answers(cli_env["KAFKA_BOOTSTRAP"])
-    assert infra.redis_answers(cli_env["REDIS_URL"])
+    assert local_services.broker_answers(cli_env["KAFKA_BOOTSTRAP"])
+    assert local_services.redis_answers(cli_env["REDIS_URL"])
     pids = [int((run_dir / f"{n}.pid").read_text()) for n in ("broker", "redis")]
     assert (run_dir / "broker.log").exists() and (run_dir / "redis.log").exists()
     try:
@@ -55,8 +55,8 @@ def test_up_status_down_lifecycle(cli_env: dict[str, str], tmp_path: Path) -> No
         down = _cli(cli_env, "infra", "down")
     assert down.returncode == 0
     assert down.stdout.count("stopped") == 2
-    assert not infra.broker_answers(cli_env["KAFKA_BOOTSTRAP"])
-    assert not infra.redis_answers(cli_env["REDIS_URL"])
+    assert not local_services.broker_answers(cli_env["KAFKA_BOOTSTRAP"])
+    assert not local_services.redis_answers(cli_env["REDIS_URL"])
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
@@ -67,39 +67,39 @@ def test_up_uses_services_that_already_answer(live_infra, tmp_path: Path) -> Non
     settings = Settings(
         kafka_bootstrap=live_infra.kafka_bootstrap, redis_url=live_infra.redis_url, var_dir=tmp_path / "var"
     )
-    lines = infra.up(settings)
+    lines = local_services.up(settings)
     assert all("already answering" in line for line in lines)
     assert not (settings.run_dir / "broker.pid").exists()
-    assert "was not started by reelstream" in infra.down(settings)[0]
-    assert infra.broker_answers(live_infra.kafka_bootstrap)
+    assert "was not started by reelstream" in local_services.down(settings)[0]
+    assert local_services.broker_answers(live_infra.kafka_bootstrap)
 
 
 def test_up_refuses_to_start_for_a_remote_address(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # No packet may leave loopback in tests: the remote broker is simply "not answering".
-    monkeypatch.setattr(infra, "broker_answers", lambda bootstrap, timeout=1.0: False)
+    monkeypatch.setattr(local_services, "broker_answers", lambda bootstrap, timeout=1.0: False)
     settings = Settings(kafka_bootstrap="kafka.example.internal:9092", var_dir=tmp_path / "var")
     with pytest.raises(InfraError, match="not local"):
-        infra.up(settings)
+        local_services.up(settings)
 
 
 @pytest.mark.parametrize("bad", ["nohostport", "host:notaport"])
 def test_bad_bootstrap_is_a_clear_error(bad: str) -> None:
     with pytest.raises(InfraError, match="KAFKA_BOOTSTRAP"):
-        infra.kafka_address(bad)
+        local_services.kafka_address(bad)
 
 
 def test_probes_say_no_when_nothing_listens() -> None:
-    port = infra.free_port()
-    assert not infra.broker_answers(f"127.0.0.1:{port}", timeout=0.2)
-    assert not infra.redis_answers(f"redis://127.0.0.1:{port}/0", timeout=0.2)
+    port = local_services.free_port()
+    assert not local_services.broker_answers(f"127.0.0.1:{port}", timeout=0.2)
+    assert not local_services.redis_answers(f"redis://127.0.0.1:{port}/0", timeout=0.2)
 
 
 def test_redis_keeps_its_state_across_a_restart(tmp_path: Path) -> None:
     """The local Redis runs with an append-only file, so a stop and start (``down`` + ``up``) keeps every key."""
-    run_dir, port = tmp_path / "run", infra.free_port()
+    run_dir, port = tmp_path / "run", local_services.free_port()
     url = f"redis://127.0.0.1:{port}/0"
     state = {b"version": b"3", b"pre": bytes(range(256)), b"model_version": b"m0001"}
-    infra.start_redis(run_dir, "127.0.0.1", port)
+    local_services.start_redis(run_dir, "127.0.0.1", port)
     try:
         client = redis.Redis.from_url(url)
         assert client.config_get("appendonly") == {"appendonly": "yes"}
@@ -108,15 +108,15 @@ def test_redis_keeps_its_state_across_a_restart(tmp_path: Path) -> None:
         client.rpush("rs:user:1:recent", "10:4.0:1", "11:3.5:2")
         client.close()
     finally:
-        assert infra.stop_process(run_dir, "redis")
-    assert not infra.redis_answers(url)
+        assert local_services.stop_process(run_dir, "redis")
+    assert not local_services.redis_answers(url)
     assert (run_dir / "redis" / "appendonly.aof").stat().st_size > 0
 
-    infra.start_redis(run_dir, "127.0.0.1", port)
+    local_services.start_redis(run_dir, "127.0.0.1", port)
     try:
         client = redis.Redis.from_url(url)
         assert client.hgetall("rs:user:1") == state
         assert client.lrange("rs:user:1:recent", 0, -1) == [b"10:4.0:1", b"11:3.5:2"]
         client.close()
     finally:
-        infra.stop_process(run_dir, "redis")
+        local_services.stop_process(run_dir, "redis")

@@ -22,7 +22,7 @@ from gateway.rules import RulesStore
 from gateway.service import Gateway
 from gateway.state import RedisState
 from models.runtime import ModelRuntime
-from reelstream import infra
+from reelstream import local_services
 from reelstream.commands.movie import split_genres
 from reelstream.settings import PROJECT_ROOT, Settings
 from schemas.movie_record import encode_movie
@@ -97,7 +97,7 @@ def movie_add(settings: Settings, *args: str, bootstrap: str = "127.0.0.1:9") ->
 
 def test_movie_add_bad_input_and_a_dead_broker_exit_2_with_one_line(settings: Settings) -> None:
     install_model(settings, np.array([1, 2, HEAT]))  # genre features Action, Comedy, Drama, Horror; no tags
-    dead = f"127.0.0.1:{infra.free_port()}"
+    dead = f"127.0.0.1:{local_services.free_port()}"
     cases = [
         (["--id", "0", "--title", "T"], "movie_id: movie id 0 is outside"),
         (["--id", "5", "--title", ""], "title: empty title"),
@@ -215,7 +215,7 @@ def test_post_movies_409_for_a_movie_with_trained_rows(client: TestClient, fake:
 
 
 def test_post_movies_503_when_the_broker_is_down(settings: Settings, catalog: Catalog, tmp_path: Path) -> None:
-    dead = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{infra.free_port()}"})
+    dead = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{local_services.free_port()}"})
     app = create_app(dead, gateway=gateway_for(dead, catalog), producer=KafkaRatingsProducer(dead), monitors=False)
     with TestClient(app) as tc:
         resp = tc.post("/movies", json=NEW, headers={"Authorization": f"Bearer {dead.admin_secret()}"})

@@ -131,12 +131,12 @@ def test_retrain_keeps_an_equal_challenger_and_promotes_a_better_one_with_a_hot_
 
 
 def test_up_schedules_retrain_only_when_asked(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    from reelstream import infra, system
+    from reelstream import live_system, local_services
 
-    assert "retrain" not in system.child_specs(settings, system.SystemPlan())
+    assert "retrain" not in live_system.child_specs(settings, live_system.SystemPlan())
     spawned: list[list[str]] = []
-    monkeypatch.setattr(infra, "spawn", lambda run_dir, name, argv, env: spawned.append(argv) or 4242)
-    spec = system.child_specs(settings, system.SystemPlan(retrain_every_hours=6))["retrain"]
+    monkeypatch.setattr(local_services, "spawn", lambda run_dir, name, argv, env: spawned.append(argv) or 4242)
+    spec = live_system.child_specs(settings, live_system.SystemPlan(retrain_every_hours=6))["retrain"]
     assert spec.start() == 4242 and spec.restart_on_success  # a scheduler that exits is restarted
     assert spawned[0][-3:] == ["retrain", "--every-hours", "6"]
 

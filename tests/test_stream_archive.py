@@ -19,7 +19,7 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from reelstream import infra
+from reelstream import local_services
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from streams.admin import ensure_topics_sync, high_watermarks
@@ -277,9 +277,9 @@ def test_the_archiver_rides_out_redis_and_broker_outages(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Its own broker and Redis, stopped and started under it: the process keeps archiving and never exits."""
-    run_dir, kafka_port, redis_port = tmp_path / "infra", infra.free_port(), infra.free_port()
-    infra.start_broker(run_dir, "127.0.0.1", kafka_port)
-    infra.start_redis(run_dir, "127.0.0.1", redis_port)
+    run_dir, kafka_port, redis_port = tmp_path / "infra", local_services.free_port(), local_services.free_port()
+    local_services.start_broker(run_dir, "127.0.0.1", kafka_port)
+    local_services.start_redis(run_dir, "127.0.0.1", redis_port)
     env = {
         "KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}", "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "REELSTREAM_TOPIC_PARTITIONS": "2", "REELSTREAM_ARCHIVE_SEGMENT_AGE_S": "0.3",
@@ -295,16 +295,16 @@ def test_the_archiver_rides_out_redis_and_broker_outages(
         case.produce(s.topic_ratings, _ratings(0, 100))
         case.wait_archived(100)
 
-        infra.stop_process(run_dir, "redis")  # Redis holds only the status: archiving goes on
+        local_services.stop_process(run_dir, "redis")  # Redis holds only the status: archiving goes on
         case.produce(s.topic_ratings, _ratings(100, 100))
         case.wait_archived(200)
-        infra.start_redis(run_dir, "127.0.0.1", redis_port)
+        local_services.start_redis(run_dir, "127.0.0.1", redis_port)
         wait_for(lambda: case.status().get("records") == "200", 30, "the status written again once Redis is back")
 
-        infra.stop_process(run_dir, "broker")  # the memory-only broker: it comes back empty
+        local_services.stop_process(run_dir, "broker")  # the memory-only broker: it comes back empty
         wait_for(lambda: case.status().get("state") == "degraded", 60, "the status to say the broker is away")
         assert archiver.alive(), archiver.tail()
-        infra.start_broker(run_dir, "127.0.0.1", kafka_port)
+        local_services.start_broker(run_dir, "127.0.0.1", kafka_port)
         ensure_topics_sync(s)
         case.produce(s.topic_ratings, _ratings(200, 40))
         case.wait_archived(40, epoch=1)
@@ -317,5 +317,5 @@ def test_the_archiver_rides_out_redis_and_broker_outages(
         for a in case.archivers:
             a.stop()
         client.close()
-        infra.stop_process(run_dir, "broker")
-        infra.stop_process(run_dir, "redis")
+        local_services.stop_process(run_dir, "broker")
+        local_services.stop_process(run_dir, "redis")

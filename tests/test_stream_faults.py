@@ -28,7 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from monitoring.lag import LagMonitor, recorded_resets
-from reelstream import infra
+from reelstream import local_services
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from streams.admin import ensure_topics_sync
@@ -71,28 +71,30 @@ class Pair:
         return f"redis://{HOST}:{self.redis_port}/0"
 
     def kill9(self, name: str) -> None:
-        pid = infra.running_pid(self.run_dir, name)
+        pid = local_services.running_pid(self.run_dir, name)
         assert pid is not None, f"{name} is not running"
         os.killpg(pid, signal.SIGKILL)
-        wait_for(lambda: infra.running_pid(self.run_dir, name) is None, 30, f"{name} (pid {pid}) to die")
+        wait_for(lambda: local_services.running_pid(self.run_dir, name) is None, 30, f"{name} (pid {pid}) to die")
 
     def start_broker(self) -> None:
-        infra.start_broker(self.run_dir, HOST, self.kafka_port)
+        local_services.start_broker(self.run_dir, HOST, self.kafka_port)
 
     def start_redis(self) -> None:
-        infra.start_redis(self.run_dir, HOST, self.redis_port)  # AOF, fsync every second (infra.start_redis)
+        local_services.start_redis(
+            self.run_dir, HOST, self.redis_port
+        )  # AOF, fsync every second (local_services.start_redis)
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    p = Pair(tmp_path_factory.mktemp("faults"), infra.free_port(), infra.free_port())
+    p = Pair(tmp_path_factory.mktemp("faults"), local_services.free_port(), local_services.free_port())
     p.start_broker()
     try:
         p.start_redis()
         yield p
     finally:
-        infra.stop_process(p.run_dir, "broker")
-        infra.stop_process(p.run_dir, "redis")
+        local_services.stop_process(p.run_dir, "broker")
+        local_services.stop_process(p.run_dir, "redis")
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ import pytest
 import redis
 
 from models.runtime import ModelRuntime
-from reelstream import infra, system
+from reelstream import live_system, local_services
 from reelstream.settings import Settings
 from reelstream.supervisor import ChildSpec, CrashLoop, Supervisor, backoff_s
 from schemas import redis_keys as keys
@@ -47,7 +47,7 @@ def _settings(tmp_path: Path, **overrides: object) -> Settings:
 
 def _python(run_dir: Path, name: str, code: str) -> ChildSpec:
     """A child running ``code``, started like ``up`` starts its children (own session, log, pid file)."""
-    return ChildSpec(name, lambda: infra.spawn(run_dir, name, [sys.executable, "-c", code]))
+    return ChildSpec(name, lambda: local_services.spawn(run_dir, name, [sys.executable, "-c", code]))
 
 
 def _log(settings: Settings) -> str:
@@ -109,12 +109,14 @@ def test_a_crash_loop_stops_with_the_child_and_its_log(tmp_path: Path) -> None:
 
 
 def test_a_child_reaped_elsewhere_is_still_seen_to_exit(tmp_path: Path) -> None:
-    """``infra.running_pid`` (or subprocess's clean-up) may reap first: the supervisor must notice anyway."""
+    """``local_services.running_pid`` (or subprocess's clean-up) may reap first: the supervisor must notice anyway."""
     settings = _settings(tmp_path)
     sup = Supervisor(settings, lambda _: None)
     try:
         pid = sup.start(_python(settings.run_dir, "child", CRASH_ONCE))
-        wait_for(lambda: infra.running_pid(settings.run_dir, "child") is None, 30, "running_pid to reap the child")
+        wait_for(
+            lambda: local_services.running_pid(settings.run_dir, "child") is None, 30, "running_pid to reap the child"
+        )
         wait_for(lambda: (sup.check(), "child restarted" in _log(settings))[1], 30, "the restart")
         assert f"child (pid {pid}) exited (exit status unknown: not reaped by this supervisor)" in _log(settings)
     finally:
@@ -160,26 +162,26 @@ def test_replay_exit_0_is_done_and_a_failure_is_restarted(tmp_path: Path) -> Non
 
 
 def test_a_killed_local_broker_comes_back_with_its_topics(tmp_path: Path) -> None:
-    """The broker's restart is ``up``'s own (``system.child_specs``): a fresh memory-only broker gets the topics."""
-    settings = _settings(tmp_path, kafka_bootstrap=f"127.0.0.1:{infra.free_port()}",
-                         redis_url=f"redis://127.0.0.1:{infra.free_port()}/0")  # fmt: skip
-    infra.up(settings)
+    """The broker's restart is ``up``'s own (``live_system.child_specs``): a fresh memory-only broker gets topics."""
+    settings = _settings(tmp_path, kafka_bootstrap=f"127.0.0.1:{local_services.free_port()}",
+                         redis_url=f"redis://127.0.0.1:{local_services.free_port()}/0")  # fmt: skip
+    local_services.up(settings)
     sup = Supervisor(settings, lambda _: None)
     try:
         ensure_topics_sync(settings)
-        old = infra.running_pid(settings.run_dir, "broker")
+        old = local_services.running_pid(settings.run_dir, "broker")
         assert old is not None
-        sup.adopt(system.child_specs(settings, system.SystemPlan(replay=False))["broker"], old)
+        sup.adopt(live_system.child_specs(settings, live_system.SystemPlan(replay=False))["broker"], old)
         os.kill(old, signal.SIGKILL)
         wait_for(lambda: (sup.check(), "broker restarted" in _log(settings))[1], 60, "the broker's restart")
         assert f"broker (pid {old}) killed by SIGKILL" in _log(settings)
-        assert infra.broker_answers(settings.kafka_bootstrap) and sup.children["broker"].pid != old
+        assert local_services.broker_answers(settings.kafka_bootstrap) and sup.children["broker"].pid != old
         statuses = ensure_topics_sync(settings)
         assert [(t.name, t.partitions, t.created) for t in statuses] == [
             (name, settings.topic_partitions, False) for name in settings.topics
         ]  # created by the restart, before anyone could auto-create them
     finally:
-        infra.down(settings)
+        local_services.down(settings)
 
 
 # --- reelstream up, supervising ---------------------------------------------------------------
@@ -222,10 +224,10 @@ def _start_up(tmp_path: Path, built_var: Path, *args: str, **extra: str) -> UpPr
     env = {
         **{k: v for k, v in os.environ.items() if k != "REELSTREAM_ADMIN_TOKEN"},
         "REELSTREAM_VAR_DIR": str(var),
-        "KAFKA_BOOTSTRAP": f"127.0.0.1:{infra.free_port()}",
-        "REDIS_URL": f"redis://127.0.0.1:{infra.free_port()}/0",
-        "REELSTREAM_GATEWAY_PORT": str(infra.free_port()),
-        "REELSTREAM_WORKER_WEB_PORT": str(infra.free_port()),
+        "KAFKA_BOOTSTRAP": f"127.0.0.1:{local_services.free_port()}",
+        "REDIS_URL": f"redis://127.0.0.1:{local_services.free_port()}/0",
+        "REELSTREAM_GATEWAY_PORT": str(local_services.free_port()),
+        "REELSTREAM_WORKER_WEB_PORT": str(local_services.free_port()),
         "REELSTREAM_PROBE_INTERVAL_S": "0",  # no probe ratings: less load, nothing but this test's events
         **extra,
     }
@@ -303,8 +305,12 @@ def test_worker_kill9_is_restarted_and_applies_what_it_missed(up_system: UpProce
                  "the supervisor to log the crash")  # fmt: skip
         wait_for(lambda: "worker-0 restarted" in up.log() and up.pid("worker-0") != worker, 30, "the restart")
         assert _alive(up.pid("worker-0"))
-        assert up.pid("broker") == broker and _alive(broker) and infra.broker_answers(up.settings.kafka_bootstrap)
-        assert up.pid("redis") == redis_pid and _alive(redis_pid) and infra.redis_answers(up.settings.redis_url)
+        assert (
+            up.pid("broker") == broker and _alive(broker) and local_services.broker_answers(up.settings.kafka_bootstrap)
+        )
+        assert (
+            up.pid("redis") == redis_pid and _alive(redis_pid) and local_services.redis_answers(up.settings.redis_url)
+        )
         assert up.proc.poll() is None and str(up.settings.run_dir / "worker-0.log") in up.log()
 
         post(rows[5])  # after the restart: once it is applied, everything before it has been too
@@ -371,7 +377,7 @@ def test_a_gateway_that_cannot_start_is_a_crash_loop_that_stops_everything(tmp_p
         assert out.count("a crash loop") == 1
         assert "address already in use" in log.read_text().lower()
         assert not list(up.settings.run_dir.glob("*.pid"))  # broker, Redis and worker stopped with it
-        assert not infra.broker_answers(up.settings.kafka_bootstrap)
+        assert not local_services.broker_answers(up.settings.kafka_bootstrap)
     finally:
         _stop(up)
         squatter.close()

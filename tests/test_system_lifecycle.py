@@ -10,7 +10,7 @@ and the same on the second ``up``.
 ``up --data DIR`` switches that var folder to a synthetic dataset: the store is bootstrapped again, the old
 dataset's events (in the topic, the archive, the replay checkpoint, a Redis marker) are retired, the worker
 applies the new STREAM only, and a second ``up --data`` with the same folder builds nothing. The deciding
-functions (:func:`reelstream.system.dataset_change`, :func:`bootstrap.pipeline.source_change`) are tested on
+functions (:func:`reelstream.live_system.dataset_change`, :func:`bootstrap.pipeline.source_change`) are tested on
 their own, without infrastructure.
 """
 
@@ -37,7 +37,7 @@ from rich.progress import Progress
 from bootstrap.pipeline import source_change, source_files
 from bootstrap.readers import sha256_file
 from monitoring.sampler import RunSampler
-from reelstream import infra, system
+from reelstream import live_system, local_services
 from reelstream.commands.replay import EventRateColumn
 from reelstream.errors import ReelstreamError
 from reelstream.settings import Settings
@@ -48,7 +48,7 @@ from tests.live_system import install_var
 from tests.stream_support import install_model, wait_for
 
 EXPECTED = {"broker", "redis", "worker-0", "gateway", "replay", "supervisor"} | (
-    {"archive"} if system.archive_available() else set()
+    {"archive"} if live_system.archive_available() else set()
 )
 TOKEN_LINE = re.compile(r"admin   token (\S+)  \(generated once, in (\S+), mode 0600")
 
@@ -83,14 +83,14 @@ def _started_here(run_dir: Path) -> list[psutil.Process]:
 
 def test_up_detach_then_down_leaves_no_process_behind(tmp_path: Path, built_var: Path) -> None:
     var = tmp_path / "var"
-    gateway_port = infra.free_port()
+    gateway_port = local_services.free_port()
     env = {
         **os.environ,
         "REELSTREAM_VAR_DIR": str(var),
-        "KAFKA_BOOTSTRAP": f"127.0.0.1:{infra.free_port()}",
-        "REDIS_URL": f"redis://127.0.0.1:{infra.free_port()}/0",
+        "KAFKA_BOOTSTRAP": f"127.0.0.1:{local_services.free_port()}",
+        "REDIS_URL": f"redis://127.0.0.1:{local_services.free_port()}/0",
         "REELSTREAM_GATEWAY_PORT": str(gateway_port),
-        "REELSTREAM_WORKER_WEB_PORT": str(infra.free_port()),
+        "REELSTREAM_WORKER_WEB_PORT": str(local_services.free_port()),
     }
     env.pop("REELSTREAM_ADMIN_TOKEN", None)
     settings = Settings(var_dir=var, kafka_bootstrap=env["KAFKA_BOOTSTRAP"], redis_url=env["REDIS_URL"])
@@ -175,27 +175,27 @@ def test_dataset_change_bootstraps_a_missing_store_and_keeps_any_store_when_no_d
 ) -> None:
     settings = Settings(var_dir=tmp_path / "var")
     data = _dataset(tmp_path / "a")
-    assert system.dataset_change(settings, data) == "no feature store yet"
+    assert live_system.dataset_change(settings, data) == "no feature store yet"
     version = settings.store_dir / "v0003"
     version.mkdir(parents=True)
     (version / "metadata.json").write_text(json.dumps({"version": 3, **_recorded(tmp_path / "a")}))
     (settings.store_dir / "CURRENT").write_text("v0003")
-    assert system.dataset_change(settings, data) is None
+    assert live_system.dataset_change(settings, data) is None
     other = _dataset(tmp_path / "c", rows=4)
-    assert system.dataset_change(settings, other) == f"store v3 built from {data.resolve()}, not {other.resolve()}"
-    assert system.dataset_change(settings, None) is None  # no --data: the CURRENT store, whatever it holds
+    assert live_system.dataset_change(settings, other) == f"store v3 built from {data.resolve()}, not {other.resolve()}"
+    assert live_system.dataset_change(settings, None) is None  # no --data: the CURRENT store, whatever it holds
 
     events = settings.store_dir / "events.json"  # whose events the topics, archive and Redis hold
-    assert system.events_owner_change(settings) is None  # not recorded (a var folder from before): kept
-    system._record_events_owner(settings)
-    assert system.events_owner_change(settings) is None
+    assert live_system.events_owner_change(settings) is None  # not recorded (a var folder from before): kept
+    live_system._record_events_owner(settings)
+    assert live_system.events_owner_change(settings) is None
     appended = {"version": 4, **_recorded(tmp_path / "a"), "appended": [{"file": "more.csv"}]}
     (settings.store_dir / "v0004").mkdir()
     (settings.store_dir / "v0004" / "metadata.json").write_text(json.dumps(appended))
     (settings.store_dir / "CURRENT").write_text("v0004")
-    assert system.events_owner_change(settings) is None  # an appended store is still that dataset
+    assert live_system.events_owner_change(settings) is None  # an appended store is still that dataset
     events.write_text(json.dumps({"source": str(other.resolve()), "source_checksums": {}}))
-    assert system.events_owner_change(settings) == (
+    assert live_system.events_owner_change(settings) == (
         f"the event log holds the events of {other.resolve()}, the store v4 is {data.resolve()}"
     )  # `reelstream bootstrap --data` of another folder, then `up` without --data: prepare retires the log
 
@@ -203,9 +203,9 @@ def test_dataset_change_bootstraps_a_missing_store_and_keeps_any_store_when_no_d
 def test_the_chosen_dataset_reaches_every_child_and_rate_0_is_unthrottled(tmp_path: Path) -> None:
     settings = Settings(var_dir=tmp_path / "var")
     data = _dataset(tmp_path / "a")
-    env = system._child_env(settings, system.SystemPlan(data=data))
+    env = live_system._child_env(settings, live_system.SystemPlan(data=data))
     assert env["REELSTREAM_DATA_PATH"] == str(data.resolve())
-    assert "REELSTREAM_DATA_PATH" not in system._child_env(settings, system.SystemPlan())
+    assert "REELSTREAM_DATA_PATH" not in live_system._child_env(settings, live_system.SystemPlan())
     column = EventRateColumn()
     with Progress(column) as bar:
         task = bar.add_task("replay", total=10)
@@ -220,7 +220,7 @@ def test_retiring_the_event_log_is_refused_while_a_process_of_the_system_runs(tm
     settings.run_dir.mkdir(parents=True)
     (settings.run_dir / "worker-0.pid").write_text(str(os.getpid()))
     with pytest.raises(ReelstreamError, match=r"in use by worker-0: run `reelstream down` first"):
-        system.retire_event_log(settings)
+        live_system.retire_event_log(settings)
 
 
 # --------------------------------------------------------------------------- up --data, live
@@ -262,14 +262,14 @@ def test_up_data_switches_to_a_synthetic_dataset_and_a_second_up_builds_nothing(
     assert synth.returncode == 0, synth.stdout + synth.stderr
     movies = pl.read_csv(data / "movies.csv")
     var = tmp_path / "var"
-    gateway_port = infra.free_port()
+    gateway_port = local_services.free_port()
     env = {
         **os.environ,
         "REELSTREAM_VAR_DIR": str(var),
-        "KAFKA_BOOTSTRAP": f"127.0.0.1:{infra.free_port()}",
-        "REDIS_URL": f"redis://127.0.0.1:{infra.free_port()}/0",
+        "KAFKA_BOOTSTRAP": f"127.0.0.1:{local_services.free_port()}",
+        "REDIS_URL": f"redis://127.0.0.1:{local_services.free_port()}/0",
         "REELSTREAM_GATEWAY_PORT": str(gateway_port),
-        "REELSTREAM_WORKER_WEB_PORT": str(infra.free_port()),
+        "REELSTREAM_WORKER_WEB_PORT": str(local_services.free_port()),
     }
     settings = Settings(var_dir=var, kafka_bootstrap=env["KAFKA_BOOTSTRAP"], redis_url=env["REDIS_URL"])
     install_var(settings, built_var)  # the bundled dataset's store v1 and a model of it

@@ -20,7 +20,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from reelstream import supervisor, system
+from reelstream import live_system, supervisor
 from reelstream.console import console
 from reelstream.settings import Settings, get_settings
 
@@ -62,7 +62,7 @@ def up(
 ) -> None:
     """Start broker, Redis, worker(s), archive, gateway and replay under a supervisor that restarts what crashes."""
     settings = get_settings()
-    plan = system.SystemPlan(
+    plan = live_system.SystemPlan(
         workers=workers, gateways=gateways, replay=replay, replay_rate=rate,
         retrain_every_hours=retrain_every_hours, data=data,
     )  # fmt: skip
@@ -84,24 +84,24 @@ def up(
 def _summary(settings: Settings, lines: list[str]) -> None:
     for line in lines:
         _echo(f"  {escape(line)}")
-    url = system.gateway_url(settings)
+    url = live_system.gateway_url(settings)
     _echo(f"\n[bold green]reelstream is up.[/] Dashboard: {url}/   API docs: {url}/docs")
     _echo(f"Logs and pids: {settings.run_dir}   Lag: `reelstream lag --watch`")
 
 
 def _stop_all(settings: Settings) -> None:
-    for line in system.down(settings):
+    for line in live_system.down(settings):
         _echo(f"  {escape(line)}")
 
 
-def _supervised(settings: Settings, plan: system.SystemPlan, background: bool) -> int:
+def _supervised(settings: Settings, plan: live_system.SystemPlan, background: bool) -> int:
     """Start the system under a supervisor held by this process and supervise until told to stop."""
     sup = supervisor.Supervisor(settings, _echo)
     stop, let_go = threading.Event(), threading.Event()
     for signum in (signal.SIGTERM, signal.SIGUSR1):  # start-up: stop everything ourselves (``down`` waits)
         signal.signal(signum, _interrupt)
     try:
-        _summary(settings, system.up(settings, plan, _echo, sup))
+        _summary(settings, live_system.up(settings, plan, _echo, sup))
         log = settings.run_dir / supervisor.LOG_NAME
         if background:
             _echo(f"{BACKGROUND_MARKER} (pid {os.getpid()}; crashes in {log}). Stop it with `reelstream down`.")
@@ -135,14 +135,14 @@ def _supervised(settings: Settings, plan: system.SystemPlan, background: bool) -
     return 0
 
 
-def _alongside(settings: Settings, plan: system.SystemPlan, other: int) -> int:
+def _alongside(settings: Settings, plan: live_system.SystemPlan, other: int) -> int:
     """Another supervisor holds this var folder: report (starting only what is missing) and leave it in charge."""
-    _summary(settings, system.up(settings, plan, _echo, supervisor.Supervisor(settings, _echo, passive=True)))
+    _summary(settings, live_system.up(settings, plan, _echo, supervisor.Supervisor(settings, _echo, passive=True)))
     _echo(f"Already supervised by pid {other}. Stop everything with `reelstream down`.")
     return 0
 
 
-def _detach(settings: Settings, plan: system.SystemPlan) -> int:
+def _detach(settings: Settings, plan: live_system.SystemPlan) -> int:
     """Run the supervising ``up`` in its own session and relay its output until the system is up."""
     other = supervisor.supervisor_pid(settings)
     if other is not None:
@@ -190,11 +190,11 @@ def _relay(proc: subprocess.Popen[bytes], log: Path, offset: int) -> int:
 
 def prepare(data: Path | None = DATA_OPTION) -> None:
     """Create topics, bootstrap, train and seed HISTORY where missing or stale (broker and Redis must answer)."""
-    for line in system.prepare(get_settings(), console.print, data):
+    for line in live_system.prepare(get_settings(), console.print, data):
         console.print(f"  {line}")
 
 
 def down() -> None:
     """Stop everything `reelstream up` started (supervisor, replay, gateway, archive, workers, broker, Redis)."""
-    for line in system.down(get_settings()):
+    for line in live_system.down(get_settings()):
         console.print(line)

@@ -42,7 +42,7 @@ import httpx
 import redis
 from dotenv import dotenv_values
 
-from reelstream import infra
+from reelstream import local_services
 from reelstream.errors import InfraError, ReelstreamError
 from reelstream.redis_client import redis_client
 from reelstream.settings import Settings
@@ -271,13 +271,13 @@ def _worker_names(settings: Settings) -> list[str]:
 def managed_processes(settings: Settings) -> dict[str, int]:
     """Name -> pid of every application process ``up`` started that is still alive.
 
-    Not for the supervisor: ``infra.running_pid`` reaps a dead child of the calling process and so
+    Not for the supervisor: ``local_services.running_pid`` reaps a dead child of the calling process and so
     loses its exit status (reelstream/supervisor.py).
     """
     names = ["replay", "gateway", "archive", "retrain", *_worker_names(settings)]
     alive = {}
     for name in names:
-        pid = infra.running_pid(settings.run_dir, name)
+        pid = local_services.running_pid(settings.run_dir, name)
         if pid is not None:
             alive[name] = pid
     return alive
@@ -362,13 +362,13 @@ def _child_env(settings: Settings, plan: SystemPlan) -> dict[str, str]:
 
 
 def _start_infra(settings: Settings, name: str) -> int:
-    """(Re)start the local broker or Redis (``infra.up`` starts what does not answer); topics after a broker."""
-    infra.up(settings)
+    """(Re)start the local broker or Redis (``local_services.up`` starts what does not answer); then topics."""
+    local_services.up(settings)
     if name == "broker":  # a fresh memory-only broker has no topics: create them before anyone auto-creates them
         from streams.admin import ensure_topics_sync
 
         ensure_topics_sync(settings)
-    pid = infra.running_pid(settings.run_dir, name)
+    pid = local_services.running_pid(settings.run_dir, name)
     if pid is None:
         raise InfraError(f"{name} answers but was not started by reelstream; not supervising it")
     return pid
@@ -379,7 +379,7 @@ def child_specs(settings: Settings, plan: SystemPlan) -> dict[str, ChildSpec]:
     env, run_dir = _child_env(settings, plan), settings.run_dir
 
     def app(name: str, *args: str) -> ChildSpec:
-        return ChildSpec(name, lambda: infra.spawn(run_dir, name, _cli(*args), env=env))
+        return ChildSpec(name, lambda: local_services.spawn(run_dir, name, _cli(*args), env=env))
 
     specs = {name: ChildSpec(name, lambda name=name: _start_infra(settings, name)) for name in ("broker", "redis")}
     for i in range(plan.workers):
@@ -414,7 +414,7 @@ def _wait(supervisor: Supervisor, ready: Callable[[], bool], what: str) -> None:
         supervisor.check()
         return ready()
 
-    infra.wait_until(check, READY_TIMEOUT_S, what, 0.2)
+    local_services.wait_until(check, READY_TIMEOUT_S, what, 0.2)
 
 
 def up(
@@ -427,7 +427,7 @@ def up(
     """
     supervisor = supervisor or Supervisor(settings, echo)
     admin_line = _admin_line(settings)
-    lines = infra.up(settings)
+    lines = local_services.up(settings)
     lines += prepare(settings, echo, plan.data)
 
     run_dir = settings.run_dir
@@ -435,7 +435,7 @@ def up(
 
     def ensure(name: str) -> int | None:
         """Adopt ``name`` when it runs, else start it; None when it was already running."""
-        pid = infra.running_pid(run_dir, name)
+        pid = local_services.running_pid(run_dir, name)
         if pid is None:
             supervisor.start(specs[name])
             return supervisor.children[name].pid
@@ -443,7 +443,7 @@ def up(
         return None
 
     for name in ("broker", "redis"):  # only those this project started: an external one is not ours to restart
-        pid = infra.running_pid(run_dir, name)
+        pid = local_services.running_pid(run_dir, name)
         if pid is not None:
             supervisor.adopt(specs[name], pid)
     for i in range(plan.workers):
@@ -456,7 +456,7 @@ def up(
     _wait(supervisor, lambda: _worker_heartbeat(settings), "worker heartbeat in Redis")
 
     url = gateway_url(settings)
-    pid = infra.running_pid(run_dir, "gateway")
+    pid = local_services.running_pid(run_dir, "gateway")
     if pid is None and not _gateway_answers(url):
         supervisor.start(specs["gateway"])
         lines.append(f"gateway started at {url}")
@@ -487,9 +487,9 @@ def down(settings: Settings) -> list[str]:
     if pid is not None:
         lines.append(f"supervisor (pid {pid}) let go; stopping what it supervised")
     for name in ("retrain", "replay", "gateway", "archive", *_worker_names(settings)):
-        if infra.stop_process(settings.run_dir, name):
+        if local_services.stop_process(settings.run_dir, name):
             lines.append(f"{name:<8} stopped")
-    lines.extend(infra.down(settings))
+    lines.extend(local_services.down(settings))
     return lines
 
 
