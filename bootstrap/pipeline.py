@@ -150,7 +150,7 @@ def _write_report(reports_dir: Path, report: dict[str, Any]) -> None:
     reports_dir.mkdir(parents=True, exist_ok=True)
     tmp = reports_dir / f".quality.json.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, reports_dir / "quality.json")
+    tmp.replace(reports_dir / "quality.json")
 
 
 def _schema_of(df: pl.DataFrame) -> dict[str, str]:

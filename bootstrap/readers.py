@@ -99,7 +99,7 @@ class RawDataset:
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     """Hex sha256 of a file, read in 4 MiB blocks (hashlib releases the GIL, so this overlaps parsing)."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with path.open("rb") as fh:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -123,7 +123,7 @@ def detect_format(folder: Path) -> str:
 
 
 def _header(path: Path, separator: str, encoding: str) -> list[str]:
-    with open(path, "rb") as fh:
+    with path.open("rb") as fh:
         first = fh.readline()
     if not first.strip():
         raise DataError("file is empty" if not first else "header line is blank", path=path, line=1)

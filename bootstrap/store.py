@@ -211,7 +211,7 @@ def _write_parquet(df: pl.DataFrame, path: Path) -> None:
 
 
 def _write_json(doc: Mapping[str, Any], path: Path) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
+    with path.open("w", encoding="utf-8") as fh:
         json.dump(doc, fh, indent=2, sort_keys=False, default=str)
         fh.write("\n")
         fh.flush()
@@ -221,11 +221,11 @@ def _write_json(doc: Mapping[str, Any], path: Path) -> None:
 def _replace_current(store_dir: Path, name: str) -> None:
     """Point ``CURRENT`` at ``name`` with an atomic rename (readers see old or new, never empty)."""
     tmp = store_dir / f"{_TMP_PREFIX}CURRENT-{uuid.uuid4().hex}"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with tmp.open("w", encoding="utf-8") as fh:
         fh.write(name + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, store_dir / CURRENT_FILE)
+    tmp.replace(store_dir / CURRENT_FILE)
     fsync_path(store_dir)
 
 
@@ -238,7 +238,7 @@ def store_lock(store_dir: Path) -> Iterator[None]:
     here, while nobody else can be writing.
     """
     store_dir.mkdir(parents=True, exist_ok=True)
-    with open(store_dir / ".lock", "a+") as fh:
+    with (store_dir / ".lock").open("a+") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
             for stale in store_dir.glob(_TMP_PREFIX + "*"):
@@ -275,7 +275,7 @@ def write_version(
         _write_json(meta, tmp / "metadata.json")
         fsync_path(tmp)
         final = store_dir / name
-        os.rename(tmp, final)
+        tmp.rename(final)
         fsync_path(store_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

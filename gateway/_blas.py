@@ -10,6 +10,7 @@ numpy loaded and call its ``*_set_num_threads``.
 from __future__ import annotations
 
 import ctypes
+import pathlib
 import re
 
 __all__ = ["limit_blas_threads"]
@@ -20,7 +21,7 @@ def limit_blas_threads(n: int = 1) -> bool:
     import numpy  # noqa: F401  (make sure numpy's BLAS is loaded)
 
     try:
-        maps = open("/proc/self/maps").read()  # noqa: SIM115
+        maps = pathlib.Path("/proc/self/maps").read_text()
     except OSError:
         return False
     done = False

@@ -14,7 +14,6 @@ half-written model::
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -111,7 +110,7 @@ def publish(models_dir: Path, write: Callable[[Path, str], None], *, make_curren
     try:
         write(tmp, name)
         final = models_dir / name
-        os.replace(tmp, final)
+        tmp.replace(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -124,4 +123,4 @@ def point_current(models_dir: Path, name: str) -> None:
     """Point ``models_dir/CURRENT`` at the model folder ``name``, atomically (a new file renamed over it)."""
     pointer_tmp = models_dir / f".CURRENT-{name}"
     pointer_tmp.write_text(name + "\n")
-    os.replace(pointer_tmp, models_dir / "CURRENT")
+    pointer_tmp.replace(models_dir / "CURRENT")

@@ -166,7 +166,7 @@ def _record_events_owner(settings: Settings) -> None:
         path = _events_path(settings)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(_identity(meta)))
-        os.replace(tmp, path)
+        tmp.replace(path)
 
 
 def _refuse_switch(running: list[str]) -> None:

@@ -216,7 +216,7 @@ def write_segment(archive_dir: Path, topic: str, partition: int, epoch: int, rec
     try:
         frame.write_parquet(tmp, compression=_COMPRESSION, statistics=True)
         fsync_path(tmp)
-        os.rename(tmp, final)
+        tmp.rename(final)
         fsync_path(folder)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -254,7 +254,7 @@ def remove_partial_segments(archive_dir: Path) -> int:
 def _try_lock(archive_dir: Path) -> IO[str] | None:
     """The folder's exclusive flock (released by the kernel if this process dies), or None if held."""
     archive_dir.mkdir(parents=True, exist_ok=True)
-    fh = open(archive_dir / ".lock", "a+")  # noqa: SIM115 - held for the archiver's lifetime
+    fh = (archive_dir / ".lock").open("a+")
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

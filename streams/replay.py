@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -106,7 +105,7 @@ def _write_checkpoint(path: Path, doc: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc), encoding="utf-8")
-    os.replace(tmp, path)
+    tmp.replace(path)
 
 
 async def _ids_after(settings: Settings, topic: str, after: dict[int, int], ends: dict[int, int]) -> set[str]:

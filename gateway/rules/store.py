@@ -73,7 +73,7 @@ class RulesStore:
 
     def _stat(self) -> tuple[int, int, int] | None:
         try:
-            st = os.stat(self.path)
+            st = self.path.stat()
         except OSError:
             return None
         return (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -120,4 +120,4 @@ class RulesStore:
     def _write_atomic(self, text: str) -> None:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(text)
-        os.replace(tmp, self.path)
+        tmp.replace(self.path)
