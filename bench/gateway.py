@@ -98,6 +98,8 @@ def serve_main(args: argparse.Namespace) -> None:
     from gateway._blas import limit_blas_threads
     from gateway.app import create_app
     from gateway.catalog import Catalog
+    from gateway.corating import CoRatingTerm
+    from gateway.prior import ItemPrior
     from gateway.rules import RulesStore
     from gateway.service import Gateway
     from gateway.state import RedisState
@@ -106,13 +108,17 @@ def serve_main(args: argparse.Namespace) -> None:
 
     settings = Settings(
         redis_url=args.redis_url, var_dir=Path(args.var_dir), gateway_cache_size=args.cache_size,
-        gateway_batch_max=args.batch_max,
+        gateway_batch_max=args.batch_max, gateway_retrieval=args.retrieval,
         kafka_bootstrap=f"127.0.0.1:{args.dead_port}",
     )  # fmt: skip
     limit_blas_threads(1)  # as `reelstream gateway` does
     runtime = ModelRuntime.load(Path(args.model_dir))
     catalog = Catalog.build(runtime, pl.read_parquet(args.items))
-    gw = Gateway(settings, catalog, RulesStore(settings.rules_path), RedisState(settings.redis_url))
+    # the model's item prior and co-rating term, as `reelstream gateway` serves them (no-ops for a random model)
+    gw = Gateway(settings, catalog, RulesStore(settings.rules_path), RedisState(settings.redis_url),
+                 prior=ItemPrior(runtime), corating=CoRatingTerm(runtime))  # fmt: skip
+    if gw.uses_index(catalog):  # the retrieval index before the first request (the app builds it in a thread)
+        gw.build_index(catalog)
     if args.floor:  # everything but ranking: the pool stage and MMR return nothing, the list is empty
         import numpy as np
 
@@ -254,7 +260,8 @@ def serve_phases(name: str, url: str, model_dir: Path, items_path: Path, users: 
             [sys.executable, __file__, "serve", "--port", str(port), "--redis-url", url,
              "--model-dir", str(model_dir), "--items", str(items_path), "--var-dir", str(work / f"var-{mode}"),
              "--cache-size", str(cache_size), "--dead-port", str(local_services.free_port()),
-             "--batch-max", str(args.batch_max), *(["--floor"] if args.floor else [])],
+             "--batch-max", str(args.batch_max), "--retrieval", args.retrieval,
+             *(["--floor"] if args.floor else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
@@ -301,6 +308,7 @@ def main(args: argparse.Namespace) -> None:
         "latency": "1 connection, closed loop", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "command": "python bench/gateway.py" + (" --quick" if args.quick else ""), "catalogues": [],
         "batch_max": args.batch_max,
+        "retrieval": args.retrieval,
         "floor": args.floor,
     }  # fmt: skip
     if args.live:
@@ -347,9 +355,16 @@ if __name__ == "__main__":
     p_serve.add_argument("--dead-port", type=int, required=True)
     p_serve.add_argument("--batch-max", type=int, default=32)
     p_serve.add_argument("--floor", action="store_true")
+    p_serve.add_argument("--retrieval", choices=("index", "exact"), default="index")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--high-concurrency", type=int, default=16)
     parser.add_argument("--batch-max", type=int, default=32, help="gateway_batch_max (1: no micro-batching)")
+    parser.add_argument(
+        "--retrieval",
+        choices=("index", "exact"),
+        default="index",
+        help="gateway_retrieval (index: large catalogues through gateway/retrieval.py)",
+    )
     parser.add_argument(
         "--floor", action="store_true",
         help="stub out ranking (empty lists): HTTP + Redis + full-catalogue scoring alone, the path's floor",
