@@ -242,7 +242,7 @@ def _user_commands(
     # the rated entries: each movie's latest row, per user (HSET's movie_id, packed pairs: the codec's)
     rated_rows = np.flatnonzero(latest)
     rated_lo = np.append(np.searchsorted(rated_rows, lo), len(rated_rows))
-    rated = _bulk(pl.Series(m[rated_rows])) + _bulk(pl.Series(pack_ratings(r[rated_rows], t[rated_rows])))
+    rated = _bulk(m[rated_rows], pack_ratings(r[rated_rows], t[rated_rows]))
     # the recent entries: each user's last RECENT_MAX rows, newest first (as LPUSH of the oldest first leaves it)
     kept = np.flatnonzero(np.repeat(ends - starts[0], counts) - np.arange(len(r)) <= keys.RECENT_MAX)
     recent_lo = np.append(np.searchsorted(kept, lo), len(kept))
@@ -282,11 +282,15 @@ def _head(name: str, key: str, n_args: int) -> bytes:
     return f"*{n_args + 2}\r\n${len(name)}\r\n{name}\r\n${len(key.encode())}\r\n{key}\r\n".encode()
 
 
-def _bulk(values: pl.Series) -> pl.Series:
-    """Each value as its decimal (or ASCII) text in one protocol bulk string, ``$len\r\nvalue\r\n``."""
-    text = pl.col("v").cast(pl.String)
-    bulk = pl.concat_str(pl.lit("$"), text.str.len_bytes().cast(pl.String), pl.lit("\r\n"), text, pl.lit("\r\n"))
-    return values.to_frame("v").select(bulk).to_series()
+def _bulk(*columns: np.ndarray | pl.Series) -> pl.Series:
+    """Row ``i`` of ``columns`` as consecutive protocol bulk strings (``$len\r\nvalue\r\n``, each value's
+    decimal or ASCII text): one command's arguments ``i``."""
+    names = [f"c{j}" for j in range(len(columns))]
+    text = [pl.col(c).cast(pl.String) for c in names]
+    parts = [
+        p for x in text for p in (pl.lit("$"), x.str.len_bytes().cast(pl.String), pl.lit("\r\n"), x, pl.lit("\r\n"))
+    ]
+    return pl.DataFrame(dict(zip(names, columns, strict=True))).select(pl.concat_str(parts)).to_series()
 
 
 def _commands(heads: list[bytes], args: pl.Series, lo: np.ndarray) -> list[bytes | memoryview]:
@@ -335,17 +339,15 @@ def _write_items(
     )  # fmt: skip
     mids, n, total = agg["m"].to_list(), agg["n"].to_list(), agg["total"].to_list()
     trending, prior = agg["lt"].to_list(), agg["lp"].to_list()
-    item = client.register_script(_ITEM_LUA)
-    for lo in range(0, len(mids), _ITEM_CHUNK):
-        pipe = client.pipeline(transaction=False)
+    sha = client.script_load(_ITEM_LUA)
+    for lo in range(0, len(mids), _ITEM_CHUNK):  # packed as a redis-py pipeline would, without its per-call cost
         hi = min(lo + _ITEM_CHUNK, len(mids))
-        for j in range(lo, hi):
-            item(keys=[keys.item(mids[j])], args=[n[j], total[j]], client=pipe)
-        pipe.execute_command("ZADD", keys.ITEMS_POPULAR, *_zargs(n[lo:hi], mids[lo:hi]))
-        pipe.execute_command("ZADD", keys.ITEMS_TRENDING, *_zargs(trending[lo:hi], mids[lo:hi]))
+        commands = [("EVALSHA", sha, 1, keys.item(mids[j]), n[j], total[j]) for j in range(lo, hi)]
+        commands.append(("ZADD", keys.ITEMS_POPULAR, *_zargs(n[lo:hi], mids[lo:hi])))
+        commands.append(("ZADD", keys.ITEMS_TRENDING, *_zargs(trending[lo:hi], mids[lo:hi])))
         if prior_half_life_s is not None:
-            pipe.execute_command("ZADD", keys.ITEMS_PRIOR, *_zargs(prior[lo:hi], mids[lo:hi]))
-        pipe.execute()
+            commands.append(("ZADD", keys.ITEMS_PRIOR, *_zargs(prior[lo:hi], mids[lo:hi])))
+        _send(client, [_pack(c) for c in commands], len(commands))
     if prior_half_life_s is not None and f.height:
         client.hset(keys.ITEMS_PRIOR_CLOCK, mapping={
             "event_ms": int(agg["tmax"].max()), "events": counts["learned"], "half_life_s": prior_half_life_s,
