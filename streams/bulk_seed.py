@@ -45,8 +45,9 @@ say every row is applied, so a second run applies nothing (through the per-event
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -78,6 +79,8 @@ __all__ = ["BULK_ROWS", "BULK_USER", "BulkResult", "bulk_fold", "seed_fence"]
 
 #: ``rs:seed`` fields of a bulk seed in progress: the rows it seeds and the last user id written.
 BULK_ROWS, BULK_USER = "bulk_rows", "bulk_user"
+#: Threads building user batches ahead of the writer (one per core of the 2-core target: see bulk_fold).
+_BUILDERS = 2
 #: Movies per item-table pipeline.
 _ITEM_CHUNK = 5000
 #: One movie's ``rs:item:{mid}`` as final values, by the worker's own commands (its apply script's ``I`` op, on
@@ -439,17 +442,32 @@ def bulk_fold(
         if after_batch is not None:
             after_batch(result.batches)
 
+    def build(k: int, hi: int) -> tuple[list[bytes | memoryview], int]:
+        a, b = int(starts[k]), int(ends[hi - 1])
+        chunks, replies = _user_commands(runtime, w64, f.slice(a, b - a), starts[k:hi], ends[k:hi], users[k:hi])
+        chunks.append(_pack(("HSET", keys.SEED, BULK_USER, int(users[hi - 1]))))  # after them, one connection
+        return chunks, replies + 1
+
     # One batch in flight: Redis ingests batch j (the writer thread waits on the socket, without the GIL)
-    # while this thread computes batch j + 1; the next is sent only once the previous one is written.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulk-seed-writer") as writer:
+    # while two builder threads compute batches j + 1 and j + 2: the sparse product and polars' rendering
+    # run without the GIL, so one builder's share of them overlaps the other's Python (the per-user loop).
+    # Batches are sent in order, each only once the previous one is written.
+    with (
+        ThreadPoolExecutor(max_workers=_BUILDERS, thread_name_prefix="bulk-seed-build") as builders,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulk-seed-writer") as writer,
+    ):
+        ahead: deque[Future[tuple[list[bytes | memoryview], int]]] = deque()
+        todo = iter(spans)
+        for span in itertools.islice(todo, _BUILDERS):
+            ahead.append(builders.submit(build, *span))
         pending: tuple[Future[None], int, int] | None = None
         for k, hi in spans:
-            a, b = int(starts[k]), int(ends[hi - 1])
-            chunks, replies = _user_commands(runtime, w64, f.slice(a, b - a), starts[k:hi], ends[k:hi], users[k:hi])
-            chunks.append(_pack(("HSET", keys.SEED, BULK_USER, int(users[hi - 1]))))  # after them, one connection
+            chunks, replies = ahead.popleft().result()
+            for span in itertools.islice(todo, 1):
+                ahead.append(builders.submit(build, *span))
             if pending is not None:
                 written(*pending)
-            pending = (writer.submit(_send, client, chunks, replies + 1), k, hi)
+            pending = (writer.submit(_send, client, chunks, replies), k, hi)
         if pending is not None:
             written(*pending)
 
