@@ -31,10 +31,16 @@ ratings of ML-32M. This module writes the state that path leaves, computed direc
   per-event seed leaves them (the last row's offset, its fingerprint, the first row's as the origin), the
   counters and ``rs:seed`` ``status`` = done.
 
-**Cost** (2.4M synthetic HISTORY ratings, 15k users, 2 shared cores): ~10 s of seed CPU and ~6 s of Redis
-CPU, overlapped (a writer thread sends batch j while batch j + 1 is computed): ~240k ratings/s when the
-CPUs are free, against ~12k/s of CPU per event. The largest parts: the codec's ``encode_rated`` (~25% of
-the seed's CPU), packing and sending the commands, ``encode_recent``, polars' sort and group-bys.
+**Cost** (the 25.6M HISTORY ratings, 162k users, of the ML-32M-shaped set; 2 shared cores; ``bench/scale.py
+--phases seed``): 118 s, 216k ratings/s (160k/s before these changes). Redis's ``HSET`` is ~69 s of it
+(``INFO commandstats`` after the seed): a ``rated`` ziplist scans its fields on every insert, so filling
+one costs its length squared; that is now the floor, and the Python side is built to stay under it. Three
+threads overlap: the writer sends batch j (waiting on the socket, without the GIL) while two builders
+compute j + 1 and j + 2, whose sparse product (~15 s of CPU at 25.6M) and polars rendering of the
+``rated``/``recent`` arguments as protocol bytes (no per-argument packing) run without the GIL. Before:
+per-argument hiredis packing held the GIL for ~20 s, ``np.unique`` + ``searchsorted`` of the movie ids
+~10 s (now a table lookup), the item tables' redis-py pipeline ~3 s. Past this, RESTORE of pre-built
+ziplist payloads would skip Redis's per-field scan (payload format and CRC64 tied to the server version).
 
 **Resumable, idempotent.** Users are written in ``user_id`` order, each batch in one non-transactional
 pipeline (DEL then the final values) that ends with ``rs:seed`` ``bulk_user`` = its last user id, so a rerun
