@@ -31,16 +31,17 @@ ratings of ML-32M. This module writes the state that path leaves, computed direc
   per-event seed leaves them (the last row's offset, its fingerprint, the first row's as the origin), the
   counters and ``rs:seed`` ``status`` = done.
 
-**Cost** (the 25.6M HISTORY ratings, 162k users, of the ML-32M-shaped set; 2 shared cores; ``bench/scale.py
---phases seed``): 118 s, 216k ratings/s (160k/s before these changes). Redis's ``HSET`` is ~69 s of it
-(``INFO commandstats`` after the seed): a ``rated`` ziplist scans its fields on every insert, so filling
-one costs its length squared; that is now the floor, and the Python side is built to stay under it. Three
-threads overlap: the writer sends batch j (waiting on the socket, without the GIL) while two builders
-compute j + 1 and j + 2, whose sparse product (~15 s of CPU at 25.6M) and polars rendering of the
-``rated``/``recent`` arguments as protocol bytes (no per-argument packing) run without the GIL. Before:
-per-argument hiredis packing held the GIL for ~20 s, ``np.unique`` + ``searchsorted`` of the movie ids
-~10 s (now a table lookup), the item tables' redis-py pipeline ~3 s. Past this, RESTORE of pre-built
-ziplist payloads would skip Redis's per-field scan (payload format and CRC64 tied to the server version).
+**Cost** (the 25.6M HISTORY ratings, 162k users, of the ML-32M-shaped set; 2 cores shared with other jobs;
+``bench/scale.py --phases seed``): 118.4 s, 216k ratings/s, against 142.3 s (180k/s) for the previous code
+at the same hour. Redis's ``HSET`` is ~69 s of it (``INFO commandstats`` after the seed): a ``rated`` ziplist
+is scanned on every field inserted, so filling one costs its length squared; that is the floor now, and the
+Python side is built to stay under it. Three threads overlap: the writer sends batch j (waiting on the
+socket, without the GIL) while two builders compute j + 1 and j + 2, whose sparse product (~20% of a
+builder's samples) and polars rendering of the ``rated``/``recent`` arguments as protocol bytes run without
+the GIL. Removed (py-spy of a 221 s run on a loaded machine): per-argument hiredis packing in the writer
+(~21 s holding the GIL), ``np.unique`` + ``searchsorted`` of the movie ids (~21 s; now a table lookup) and
+the item tables' redis-py pipeline (~3 s). Past this, RESTORE of pre-built ziplist payloads would skip
+Redis's per-field scan (the payload format and its CRC64 are tied to the server version).
 
 **Resumable, idempotent.** Users are written in ``user_id`` order, each batch in one non-transactional
 pipeline (DEL then the final values) that ends with ``rs:seed`` ``bulk_user`` = its last user id, so a rerun
