@@ -207,8 +207,11 @@ def _applied_frame(uid: np.ndarray, idx: np.ndarray, mid: np.ndarray, rating: np
     Columns: ``u``, ``m``, ``i`` (item index), ``r``, ``t`` (ms), ``delta`` (weight change this row makes
     to ``pre``), ``first`` (the user's first rating of the movie), ``latest`` (the movie's latest rating).
     """
-    rows = np.flatnonzero(ok)
-    f = pl.DataFrame({"u": uid[rows], "m": mid[rows], "i": idx[rows], "r": rating[rows], "t": ts_ms[rows]})
+    columns = {"u": uid, "m": mid, "i": idx, "r": rating, "t": ts_ms}
+    if not ok.all():  # copies only where a row was refused (25.6M rows: ~1.5 s for the first column)
+        rows = np.flatnonzero(ok)
+        columns = {name: x[rows] for name, x in columns.items()}
+    f = pl.DataFrame(columns)
     f = f.with_columns(w=pl.Series(rating_weights(f["r"].to_numpy()).astype(np.float64)))
     dups = 0
     if _pairs_repeat(f["u"].to_numpy(), f["m"].to_numpy()):  # re-ratings (never in a bootstrapped store)
