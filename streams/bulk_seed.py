@@ -31,10 +31,17 @@ ratings of ML-32M. This module writes the state that path leaves, computed direc
   per-event seed leaves them (the last row's offset, its fingerprint, the first row's as the origin), the
   counters and ``rs:seed`` ``status`` = done.
 
-**Cost** (2.4M synthetic HISTORY ratings, 15k users, 2 shared cores): ~10 s of seed CPU and ~6 s of Redis
-CPU, overlapped (a writer thread sends batch j while batch j + 1 is computed): ~240k ratings/s when the
-CPUs are free, against ~12k/s of CPU per event. The largest parts: the codec's ``encode_rated`` (~25% of
-the seed's CPU), packing and sending the commands, ``encode_recent``, polars' sort and group-bys.
+**Cost** (the 25.6M HISTORY ratings, 162k users, of the ML-32M-shaped set; 2 cores shared with other jobs;
+``bench/scale.py --phases seed``): 118.4 s, 216k ratings/s, against 142.3 s (180k/s) for the previous code
+at the same hour. Redis's ``HSET`` is ~69 s of it (``INFO commandstats`` after the seed): a ``rated`` ziplist
+is scanned on every field inserted, so filling one costs its length squared; that is the floor now, and the
+Python side is built to stay under it. Three threads overlap: the writer sends batch j (waiting on the
+socket, without the GIL) while two builders compute j + 1 and j + 2, whose sparse product (~20% of a
+builder's samples) and polars rendering of the ``rated``/``recent`` arguments as protocol bytes run without
+the GIL. Removed (py-spy of a 221 s run on a loaded machine): per-argument hiredis packing in the writer
+(~21 s holding the GIL), ``np.unique`` + ``searchsorted`` of the movie ids (~21 s; now a table lookup) and
+the item tables' redis-py pipeline (~3 s). Past this, RESTORE of pre-built ziplist payloads would skip
+Redis's per-field scan (the payload format and its CRC64 are tied to the server version).
 
 **Resumable, idempotent.** Users are written in ``user_id`` order, each batch in one non-transactional
 pipeline (DEL then the final values) that ends with ``rs:seed`` ``bulk_user`` = its last user id, so a rerun
@@ -45,8 +52,9 @@ say every row is applied, so a second run applies nothing (through the per-event
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -78,6 +86,8 @@ __all__ = ["BULK_ROWS", "BULK_USER", "BulkResult", "bulk_fold", "seed_fence"]
 
 #: ``rs:seed`` fields of a bulk seed in progress: the rows it seeds and the last user id written.
 BULK_ROWS, BULK_USER = "bulk_rows", "bulk_user"
+#: Threads building user batches ahead of the writer (one per core of the 2-core target: see bulk_fold).
+_BUILDERS = 2
 #: Movies per item-table pipeline.
 _ITEM_CHUNK = 5000
 #: One movie's ``rs:item:{mid}`` as final values, by the worker's own commands (its apply script's ``I`` op, on
@@ -142,7 +152,7 @@ def _valid_mask(
 ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:  # fmt: skip
     """(valid rows, each row's item index (-1: not in the model), {refused row: reason}), by the worker's rules."""
     limits = RatingLimits.from_settings(settings)
-    movies = np.unique(mid)
+    movies = np.sort(pl.Series(mid).unique().to_numpy())  # a hash pass, then a sort of the few distinct ids
     unknown = [int(m) for m in movies.tolist() if m not in runtime.index_of]
     if unknown:  # the worker's lookup of announced movies (rs:movie:{mid}), which extends the model
         processor = RatingProcessor(
@@ -153,7 +163,7 @@ def _valid_mask(
         processor._add_announced(unknown)
     index_of = runtime.index_of
     movie_idx = np.fromiter((index_of.get(int(m), -1) for m in movies.tolist()), dtype=np.int64, count=len(movies))
-    idx = movie_idx[np.searchsorted(movies, mid)]
+    idx = _lookup(movies, movie_idx, mid)
     step = rating / RATING_STEP
     with np.errstate(invalid="ignore"):
         ok = (
@@ -172,6 +182,16 @@ def _valid_mask(
     return ok, idx, refused
 
 
+def _lookup(keys_sorted: np.ndarray, values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``values[i]`` where ``x == keys_sorted[i]`` (every ``x`` is a key): a table indexed by id where the ids
+    are small and dense enough (ML ids: a few hundred thousand), else a binary search (25.6M rows: ~7 s)."""
+    if len(keys_sorted) and keys_sorted[0] >= 0 and keys_sorted[-1] <= max(4 * len(x), 1 << 20):
+        table = np.full(int(keys_sorted[-1]) + 1, -1, dtype=values.dtype)
+        table[keys_sorted] = values
+        return table[x]
+    return values[np.searchsorted(keys_sorted, x)]
+
+
 def _pairs_repeat(uid: np.ndarray, mid: np.ndarray) -> bool:
     """Whether a (user, movie) pair occurs twice (one int64 key per pair where ids allow: cheaper to hash)."""
     if len(uid) and uid.min() >= 0 and mid.min() >= 0 and int(uid.max()) * (int(mid.max()) + 1) < 2**62:
@@ -187,8 +207,11 @@ def _applied_frame(uid: np.ndarray, idx: np.ndarray, mid: np.ndarray, rating: np
     Columns: ``u``, ``m``, ``i`` (item index), ``r``, ``t`` (ms), ``delta`` (weight change this row makes
     to ``pre``), ``first`` (the user's first rating of the movie), ``latest`` (the movie's latest rating).
     """
-    rows = np.flatnonzero(ok)
-    f = pl.DataFrame({"u": uid[rows], "m": mid[rows], "i": idx[rows], "r": rating[rows], "t": ts_ms[rows]})
+    columns = {"u": uid, "m": mid, "i": idx, "r": rating, "t": ts_ms}
+    if not ok.all():  # copies only where a row was refused (25.6M rows: ~1.5 s for the first column)
+        rows = np.flatnonzero(ok)
+        columns = {name: x[rows] for name, x in columns.items()}
+    f = pl.DataFrame(columns)
     f = f.with_columns(w=pl.Series(rating_weights(f["r"].to_numpy()).astype(np.float64)))
     dups = 0
     if _pairs_repeat(f["u"].to_numpy(), f["m"].to_numpy()):  # re-ratings (never in a bootstrapped store)
@@ -205,8 +228,13 @@ def _applied_frame(uid: np.ndarray, idx: np.ndarray, mid: np.ndarray, rating: np
 
 def _user_commands(
     runtime: ModelRuntime, w64: np.ndarray, f: pl.DataFrame, starts: np.ndarray, ends: np.ndarray, users: np.ndarray
-) -> list[tuple]:
-    """One batch's users (rows ``f``, user ``k`` at ``starts[k]:ends[k]``) as commands: DEL, then their final keys."""
+) -> tuple[list[bytes | memoryview], int]:
+    """One batch's users (rows ``f``, user ``k`` at ``starts[k]:ends[k]``) as Redis protocol bytes: one DEL of
+    their keys, then each user's final keys; (the chunks to send in order, the replies they produce).
+
+    The ``rated`` and ``recent`` arguments (~25M and ~10M at ML-32M) are rendered by polars in one pass per
+    batch rather than packed one by one: packing them took the writer thread ~20 s of GIL time per 25.6M rows.
+    """
     r, t, m, latest = f["r"].to_numpy(), f["t"].to_numpy(), f["m"].to_numpy(), f["latest"].to_numpy()
     delta = f["delta"].to_numpy()
     lo = starts - starts[0]
@@ -224,19 +252,20 @@ def _user_commands(
     indptr = np.concatenate([[0], np.cumsum(np.bincount(row_of[nz], minlength=len(users)))])
     csr = sparse.csr_matrix((delta[nz], f["i"].to_numpy()[nz], indptr), shape=(len(users), w64.shape[0]))
     pre = np.asarray(csr @ w64)
-    # the rated entries: each movie's latest row, per user
+    # the rated entries: each movie's latest row, per user (HSET's movie_id, packed pairs: the codec's)
     rated_rows = np.flatnonzero(latest)
-    rated_lo = [*np.searchsorted(rated_rows, lo).tolist(), len(rated_rows)]
-    rated_args = np.empty(2 * len(rated_rows), dtype=np.int64)  # HSET's movie_id, packed pairs (the codec's)
-    rated_args[0::2], rated_args[1::2] = m[rated_rows], pack_ratings(r[rated_rows], t[rated_rows])
+    rated_lo = np.append(np.searchsorted(rated_rows, lo), len(rated_rows))
+    rated = _bulk(m[rated_rows], pack_ratings(r[rated_rows], t[rated_rows]))
+    # the recent entries: each user's last RECENT_MAX rows, newest first (as LPUSH of the oldest first leaves it)
+    kept = np.flatnonzero(np.repeat(ends - starts[0], counts) - np.arange(len(r)) <= keys.RECENT_MAX)
+    recent_lo = np.append(np.searchsorted(kept, lo), len(kept))
+    seg = np.repeat(np.arange(len(users)), np.diff(recent_lo))
+    kept = kept[recent_lo[seg] + recent_lo[seg + 1] - 1 - np.arange(len(kept))]  # reversed within each user
+    recent = _bulk(encode_recent_many(m[kept], r[kept], t[kept]))
     weights, version = runtime.weights, runtime.version
-    # the recent entries: each user's last RECENT_MAX rows, encoded once, newest first per user
-    keep = np.repeat(ends - starts[0], counts) - np.arange(len(r)) <= keys.RECENT_MAX
-    kept = np.flatnonzero(keep)
-    entries = encode_recent_many(m[kept], r[kept], t[kept])
-    recent_lo = [*np.searchsorted(kept, lo).tolist(), len(kept)]
-    out: list[tuple] = []
-    for k, uid in enumerate(users.tolist()):
+    user_keys = [(keys.user(u), keys.user_rated(u), keys.user_recent(u)) for u in users.tolist()]
+    heads: list[bytes] = [_pack(("DEL", *(k for ks in user_keys for k in ks)))]
+    for k in range(len(users)):
         a, b = int(lo[k]), int(lo[k] + counts[k])
         state = UserState(pre[k], float(norm2[k]), int(n_ev[k]))
         mu, logvar = encode(weights, state)
@@ -245,32 +274,57 @@ def _user_commands(
             n=b - a, sum=float(sums[k]), sumsq=float(sumsq[k]), first_ms=int(first_ms[k]),
             last_ms=int(last_ms[k]), model_version=version,
         )  # fmt: skip
-        ra, rb = rated_lo[k], rated_lo[k + 1]
-        recent = entries[recent_lo[k] : recent_lo[k + 1]][::-1]
-        ukey, rkey, lkey = keys.user(uid), keys.user_rated(uid), keys.user_recent(uid)
-        out.append(("DEL", ukey, rkey, lkey))
-        out.append(("HSET", ukey, *encode_user(rec)))
-        out.append(("HSET", rkey, *rated_args[2 * ra : 2 * rb].tolist()))
-        out.append(("RPUSH", lkey, *recent))  # newest first, as LPUSH of the oldest first leaves it
+        heads.append(_pack(("HSET", user_keys[k][0], *encode_user(rec))))
+    n_rated, n_recent = np.diff(rated_lo).tolist(), np.diff(recent_lo).tolist()
+    rated_heads = [_head("HSET", ks[1], 2 * n) for ks, n in zip(user_keys, n_rated, strict=True)]
+    recent_heads = [_head("RPUSH", ks[2], n) for ks, n in zip(user_keys, n_recent, strict=True)]
+    chunks = [*heads, *_commands(rated_heads, rated, rated_lo), *_commands(recent_heads, recent, recent_lo)]
+    return chunks, 1 + 3 * len(users)
+
+
+def _pack(command: tuple) -> bytes:
+    """One command in the Redis protocol, as redis-py would send it (hiredis packs in C)."""
+    if hiredis is not None:
+        return hiredis.pack_command(command)
+    return b"".join(redis.connection.PythonRespSerializer(6000, redis.connection.Encoder("utf-8", "strict", False)
+                                                          .encode).pack(*command))  # fmt: skip
+
+
+def _head(name: str, key: str, n_args: int) -> bytes:
+    """A command's protocol header up to its key; ``n_args`` arguments follow it."""
+    return f"*{n_args + 2}\r\n${len(name)}\r\n{name}\r\n${len(key.encode())}\r\n{key}\r\n".encode()
+
+
+def _bulk(*columns: np.ndarray | pl.Series) -> pl.Series:
+    """Row ``i`` of ``columns`` as consecutive protocol bulk strings (``$len\r\nvalue\r\n``, each value's
+    decimal or ASCII text): one command's arguments ``i``."""
+    names = [f"c{j}" for j in range(len(columns))]
+    text = [pl.col(c).cast(pl.String) for c in names]
+    parts = [
+        p for x in text for p in (pl.lit("$"), x.str.len_bytes().cast(pl.String), pl.lit("\r\n"), x, pl.lit("\r\n"))
+    ]
+    return pl.DataFrame(dict(zip(names, columns, strict=True))).select(pl.concat_str(parts)).to_series()
+
+
+def _commands(heads: list[bytes], args: pl.Series, lo: np.ndarray) -> list[bytes | memoryview]:
+    """``heads[k]`` followed by ``args[lo[k]:lo[k + 1]]`` for each ``k``: the arguments joined once, then sliced."""
+    blob = memoryview(args.str.join("").item().encode("ascii"))
+    offsets = np.append(0, np.cumsum(args.str.len_bytes().to_numpy(), dtype=np.int64))[lo].tolist()
+    out: list[bytes | memoryview] = []
+    for k, head in enumerate(heads):
+        out += [head, blob[offsets[k] : offsets[k + 1]]]
     return out
 
 
-def _send(client: redis.Redis, commands: list[tuple]) -> None:
-    """Send ``commands`` in one write on one connection and read every reply: a non-transactional pipeline
-    without redis-py's per-argument Python packing (hiredis packs each command in C: at 2.4M rows it took
-    redis-py ~18 s of a 71 s run under load, hiredis ~4 s)."""
-    if hiredis is None:
-        pipe = client.pipeline(transaction=False)
-        for c in commands:
-            pipe.execute_command(*c)
-        pipe.execute()
-        return
+def _send(client: redis.Redis, chunks: list[bytes | memoryview], replies: int) -> None:
+    """Send ``chunks`` (protocol bytes of ``replies`` commands) in one write on one connection and read every
+    reply: a non-transactional pipeline with no per-command work left in this (the writer) thread."""
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
-        conn.send_packed_command([b"".join([hiredis.pack_command(c) for c in commands])])
+        conn.send_packed_command([b"".join(chunks)])
         failed = None
-        for _ in commands:
+        for _ in range(replies):
             try:
                 conn.read_response()
             except redis.ResponseError as exc:
@@ -298,17 +352,15 @@ def _write_items(
     )  # fmt: skip
     mids, n, total = agg["m"].to_list(), agg["n"].to_list(), agg["total"].to_list()
     trending, prior = agg["lt"].to_list(), agg["lp"].to_list()
-    item = client.register_script(_ITEM_LUA)
-    for lo in range(0, len(mids), _ITEM_CHUNK):
-        pipe = client.pipeline(transaction=False)
+    sha = client.script_load(_ITEM_LUA)
+    for lo in range(0, len(mids), _ITEM_CHUNK):  # packed as a redis-py pipeline would, without its per-call cost
         hi = min(lo + _ITEM_CHUNK, len(mids))
-        for j in range(lo, hi):
-            item(keys=[keys.item(mids[j])], args=[n[j], total[j]], client=pipe)
-        pipe.execute_command("ZADD", keys.ITEMS_POPULAR, *_zargs(n[lo:hi], mids[lo:hi]))
-        pipe.execute_command("ZADD", keys.ITEMS_TRENDING, *_zargs(trending[lo:hi], mids[lo:hi]))
+        commands = [("EVALSHA", sha, 1, keys.item(mids[j]), n[j], total[j]) for j in range(lo, hi)]
+        commands.append(("ZADD", keys.ITEMS_POPULAR, *_zargs(n[lo:hi], mids[lo:hi])))
+        commands.append(("ZADD", keys.ITEMS_TRENDING, *_zargs(trending[lo:hi], mids[lo:hi])))
         if prior_half_life_s is not None:
-            pipe.execute_command("ZADD", keys.ITEMS_PRIOR, *_zargs(prior[lo:hi], mids[lo:hi]))
-        pipe.execute()
+            commands.append(("ZADD", keys.ITEMS_PRIOR, *_zargs(prior[lo:hi], mids[lo:hi])))
+        _send(client, [_pack(c) for c in commands], len(commands))
     if prior_half_life_s is not None and f.height:
         client.hset(keys.ITEMS_PRIOR_CLOCK, mapping={
             "event_ms": int(agg["tmax"].max()), "events": counts["learned"], "half_life_s": prior_half_life_s,
@@ -400,17 +452,32 @@ def bulk_fold(
         if after_batch is not None:
             after_batch(result.batches)
 
+    def build(k: int, hi: int) -> tuple[list[bytes | memoryview], int]:
+        a, b = int(starts[k]), int(ends[hi - 1])
+        chunks, replies = _user_commands(runtime, w64, f.slice(a, b - a), starts[k:hi], ends[k:hi], users[k:hi])
+        chunks.append(_pack(("HSET", keys.SEED, BULK_USER, int(users[hi - 1]))))  # after them, one connection
+        return chunks, replies + 1
+
     # One batch in flight: Redis ingests batch j (the writer thread waits on the socket, without the GIL)
-    # while this thread computes batch j + 1; the next is sent only once the previous one is written.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulk-seed-writer") as writer:
+    # while two builder threads compute batches j + 1 and j + 2: the sparse product and polars' rendering
+    # run without the GIL, so one builder's share of them overlaps the other's Python (the per-user loop).
+    # Batches are sent in order, each only once the previous one is written.
+    with (
+        ThreadPoolExecutor(max_workers=_BUILDERS, thread_name_prefix="bulk-seed-build") as builders,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulk-seed-writer") as writer,
+    ):
+        ahead: deque[Future[tuple[list[bytes | memoryview], int]]] = deque()
+        todo = iter(spans)
+        for span in itertools.islice(todo, _BUILDERS):
+            ahead.append(builders.submit(build, *span))
         pending: tuple[Future[None], int, int] | None = None
         for k, hi in spans:
-            a, b = int(starts[k]), int(ends[hi - 1])
-            commands = _user_commands(runtime, w64, f.slice(a, b - a), starts[k:hi], ends[k:hi], users[k:hi])
-            commands.append(("HSET", keys.SEED, BULK_USER, int(users[hi - 1])))  # after them, on one connection
+            chunks, replies = ahead.popleft().result()
+            for span in itertools.islice(todo, 1):
+                ahead.append(builders.submit(build, *span))
             if pending is not None:
                 written(*pending)
-            pending = (writer.submit(_send, client, commands), k, hi)
+            pending = (writer.submit(_send, client, chunks, replies), k, hi)
         if pending is not None:
             written(*pending)
 

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
 import redis
@@ -273,3 +274,11 @@ def test_an_interrupted_bulk_seed_is_continued_in_bulk_and_never_with_other_rows
     assert "(bulk)" in done.stdout and "ratings/s" in done.stdout
     seed_history(case.settings, client=case.oracle, per_event=True, rewind=False)
     assert_same(case.oracle, case.redis)
+
+
+def test_movie_index_lookup_agrees_by_table_and_by_binary_search() -> None:
+    """Small dense ids go through a table, sparse or huge ones through a binary search: the same answer."""
+    x = np.array([10, 3, 7, 3, 10])
+    dense = bulk_seed._lookup(np.array([3, 7, 10]), np.array([5, -1, 9]), x)
+    sparse_ids = bulk_seed._lookup(np.array([3, 7, 10]) * 2**40, np.array([5, -1, 9]), x * 2**40)
+    assert dense.tolist() == sparse_ids.tolist() == [9, 5, -1, 5, 9]
