@@ -155,12 +155,39 @@ def _run_load(port: int, paths_file: Path, n: int, concurrency: int) -> dict:
 
 
 def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc; 0.0 elsewhere)."""
+    """User + system CPU seconds so far of a process and its children (``--processes``: every worker)."""
+    import psutil
+
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def _mix_paths(work: Path, users: list[int], n: int, start: int, hit_share: float = 0.94) -> Path:
+    """``n`` requests: ``hit_share`` of them the warm (cached) ``k=20`` lists, the rest (user, k) pairs never
+    asked before, so each is a real miss (``start`` keeps the phases' misses apart)."""
+    paths, cold = [], start
+    every = round(1 / (1 - hit_share))  # one miss in ~17 requests: 94.1% hits
+    for i in range(n):
+        if i % every == every - 1:
+            u, k = users[cold % len(users)], 21 + (cold // len(users)) % 80
+            paths.append(f"/recommendations/{u}?k={k}")
+            cold += 1
+        else:
+            paths.append(f"/recommendations/{users[i % len(users)]}?k=20")
+    out = work / f"mix_{start}.json"
+    out.write_text(json.dumps(paths))
+    return out
 
 
 def _scoring(port: int) -> dict:
@@ -256,23 +283,34 @@ def serve_phases(name: str, url: str, model_dir: Path, items_path: Path, users: 
     out: dict = {"catalogue": name, "n_items": n_items, "latent": latent, "warm_users": len(users)}
     for mode, cache_size in (("uncached", 0), ("cached", 100_000))[: 1 if args.only_uncached else 2]:
         port = local_services.free_port()
-        server = subprocess.Popen(
-            [sys.executable, __file__, "serve", "--port", str(port), "--redis-url", url,
-             "--model-dir", str(model_dir), "--items", str(items_path), "--var-dir", str(work / f"var-{mode}"),
-             "--cache-size", str(cache_size), "--dead-port", str(local_services.free_port()),
-             "--batch-max", str(args.batch_max), "--retrieval", args.retrieval,
-             *(["--floor"] if args.floor else [])],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        if args.processes > 1:  # `reelstream gateway --workers N` on the live run's var folder
+            env = {**os.environ, "REELSTREAM_VAR_DIR": str(args.live_var), "REDIS_URL": url,
+                   "KAFKA_BOOTSTRAP": f"127.0.0.1:{local_services.free_port()}",
+                   "REELSTREAM_GATEWAY_CACHE_SIZE": str(cache_size), "REELSTREAM_GATEWAY_RETRIEVAL": args.retrieval,
+                   "REELSTREAM_GATEWAY_LAG_INTERVAL_S": "0", "REELSTREAM_PROBE_INTERVAL_S": "0"}  # fmt: skip
+            argv = [sys.executable, "-m", "reelstream.cli", "gateway", "--port", str(port),
+                    "--workers", str(args.processes)]  # fmt: skip
+        else:
+            env = None
+            argv = [sys.executable, __file__, "serve", "--port", str(port), "--redis-url", url,
+                    "--model-dir", str(model_dir), "--items", str(items_path), "--var-dir", str(work / f"var-{mode}"),
+                    "--cache-size", str(cache_size), "--dead-port", str(local_services.free_port()),
+                    "--batch-max", str(args.batch_max), "--retrieval", args.retrieval,
+                    *(["--floor"] if args.floor else [])]  # fmt: skip
+        server = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             _wait_http(port)
             _run_load(port, rec_paths, len(users) * 2, 4)  # warm-up (and fills the cache)
             _run_load(port, health_paths, 500, 4)
-            res: dict = {"loadavg_before": [round(x, 2) for x in os.getloadavg()]}
-            for label, paths in (("recommendations", rec_paths), ("health", health_paths)):
-                lat = _phase(server.pid, port, paths, args.n, 1)
-                thr = _phase(server.pid, port, paths, args.n, args.concurrency)
-                high = _phase(server.pid, port, paths, args.n, args.high_concurrency)
+            res: dict = {"loadavg_before": [round(x, 2) for x in os.getloadavg()], "processes": args.processes}
+            phases: list[tuple[str, list[Path]]] = [("recommendations", [rec_paths] * 3),
+                                                    ("health", [health_paths] * 3)]  # fmt: skip
+            if cache_size:  # the write-up's mix: 94% of requests hit the cache
+                phases.insert(1, ("mix_94pct_hits", [_mix_paths(work, users, args.n, j * args.n) for j in range(3)]))
+            for label, (p1, p4, p16) in phases:
+                lat = _phase(server.pid, port, p1, args.n, 1)
+                thr = _phase(server.pid, port, p4, args.n, args.concurrency)
+                high = _phase(server.pid, port, p16, args.n, args.high_concurrency)
                 res[label] = {"p50_ms": round(lat["p50_ms"], 3), "p99_ms": round(lat["p99_ms"], 3),
                               "req_per_s": round(thr["req_per_s"], 1),
                               "server_cpu_ms_per_req": round(thr["server_cpu_ms_per_req"], 3),
@@ -375,6 +413,9 @@ if __name__ == "__main__":
     parser.add_argument("--live", metavar="REDIS_URL", help="benchmark a real run's state in this Redis instead")
     parser.add_argument("--live-var", metavar="VAR_DIR", help="with --live: the var folder of its model and store")
     parser.add_argument("--users", type=int, default=200)
+    parser.add_argument(
+        "--processes", type=int, default=1, help="with --live: `reelstream gateway --workers N` on the live var folder"
+    )
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--n", type=int, default=2000)
     a = parser.parse_args()
