@@ -69,7 +69,9 @@ app = App(
     web_host="127.0.0.1",
     broker_session_timeout=settings.broker_session_timeout,
     broker_heartbeat_interval=settings.broker_heartbeat_interval,
-    broker_commit_interval=1.0,
+    # Faust's own committer has nothing to commit (its consumer is off); BatchConsumer commits every
+    # stream_commit_interval_s: one setting for both
+    broker_commit_interval=settings.stream_commit_interval_s,
     consumer_auto_offset_reset="earliest",
     topic_partitions=settings.topic_partitions,
     topic_replication_factor=settings.topic_replication,

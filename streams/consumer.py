@@ -81,6 +81,9 @@ INFRA_ERRORS: tuple[type[BaseException], ...] = (RedisError, KafkaError, OSError
 
 #: Partitions without records are checked for a fallen or too-short log at most this often (seconds).
 IDLE_CHECK_S = 0.5
+#: The longest one ``getmany`` waits for records (ms) before the loop looks at stop, outage and recovery
+#: flags again (records are returned as soon as they arrive; the broker's own wait is the fetch wait setting).
+POLL_TIMEOUT_MS = 500
 #: ``apply(topic, messages, logs)``: plan, dead-letter and commit one batch of one topic to Redis.
 ApplyFn = Callable[[str, list[Message], dict[int, LogView]], Awaitable[BatchPlan | None]]
 #: ``fences(topic)``: every partition's fence of ``topic`` in Redis.
@@ -520,7 +523,8 @@ class BatchConsumer(Service):
             try:
                 if self._to_fence:
                     await self._seek_to_fences()
-                batch = await self.consumer.getmany(timeout_ms=500, max_records=self.settings.stream_batch_max)
+                most = self.settings.stream_batch_max
+                batch = await self.consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=most)
             except (asyncio.CancelledError, IllegalStateError):
                 break
             except INFRA_ERRORS as exc:  # the broker went away, or Redis while reading fences
