@@ -305,13 +305,25 @@ class Scale:
                 "load_average_after": [round(x, 2) for x in os.getloadavg()], "samples": samples}  # fmt: skip
 
     def gateway(self) -> dict[str, Any]:
-        out_file = self.work / "gateway.json"
-        res = self.run("gateway", [sys.executable, str(ROOT / "bench" / "gateway.py"), "--live", self.redis_url,
-                                   "--live-var", str(self.work / "var"), "--out", str(out_file)])  # fmt: skip
-        live = json.loads(out_file.read_text())["live"]
-        unc = live["uncached"]["recommendations"]
-        return {**res, "req_per_s": unc["req_per_s"], "p50_ms": unc["p50_ms"], "p99_ms": unc["p99_ms"],
-                "server_cpu_ms_per_req": unc["server_cpu_ms_per_req"], "detail": live}  # fmt: skip
+        """``bench/gateway.py --live`` on this state: one process (the figure), then ``--workers 2``, then one
+        process scoring exactly (``gateway_retrieval=exact``), each uncached and cached."""
+        runs: dict[str, Any] = {}
+        for label, extra in (("one_process", []), ("two_processes", ["--processes", "2"]),
+                             ("one_process_exact", ["--retrieval", "exact"])):  # fmt: skip
+            out_file = self.work / f"gateway-{label}.json"
+            res = self.run(f"gateway-{label}", [sys.executable, str(ROOT / "bench" / "gateway.py"), "--live",
+                                                self.redis_url, "--live-var", str(self.work / "var"),
+                                                "--out", str(out_file), *extra])  # fmt: skip
+            runs[label] = {**res, **json.loads(out_file.read_text())["live"]}
+        unc = runs["one_process"]["uncached"]["recommendations"]
+        two = runs["two_processes"]["uncached"]["recommendations"]
+        return {"wall_s": sum(r["wall_s"] for r in runs.values()), "req_per_s": unc["req_per_s"],
+                "p50_ms": unc["p50_ms"], "p99_ms": unc["p99_ms"], "server_cpu_ms_per_req": unc["server_cpu_ms_per_req"],
+                "two_processes_req_per_s": two["req_per_s"],
+                "two_over_one": round(two["req_per_s"] / unc["req_per_s"], 3) if unc["req_per_s"] else None,
+                "exact_req_per_s": runs["one_process_exact"]["uncached"]["recommendations"]["req_per_s"],
+                "mix_94pct_hits_req_per_s": runs["one_process"]["cached"]["mix_94pct_hits"]["req_per_s"],
+                "peak_rss_gib": max(r["peak_rss_gib"] for r in runs.values()), "detail": runs}  # fmt: skip
 
     def up_total(self) -> dict[str, Any]:
         import httpx
