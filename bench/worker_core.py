@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from bootstrap.store import load_store  # noqa: E402
 from models.runtime import ModelRuntime, current_model_dir  # noqa: E402
-from reelstream import infra  # noqa: E402
+from reelstream import local_services  # noqa: E402
 from reelstream.redis_client import redis_client  # noqa: E402
 from reelstream.settings import Settings  # noqa: E402
 from streams.bulk_seed import bulk_fold  # noqa: E402
@@ -96,8 +96,8 @@ def main() -> None:
     history = history.select("user_id", "movie_id", "rating", "ts")
     settings = Settings()
     with tempfile.TemporaryDirectory(prefix="worker-core-") as tmp:
-        port = infra.free_port()
-        pid = infra.start_redis(Path(tmp), "127.0.0.1", port, settings)
+        port = local_services.free_port()
+        pid = local_services.start_redis(Path(tmp), "127.0.0.1", port, settings)
         rproc = psutil.Process(pid)
         try:
             client = redis_client(f"redis://127.0.0.1:{port}/0")
