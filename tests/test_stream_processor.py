@@ -135,3 +135,23 @@ def test_a_resent_event_is_a_duplicate_however_many_ratings_came_after_it(live_s
         assert (plan.applied, plan.skipped) == (0, n)
         assert proc.run([Message(TOPIC, 0, 2 * n, codec.encode(rerate), key=user_key(5))]).applied == 1
     assert int(client.hget(keys.user(5), "n")) == n + 1
+
+
+def test_zset_ops_repeating_a_movie_and_past_one_chunk_apply_in_order_as_the_dict_store_does(
+    live_settings: Settings,
+) -> None:
+    """The script defers popular/trending/prior to one ZMSCORE + ZADD per 1000 movies: a movie named twice in
+    one commit must still chain (count added twice, ``logaddexp`` twice), and 2500 movies span three chunks."""
+    client = redis.Redis.from_url(live_settings.redis_url)
+    redis_store, memory = RedisFeatureStore(client), MemoryFeatureStore()
+    ops = [("T", 7, 1.5), ("P", 7, -2.0), ("I", keys.item(7), 7, 2, 7.5), ("T", 7, 3.25), ("P", 7, 0.5),
+           ("I", keys.item(7), 7, 1, 4.0)]  # fmt: skip
+    ops += [(kind, m, m / 1000.0) for m in range(1, 2501) for kind in ("T", "P")]
+    ops += [("I", keys.item(m), m, m % 5 + 1, 3.5) for m in range(1, 2501)]
+    for store in (redis_store, memory):
+        assert store.commit(TOPIC, {}, ops)
+        assert store.commit(TOPIC, {}, ops[:6])  # again: the scores read back are chained onto
+    snap = redis_snapshot(client)
+    assert diff_states(memory.snapshot(), snap) == []
+    assert snap[keys.ITEMS_POPULAR]["7"] == (2 + 1) + (7 % 5 + 1) + (2 + 1)
+    assert len(snap[keys.ITEMS_TRENDING]) == len(snap[keys.ITEMS_PRIOR]) == 2500
