@@ -12,17 +12,11 @@ from gateway.api.models import (
     SimilarList,
     SimilarMovie,
 )
-from gateway.cache import ResponseCache
-from gateway.catalog import Catalog
 from gateway.engine import (
     candidate_pool,
 )
 from gateway.errors import MovieNotFound, StateUnavailable
-from gateway.prior import ItemPrior
-from gateway.rules import RulesStore
-from gateway.state import StateReader
-from gateway.telemetry import Telemetry
-from reelstream.settings import Settings
+from gateway.parts import GatewayParts
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +24,8 @@ log = logging.getLogger(__name__)
 __all__ = ["MovieDetails"]
 
 
-class MovieDetails:
+class MovieDetails(GatewayParts):
     """A movie's catalogue row with its live statistics; its nearest decoder rows (a mixin of ``Gateway``)."""
-
-    settings: Settings
-    catalog: Catalog
-    rules: RulesStore
-    state: StateReader
-    telemetry: Telemetry
-    prior: ItemPrior
-    cache: ResponseCache
 
     def movie(self, movie_id: int) -> MovieDetail:
         cat = self.catalog

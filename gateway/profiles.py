@@ -12,14 +12,8 @@ from gateway.api.models import (
     ProfileRating,
     UserProfile,
 )
-from gateway.cache import ResponseCache
-from gateway.catalog import Catalog
 from gateway.errors import UserNotFound
-from gateway.prior import ItemPrior
-from gateway.rules import RulesStore
-from gateway.state import StateReader
-from gateway.telemetry import Telemetry
-from reelstream.settings import Settings
+from gateway.parts import GatewayParts
 from schemas.ratings import LIKED_MIN_RATING
 
 log = logging.getLogger(__name__)
@@ -28,16 +22,8 @@ log = logging.getLogger(__name__)
 __all__ = ["Profiles"]
 
 
-class Profiles:
+class Profiles(GatewayParts):
     """A user's profile from their state; user ids by prefix (a mixin of ``Gateway``)."""
-
-    settings: Settings
-    catalog: Catalog
-    rules: RulesStore
-    state: StateReader
-    telemetry: Telemetry
-    prior: ItemPrior
-    cache: ResponseCache
 
     def profile(self, user_id: int) -> UserProfile:
         snap = self.state.user(user_id, details=True)  # StateUnavailable -> 503: no fallback for a profile

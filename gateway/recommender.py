@@ -26,7 +26,6 @@ from gateway.api.models import (
     RecommendedMovie,
 )
 from gateway.batching import ScoreBatcher
-from gateway.cache import ResponseCache
 from gateway.catalog import Catalog
 from gateway.corating import CoRatingTerm
 from gateway.decisions import (
@@ -46,13 +45,11 @@ from gateway.engine import (
     too_similar_to_dislikes,
 )
 from gateway.errors import StateUnavailable
-from gateway.prior import ItemPrior
+from gateway.parts import GatewayParts
 from gateway.retrieval import ItemIndex
-from gateway.rules import LoadedRules, RuleSet, RulesStore
-from gateway.state import StateReader, UserSnapshot
-from gateway.telemetry import Telemetry
+from gateway.rules import LoadedRules, RuleSet
+from gateway.state import UserSnapshot
 from models.exploration import draw_rng, explore_scores, thompson_latent
-from reelstream.settings import Settings
 from schemas.ratings import LIKED_MIN_RATING
 
 log = logging.getLogger(__name__)
@@ -68,16 +65,9 @@ COLD_TTL_S = 1.0
 PREFERENCE_WEIGHT = 2.0
 
 
-class Recommending:
+class Recommending(GatewayParts):
     """``recommend`` and its steps (a mixin of ``Gateway``)."""
 
-    settings: Settings
-    catalog: Catalog
-    rules: RulesStore
-    state: StateReader
-    telemetry: Telemetry
-    prior: ItemPrior
-    cache: ResponseCache
     batcher: ScoreBatcher
     coratings: dict[str, CoRatingTerm]
     _adjust: dict[tuple[str, str, str, str], np.ndarray]

@@ -12,14 +12,10 @@ import logging
 import threading
 from collections.abc import Callable
 
-from gateway.cache import ResponseCache
 from gateway.catalog import Catalog, NewMovie
+from gateway.parts import GatewayParts
 from gateway.prior import ItemPrior
 from gateway.retrieval import ItemIndex
-from gateway.rules import RulesStore
-from gateway.state import StateReader
-from gateway.telemetry import Telemetry
-from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from schemas.movie_record import MovieRecord, decode_movie
 from schemas.user_record import RecordError
@@ -30,16 +26,9 @@ log = logging.getLogger(__name__)
 __all__ = ["ServedModels"]
 
 
-class ServedModels:
+class ServedModels(GatewayParts):
     """Which catalogue, prior, co-rating term and index serve a request (a mixin of ``Gateway``)."""
 
-    settings: Settings
-    catalog: Catalog
-    rules: RulesStore
-    state: StateReader
-    telemetry: Telemetry
-    prior: ItemPrior
-    cache: ResponseCache
     others: dict[str, tuple[Catalog, ItemPrior]]
     announced: set[int]
 

@@ -14,18 +14,12 @@ from gateway.api.models import (
     Stats,
 )
 from gateway.batching import ScoreBatcher
-from gateway.cache import ResponseCache
-from gateway.catalog import Catalog
 from gateway.decisions import (
     rule_6_worker_alive,
 )
 from gateway.errors import StateUnavailable
-from gateway.prior import ItemPrior
-from gateway.rules import RulesStore
-from gateway.state import StateReader
-from gateway.telemetry import Telemetry
+from gateway.parts import GatewayParts
 from reelstream.addresses import broker_answers
-from reelstream.settings import Settings
 from schemas.archive_status import unarchived_tail
 
 log = logging.getLogger(__name__)
@@ -54,16 +48,9 @@ class _Probe:
             return self.value
 
 
-class Status:
+class Status(GatewayParts):
     """Component health and request statistics (a mixin of ``Gateway``)."""
 
-    settings: Settings
-    catalog: Catalog
-    rules: RulesStore
-    state: StateReader
-    telemetry: Telemetry
-    prior: ItemPrior
-    cache: ResponseCache
     batcher: ScoreBatcher
     wall_ms: Callable[[], int]
     _broker: _Probe
