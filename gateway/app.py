@@ -161,7 +161,6 @@ def create_app(
         if getattr(app.state, "producer", None) is None:
             app.state.producer = KafkaRatingsProducer(settings)
         app.state.gateway.telemetry = telemetry
-        app.state.gateway.index_of(app.state.gateway.catalog)  # a large catalogue's index, built in a thread
         tasks = [asyncio.create_task(_refresh_movies(app.state.gateway, settings.gateway_movie_refresh_s))]
         if app.state.gateway.load_model is not None:
             tasks.append(asyncio.create_task(_refresh_models(app.state.gateway, settings.gateway_model_refresh_s)))

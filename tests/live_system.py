@@ -111,11 +111,11 @@ class GatewayProcess:
 
         wait_for(answers, timeout, "the gateway to answer /health")
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 20.0) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)

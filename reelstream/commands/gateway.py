@@ -7,6 +7,9 @@ import typer
 from reelstream.console import console
 from reelstream.settings import get_settings
 
+#: Seconds a stopping gateway process waits for open requests before it closes them (a bounded SIGTERM).
+GRACEFUL_SHUTDOWN_S = 10
+
 
 def gateway(
     host: str | None = typer.Option(None, help="Bind address (default: settings.gateway_host)."),
@@ -36,7 +39,8 @@ def gateway(
 
     from gateway.app import serving_app
 
-    common = {"host": bind, "port": port or settings.gateway_port, "log_level": log_level, "access_log": False}
+    common = {"host": bind, "port": port or settings.gateway_port, "log_level": log_level, "access_log": False,
+              "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S}  # fmt: skip
     if workers == 1:
         uvicorn.run(serving_app(), **common)
     else:  # each process builds the app from the environment (the settings above come from it too)
