@@ -115,6 +115,8 @@ START_TIMEOUT_S = 15.0
 BACKOFF_START_S = 0.5
 #: Seconds between re-reads of the topics' partitions (a topic created after the archiver started).
 PARTITIONS_REFRESH_S = 5.0
+#: how often a failed group commit is tried again
+COMMIT_RETRY_S = 1.0
 #: No fetch response for this long (ms) while running: the status says ``degraded``.
 BROKER_SILENT_MS = 5_000
 #: Seconds between progress lines in the log (when something was archived).
@@ -333,6 +335,9 @@ class Archiver:
         self._last_status = 0.0
         self._last_progress = time.monotonic()
         self._progress_mark = 0
+        #: group offsets (tip + 1) not yet committed: a failed commit (a rebalance after a kill -9) is retried
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._commit_tried = 0.0
 
     # --- the outer loop -----------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -415,6 +420,8 @@ class Archiver:
                 todo = [p for p in self.parts.values() if p.suspect or p.due(now, s)]
                 if todo:
                     await self._flush(consumer, probe, todo, write=[p for p in todo if p.due(now, s)])
+                if self._uncommitted and time.monotonic() - self._commit_tried >= COMMIT_RETRY_S:
+                    await self._commit(consumer)
                 await self._write_status()
                 self._log_progress()
             pending = [p for p in self.parts.values() if p.buffer]
@@ -452,6 +459,8 @@ class Archiver:
         consumer.assign(sorted(tps))
         if tps:
             await self._flush(consumer, probe, list(self.parts.values()), write=[])  # verify every tip
+            # The group learns the verified tips: its commit catches up where a kill -9 lost the last one.
+            self._uncommitted.update({tp: p.fence.offset + 1 for tp, p in self.parts.items() if p.fence.offset >= 0})
             for tp, part in self.parts.items():
                 await self._seek_after_tip(consumer, tp, part)
             log.info("archiving %d partition(s) of %s from their archived offsets: %s", len(tps),
@@ -527,10 +536,21 @@ class Archiver:
                 self.archived += len(records)
                 written[tp] = part.fence.offset + 1
         if written:
-            try:
-                await consumer.commit(written)
-            except KafkaError as exc:  # only ``lag`` reads it; the archive resumes from its own tips
-                log.warning("archive group commit failed (%s); the archive itself is unaffected", exc)
+            self._uncommitted.update(written)
+            await self._commit(consumer)
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit the group offsets written since the last commit that succeeded; kept for a retry on failure."""
+        self._commit_tried = time.monotonic()
+        offsets = {tp: off for tp, off in self._uncommitted.items() if tp in self.parts}
+        try:
+            if offsets:
+                await consumer.commit(offsets)
+        except KafkaError as exc:  # only ``lag`` reads it; the archive resumes from its own tips
+            log.warning("archive group commit failed (%s); retried in %.0f s, the archive itself is unaffected",
+                        exc, COMMIT_RETRY_S)  # fmt: skip
+            return
+        self._uncommitted.clear()
 
     async def _reset(self, consumer: AIOKafkaConsumer, tp: TopicPartition, part: _Partition, reason: str,
                      hw: int | None) -> None:  # fmt: skip
@@ -544,6 +564,7 @@ class Archiver:
         )  # fmt: skip
         self.resets += 1
         self.lost += lost
+        self._uncommitted.pop(tp, None)  # an offset of the old log
         part.fence = Fence(-1, epoch)
         part.drop_buffer()
         part.seen = None

@@ -172,13 +172,13 @@ def _movies(n: int) -> list[tuple[bytes | None, bytes]]:
     ]  # fmt: skip
 
 
-async def _group_commits(settings: Settings) -> dict[tuple[str, int], int]:
+async def _group_commits(settings: Settings, group: str | None = None) -> dict[tuple[str, int], int]:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
         tps = [TopicPartition(t, p) for t in (settings.topic_ratings, settings.topic_movies)
                for p in range(settings.topic_partitions)]  # fmt: skip
-        got = await admin.list_consumer_group_offsets(settings.archive_group, partitions=tps)
+        got = await admin.list_consumer_group_offsets(group or settings.archive_group, partitions=tps)
         return {(tp.topic, tp.partition): m.offset for tp, m in got.items() if m is not None and m.offset >= 0}
     finally:
         await admin.close()
@@ -217,6 +217,26 @@ def test_every_record_is_archived_exactly_once_through_a_kill_9(case: Case) -> N
     assert st["records"] == str(len(expected)) and st["state"] == "running" and st["resets"] == "0"
     assert all(st[f"{t}:{p}:epoch"] == "0" and st[f"{t}:{p}:highwater"] == str(hw) for (t, p), hw in ends.items())
     wait_for(lambda: asyncio.run(_group_commits(s)) == ends, 30, "the archive group's commits to reach the log end")
+
+
+def test_a_restart_commits_the_archived_tips_to_a_group_that_missed_them(case: Case) -> None:
+    """A kill -9 between a segment and its commit leaves the group behind; the next start commits the tips."""
+    s = case.settings
+    case.produce(s.topic_movies, _movies(3))
+    case.produce(s.topic_ratings, _ratings(0, 300))
+    first = case.archiver()
+    expected = case.broker_rows()
+    case.wait_archived(len(expected))
+    first.stop()
+    ends = {(t, p): hw for t in (s.topic_ratings, s.topic_movies)
+            for p, hw in asyncio.run(high_watermarks(s, t)).items() if hw > 0}  # fmt: skip
+    # A group that never saw a commit stands for one whose last commit was lost; nothing new arrives.
+    case.env["REELSTREAM_APP_ID"] = fresh = f"{s.app_id}-fresh"
+    group = f"{fresh}-archive"
+    assert asyncio.run(_group_commits(s, group)) == {}
+    case.archiver()
+    wait_for(lambda: asyncio.run(_group_commits(s, group)) == ends, 30, "the fresh group's commits to reach the tips")
+    assert len(case.archived_rows()) == len(expected)  # nothing archived twice
 
 
 def test_a_recreated_topic_starts_a_new_epoch(case: Case) -> None:
