@@ -141,7 +141,7 @@ def _value(name: str, raw: Any) -> Any:
         if kind == "int":
             if isinstance(raw, int):
                 return raw
-            return int(_text(raw))
+            return int(raw if isinstance(raw, bytes) and raw.isdigit() else _text(raw))
         value = float(raw) if isinstance(raw, int | float) else float(_text(raw))
         if not math.isfinite(value):
             raise ValueError("not finite")
@@ -161,10 +161,18 @@ def decode_user(raw: Mapping[Any, Any]) -> UserRecord:
 
 
 def decode_fold_row(values: Sequence[Any]) -> UserRecord:
-    """``HMGET rs:user:{uid} *FOLD_FIELDS`` (a missing field is None) as a record."""
+    """``HMGET rs:user:{uid} *FOLD_FIELDS`` (a missing field is None) as a record.
+
+    The worker decodes one row per user of every batch: the fields go straight to :func:`_value`, without the
+    name lookups :func:`decode_user` makes for a hash of unknown fields.
+    """
     if len(values) != len(FOLD_FIELDS):
         raise RecordError(f"user record row has {len(values)} values, expected {len(FOLD_FIELDS)} ({FOLD_FIELDS})")
-    return decode_user(dict(zip(FOLD_FIELDS, values, strict=True)))
+    rec = UserRecord()
+    for name, raw in zip(FOLD_FIELDS, values, strict=True):
+        if raw is not None:
+            setattr(rec, name, _value(name, raw))
+    return rec
 
 
 def encode_user(rec: UserRecord) -> list[Any]:
