@@ -21,6 +21,7 @@ from gateway.errors import StateUnavailable
 from gateway.parts import GatewayParts
 from reelstream.addresses import broker_answers
 from schemas.archive_status import unarchived_tail
+from schemas.challenger import decode_challenger
 
 log = logging.getLogger(__name__)
 
@@ -85,19 +86,20 @@ class Status(GatewayParts):
         rules_h = ComponentHealth(ok=err is None, detail=err or f"{rules.doc.name} {rules.version}")
         broker_h, worker_h = self._broker.get(), self._workers.get()
         parts = (broker_h, redis_h, model_h, worker_h, rules_h)
-        lost = resets = tail = None
+        lost = resets = tail = challenger = None
         if redis_h.ok:
             try:
                 counters = self.state.stats()
                 lost, resets = (int(float(counters.get(k, 0))) for k in ("events_lost", "log_resets"))
                 archive = self.state.archive_status()
                 tail = unarchived_tail(archive) if archive else None
+                challenger = decode_challenger(self.state.challenger()).as_dict()
             except (StateUnavailable, ValueError):
                 pass
         return Health(
             status="ok" if all(p.ok for p in parts) else "degraded",
             broker=broker_h, redis=redis_h, model=model_h, worker=worker_h, rules=rules_h,
-            events_lost=lost, log_resets=resets, unarchived=tail,
+            events_lost=lost, log_resets=resets, unarchived=tail, challenger=challenger,
         )  # fmt: skip
 
     def stats(self) -> Stats:

@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     #: seconds before their connection to it broke (``streams/resend.py``): a restarted memory-only broker
     #: then loses nothing the worker had not read. 0: never.
     resend_window_s: float = Field(30.0, ge=0)
+    #: The worker saves its online model (river, with its ADWIN detector) to ``var/online/{worker}.pkl`` this
+    #: often (seconds) and when it stops, and resumes from it on start. 0: never saved, a restart starts cold.
+    online_checkpoint_s: float = Field(60.0, ge=0)
     #: Worker heartbeat period and time-to-live of its Redis key (seconds).
     worker_heartbeat_s: float = Field(1.0, gt=0)
     worker_heartbeat_ttl_s: int = Field(10, ge=1)
@@ -216,6 +219,11 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         """Versioned model folders live here."""
         return self.var_dir / "models"
+
+    @property
+    def online_dir(self) -> Path:
+        """Where workers checkpoint their online model (one file per worker name)."""
+        return self.var_dir / "online"
 
     @property
     def reports_dir(self) -> Path:

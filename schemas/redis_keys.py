@@ -44,6 +44,12 @@ key                            type    fields / members
                                        ``epoch``, ``highwater``, ``lost``
 ``rs:online``                  hash    river online model, prequential, all workers together:
                                        ``n``, ``abs_sum``, ``sq_sum``, ``mae``, ``rmse``, ``drifts``
+``rs:challenger``              hash    the online model's call for a challenger (docs/models.md):
+                                       ``requested`` (drift alarms counted, exactly-once with their
+                                       batch), ``last_alarm_ms`` (the event time of the latest
+                                       event ADWIN alarmed at), ``reason``; ``reelstream retrain`` answers it:
+                                       ``answered`` (the ``requested`` it ran for), ``answered_ms``,
+                                       ``answer`` (promoted / kept / failed: why)
 ``rs:worker:{name}``           string  heartbeat (epoch ms), expires after worker_heartbeat_ttl_s
 ``rs:worker:{name}:freshness``  hash    produce-to-commit latency (ms) of the worker's latest
                                        events: ``n``, ``p50``, ``p99``, ``max``; expires like above
@@ -75,6 +81,7 @@ from __future__ import annotations
 
 __all__ = [
     "ARCHIVE",
+    "CHALLENGER",
     "ITEMS_POPULAR",
     "ITEMS_PRIOR",
     "ITEMS_PRIOR_CLOCK",
@@ -105,6 +112,8 @@ ITEMS_POPULAR = f"{PREFIX}:items:popular"
 ITEMS_PRIOR = f"{PREFIX}:items:prior"
 ITEMS_PRIOR_CLOCK = f"{PREFIX}:items:prior:clock"
 ONLINE = f"{PREFIX}:online"
+#: The online model's drift alarms asking for a challenger, and ``reelstream retrain``'s answer to them.
+CHALLENGER = f"{PREFIX}:challenger"
 STATS = f"{PREFIX}:stats"
 #: What ``reelstream seed`` applied (HISTORY's store and model version); see streams/seed.py.
 SEED = f"{PREFIX}:seed"

@@ -28,6 +28,7 @@ owned partition is sought to its fence.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import importlib
 import logging
@@ -36,6 +37,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -100,8 +102,52 @@ def rating_processor() -> RatingProcessor:
         _runtime(), RedisFeatureStore(_redis()), topic=settings.topic_ratings,
         min_ts_ms=settings.event_min_ts_ms, max_future_ms=settings.event_max_future_ms,
         half_life_s=settings.trending_half_life_s, probe_user_base=settings.probe_user_base,
-        online=OnlineRatingModel(seed=0), models=_models(),
+        online=_online_model(), models=_models(),
     )  # fmt: skip
+
+
+def _checkpoint_path() -> Path:
+    return settings.online_dir / f"{worker_name}.pkl"
+
+
+def _online_model() -> OnlineRatingModel:
+    """This worker's online model, resumed from its checkpoint when there is one (streams/online.py).
+
+    A checkpoint that does not load is logged, renamed ``*.bad`` (kept for a look) and the model starts cold:
+    it is a monitor, not state the recommendations depend on.
+    """
+    path = _checkpoint_path()
+    if settings.online_checkpoint_s and path.exists():
+        try:
+            model = OnlineRatingModel.load(path)
+        except (ValueError, OSError) as exc:
+            log.error("online model checkpoint not resumed, starting cold: %s", exc)
+            with contextlib.suppress(OSError):
+                path.replace(path.with_suffix(".bad"))
+        else:
+            log.info("online model resumed from %s: %d events learned, %d drift alarms", path, model.n, model.drifts)
+            return model
+    return OnlineRatingModel(seed=0)
+
+
+_checkpointed_at = time.monotonic()
+
+
+def _checkpoint_due() -> bool:
+    every = settings.online_checkpoint_s
+    return bool(every) and time.monotonic() - _checkpointed_at >= every
+
+
+def _checkpoint() -> None:
+    """Save the online model (in the apply thread, between batches: nothing learns while it is written)."""
+    global _checkpointed_at
+    if not settings.online_checkpoint_s or not rating_processor.cache_info().currsize:
+        return  # off, or this worker never built its model (nothing learned)
+    _checkpointed_at = time.monotonic()
+    try:
+        rating_processor().online.save(_checkpoint_path())
+    except OSError as exc:  # a full or read-only disk must not stop the stream
+        log.error("online model checkpoint %s not written: %s", _checkpoint_path(), exc)
 
 
 @cache
@@ -162,6 +208,8 @@ async def apply_batch(topic: str, msgs: list[Message], logs: dict[int, LogView] 
     )  # fmt: skip
     if isinstance(processor, RatingProcessor):
         _freshness.extend(now_ms - m.timestamp_ms for m in msgs)
+        if _checkpoint_due():
+            await loop.run_in_executor(_APPLY_THREAD, _checkpoint)
     return plan
 
 
@@ -221,6 +269,10 @@ class StreamConsumer(BatchConsumer):
             recover=_recover, outages=outages, **kwargs,
         )  # fmt: skip
         _consumers.append(self)
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        await asyncio.get_running_loop().run_in_executor(_APPLY_THREAD, _checkpoint)
 
 
 def _request_recovery() -> None:

@@ -80,6 +80,9 @@ __all__ = ["BatchPlan", "DeadLetterOut", "Message", "MovieProcessor", "RatingPro
 
 log = logging.getLogger(__name__)
 
+#: ``rs:challenger`` ``reason`` of a request from the online model's drift detector.
+CHALLENGE_REASON = "drift: ADWIN alarm on the online model's absolute rating error"
+
 
 @dataclass(slots=True)
 class Message:
@@ -434,6 +437,7 @@ class RatingProcessor:
         items: dict[int, list[float]] = {}  # mid -> [count, sum, trending x, prior x]
         max_ts: int | None = None
         abs_sum = sq_sum = 0.0
+        alarm_ts = 0  # the event time of the batch's latest drift alarm
         drifts = learned = 0  # learned: events that feed the item tables, the prior and the online model
         refused = 0  # events of users whose stored record does not decode (dead letters)
         duplicates = 0  # events already in their user's recent list
@@ -487,7 +491,9 @@ class RatingProcessor:
             step = online.learn_one(uid, mid, r)
             abs_sum += step.abs_error
             sq_sum += step.abs_error * step.abs_error
-            drifts += step.drift
+            if step.drift:
+                drifts += 1
+                alarm_ts = ts
 
         ops = plan.ops
         checked: list[tuple[str, str, str]] = []
@@ -519,8 +525,11 @@ class RatingProcessor:
             ops.append(("C", keys.ONLINE, "n", learned))
             ops.append(("F", keys.ONLINE, "abs_sum", abs_sum))
             ops.append(("F", keys.ONLINE, "sq_sum", sq_sum))
-            if drifts:
+            if drifts:  # an ADWIN alarm asks the continual-training path for a challenger (streams/online.py)
                 ops.append(("C", keys.ONLINE, "drifts", drifts))
+                ops.append(("C", keys.CHALLENGER, "requested", drifts))
+                ops.append(("X", keys.CHALLENGER, "last_alarm_ms", alarm_ts))
+                ops.append(("H", keys.CHALLENGER, ["reason", CHALLENGE_REASON]))
             ops.append(("O",))
         if plan.dead:
             ops.append(("C", keys.STATS, "dead_letters", len(plan.dead)))

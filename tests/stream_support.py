@@ -36,8 +36,9 @@ from streams.store import MemoryFeatureStore
 #: Keys whose content legitimately depends on the run (who, when, how often redelivered).
 #: rs:fence: and rs:resets: hold log identities, high watermarks and reset times (timing, not events);
 #: rs:archive is the archiver's progress and rs:rebuild:lock a rebuild in flight (streams/archive.py, rebuild.py).
-RUN_DEPENDENT = ("rs:offsets:", "rs:fence:", "rs:resets:", "rs:worker:", keys.ONLINE, keys.STATS, keys.ARCHIVE,
-                 keys.REBUILD_LOCK)  # fmt: skip
+#: rs:online and rs:challenger follow the river model, whose learning restarts from its checkpoint after a crash.
+RUN_DEPENDENT = ("rs:offsets:", "rs:fence:", "rs:resets:", "rs:worker:", keys.ONLINE, keys.CHALLENGER, keys.STATS,
+                 keys.ARCHIVE, keys.REBUILD_LOCK)  # fmt: skip
 
 
 def unique_stream_env(tag: str) -> dict[str, str]:

@@ -63,7 +63,7 @@ def clean_run(runtime: ModelRuntime, msgs: list[Message]) -> dict[str, Any]:
 
 
 #: Keys a swap adds (its status) or that count deliveries, not state.
-IGNORED = (keys.MODEL, keys.STATS, keys.ONLINE, "rs:offsets:", "rs:fence:")
+IGNORED = (keys.MODEL, keys.STATS, keys.ONLINE, keys.CHALLENGER, "rs:offsets:", "rs:fence:")
 
 
 def state_differences(expected: dict[str, Any], got: dict[str, Any]) -> list[str]:

@@ -297,3 +297,17 @@ def test_health_shows_the_events_a_log_reset_lost(client: TestClient, rclient) -
         },
     )
     assert client.get("/health").json()["unarchived"] == 5
+
+
+def test_health_shows_a_challenger_request_until_retrain_answers_it(client: TestClient, rclient) -> None:
+    """The online model's drift alarms (rs:challenger) show in /health as pending, then answered."""
+    before = client.get("/health").json()
+    assert before["challenger"]["pending"] == 0  # nothing asked yet
+    rclient.hset(keys.CHALLENGER, mapping={"requested": 3, "last_alarm_ms": 1_500_000_000_000, "reason": "drift"})
+    health = client.get("/health").json()
+    assert health["status"] == before["status"]  # informational: it changes no status
+    got = health["challenger"]
+    assert (got["requested"], got["pending"], got["last_alarm_ms"], got["reason"]) == (3, 3, 1_500_000_000_000, "drift")
+    rclient.hset(keys.CHALLENGER, mapping={"answered": 3, "answer": "kept m0001"})
+    got = client.get("/health").json()["challenger"]
+    assert (got["pending"], got["answer"]) == (0, "kept m0001")

@@ -21,6 +21,7 @@ from models.state import encode, refold
 from reelstream.commands.retrain import retrain_once
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
+from schemas.challenger import decode_challenger
 from schemas.user_record import decode_rated, decode_user
 from streams.archive import ArchivedRecord, write_segment
 from streams.codecs import codec_for
@@ -99,8 +100,13 @@ def test_retrain_keeps_an_equal_challenger_and_promotes_a_better_one_with_a_hot_
     processor(champion, RedisFeatureStore(client), topic=live_settings.topic_ratings).run(msgs)
     users = sorted({u for u, *_ in rows[:300]})
 
+    client.hset(keys.CHALLENGER, mapping={"requested": 2, "reason": "drift"})  # two alarms ask for a challenger
     kept = retrain_once(live_settings, client, window=0.05, fit=lambda params, data: Fixed(champion))
     assert not kept.verdict.promote and kept.published is None
+    asked = decode_challenger(client.hgetall(keys.CHALLENGER))
+    assert (asked.answered, asked.pending) == (2, 0)
+    assert asked.answer.startswith(f"kept {kept.verdict.champion}: challenger HR@20")
+    client.hincrby(keys.CHALLENGER, "requested", 1)  # an alarm after that round: pending again
     assert kept.archived == 3000 and kept.data_events == store.history.height + 3000
     assert (live_settings.models_dir / "CURRENT").read_text().strip() == "m0001"
     assert not (live_settings.models_dir / "m0002").exists() and model_pointer(client) == {}
@@ -115,6 +121,8 @@ def test_retrain_keeps_an_equal_challenger_and_promotes_a_better_one_with_a_hot_
                             overrides={"hidden": 16, "latent": 8, "max_epochs": 3})  # fmt: skip
     v = promoted.verdict
     assert v.promote and v.challenger_hr > v.champion_hr and promoted.published == "m0002"
+    asked = decode_challenger(client.hgetall(keys.CHALLENGER))
+    assert (asked.answered, asked.pending) == (3, 0) and asked.answer.startswith("promoted m0002")
     # the champion's item prior half-life is kept (the swap needs it), the overrides applied
     assert params_seen[0]["prior_half_life_days"] == champion.item_prior["half_life_s"] / 86400.0
     assert params_seen[0]["hidden"] == 16 and len(params_seen) == 2  # judged, then trained on everything

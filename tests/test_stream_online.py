@@ -25,3 +25,24 @@ def test_learn_one_gives_rivers_predictions_and_weights_exactly() -> None:
         assert all(np.array_equal(mine[k], theirs[k]) for k in mine)
     assert a.u_latent_optimizer.n_iterations == b.u_latent_optimizer.n_iterations == 3000
     assert fast.predict_one(3, 5) == ref.predict_one(3, 5)
+
+
+def test_a_checkpoint_resumes_the_model_and_its_drift_detector_exactly(tmp_path) -> None:
+    import pytest
+
+    rng = np.random.default_rng(4)
+    events = [(int(rng.integers(30)), int(rng.integers(80)), float(rng.integers(1, 11)) / 2) for _ in range(3000)]
+    straight, first = OnlineRatingModel(seed=2), OnlineRatingModel(seed=2)
+    for e in events[:1500]:
+        straight.learn_one(*e)
+        first.learn_one(*e)
+    path = tmp_path / "online" / "w1.pkl"
+    first.save(path)
+    resumed = OnlineRatingModel.load(path)  # a restarted worker
+    assert (resumed.n, resumed.abs_sum, resumed.drifts) == (straight.n, straight.abs_sum, straight.drifts)
+    for e in events[1500:]:
+        assert resumed.learn_one(*e) == straight.learn_one(*e)  # predictions, errors and alarms alike
+    assert resumed.detector.width == straight.detector.width
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"w1\.pkl: not an online model checkpoint"):
+        OnlineRatingModel.load(path)

@@ -155,3 +155,35 @@ def test_zset_ops_repeating_a_movie_and_past_one_chunk_apply_in_order_as_the_dic
     assert diff_states(memory.snapshot(), snap) == []
     assert snap[keys.ITEMS_POPULAR]["7"] == (2 + 1) + (7 % 5 + 1) + (2 + 1)
     assert len(snap[keys.ITEMS_TRENDING]) == len(snap[keys.ITEMS_PRIOR]) == 2500
+
+
+def test_a_drift_alarm_asks_for_a_challenger_once_per_alarm_whatever_the_batching() -> None:
+    """The online model's ADWIN alarms (its error jumps when every user's ratings flip) become
+    ``rs:challenger`` requests in the batch's own commit: as many as alarms, at the alarmed event's time,
+    the same in one batch or many, and a redelivery adds none."""
+    codec = codec_for("RatingEvent")
+    msgs, times = [], []
+    for i in range(4000):
+        user, movie = 1 + i % 40, int(MOVIES[(i * 7) % len(MOVIES)])
+        ts = 1_400_000_000_000 + i * 60_000
+        ev = rating_event(user, movie, 4.5 if i < 2000 else 0.5, ts, "replay")  # every rating flips at 2,000
+        msgs.append(Message(TOPIC, 0, i, codec.encode(ev), key=user_key(user)))
+        times.append(ts)
+    whole, parts = _processor(MemoryFeatureStore()), _processor(MemoryFeatureStore())
+    whole.run(msgs)
+    for i in range(0, len(msgs), 300):
+        parts.run(msgs[i : i + 300])
+    parts.run(msgs[1000:2600])  # redelivered: below the fence, nothing counted again
+    # the oracle: the same online model stepped alone over the same events
+    alone = OnlineRatingModel(seed=1)
+    alarms = [t for m, t in zip(msgs, times, strict=True) if alone.learn_one(*_triple(codec, m)).drift]
+    assert alarms and all(t > times[2000] for t in alarms)  # the alarms follow the flip
+    for proc in (whole, parts):
+        got = proc.store.hashes[keys.CHALLENGER]
+        assert int(got["requested"]) == len(alarms) == int(proc.store.hashes[keys.ONLINE]["drifts"])
+        assert int(got["last_alarm_ms"]) == alarms[-1] and got["reason"].startswith("drift")
+
+
+def _triple(codec, m: Message) -> tuple[int, int, float]:
+    ev = codec.decode(m.value)
+    return ev["user_id"], ev["movie_id"], ev["rating"]

@@ -236,6 +236,13 @@ class Health(BaseModel):
         "what a memory-only broker that dies would take with it, but for the producers' resend window. "
         "None: no archiver status, or Redis unreachable.",
     )
+    challenger: dict[str, Any] | None = Field(
+        None,
+        description="The online model's call for a challenger (`rs:challenger`): `requested` drift alarms, "
+        "`answered` by the latest `reelstream retrain`, `pending` (unanswered: a retrain is due), "
+        "`last_alarm_ms` (event time), `reason`, `answer`. Informational: it never makes the status degraded. "
+        "None: Redis unreachable.",
+    )
 
 
 class Stats(BaseModel):

@@ -254,8 +254,16 @@ async function pollFreshness() {
 async function pollHealth() {
   try {
     const h = await api("/health");
-    $("#health").replaceChildren(...["broker", "redis", "worker", "model", "rules"].map((k) =>
-      el("span", { class: `pill ${h[k].ok ? "ok" : "bad"}`, title: h[k].detail }, k)));
+    const pills = ["broker", "redis", "worker", "model", "rules"].map((k) =>
+      el("span", { class: `pill ${h[k].ok ? "ok" : "bad"}`, title: h[k].detail }, k));
+    const c = h.challenger;  // the online model's drift alarms (rs:challenger): a retrain is due while pending
+    if (c && c.pending > 0) {
+      pills.push(el("span", { class: "pill bad", title: `${c.reason || "drift"}; run reelstream retrain` },
+        `drift: challenger requested (${c.pending})`));
+    } else if (c && c.requested > 0) {
+      pills.push(el("span", { class: "pill ok", title: c.answer || "" }, `drift alarms answered (${c.requested})`));
+    }
+    $("#health").replaceChildren(...pills);
   } catch (e) {
     $("#health").replaceChildren(el("span", { class: "pill bad" }, "gateway"));
   }

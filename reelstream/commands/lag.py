@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 
+import redis
 import typer
 from rich.live import Live
 from rich.table import Table
@@ -13,7 +14,10 @@ from rich.table import Table
 from monitoring.lag import GroupLag, LagMonitor, PartitionLag, recorded_resets
 from monitoring.liveness import worker_heartbeats
 from reelstream.console import console
+from reelstream.redis_client import redis_client
 from reelstream.settings import get_settings
+from schemas import redis_keys as keys
+from schemas.challenger import Challenger, decode_challenger
 
 VERDICT_STYLE = {"OK": "green", "WARN": "yellow", "STALL": "magenta", "STOP": "red", "REWIND": "cyan",
                  "RESET": "bold red"}  # fmt: skip
@@ -27,10 +31,38 @@ def _reset(r: PartitionLag, now: float) -> str:
     return f"{max(now - r.reset_at_ms / 1000.0, 0.0):,.0f} s ago, {r.reset_lost:,} unread"
 
 
-def render(result: GroupLag) -> Table:
-    """A rich table of one sample."""
+def challenger_note(challenger: Challenger | None) -> str:
+    """The table's caption about the online model's drift alarms (``rs:challenger``).
+
+    >>> challenger_note(Challenger(requested=3, answered=1, last_alarm_ms=0, reason="drift"))
+    'online model: 2 drift alarm(s) ask for a challenger: run `reelstream retrain`'
+    >>> challenger_note(Challenger())
+    'online model: no drift alarm'
+    """
+    if challenger is None:
+        return "online model: drift alarms unknown (Redis unreachable)"
+    if challenger.pending:
+        return f"online model: {challenger.pending} drift alarm(s) ask for a challenger: run `reelstream retrain`"
+    if challenger.requested:
+        return f"online model: {challenger.requested} drift alarm(s), answered: {challenger.answer}"
+    return "online model: no drift alarm"
+
+
+def _challenger(redis_url: str) -> Challenger | None:
+    client = redis_client(redis_url)
+    try:
+        return decode_challenger(client.hgetall(keys.CHALLENGER))
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+
+
+def render(result: GroupLag, note: str | None = None) -> Table:
+    """A rich table of one sample (``note``: its caption)."""
     style = VERDICT_STYLE.get(result.verdict, "")
-    table = Table(title=f"group {result.group}: [{style}]{result.verdict}[/]  (total lag {result.total_lag:,})")
+    table = Table(title=f"group {result.group}: [{style}]{result.verdict}[/]  (total lag {result.total_lag:,})",
+                  caption=note)  # fmt: skip
     for column in ("topic", "partition", "committed", "log end", "lag", "lag s", "rate/s", "verdict", "log reset"):
         table.add_column(column, justify="left" if column in {"topic", "verdict", "log reset"} else "right")
     for r in result.partitions:
@@ -63,16 +95,20 @@ def lag(
     async def run() -> None:
         async with monitor:
             result = await monitor.sample()
+            challenger = await asyncio.to_thread(_challenger, settings.redis_url)
             if as_json:
-                console.print_json(json.dumps(result.as_dict()))
+                body = {**result.as_dict(), "challenger": None if challenger is None else challenger.as_dict()}
+                console.print_json(json.dumps(body))
                 return
             if not watch:
-                console.print(render(result))
+                console.print(render(result, challenger_note(challenger)))
                 return
-            with Live(render(result), console=console, refresh_per_second=4) as live:
+            with Live(render(result, challenger_note(challenger)), console=console, refresh_per_second=4) as live:
                 while True:
                     await asyncio.sleep(interval)  # the sampling period, not a synchronisation
-                    live.update(render(await monitor.sample()))
+                    result = await monitor.sample()
+                    challenger = await asyncio.to_thread(_challenger, settings.redis_url)
+                    live.update(render(result, challenger_note(challenger)))
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())

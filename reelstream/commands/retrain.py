@@ -23,8 +23,10 @@ from rich.table import Table
 from reelstream.console import console
 from reelstream.errors import InfraError, ModelError, ReelstreamError
 from reelstream.settings import Settings, get_settings
+from schemas import redis_keys as keys
+from schemas.challenger import answer_fields, decode_challenger
 
-__all__ = ["Fitted", "RetrainResult", "retrain", "retrain_once", "swap"]
+__all__ = ["Fitted", "RetrainResult", "challenge_pending", "retrain", "retrain_once", "swap"]
 
 
 class Fitted(Protocol):
@@ -76,6 +78,7 @@ def retrain_once(
     from streams.archive_ratings import archived_ratings
     from streams.swap import run_swap, serving_model, start_swap
 
+    requested = decode_challenger(client.hgetall(keys.CHALLENGER)).requested  # what this round answers
     if fit is None:
 
         def fit(params: dict[str, Any], data: Any) -> Fitted:
@@ -102,6 +105,9 @@ def retrain_once(
     verdict, _ = judge(champion, lambda d: fit(params, d).runtime_, windowed, margin=margin)
     result = RetrainResult(verdict, events.height, len(archived))
     if not (promote and verdict.promote):
+        kept = "better, not promoted (--no-promote)" if verdict.promote else "not better"
+        _answer(client, requested, f"kept {verdict.champion}: challenger HR@20 {verdict.challenger_hr:.4f} vs "
+                                   f"{verdict.champion_hr:.4f}, {kept}")  # fmt: skip
         return result
     everything = data_with(0.0)
     model = fit(params, everything)
@@ -115,7 +121,25 @@ def retrain_once(
     result.published = folder.name
     start_swap(settings.models_dir, client, folder.name)
     result.swap = run_swap(settings.models_dir, client, batch=settings.swap_batch, on_progress=on_swap)
+    _answer(client, requested, f"promoted {folder.name}: challenger HR@20 {verdict.challenger_hr:.4f} vs "
+                               f"{verdict.champion_hr:.4f} for {verdict.champion}")  # fmt: skip
     return result
+
+
+def _answer(client: redis.Redis, requested: int, answer: str) -> None:
+    """Answer the drift alarms counted when this round started (``rs:challenger``, schemas/challenger.py)."""
+    client.hset(keys.CHALLENGER, mapping=answer_fields(requested, answer, int(time.time() * 1000)))
+
+
+def challenge_pending(settings: Settings) -> int:
+    """Drift alarms no retrain has answered yet (``retrain --when-requested``)."""
+    client = _client(settings)
+    try:
+        return decode_challenger(client.hgetall(keys.CHALLENGER)).pending
+    except redis.RedisError as exc:
+        raise InfraError(f"Redis at {settings.redis_url} unreachable: {exc}") from None
+    finally:
+        client.close()
 
 
 def _client(settings: Settings) -> redis.Redis:
@@ -146,18 +170,31 @@ def retrain(
     every_hours: Annotated[
         float | None, typer.Option(min=0.001, help="Run again every this many hours, until stopped (`up` uses it).")
     ] = None,
+    when_requested: Annotated[
+        bool, typer.Option(help="Run a round only while the online model's drift alarms ask for a challenger.")
+    ] = False,
 ) -> None:
     """Train a challenger on HISTORY + the archive, judge it on the latest window, promote it only if better."""
     args = dict(window=window, margin=margin, promote=promote, max_epochs=max_epochs, seed=seed, device=device)
     if every_hours is None:
-        _retrain(**args)  # type: ignore[arg-type]
+        _round(args, when_requested)
         return
     while True:  # a scheduled round that fails (no window yet, Redis away) is reported; the next one runs
         time.sleep(every_hours * 3600.0)
         try:
-            _retrain(**args)  # type: ignore[arg-type]
+            _round(args, when_requested)
         except ReelstreamError as exc:
             console.print(f"[bold red]retrain round failed:[/] {exc}", highlight=False)
+
+
+def _round(args: dict[str, Any], when_requested: bool) -> None:
+    if when_requested:
+        pending = challenge_pending(get_settings())
+        if not pending:
+            console.print("no challenger requested (no unanswered drift alarm in rs:challenger): nothing to do")
+            return
+        console.print(f"a challenger is requested: {pending} unanswered drift alarm(s)")
+    _retrain(**args)  # type: ignore[arg-type]
 
 
 def _retrain(
