@@ -50,7 +50,7 @@ __all__ = [
 
 MAGIC = 0xA7
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
-#: Event type -> (schema file, Faust codec name).
+#: Event type -> the name its Faust codec is registered under (the schema files are in ``_FILES``).
 CODEC_NAMES: dict[str, str] = {
     "RatingEvent": "reelstream.rating",
     "MovieEvent": "reelstream.movie",

@@ -1,4 +1,6 @@
-"""Turning a batch of Kafka messages into one atomic feature-store write: the worker's pure core.
+"""Turning a batch of Kafka messages into one atomic feature-store write: the worker's Kafka-free core.
+
+Not pure: ``plan`` reads the store and advances the runtime's online model and its drift detector.
 
 The worker (``streams/consumer.py`` collects a batch, ``streams/agents.py``
 applies it) only calls :meth:`RatingProcessor.plan`, sends the plan's dead
