@@ -25,7 +25,7 @@ class Challenger:
     last_alarm_ms: int | None = None  #: the event time of the latest event ADWIN alarmed at
     reason: str | None = None
     answered_ms: int | None = None
-    answer: str | None = None  #: what the latest retrain did (promoted / kept / failed, and why)
+    answer: str | None = None  #: what the latest retrain did (promoted or kept, why); a failed round: none
 
     @property
     def pending(self) -> int:
