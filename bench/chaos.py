@@ -57,8 +57,8 @@ from reelstream.redis_client import redis_client  # noqa: E402
 from reelstream.settings import Settings  # noqa: E402
 from schemas import redis_keys as keys  # noqa: E402
 from schemas.user_record import encode_rated  # noqa: E402
+from schemas.wire import codec_for  # noqa: E402
 from streams.admin import high_watermarks  # noqa: E402
-from streams.codecs import codec_for  # noqa: E402
 from streams.events import rating_event  # noqa: E402
 from streams.processor import Message, RatingProcessor  # noqa: E402
 from streams.store import MemoryFeatureStore  # noqa: E402

@@ -51,8 +51,8 @@ from reelstream import local_services  # noqa: E402
 from reelstream.redis_client import redis_client  # noqa: E402
 from reelstream.settings import Settings  # noqa: E402
 from schemas import redis_keys as keys  # noqa: E402
+from schemas.wire import codec_for  # noqa: E402
 from streams.admin import ensure_topics  # noqa: E402
-from streams.codecs import codec_for  # noqa: E402
 from streams.events import rating_event, user_key  # noqa: E402
 from streams.replay import replay  # noqa: E402
 
@@ -347,7 +347,7 @@ CATEGORIES = (
     ("river online model (BiasedMF + ADWIN)", ("river/", "streams/online.py")),
     ("encode: tanh + mu/logvar heads", ("encode (models/state.py)", "encode_many (models/state.py)")),
     ("fold-in + per-user/item bookkeeping", ("streams/processor.py", "models/state.py", "streams/store.py")),
-    ("Avro decode", ("streams/codecs.py", "fastavro")),
+    ("Avro decode", ("schemas/wire.py", "fastavro")),
     ("Faust/mode per-message dispatch and streams", ("faust/", "mode/")),
     ("aiokafka client (fetch, records)", ("aiokafka/",)),
     ("asyncio machinery", ("asyncio/",)),

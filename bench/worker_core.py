@@ -35,8 +35,8 @@ from models.runtime import ModelRuntime, current_model_dir  # noqa: E402
 from reelstream import local_services  # noqa: E402
 from reelstream.redis_client import redis_client  # noqa: E402
 from reelstream.settings import Settings  # noqa: E402
+from schemas.wire import codec_for  # noqa: E402
 from streams.bulk_seed import bulk_fold  # noqa: E402
-from streams.codecs import codec_for  # noqa: E402
 from streams.events import replay_event_id, user_key  # noqa: E402
 from streams.online import OnlineRatingModel  # noqa: E402
 from streams.processor import Message, RatingProcessor  # noqa: E402

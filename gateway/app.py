@@ -28,7 +28,7 @@ from gateway.corating import CoRatingTerm
 from gateway.errors import BrokerUnavailable, StateUnavailable, body_error, http_status, validation_detail
 from gateway.monitors import LagSampler, ProbeRunner
 from gateway.prior import ItemPrior
-from gateway.producer import KafkaRatingsProducer, RatingsProducer
+from gateway.producer import EventPublisher, KafkaEventPublisher
 from gateway.rules import RulesStore
 from gateway.service import Gateway
 from gateway.state import RedisState
@@ -147,7 +147,7 @@ def create_app(
     settings: Settings | None = None,
     *,
     gateway: Gateway | None = None,
-    producer: RatingsProducer | None = None,
+    producer: EventPublisher | None = None,
     monitors: bool | None = None,
 ) -> FastAPI:
     """The app; ``monitors`` (lag sampler, freshness probe) default to on only when it builds its own gateway."""
@@ -159,7 +159,7 @@ def create_app(
         if getattr(app.state, "gateway", None) is None:
             app.state.gateway = await run_in_threadpool(build_gateway, settings)
         if getattr(app.state, "producer", None) is None:
-            app.state.producer = KafkaRatingsProducer(settings)
+            app.state.producer = KafkaEventPublisher(settings)
         app.state.gateway.telemetry = telemetry
         tasks = [asyncio.create_task(_refresh_movies(app.state.gateway, settings.gateway_movie_refresh_s))]
         if app.state.gateway.load_model is not None:

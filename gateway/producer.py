@@ -1,6 +1,6 @@
 """Producing rating events for POST /ratings and MovieEvents for POST /movies, behind a small protocol.
 
-:class:`KafkaRatingsProducer` wraps the streams engineer's
+:class:`KafkaEventPublisher` wraps the streams engineer's
 :class:`streams.events.RatingProducer` (the one Avro encoding and key rule the
 CLI uses too, which judges every event by the rating contract, schemas/ratings.py,
 against the caller's ``known_movie`` catalogue). It starts lazily, bounds every
@@ -20,8 +20,10 @@ from aiokafka.errors import KafkaError
 
 from gateway.errors import BrokerUnavailable
 from reelstream.settings import Settings
+from streams.events import RatingProducer
+from streams.resend import ResendWindow
 
-__all__ = ["KafkaRatingsProducer", "RatingsProducer", "Sent", "SentAnnouncement"]
+__all__ = ["EventPublisher", "KafkaEventPublisher", "Sent", "SentAnnouncement"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,9 @@ class SentAnnouncement:
     offset: int
 
 
-class RatingsProducer(Protocol):
+class EventPublisher(Protocol):
+    """What the routes publish through (POST /ratings, POST /movies): tests pass their own; the app a Kafka one."""
+
     async def send(
         self, user_id: int, movie_id: int, rating: float, ts_ms: int | None, *, known_movie: Callable[[int], bool]
     ) -> Sent: ...
@@ -49,7 +53,7 @@ class RatingsProducer(Protocol):
     async def close(self) -> None: ...
 
 
-class KafkaRatingsProducer:
+class KafkaEventPublisher:
     """Rating events to ``settings.topic_ratings`` with ``source="api"``, and MovieEvents to ``topic_movies``."""
 
     def __init__(self, settings: Settings, timeout_s: float = 3.0) -> None:
@@ -57,7 +61,7 @@ class KafkaRatingsProducer:
         self.timeout_s = timeout_s
         self._inner: Any = None
         self._lock = asyncio.Lock()
-        self._window: Any = None  #: streams.resend.ResendWindow, kept across producers replaced after a timeout
+        self._window: ResendWindow | None = None  #: kept across producers replaced after a timeout
         self._reviver: asyncio.Future[None] | None = None
 
     async def send(
@@ -99,9 +103,6 @@ class KafkaRatingsProducer:
 
     async def _ensure_inner(self) -> None:
         """A started producer in ``self._inner`` (one at a time), sharing this gateway's resend window."""
-        from streams.events import RatingProducer
-        from streams.resend import ResendWindow
-
         async with self._lock:
             if self._inner is None:
                 if self._window is None:

@@ -40,6 +40,7 @@ from reelstream.redis_client import async_redis_client
 from reelstream.settings import Settings
 from schemas import redis_keys
 from schemas.ratings import PROBE_SOURCE
+from streams.events import RatingProducer
 
 __all__ = ["PROBE_RATING", "FreshnessProbe", "ProbeLost", "ProbeResult"]
 
@@ -86,8 +87,6 @@ class FreshnessProbe:
         self._redis: aioredis.Redis | None = None
 
     async def __aenter__(self) -> FreshnessProbe:
-        from streams.events import RatingProducer
-
         self._redis = async_redis_client(self.settings.redis_url, timeout=2.0)
         self._producer = RatingProducer(self.settings)
         await self._producer.__aenter__()

@@ -37,7 +37,7 @@ import faust
 from faust.app import BootStrategy
 
 from reelstream.settings import get_settings
-from streams.codecs import register_codecs
+from streams.faust_codec import register_codecs
 
 __all__ = ["app", "settings", "worker_name"]
 

@@ -18,8 +18,8 @@ import numpy as np
 import polars as pl
 
 from schemas.ratings import PROBE_SOURCE, RatingLimits, rating_verdict
+from schemas.wire import DecodeError, codec_for
 from streams.archive import archived_partitions, read_segments
-from streams.codecs import DecodeError, codec_for
 
 __all__ = ["ArchivedRatings", "archived_ratings"]
 

@@ -76,7 +76,7 @@ from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from schemas.ratings import MAX_ID, MAX_RATING, MIN_ID, MIN_RATING, RATING_STEP, RatingLimits, rating_verdict
 from schemas.user_record import UserRecord, encode_recent_many, encode_user, pack_ratings
-from streams.codecs import codec_for
+from schemas.wire import codec_for
 from streams.events import rating_event, user_key
 from streams.log_identity import Fence, fingerprint
 from streams.processor import RatingProcessor

@@ -27,8 +27,8 @@ from reelstream.settings import Settings
 from schemas.movies import announcement_problem, movie_key
 from schemas.ratings import RatingLimits, RatingSource, rating_verdict, user_key
 from schemas.side_features import TAG, SideEncoder, feature_name, tag_token
+from schemas.wire import codec_for
 from streams.broker_watch import BrokerWatch
-from streams.codecs import codec_for
 from streams.resend import Acked, ResendWindow
 from streams.rules import movie_event_problem
 

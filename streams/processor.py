@@ -60,7 +60,7 @@ from schemas.movie_record import decode_movie, encode_movie
 from schemas.ratings import PROBE_SOURCE, RatingLimits, rating_verdict
 from schemas.side_features import SideEncoder
 from schemas.user_record import RecordError, decode_fold_row, encode_rated, encode_recent, encode_user
-from streams.codecs import DecodeError, codec_for
+from schemas.wire import DecodeError, codec_for
 from streams.events import dead_letter_key
 from streams.log_identity import (
     NO_FENCE,

@@ -1,10 +1,10 @@
-"""Typed Faust Records of the three events; each names its Avro codec (``streams.codecs``)."""
+"""Typed Faust Records of the three events; each names its Avro codec (``streams.faust_codec``)."""
 
 from __future__ import annotations
 
 import faust
 
-from streams.codecs import CODEC_NAMES, register_codecs
+from streams.faust_codec import CODEC_NAMES, register_codecs
 
 __all__ = ["DeadLetterRecord", "MovieRecord", "RatingRecord"]
 

@@ -47,9 +47,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from reelstream.errors import ReelstreamError
 from reelstream.settings import Settings
+from schemas.wire import DecodeError, codec_for
 from streams.admin import high_watermarks
 from streams.broker_watch import BrokerWatch
-from streams.codecs import DecodeError, codec_for
 from streams.events import replay_event_id, user_key
 from streams.log_identity import is_log_shorter
 from streams.resend import ResendWindow

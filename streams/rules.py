@@ -6,7 +6,7 @@ bootstrap share, with their reasons and order); this module holds only what is t
 Dead-letter reasons (the ``DeadLetter.reason`` values):
 
 =======================  =====================================================================
-``undecodable``          bytes that are not a RatingEvent/MovieEvent (streams/codecs.py)
+``undecodable``          bytes that are not a RatingEvent/MovieEvent (schemas/wire.py)
 ``bad_user`` ...         a refused RatingEvent: :data:`schemas.ratings.REASONS`, in verdict order
 ``bad_movie_event``      a MovieEvent with a non-positive id or an empty title
 =======================  =====================================================================

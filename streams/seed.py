@@ -51,8 +51,8 @@ from reelstream.errors import DataError, InfraError
 from reelstream.redis_client import redis_client
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
+from schemas.wire import codec_for
 from streams.bulk_seed import BULK_ROWS, bulk_fold
-from streams.codecs import codec_for
 from streams.events import rating_event, user_key
 from streams.online import OnlineRatingModel
 from streams.processor import Message, RatingProcessor

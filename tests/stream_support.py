@@ -27,8 +27,8 @@ from reelstream import local_services
 from reelstream.settings import Settings, get_settings
 from schemas import redis_keys as keys
 from schemas.side_features import GENRE, feature_name, side_metadata
+from schemas.wire import codec_for
 from streams.admin import ensure_topics_sync
-from streams.codecs import codec_for
 from streams.events import rating_event, user_key
 from streams.processor import Message, RatingProcessor
 from streams.store import MemoryFeatureStore

@@ -11,7 +11,7 @@ from models.runtime import ModelRuntime
 from schemas import redis_keys as keys
 from schemas.side_features import GENRE, feature_name, side_metadata
 from schemas.user_record import FIELDS, decode_user
-from streams.codecs import codec_for
+from schemas.wire import codec_for
 from streams.events import rating_event, user_key
 from streams.processor import Message, RatingProcessor
 from streams.store import FeatureStoreIO, MemoryFeatureStore

@@ -102,8 +102,8 @@ def test_posted_rating_reaches_the_topic_and_changes_the_list(
 ) -> None:
     from aiokafka import AIOKafkaConsumer
 
+    from schemas.wire import codec_for
     from streams.admin import ensure_topics_sync
-    from streams.codecs import codec_for
 
     ensure_topics_sync(live_settings)
     write_user(rclient, runtime, 9, [(HEAT, 5.0), (TOY_STORY, 4.5)])

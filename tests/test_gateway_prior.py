@@ -16,7 +16,7 @@ from gateway.state import RedisState
 from models.runtime import ModelRuntime, trending_increment
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
-from streams.codecs import codec_for
+from schemas.wire import codec_for
 from streams.events import rating_event, user_key
 from streams.online import OnlineRatingModel
 from streams.processor import Message, RatingProcessor

@@ -18,7 +18,7 @@ KERNEL = {"reelstream.settings", "reelstream.errors", "reelstream.addresses", "r
           "reelstream.console"}  # fmt: skip
 #: package -> the first-party packages it may import (besides itself and the kernel)
 ALLOWED: dict[str, set[str]] = {
-    "schemas": set(),  # contracts: Avro schemas, the rating contract, Redis keys and records, side features
+    "schemas": set(),  # contracts: Avro schemas + wire format, rating contract, Redis keys and records, side features
     "bootstrap": {"schemas"},  # historical data in: MovieLens files -> validated Parquet feature store
     "models": {"schemas", "bootstrap"},  # learning and the numpy runtime; reads the store, no Kafka or Redis
     "streams": {"schemas", "models", "bootstrap"},  # the Faust app: consumer, processor, Redis writes, replay

@@ -15,7 +15,7 @@ from models.runtime import ModelRuntime
 from reelstream.redis_client import redis_client
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
-from streams.codecs import codec_for
+from schemas.wire import codec_for
 from streams.events import rating_event, user_key
 from streams.log_identity import (
     NO_FENCE,

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.catalog import Catalog
-from gateway.producer import KafkaRatingsProducer, SentAnnouncement
+from gateway.producer import KafkaEventPublisher, SentAnnouncement
 from gateway.rules import RulesStore
 from gateway.service import Gateway
 from gateway.state import RedisState
@@ -28,7 +28,7 @@ from reelstream.settings import PROJECT_ROOT, Settings
 from schemas.movie_record import encode_movie
 from schemas.movies import announcement_problem
 from schemas.side_features import GENRE, feature_name, side_metadata
-from streams.codecs import codec_for
+from schemas.wire import codec_for
 from streams.events import MovieInCatalogue, MovieRefused, judged_movie
 from streams.rules import movie_event_problem
 from tests.stream_support import install_model
@@ -216,7 +216,7 @@ def test_post_movies_409_for_a_movie_with_trained_rows(client: TestClient, fake:
 
 def test_post_movies_503_when_the_broker_is_down(settings: Settings, catalog: Catalog, tmp_path: Path) -> None:
     dead = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{local_services.free_port()}"})
-    app = create_app(dead, gateway=gateway_for(dead, catalog), producer=KafkaRatingsProducer(dead), monitors=False)
+    app = create_app(dead, gateway=gateway_for(dead, catalog), producer=KafkaEventPublisher(dead), monitors=False)
     with TestClient(app) as tc:
         resp = tc.post("/movies", json=NEW, headers={"Authorization": f"Bearer {dead.admin_secret()}"})
     assert resp.status_code == 503 and resp.headers["Retry-After"] == str(dead.gateway_retry_after_s)

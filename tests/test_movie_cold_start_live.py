@@ -30,7 +30,7 @@ from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from schemas.movies import GENRES
 from schemas.side_features import GENRE, TAG, feature_name, side_metadata
-from streams.codecs import codec_for
+from schemas.wire import codec_for
 from streams.events import RatingProducer
 from tests.live_system import GatewayProcess, Live
 from tests.stream_support import wait_for

@@ -30,8 +30,8 @@ from reelstream.settings import PROJECT_ROOT, Settings
 from schemas import redis_keys as keys
 from schemas.ratings import RatingLimits, rating_verdict, user_key
 from schemas.user_record import decode_rated
+from schemas.wire import codec_for
 from streams.admin import high_watermarks
-from streams.codecs import codec_for
 from tests.live_system import GatewayProcess, Live
 from tests.stream_support import wait_for
 

@@ -23,8 +23,8 @@ from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from schemas.challenger import decode_challenger
 from schemas.user_record import decode_rated, decode_user
+from schemas.wire import codec_for
 from streams.archive import ArchivedRecord, write_segment
-from streams.codecs import codec_for
 from streams.events import rating_event, user_key
 from streams.processor import Message
 from streams.store import RedisFeatureStore

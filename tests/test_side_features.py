@@ -27,7 +27,7 @@ from reelstream.errors import ModelError
 from schemas import redis_keys as keys
 from schemas.movie_record import decode_movie
 from schemas.side_features import META_NAMES, META_YEAR_RANGE, YEAR_SCALED, SideEncoder
-from streams.codecs import codec_for
+from schemas.wire import codec_for
 from streams.events import rating_event, user_key
 from streams.processor import Message, MovieProcessor, RatingProcessor
 from streams.store import MemoryFeatureStore

@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from reelstream import local_services
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
+from schemas.wire import codec_for
 from streams.admin import ensure_topics_sync, high_watermarks
 from streams.archive import (
     ArchivedRecord,
@@ -31,7 +32,6 @@ from streams.archive import (
     remove_partial_segments,
     write_segment,
 )
-from streams.codecs import codec_for
 from streams.events import rating_event, user_key
 from streams.log_identity import fingerprint
 from tests.stream_support import ArchiverProcess, apply_env, unique_stream_env, wait_for

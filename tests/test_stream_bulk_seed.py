@@ -33,9 +33,9 @@ from models.runtime import ModelRuntime
 from reelstream.errors import DataError
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
+from schemas.wire import codec_for
 from streams import bulk_seed
 from streams.bulk_seed import BULK_ROWS, BULK_USER
-from streams.codecs import codec_for
 from streams.events import rating_event, user_key
 from streams.processor import Message, RatingProcessor
 from streams.seed import fold_history, read_marker, seed_history

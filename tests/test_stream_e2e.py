@@ -22,8 +22,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from reelstream.settings import Settings
 from schemas.user_record import decode_rated_entry
+from schemas.wire import codec_for
 from streams.admin import high_watermarks
-from streams.codecs import codec_for
 from streams.events import rating_event, user_key
 from streams.replay import read_checkpoint
 from streams.store import redis_snapshot

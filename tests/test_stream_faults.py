@@ -31,8 +31,8 @@ from monitoring.lag import LagMonitor, recorded_resets
 from reelstream import local_services
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
+from schemas.wire import codec_for
 from streams.admin import ensure_topics_sync
-from streams.codecs import codec_for
 from streams.events import RatingProducer, rating_event, user_key
 from streams.store import redis_snapshot
 from tests.stream_support import (

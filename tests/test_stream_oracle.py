@@ -29,7 +29,7 @@ from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from schemas.ratings import LIKED_MIN_RATING, MAX_RATING, MIN_RATING, PROBE_SOURCE
 from schemas.user_record import decode_rated_at, decode_recent_list, decode_user, pack_rating
-from streams.codecs import codec_for
+from schemas.wire import codec_for
 from streams.events import rating_event, user_key
 from streams.online import OnlineRatingModel
 from streams.processor import Message, RatingProcessor

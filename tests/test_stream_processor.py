@@ -10,7 +10,7 @@ from models.runtime import ModelRuntime
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from schemas.user_record import pack_rating
-from streams.codecs import codec_for
+from schemas.wire import codec_for
 from streams.events import rating_event, user_key
 from streams.online import OnlineRatingModel
 from streams.processor import Message, RatingProcessor

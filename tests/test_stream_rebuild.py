@@ -29,8 +29,8 @@ from bootstrap.store import load_store
 from models.runtime import ModelRuntime, current_model_dir
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
+from schemas.wire import codec_for
 from streams.archive import ArchivedRecord, archived_partitions, read_segments, write_segment
-from streams.codecs import codec_for
 from streams.events import rating_event, user_key
 from streams.log_identity import Fence
 from streams.processor import Message, MovieProcessor, RatingProcessor

@@ -19,7 +19,7 @@ from schemas.ratings import (
     rating_verdict,
     user_key,
 )
-from streams.codecs import SCHEMA_DIR
+from schemas.wire import SCHEMA_DIR
 
 NOW = 1_700_000_000_000
 LIMITS = RatingLimits(min_ts_ms=631_152_000_000, max_future_ms=86_400_000, probe_user_base=2_000_000_000)

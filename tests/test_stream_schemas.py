@@ -10,17 +10,9 @@ import fastavro
 import pytest
 from faust.serializers import codecs as faust_codecs
 
-from streams.codecs import (
-    CODEC_NAMES,
-    MAGIC,
-    SCHEMA_DIR,
-    DecodeError,
-    SchemaCodec,
-    codec_for,
-    parsed_schema,
-    register_codecs,
-)
+from schemas.wire import MAGIC, SCHEMA_DIR, DecodeError, SchemaCodec, codec_for
 from streams.events import rating_event
+from streams.faust_codec import CODEC_NAMES, register_codecs
 from streams.records import DeadLetterRecord, RatingRecord
 
 SCHEMAS = sorted(SCHEMA_DIR.glob("*.avsc"))
@@ -92,7 +84,9 @@ def test_the_current_reader_reads_bytes_of_the_v1_writer() -> None:
 
 def test_a_v1_reader_resolving_the_writer_schema_reads_a_probe_as_the_default_live() -> None:
     data = codec_for("RatingEvent").encode(PROBE)
-    resolved = fastavro.schemaless_reader(io.BytesIO(data[2:]), parsed_schema("RatingEvent"), fastavro.parse_schema(V1))
+    resolved = fastavro.schemaless_reader(
+        io.BytesIO(data[2:]), codec_for("RatingEvent").schema, fastavro.parse_schema(V1)
+    )
     assert resolved == {**PROBE, "source": "live"}
 
 

@@ -42,7 +42,7 @@ from reelstream.commands.replay import EventRateColumn
 from reelstream.errors import ReelstreamError
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
-from streams.codecs import codec_for
+from schemas.wire import codec_for
 from streams.events import user_key
 from tests.live_system import install_var
 from tests.stream_support import install_model, wait_for

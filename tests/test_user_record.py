@@ -32,7 +32,7 @@ from schemas.user_record import (
     pack_rating,
     unpack_rating,
 )
-from streams.codecs import codec_for
+from schemas.wire import codec_for
 from streams.events import rating_event, user_key
 from streams.processor import Message, RatingProcessor
 from streams.store import USER_FIELDS, MemoryFeatureStore, RedisFeatureStore, redis_snapshot

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from gateway.producer import RatingsProducer
+from gateway.producer import EventPublisher
 from gateway.service import Gateway
 from reelstream.errors import ConfigError
 from reelstream.settings import Settings, get_settings
@@ -26,12 +26,12 @@ async def _gateway(request: Request) -> Gateway:  # async: a plain attribute rea
     return request.app.state.gateway
 
 
-async def _producer(request: Request) -> RatingsProducer:
+async def _producer(request: Request) -> EventPublisher:
     return request.app.state.producer
 
 
 GatewayDep = Annotated[Gateway, Depends(_gateway)]
-ProducerDep = Annotated[RatingsProducer, Depends(_producer)]
+ProducerDep = Annotated[EventPublisher, Depends(_producer)]
 
 _bearer = HTTPBearer(
     auto_error=False,

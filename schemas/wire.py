@@ -1,4 +1,4 @@
-"""Avro wire format for every reelstream event, and the Faust codec that uses it.
+"""The Avro wire format of every reelstream event (fastavro only: importing it loads no faust).
 
 Wire format (one message value)::
 
@@ -19,9 +19,8 @@ Evolution rules (tested in ``tests/test_stream_schemas.py``):
   schema: appended fields sit after every field it knows, so it reads its
   fields and ignores the rest.
 
-Schemas are parsed once and cached (:func:`parsed_schema`). :class:`AvroCodec`
-is the one Faust codec class; :func:`register_codecs` registers one instance per
-event type under the names in :data:`CODEC_NAMES`, once per process.
+Each event type's codec is built once (:func:`codec_for`, schemas parsed then). The Faust codec over
+this format is ``streams/faust_codec.py``.
 """
 
 from __future__ import annotations
@@ -33,29 +32,18 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
-from faust.serializers import codecs as faust_codecs
 
 from reelstream.errors import DataError
 
 __all__ = [
-    "CODEC_NAMES",
     "MAGIC",
-    "AvroCodec",
     "DecodeError",
     "SchemaCodec",
     "codec_for",
-    "parsed_schema",
-    "register_codecs",
 ]
 
 MAGIC = 0xA7
-SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
-#: Event type -> the name its Faust codec is registered under (the schema files are in ``_FILES``).
-CODEC_NAMES: dict[str, str] = {
-    "RatingEvent": "reelstream.rating",
-    "MovieEvent": "reelstream.movie",
-    "DeadLetter": "reelstream.dead_letter",
-}
+SCHEMA_DIR = Path(__file__).resolve().parent
 _FILES = {"RatingEvent": "rating_event.avsc", "MovieEvent": "movie_event.avsc", "DeadLetter": "dead_letter.avsc"}
 #: Earlier versions each reader keeps, so it resolves bytes its predecessors wrote (docs/events.md).
 _OLDER = {"RatingEvent": ("rating_event.v1.avsc",)}
@@ -72,12 +60,6 @@ def _schema_doc(name: str) -> dict[str, Any]:
 
 def _read_schema(file: str) -> dict[str, Any]:
     return json.loads((SCHEMA_DIR / file).read_text(encoding="utf-8"))
-
-
-@cache
-def parsed_schema(name: str) -> dict[str, Any]:
-    """The current schema of event type ``name``, parsed by fastavro once."""
-    return fastavro.parse_schema(_schema_doc(name))
 
 
 class SchemaCodec:
@@ -131,33 +113,3 @@ class SchemaCodec:
 def codec_for(name: str) -> SchemaCodec:
     """The cached codec of event type ``name`` (RatingEvent, MovieEvent, DeadLetter), with its older versions."""
     return SchemaCodec(_schema_doc(name), tuple(_read_schema(f) for f in _OLDER.get(name, ())))
-
-
-class AvroCodec(faust_codecs.Codec):
-    """Faust codec: a record's dict <-> our Avro wire format (``AvroCodec(event_type="RatingEvent")``)."""
-
-    def __init__(self, event_type: str = "RatingEvent", **kwargs: Any) -> None:
-        self.event_type = event_type
-        self._codec = codec_for(event_type)
-        super().__init__(event_type=event_type, **kwargs)
-
-    def _dumps(self, obj: Any) -> bytes:
-        if hasattr(obj, "asdict"):
-            obj = obj.asdict()
-        return self._codec.encode(dict(obj))
-
-    def _loads(self, s: bytes) -> Any:
-        return self._codec.decode(s)
-
-
-_registered = False
-
-
-def register_codecs() -> None:
-    """Register one :class:`AvroCodec` per event type with Faust (idempotent)."""
-    global _registered
-    if _registered:
-        return
-    for event_type, codec_name in CODEC_NAMES.items():
-        faust_codecs.register(codec_name, AvroCodec(event_type=event_type))
-    _registered = True
