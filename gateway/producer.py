@@ -1,7 +1,7 @@
 """Producing rating events for POST /ratings and MovieEvents for POST /movies, behind a small protocol.
 
 :class:`KafkaEventPublisher` wraps the streams engineer's
-:class:`streams.events.RatingProducer` (the one Avro encoding and key rule the
+:class:`streams.producer.EventProducer` (the one Avro encoding and key rule the
 CLI uses too, which judges every event by the rating contract, schemas/ratings.py,
 against the caller's ``known_movie`` catalogue). It starts lazily, bounds every
 broker call by a timeout, and turns any broker failure into
@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 
 from gateway.errors import BrokerUnavailable
 from reelstream.settings import Settings
-from streams.events import RatingProducer
+from streams.producer import EventProducer
 from streams.resend import ResendWindow
 
 __all__ = ["EventPublisher", "KafkaEventPublisher", "Sent", "SentAnnouncement"]
@@ -107,7 +107,7 @@ class KafkaEventPublisher:
             if self._inner is None:
                 if self._window is None:
                     self._window = ResendWindow(self.settings.resend_window_s)
-                inner = RatingProducer(self.settings, self._window)
+                inner = EventProducer(self.settings, self._window)
                 try:
                     await asyncio.wait_for(inner.__aenter__(), self.timeout_s)
                 except BaseException:

@@ -40,7 +40,7 @@ from reelstream.redis_client import async_redis_client
 from reelstream.settings import Settings
 from schemas import redis_keys
 from schemas.ratings import PROBE_SOURCE
-from streams.events import RatingProducer
+from streams.producer import EventProducer
 
 __all__ = ["PROBE_RATING", "FreshnessProbe", "ProbeLost", "ProbeResult"]
 
@@ -88,7 +88,7 @@ class FreshnessProbe:
 
     async def __aenter__(self) -> FreshnessProbe:
         self._redis = async_redis_client(self.settings.redis_url, timeout=2.0)
-        self._producer = RatingProducer(self.settings)
+        self._producer = EventProducer(self.settings)
         await self._producer.__aenter__()
         return self
 

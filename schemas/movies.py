@@ -1,6 +1,6 @@
 """The movie announcement contract: what a MovieEvent that ``reelstream movie add`` or ``POST /movies`` sends is.
 
-One definition for both producers (:meth:`streams.events.RatingProducer.announce` judges every
+One definition for both producers (:meth:`streams.producer.EventProducer.announce` judges every
 announcement with :func:`announcement_problem` before it encodes it), so a 202 means the worker
 stores the movie and the gateway can build its row. The worker itself is more lenient
 (:func:`streams.rules.movie_event_problem` plus the ``|`` rule of :mod:`schemas.movie_record`): these

@@ -2,7 +2,7 @@
 
 One definition, so a 202 from ``POST /ratings`` means the worker will apply the event. Its callers:
 ``POST /ratings`` (gateway/api/routes/ratings.py; the OpenAPI bounds of ``RatingCreate`` come from the
-constants here), ``reelstream rate``, :meth:`streams.events.RatingProducer.send`, the worker's
+constants here), ``reelstream rate``, :meth:`streams.producer.EventProducer.send`, the worker's
 :meth:`streams.processor.RatingProcessor.plan` (a refusal is a dead letter with the reason below) and
 bootstrap's quality rules (bootstrap/quality.py vectorises the same rules, in the same order, from the
 same constants and limits; a test holds the two to the same case table).

@@ -23,7 +23,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from reelstream.settings import PROJECT_ROOT
-from streams.events import RatingProducer
+from streams.producer import EventProducer
 from tests.live_system import GatewayProcess, Live
 from tests.stream_support import stats, wait_for
 
@@ -88,7 +88,7 @@ def test_rating_a_movie_in_the_dashboard_changes_the_list(live: Live, browser: w
     movies = [int(m) for m in live.runtime.movie_ids[:60]]
 
     async def history() -> None:  # a few users with some history, so they are personalised and pickable
-        async with RatingProducer(live.settings) as producer:
+        async with EventProducer(live.settings) as producer:
             for i, mid in enumerate(movies[:40]):
                 await producer.send(1 + i % 4, mid, 3.5 + (i % 3) * 0.5, known_movie=live.runtime.index_of.__contains__)
 

@@ -18,8 +18,8 @@ from gateway.app import create_app
 from monitoring.freshness import FreshnessProbe, ProbeLost
 from schemas import redis_keys as keys
 from streams.admin import high_watermarks
-from streams.events import RatingProducer
 from streams.metrics import SERIES as WORKER_SERIES
+from streams.producer import EventProducer
 from tests.live_system import EVALUATION, Live
 from tests.stream_support import stats, wait_for
 
@@ -89,7 +89,7 @@ def test_gateway_serves_lag_freshness_reports_and_the_named_metrics(live: Live) 
 
     async def produce() -> None:
         known = live.runtime.index_of.__contains__
-        async with RatingProducer(settings) as producer:
+        async with EventProducer(settings) as producer:
             for i in range(20):
                 await producer.send(1 + i % 5, int(live.runtime.movie_ids[i]), 4.0, known_movie=known)
             # a producer that wrongly believes in a movie nobody announced: dead letter "unknown_movie"

@@ -31,7 +31,7 @@ from schemas import redis_keys as keys
 from schemas.movies import GENRES
 from schemas.side_features import GENRE, TAG, feature_name, side_metadata
 from schemas.wire import codec_for
-from streams.events import RatingProducer
+from streams.producer import EventProducer
 from tests.live_system import GatewayProcess, Live
 from tests.stream_support import wait_for
 
@@ -79,7 +79,7 @@ def movies_with_genres(items: pl.DataFrame, genres: set[str], n: int) -> list[in
 
 
 async def rate_all(settings: Settings, ratings: list[tuple[int, int]]) -> None:
-    async with RatingProducer(settings) as producer:
+    async with EventProducer(settings) as producer:
         for user, movie in ratings:
             await producer.send(user, movie, 5.0, source="live", known_movie=lambda _: True)
 

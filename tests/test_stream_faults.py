@@ -33,7 +33,8 @@ from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from schemas.wire import codec_for
 from streams.admin import ensure_topics_sync
-from streams.events import RatingProducer, rating_event, user_key
+from streams.events import rating_event, user_key
+from streams.producer import EventProducer
 from streams.store import redis_snapshot
 from tests.stream_support import (
     StreamCase,
@@ -254,7 +255,7 @@ def test_ratings_a_dying_broker_acknowledged_but_nobody_read_are_sent_again_and_
     known = case.runtime.index_of.__contains__
 
     async def main() -> int:
-        async with RatingProducer(case.settings) as producer:
+        async with EventProducer(case.settings) as producer:
             w = case.worker("w1")
             for u, m, r, ts in applied:
                 await producer.send(u, m, r, ts_ms=ts * 1000, known_movie=known)

@@ -21,7 +21,8 @@ from reelstream.console import console
 from reelstream.errors import InfraError
 from reelstream.settings import get_settings
 from schemas.side_features import SideEncoder
-from streams.events import RatingProducer, SentMovie, judged_movie, tags_without_feature
+from streams.events import judged_movie, tags_without_feature
+from streams.producer import EventProducer, SentMovie
 
 __all__ = ["app"]
 
@@ -63,7 +64,7 @@ def add(
                       "it is stored but does not change the movie's scores", highlight=False)  # fmt: skip
 
     async def send() -> SentMovie:
-        async with RatingProducer(settings) as producer:
+        async with EventProducer(settings) as producer:
             return await producer.announce(movie_id, title, genres, year, tags, in_catalogue=in_model.__contains__)
 
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # a dead broker is the one line below, not its log

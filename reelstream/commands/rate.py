@@ -19,7 +19,8 @@ from reelstream.errors import InfraError
 from reelstream.redis_client import redis_client
 from reelstream.settings import Settings, get_settings
 from schemas import redis_keys as keys
-from streams.events import RatingProducer, judged_rating
+from streams.events import judged_rating
+from streams.producer import EventProducer
 
 __all__ = ["rate"]
 
@@ -49,7 +50,7 @@ def rate(
             raise InfraError(f"cannot check movie {movie_id} in {settings.redis_url}: {type(exc).__name__}") from None
 
     async def send() -> str:
-        async with RatingProducer(settings) as producer:
+        async with EventProducer(settings) as producer:
             sent = await producer.send(user, movie, rating, source="live", known_movie=known_movie)
         return sent.event_id
 
