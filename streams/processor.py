@@ -285,9 +285,12 @@ class RatingProcessor:
         online: OnlineRatingModel | None = None,
         clock: Callable[[], float] = time.time,
         models: ModelSet | None = None,
+        ask_challenger: bool = True,
     ) -> None:
         """``runtime``: the model new users start on, until ``rs:model`` names another (a hot swap);
-        ``models``: where the models users' states name are loaded from (None: ``runtime`` only)."""
+        ``models``: where the models users' states name are loaded from (None: ``runtime`` only);
+        ``ask_challenger``: count drift alarms into ``rs:challenger`` (the seed does not: the batch model was
+        trained on the HISTORY it folds, so an alarm there asks nothing of retraining)."""
         self.runtime = runtime
         self.models = models
         self.store = store
@@ -300,6 +303,7 @@ class RatingProcessor:
         self.prior_half_life_s = runtime.item_prior["half_life_s"] if runtime.has_item_prior else None
         self.prior_decay = None if self.prior_half_life_s is None else math.log(2.0) / self.prior_half_life_s
         self.online = online if online is not None else OnlineRatingModel()
+        self.ask_challenger = ask_challenger
         self.clock = clock
         self._codec = codec_for("RatingEvent")
         #: per model version: its cold state and its side-feature encoder (new movies' rows, by the model's
@@ -527,8 +531,9 @@ class RatingProcessor:
             ops.append(("C", keys.ONLINE, "n", learned))
             ops.append(("F", keys.ONLINE, "abs_sum", abs_sum))
             ops.append(("F", keys.ONLINE, "sq_sum", sq_sum))
-            if drifts:  # an ADWIN alarm asks the continual-training path for a challenger (streams/online.py)
+            if drifts:
                 ops.append(("C", keys.ONLINE, "drifts", drifts))
+            if drifts and self.ask_challenger:  # an alarm asks continual training for a challenger (online.py)
                 ops.append(("C", keys.CHALLENGER, "requested", drifts))
                 ops.append(("X", keys.CHALLENGER, "last_alarm_ms", alarm_ts))
                 ops.append(("H", keys.CHALLENGER, ["reason", CHALLENGE_REASON]))

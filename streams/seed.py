@@ -338,7 +338,7 @@ def _apply(
     processor = RatingProcessor(
         runtime, RedisFeatureStore(client), topic=topic, min_ts_ms=settings.event_min_ts_ms,
         max_future_ms=settings.event_max_future_ms, half_life_s=settings.trending_half_life_s,
-        probe_user_base=settings.probe_user_base, online=OnlineRatingModel(seed=0),
+        probe_user_base=settings.probe_user_base, online=OnlineRatingModel(seed=0), ask_challenger=False,
     )  # fmt: skip
     encode = codec_for("RatingEvent").encode
     total = history.height
