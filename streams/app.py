@@ -5,8 +5,8 @@ Dataflow (read top to bottom across the modules)::
     streams/app.py       this App: Faust's producer (dead letters), web server (/metrics, /online), timers
     streams/consumer.py  BatchConsumer, a Faust service: aiokafka consumer, group = settings.app_id,
                          getmany -> a batch per topic
-    streams/agents.py    apply_batch: batch -> processor -> Redis (one fenced Lua script); heartbeat timer
-    streams/topics.py    ratings (keyed by user), movies (keyed by movie), dead letters
+    streams/apply.py    apply_batch: batch -> processor -> Redis (one fenced Lua script); heartbeat timer
+    streams/topics.py    the dead-letter topic (ratings and movies are consumed raw)
 
 **Faust's own consumer is not started** (``_BootStrategy`` below:
 ``enable_kafka_consumer = False``, which also leaves out its conductor and
@@ -47,7 +47,7 @@ worker_name = settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
 
 
 class _BootStrategy(BootStrategy):
-    """Faust's producer, web server, agents and timers, without its Kafka consumer (see the module docstring)."""
+    """Faust's producer, web server, services and timers, without its Kafka consumer (see the module docstring)."""
 
     enable_kafka_consumer = False
 

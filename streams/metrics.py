@@ -1,7 +1,7 @@
 """The worker's Prometheus metrics, served by its own web server at ``GET /metrics``.
 
 Each worker process has its own registry (scrape every worker; sum in PromQL).
-The agents call :func:`observe_batch` once per applied batch, after its atomic
+The apply step (:mod:`streams.apply`) calls :func:`observe_batch` once per applied batch, after its atomic
 Redis commit, so the series count what reached Redis, including redeliveries
 skipped by the offset fence:
 

@@ -2,7 +2,7 @@
 
 Not pure: ``plan`` reads the store and advances the runtime's online model and its drift detector.
 
-The worker (``streams/consumer.py`` collects a batch, ``streams/agents.py``
+The worker (``streams/consumer.py`` collects a batch, ``streams/apply.py``
 applies it) only calls :meth:`RatingProcessor.plan`, sends the plan's dead
 letters, and calls :meth:`RatingProcessor.commit`. Everything here runs without Kafka, against
 either store (:mod:`streams.store`), which is how the tests compute the expected

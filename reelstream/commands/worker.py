@@ -62,7 +62,7 @@ def _run_one(web_port: int, name: str, loglevel: str) -> None:
         raise ConfigError(f"could not apply web port {web_port}")
     from faust import Worker
 
-    import streams.agents  # noqa: F401 - registers the batch consumer service, heartbeat timer and pages on the app
+    import streams.apply  # noqa: F401 - registers the batch consumer service, heartbeat timer and pages on the app
     from streams.app import app
 
     (get_settings().run_dir / "faust").mkdir(parents=True, exist_ok=True)  # Faust makes only the leaf folder

@@ -1,4 +1,4 @@
-"""The worker's apply step, timer and pages: a batch -> the processor (pure) -> Redis in one atomic step.
+"""The worker's apply step, timer and pages: a batch -> the processor -> Redis in one atomic step.
 
 Batches come from :class:`streams.consumer.BatchConsumer`, a Faust service that
 reads the ratings and movies topics with aiokafka ``getmany`` (why not a Faust
