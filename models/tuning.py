@@ -117,7 +117,7 @@ def _setting(values: dict[str, float]) -> WalkSetting:
     )  # fmt: skip
 
 
-def self_configure(
+def self_configure(  # noqa: C901 - one decision per budget rule, in order; to split (issue 14)
     params: dict[str, Any],
     data: Interactions,
     *,

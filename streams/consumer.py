@@ -510,7 +510,7 @@ class BatchConsumer(Service):
                 await self.sleep(backoff.next())
         return False
 
-    async def consume_loop(self) -> None:
+    async def consume_loop(self) -> None:  # noqa: C901 - the consumer's one loop: outage, rebalance and fence branches; to split (issue 14)
         """Poll, apply, record the offsets to commit; until the service stops."""
         assert self.consumer is not None
         ratings, movies = self.settings.topic_ratings, self.settings.topic_movies

@@ -138,7 +138,7 @@ async def _ids_after(settings: Settings, topic: str, after: dict[int, int], ends
     return found
 
 
-async def replay(
+async def replay(  # noqa: C901 - resume, pacing and outage branches of one loop; to split (issue 14)
     settings: Settings,
     stream: pl.DataFrame,
     *,
