@@ -37,7 +37,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import polars as pl
@@ -71,7 +71,7 @@ CURRENT_FILE = "CURRENT"
 _TMP_PREFIX = ".tmp-"
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
 #: lz4 writes fast and reads fast; the store is rewritten per version, not archived.
-_COMPRESSION = "lz4"
+_COMPRESSION: Final = "lz4"
 
 RATINGS_SCHEMA: dict[str, pl.DataType] = {
     "user_id": pl.Int64(),
@@ -354,7 +354,9 @@ def load_store(store_dir: Path, version: str | None = None) -> FeatureStore:
     side = _read_checked(path / "item_side.parquet", ITEM_SIDE_SCHEMA)
     names = _read_checked(path / "side_features.parquet", SIDE_FEATURES_SCHEMA).sort("feature")
     n_side = names.height
-    if side.height and (int(side["item_idx"].max()) >= items.height or int(side["feature"].max()) >= n_side):
+    if side.height and (
+        int(side["item_idx"].to_numpy().max()) >= items.height or int(side["feature"].to_numpy().max()) >= n_side
+    ):
         raise DataError("indexes outside items/side_features", path=path / "item_side.parquet")
     item_side = sp.csr_matrix(
         (

@@ -234,7 +234,7 @@ def _taste(rng: np.random.Generator, n_topics: int, n_users: int, weight: np.nda
     k = max(n_topics, 1)
     movie_topic = rng.choice(k, n_movies, p=rng.dirichlet(np.full(k, 4.0))).astype(np.int16)
     usage = np.bincount(movie_topic, weights=weight, minlength=k)
-    usage /= usage.sum()
+    usage = usage / usage.sum()
     slots = rng.choice(k, (n_users, 2, SLOTS), p=usage).astype(np.int16)
     keep = rng.random((n_users, SLOTS)) < 1.0 - _DRIFT
     slots[:, 1] = np.where(keep, slots[:, 0], slots[:, 1])

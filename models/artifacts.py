@@ -56,7 +56,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def save_arrays(path: Path, **arrays: np.ndarray) -> None:
-    np.savez(path, **arrays)
+    np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy's stub reads ** as allow_pickle
 
 
 def load_arrays(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:

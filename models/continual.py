@@ -105,7 +105,7 @@ class RuntimeLearner(Recommender):
         if idx < 0:
             return state
         folded = fold_in(self.runtime.weights, state, idx, rating, previous_rating)
-        length = max(self.runtime.sequence_params["length"], 1)
+        length = max(int(self.runtime.sequence_params["length"]), 1)
         return replace(folded, recent=push_recent(state.recent, idx, length))  # the co-rating term's state
 
     def observe(self, item: int, rating: float, previous_rating: float | None = None, ts: float | None = None) -> None:

@@ -219,7 +219,8 @@ class HybridVAE(Recommender):
         trainable = np.zeros(data.n_items, dtype=bool)
         trainable[data.history.item] = True
 
-        self.modules_, self.history_ = [], []
+        self.modules_: list[Any] = []
+        self.history_: list[Any] = []
         for member in range(self.members):
             seed = self.seed + 1000 * member
             gen = torch.Generator().manual_seed(seed)

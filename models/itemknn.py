@@ -46,7 +46,9 @@ def cosine_top_k(X: sp.csr_matrix, k: int, shrinkage: float = 0.0) -> sp.csr_mat
             continue
         keep = _top_k_mask(sim, kk) & (sim > 0)
         r, c = np.nonzero(keep)
-        rows.append(r + lo), cols.append(c), vals.append(sim[r, c])
+        rows.append(r + lo)
+        cols.append(c)
+        vals.append(sim[r, c])
     if not rows:
         return sp.csr_matrix((n, n), dtype=np.float32)
     return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n),

@@ -201,14 +201,14 @@ class ModelRuntime:
         p = self.sequence_params
         if self.sequence is None or p["gamma"] == 0.0 or not recent:
             return None
-        return self.sequence.logits(list(recent)[: p["length"]], decay=p["decay"], gamma=p["gamma"], n=n)
+        return self.sequence.logits(list(recent)[: int(p["length"])], decay=p["decay"], gamma=p["gamma"], n=n)
 
     def sequence_touched(self, recent: list[int] | tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
         """:meth:`sequence_logits`' nonzero entries (item indices, values); None without the component."""
         p = self.sequence_params
         if self.sequence is None or p["gamma"] == 0.0 or not recent:
             return None
-        return self.sequence.touched(list(recent)[: p["length"]], decay=p["decay"], gamma=p["gamma"])
+        return self.sequence.touched(list(recent)[: int(p["length"])], decay=p["decay"], gamma=p["gamma"])
 
     def add_item(self, movie_id: int, side: np.ndarray) -> int:
         """Give a never-rated movie encoder and decoder rows from its side features; returns its index.

@@ -96,7 +96,8 @@ class RunSampler:
             for key in client.scan_iter(match=pattern, count=200):
                 name = key.decode()[len(prefix) : -len(suffix)]
                 with contextlib.suppress(ValueError):
-                    freshness[name] = {k.decode(): int(v) for k, v in client.hgetall(key).items()}
+                    freshness[name] = {str(k, 'utf-8') if isinstance(k, bytes) else k: int(v)
+                                       for k, v in client.hgetall(key).items()}  # fmt: skip
             return applied, freshness
         finally:
             client.close()

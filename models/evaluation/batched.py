@@ -147,7 +147,9 @@ class ScoringWalk:
             if setting.prior_beta:
                 scores += np.float32(setting.prior_beta) * self._prior(setting.prior_half_life_days, rows)
             if co is not None:
-                r_idx, c_idx, vals = [], [], []
+                r_idx: list[int] = []
+                c_idx: list[int] = []
+                vals: list[np.ndarray] = []
                 for j, row in enumerate(rows.tolist()):
                     rec = self.recents[row][:length]
                     r_idx.extend([j] * len(rec))

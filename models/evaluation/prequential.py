@@ -123,10 +123,10 @@ def prequential(
             if streaming:
                 scores = model.score_one(states[u] if u in states else model.new_state())
             else:
-                scores = static_cache.get(u)
-                if scores is None:
-                    scores = model.score_one(states[u] if u in states else model.new_state())
-                    static_cache[u] = scores
+                cached = static_cache.get(u)
+                if cached is None:
+                    cached = static_cache[u] = model.score_one(states[u] if u in states else model.new_state())
+                scores = cached
             candidates = catalogue & ~user_seen
             ranks.append(rank_of(scores, candidates, i))
             group_of.append("warm" if hist_pos[u] >= WARM_MIN_POSITIVES else "cold" if hist_any[u] == 0 else "")
