@@ -61,7 +61,7 @@ from schemas.wire import codec_for  # noqa: E402
 from streams.admin import high_watermarks  # noqa: E402
 from streams.events import rating_event  # noqa: E402
 from streams.processor import Message, RatingProcessor  # noqa: E402
-from streams.store import MemoryFeatureStore  # noqa: E402
+from streams.store import MemoryFeatureTables  # noqa: E402
 
 FAULTS = ("worker", "gateway", "redis", "broker")
 #: The pid file each fault kills (``var/run/<name>.pid``).
@@ -219,11 +219,11 @@ def _drained(system: System) -> bool:
 
 
 def _reference(settings: Settings, stream_rows: list[tuple[int, int, float, int]],
-               posts: list[tuple[int, int, float, int]]) -> MemoryFeatureStore:  # fmt: skip
+               posts: list[tuple[int, int, float, int]]) -> MemoryFeatureTables:  # fmt: skip
     """HISTORY then every acknowledged event through the worker's processor, on an in-memory store."""
     store_data = load_store(settings.store_dir)
     runtime = ModelRuntime.load(current_model_dir(settings.models_dir))
-    mem = MemoryFeatureStore()
+    mem = MemoryFeatureTables()
     clock_s = time.time() + REFERENCE_CLOCK_PAD_S
     proc = RatingProcessor(
         runtime, mem, topic="reference", min_ts_ms=settings.event_min_ts_ms, max_future_ms=settings.event_max_future_ms,
@@ -246,7 +246,7 @@ def _reference(settings: Settings, stream_rows: list[tuple[int, int, float, int]
     return mem
 
 
-def _compare(system: System, ref: MemoryFeatureStore) -> dict[str, Any]:
+def _compare(system: System, ref: MemoryFeatureTables) -> dict[str, Any]:
     client = system.redis()
     probe_base = system.settings.probe_user_base
     lost = doubled = state_diff = users = 0

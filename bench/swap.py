@@ -31,7 +31,7 @@ from reelstream.redis_client import redis_client  # noqa: E402
 from schemas.wire import codec_for  # noqa: E402
 from streams.events import rating_event, user_key  # noqa: E402
 from streams.processor import Message, RatingProcessor  # noqa: E402
-from streams.store import RedisFeatureStore  # noqa: E402
+from streams.store import RedisFeatureTables  # noqa: E402
 from streams.swap import run_swap, start_swap  # noqa: E402
 
 T0_MS = 1_600_000_000_000
@@ -62,7 +62,7 @@ def main() -> None:
             old = model(models_dir, "m0001", movies, 0)
             model(models_dir, "m0002", movies, 1)
             (models_dir / "CURRENT").write_text("m0001")
-            proc = RatingProcessor(old, RedisFeatureStore(client), topic="bench", min_ts_ms=0, max_future_ms=10**15,
+            proc = RatingProcessor(old, RedisFeatureTables(client), topic="bench", min_ts_ms=0, max_future_ms=10**15,
                                    half_life_s=7 * 86400.0)  # fmt: skip
             codec, rng = codec_for("RatingEvent"), np.random.default_rng(0)
             n = args.users * args.ratings

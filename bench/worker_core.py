@@ -40,7 +40,7 @@ from streams.bulk_seed import bulk_fold  # noqa: E402
 from streams.events import replay_event_id, user_key  # noqa: E402
 from streams.online import OnlineRatingModel  # noqa: E402
 from streams.processor import Message, RatingProcessor  # noqa: E402
-from streams.store import RedisFeatureStore  # noqa: E402
+from streams.store import RedisFeatureTables  # noqa: E402
 
 PARTITIONS = 8
 
@@ -104,7 +104,7 @@ def main() -> None:
             bulk_fold(settings, client, runtime, history, marker={})
             topic = settings.topic_ratings
             proc = RatingProcessor(
-                runtime, RedisFeatureStore(client), topic=topic, min_ts_ms=settings.event_min_ts_ms,
+                runtime, RedisFeatureTables(client), topic=topic, min_ts_ms=settings.event_min_ts_ms,
                 max_future_ms=settings.event_max_future_ms, half_life_s=settings.trending_half_life_s,
                 probe_user_base=settings.probe_user_base, online=OnlineRatingModel(seed=0),
             )  # fmt: skip

@@ -25,7 +25,7 @@ The worker (``streams/processor.py``) folds a batch into :class:`UserRecord` val
 (:meth:`UserRecord.observe` updates the statistics) and writes :func:`encode_user`; it reads back only
 :data:`FOLD_FIELDS` (:func:`decode_fold_row`). The gateway (``gateway/state.py``) decodes the hashes
 with :func:`decode_user`; ``tests/user_state.py`` writes users through the same functions. Values
-arrive as Redis returns them (bytes) or as ``streams.store.MemoryFeatureStore`` keeps them (text,
+arrive as Redis returns them (bytes) or as ``streams.store.MemoryFeatureTables`` keeps them (text,
 numbers, bytes); a value that is not of its field's type raises :class:`RecordError`, naming the
 field, so no reader guesses.
 

@@ -56,7 +56,7 @@ from streams.metrics import CONTENT_TYPE, dead_reasons, metrics
 from streams.online import OnlineRatingModel
 from streams.processor import BatchPlan, DeadLetterOut, Message, MovieProcessor, RatingProcessor
 from streams.records import DeadLetterRecord
-from streams.store import RedisFeatureStore
+from streams.store import RedisFeatureTables
 from streams.topics import dead_letters_topic
 
 __all__ = ["StreamConsumer", "apply_batch", "health", "heartbeat", "outages", "prometheus_metrics"]
@@ -99,7 +99,7 @@ def _models() -> ModelSet:
 @cache
 def rating_processor() -> RatingProcessor:
     return RatingProcessor(
-        _runtime(), RedisFeatureStore(_redis()), topic=settings.topic_ratings,
+        _runtime(), RedisFeatureTables(_redis()), topic=settings.topic_ratings,
         min_ts_ms=settings.event_min_ts_ms, max_future_ms=settings.event_max_future_ms,
         half_life_s=settings.trending_half_life_s, probe_user_base=settings.probe_user_base,
         online=_online_model(), models=_models(),
@@ -152,7 +152,7 @@ def _checkpoint() -> None:
 
 @cache
 def movie_processor() -> MovieProcessor:
-    return MovieProcessor(_runtime(), RedisFeatureStore(_redis()), topic=settings.topic_movies)
+    return MovieProcessor(_runtime(), RedisFeatureTables(_redis()), topic=settings.topic_movies)
 
 
 def _processor(topic: str) -> RatingProcessor | MovieProcessor:

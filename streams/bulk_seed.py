@@ -80,7 +80,7 @@ from schemas.wire import codec_for
 from streams.events import rating_event, user_key
 from streams.log_identity import Fence, fingerprint
 from streams.processor import RatingProcessor
-from streams.store import RedisFeatureStore
+from streams.store import RedisFeatureTables
 
 __all__ = ["BULK_ROWS", "BULK_USER", "BulkResult", "bulk_fold", "seed_fence"]
 
@@ -156,7 +156,7 @@ def _valid_mask(
     unknown = [int(m) for m in movies.tolist() if m not in runtime.index_of]
     if unknown:  # the worker's lookup of announced movies (rs:movie:{mid}), which extends the model
         processor = RatingProcessor(
-            runtime, RedisFeatureStore(client), topic=settings.seed_topic, min_ts_ms=settings.event_min_ts_ms,
+            runtime, RedisFeatureTables(client), topic=settings.seed_topic, min_ts_ms=settings.event_min_ts_ms,
             max_future_ms=settings.event_max_future_ms, half_life_s=settings.trending_half_life_s,
             probe_user_base=settings.probe_user_base,
         )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Turning a batch of Kafka messages into one atomic feature-store write: the worker's Kafka-free core.
+"""Turning a batch of Kafka messages into one atomic write of the Redis feature tables: the worker's Kafka-free core.
 
 Not pure: ``plan`` reads the store and advances the runtime's online model and its drift detector.
 
@@ -76,7 +76,7 @@ from streams.log_identity import (
 )
 from streams.online import OnlineRatingModel
 from streams.rules import movie_event_problem
-from streams.store import Checks, Earlier, FeatureStoreIO, FenceMove, Op, logaddexp
+from streams.store import Checks, Earlier, FeatureTablesIO, FenceMove, Op, logaddexp
 
 __all__ = ["BatchPlan", "DeadLetterOut", "Message", "MovieProcessor", "RatingProcessor"]
 
@@ -136,7 +136,7 @@ class BatchPlan:
     checks: Checks | None = None
 
 
-def commit_plan(store: FeatureStoreIO, plan: BatchPlan) -> bool:
+def commit_plan(store: FeatureTablesIO, plan: BatchPlan) -> bool:
     """Apply ``plan`` atomically (False: the fence moved, re-plan); log the log resets it re-based."""
     if not plan.ops and not plan.fence:
         return True
@@ -275,7 +275,7 @@ class RatingProcessor:
     def __init__(
         self,
         runtime: ModelRuntime,
-        store: FeatureStoreIO,
+        store: FeatureTablesIO,
         *,
         topic: str,
         min_ts_ms: int,
@@ -564,7 +564,7 @@ class RatingProcessor:
 class MovieProcessor:
     """Plans and commits batches of MovieEvents: ``rs:movie:{mid}`` plus the model's new item rows."""
 
-    def __init__(self, runtime: ModelRuntime, store: FeatureStoreIO, *, topic: str,
+    def __init__(self, runtime: ModelRuntime, store: FeatureTablesIO, *, topic: str,
                  clock: Callable[[], float] = time.time) -> None:  # fmt: skip
         self.runtime = runtime
         self.store = store

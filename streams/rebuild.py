@@ -68,7 +68,7 @@ from streams.seed import (
     read_marker,
     seed_state,
 )
-from streams.store import RedisFeatureStore
+from streams.store import RedisFeatureTables
 
 __all__ = ["RebuildLockLost", "RebuildSummary", "rebuild", "rebuild_if_needed", "rebuild_needed"]
 
@@ -275,7 +275,7 @@ def _run(settings: Settings, client: redis.Redis, lock: _Lock, summary: RebuildS
 def _apply_archive(settings: Settings, client: redis.Redis, runtime: ModelRuntime, lock: _Lock,
                    summary: RebuildSummary, on_progress: ProgressFn | None) -> None:  # fmt: skip
     """Every archived record through the worker's processors, movies first (module docstring, step 4)."""
-    store = RedisFeatureStore(client)
+    store = RedisFeatureTables(client)
     processors: list[tuple[str, MovieProcessor | RatingProcessor]] = [
         (settings.topic_movies, MovieProcessor(runtime, store, topic=settings.topic_movies)),
         (settings.topic_ratings, RatingProcessor(

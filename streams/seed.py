@@ -10,7 +10,7 @@ The live system's state is STREAMING = HISTORY + the stream events the worker
 folds in (docs/evaluation.md). The worker only sees the ratings topic, so
 ``reelstream seed`` applies the feature store's HISTORY split first, in time
 order, through exactly what the worker runs per batch: :class:`RatingProcessor`
-(plan: decode, validate, fold in) and :class:`RedisFeatureStore` (one fenced Lua
+(plan: decode, validate, fold in) and :class:`RedisFeatureTables` (one fenced Lua
 script per batch). Users' state, rated set, recent list and statistics, item
 aggregates, popularity and trending are therefore what the worker would have
 written had these events come through Kafka.
@@ -56,7 +56,7 @@ from streams.bulk_seed import BULK_ROWS, bulk_fold
 from streams.events import rating_event, user_key
 from streams.online import OnlineRatingModel
 from streams.processor import Message, RatingProcessor
-from streams.store import RedisFeatureStore
+from streams.store import RedisFeatureTables
 
 __all__ = [
     "SeedSummary",
@@ -336,7 +336,7 @@ def _apply(
 ) -> None:  # fmt: skip
     topic = settings.seed_topic
     processor = RatingProcessor(
-        runtime, RedisFeatureStore(client), topic=topic, min_ts_ms=settings.event_min_ts_ms,
+        runtime, RedisFeatureTables(client), topic=topic, min_ts_ms=settings.event_min_ts_ms,
         max_future_ms=settings.event_max_future_ms, half_life_s=settings.trending_half_life_s,
         probe_user_base=settings.probe_user_base, online=OnlineRatingModel(seed=0), ask_challenger=False,
     )  # fmt: skip

@@ -13,7 +13,7 @@ Both stores take the same *ops*, a flat list of tuples the processor computes::
     ("F", key, field, float)               HINCRBYFLOAT
     ("O",)                                 recompute rs:online mae/rmse from its sums
 
-**Exactly-once effect.** :meth:`RedisFeatureStore.commit` runs one Lua script:
+**Exactly-once effect.** :meth:`RedisFeatureTables.commit` runs one Lua script:
 atomic like MULTI/EXEC, but it can also refuse. For every partition in the batch
 it compares ``rs:offsets:{topic}[partition]`` and ``rs:fence:{topic}[partition]``
 (the identity of the log that offset belongs to: :class:`streams.log_identity.Fence`)
@@ -60,11 +60,11 @@ from streams.log_identity import Fence
 __all__ = [
     "USER_FIELDS",
     "Checks",
-    "FeatureStoreIO",
+    "FeatureTablesIO",
     "FenceMove",
-    "MemoryFeatureStore",
+    "MemoryFeatureTables",
     "Reads",
-    "RedisFeatureStore",
+    "RedisFeatureTables",
     "current_recent",
     "logaddexp",
     "normalize",
@@ -98,7 +98,7 @@ def logaddexp(a: float, b: float) -> float:
     return m + math.log(math.exp(a - m) + math.exp(b - m))
 
 
-class FeatureStoreIO(Protocol):
+class FeatureTablesIO(Protocol):
     """What the processor needs from a store."""
 
     def read(self, topic: str, users: list[int], pairs: dict[int, list[int]]) -> Reads: ...
@@ -359,7 +359,7 @@ def _pairs(flat: Any) -> dict[Any, Any]:
     return {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in zip(it, it, strict=True)}
 
 
-class RedisFeatureStore:
+class RedisFeatureTables:
     """The Redis feature tables (:mod:`schemas.redis_keys`), written by one Lua script per batch."""
 
     def __init__(self, client: redis.Redis) -> None:
@@ -413,7 +413,7 @@ def _num(v: Any) -> Any:
     return repr(v) if isinstance(v, float) else v
 
 
-class MemoryFeatureStore:
+class MemoryFeatureTables:
     """The same tables in dicts, applying ops exactly as the Lua script does (reference and unit tests)."""
 
     def __init__(self) -> None:

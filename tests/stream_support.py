@@ -31,7 +31,7 @@ from schemas.wire import codec_for
 from streams.admin import ensure_topics_sync
 from streams.events import rating_event, user_key
 from streams.processor import Message, RatingProcessor
-from streams.store import MemoryFeatureStore
+from streams.store import MemoryFeatureTables
 
 #: Keys whose content legitimately depends on the run (who, when, how often redelivered).
 #: rs:fence: and rs:resets: hold log identities, high watermarks and reset times (timing, not events);
@@ -164,7 +164,7 @@ def reference_state(settings: Settings, runtime: ModelRuntime, rows: list[tuple[
         for i, (u, m, r, ts) in enumerate(rows)
     ]
     processor = RatingProcessor(
-        runtime, MemoryFeatureStore(), topic=settings.topic_ratings, min_ts_ms=settings.event_min_ts_ms,
+        runtime, MemoryFeatureTables(), topic=settings.topic_ratings, min_ts_ms=settings.event_min_ts_ms,
         max_future_ms=settings.event_max_future_ms, half_life_s=settings.trending_half_life_s,
         probe_user_base=settings.probe_user_base,
     )  # fmt: skip

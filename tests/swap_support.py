@@ -14,7 +14,7 @@ from schemas.user_record import FIELDS, decode_user
 from schemas.wire import codec_for
 from streams.events import rating_event, user_key
 from streams.processor import Message, RatingProcessor
-from streams.store import FeatureStoreIO, MemoryFeatureStore
+from streams.store import FeatureTablesIO, MemoryFeatureTables
 from tests.stream_support import PRIOR, diff_states
 
 TOPIC = "ratings"
@@ -51,13 +51,13 @@ def rating_messages(n_users: int, per_user: int, movie_ids: np.ndarray, seed: in
     ]
 
 
-def processor(runtime: ModelRuntime, store: FeatureStoreIO, topic: str = TOPIC, **kw: Any) -> RatingProcessor:
+def processor(runtime: ModelRuntime, store: FeatureTablesIO, topic: str = TOPIC, **kw: Any) -> RatingProcessor:
     return RatingProcessor(runtime, store, topic=topic, min_ts_ms=0, max_future_ms=10**15, half_life_s=3600.0, **kw)
 
 
 def clean_run(runtime: ModelRuntime, msgs: list[Message]) -> dict[str, Any]:
     """The state a run on ``runtime`` from scratch gives (the worker's processor over a dict store)."""
-    p = processor(runtime, MemoryFeatureStore())
+    p = processor(runtime, MemoryFeatureTables())
     p.run(msgs)
     return p.store.snapshot()  # type: ignore[attr-defined]
 

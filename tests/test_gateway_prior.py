@@ -20,7 +20,7 @@ from schemas.wire import codec_for
 from streams.events import rating_event, user_key
 from streams.online import OnlineRatingModel
 from streams.processor import Message, RatingProcessor
-from streams.store import RedisFeatureStore
+from streams.store import RedisFeatureTables
 from tests.gateway_support import recommend
 from tests.user_state import synthetic_items, write_user
 
@@ -51,7 +51,7 @@ def _stream(settings: Settings, client: redis.Redis, runtime: ModelRuntime) -> N
     msgs = [Message("ratings", 0, i, codec.encode(rating_event(900 + i, m, 4.0, ts, "replay")), key=user_key(900 + i))
             for i, (m, ts) in enumerate(events)]  # fmt: skip
     processor = RatingProcessor(
-        runtime, RedisFeatureStore(client), topic="ratings", min_ts_ms=0, max_future_ms=10**15,
+        runtime, RedisFeatureTables(client), topic="ratings", min_ts_ms=0, max_future_ms=10**15,
         half_life_s=1000 * DAY, online=OnlineRatingModel(seed=0),
     )  # fmt: skip
     processor.run(msgs)

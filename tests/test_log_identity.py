@@ -30,7 +30,7 @@ from streams.log_identity import (
     verdict,
 )
 from streams.processor import Message, RatingProcessor
-from streams.store import FeatureStoreIO, MemoryFeatureStore, RedisFeatureStore, redis_snapshot
+from streams.store import FeatureTablesIO, MemoryFeatureTables, RedisFeatureTables, redis_snapshot
 from tests.stream_support import diff_states
 
 A, B = fingerprint(b"1", b"a", 1), fingerprint(b"1", b"b", 1)
@@ -97,9 +97,9 @@ MOVIES = np.arange(1, 41)
 TS0 = 1_500_000_000_000
 
 
-def _processor(store: FeatureStoreIO | None = None) -> RatingProcessor:
+def _processor(store: FeatureTablesIO | None = None) -> RatingProcessor:
     runtime = ModelRuntime.random(MOVIES, seed=1)
-    return RatingProcessor(runtime, store or MemoryFeatureStore(), topic=TOPIC, min_ts_ms=0,
+    return RatingProcessor(runtime, store or MemoryFeatureTables(), topic=TOPIC, min_ts_ms=0,
                            max_future_ms=10**15, half_life_s=3600.0, clock=lambda: 2_000_000_000.0)  # fmt: skip
 
 
@@ -124,7 +124,7 @@ def _reference(*logs: list[Message]) -> dict:
     return ref.store.snapshot()
 
 
-def _stats(store: MemoryFeatureStore) -> dict:
+def _stats(store: MemoryFeatureTables) -> dict:
     return store.hashes.get(keys.STATS, {})
 
 
@@ -224,14 +224,14 @@ def test_a_rebuild_states_the_epoch_of_archived_records() -> None:
     assert diff_states(_reference(old, new), proc.store.snapshot()) == []
 
 
-def _fence(store: MemoryFeatureStore) -> tuple[str, str]:
+def _fence(store: MemoryFeatureTables) -> tuple[str, str]:
     return store.hashes[keys.offsets(TOPIC)]["0"], store.hashes[keys.fence(TOPIC)]["0"]
 
 
 def test_the_lua_script_fences_like_the_dict_store(live_settings: Settings) -> None:
     """The same resets on real Redis: identical state, fence and reset records (the script's KEYS layout)."""
     client = redis_client(live_settings.redis_url)
-    in_redis, in_memory = _processor(RedisFeatureStore(client)), _processor()
+    in_redis, in_memory = _processor(RedisFeatureTables(client)), _processor()
     old, new = _log(32, tag=1), _log(6, tag=2)
     for proc in (in_redis, in_memory):
         proc.run(old[:20])
@@ -251,7 +251,7 @@ def test_a_rating_event_seen_again_at_another_offset_is_skipped(backend: str, re
     """Event identity beyond the offset fence: a producer's retry or a re-read log brings the same ratings
     (same user, movie, rating and event time) at new offsets; none is folded in twice, on either store."""
     client = redis_client(request.getfixturevalue("live_settings").redis_url) if backend == "redis" else None
-    proc = _processor(RedisFeatureStore(client) if client is not None else None)
+    proc = _processor(RedisFeatureTables(client) if client is not None else None)
     old = _log(32, tag=1)
     proc.run(old)
     again = [Message(TOPIC, 0, 32 + m.offset, m.value, m.timestamp_ms, m.key) for m in old]

@@ -21,7 +21,7 @@ from reelstream.cli import app
 from reelstream.errors import ModelError
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
-from streams.store import RedisFeatureStore, redis_snapshot
+from streams.store import RedisFeatureTables, redis_snapshot
 from streams.swap import DONE, RUNNING, model_pointer, run_swap, start_swap
 from tests.swap_support import clean_run, processor, rating_messages, save_model, state_differences
 
@@ -44,7 +44,7 @@ def two_models(settings: Settings) -> tuple:
 
 def worker(settings: Settings, client: redis.Redis, old) -> object:
     """The worker's processor over Redis, loading the models states name from var/models."""
-    return processor(old, RedisFeatureStore(client), models=ModelSet(settings.models_dir, old))
+    return processor(old, RedisFeatureTables(client), models=ModelSet(settings.models_dir, old))
 
 
 def test_a_swap_under_concurrent_updates_equals_a_clean_run_on_the_new_model(

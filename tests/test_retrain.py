@@ -27,7 +27,7 @@ from schemas.wire import codec_for
 from streams.archive import ArchivedRecord, write_segment
 from streams.events import rating_event, user_key
 from streams.processor import Message
-from streams.store import RedisFeatureStore
+from streams.store import RedisFeatureTables
 from streams.swap import model_pointer
 from tests.live_system import install_var
 from tests.models_support import taste_data
@@ -97,7 +97,7 @@ def test_retrain_keeps_an_equal_challenger_and_promotes_a_better_one_with_a_hot_
     codec = codec_for("RatingEvent")
     msgs = [Message(live_settings.topic_ratings, 0, i, codec.encode(rating_event(u, m, r, ts * 1000, "replay")),
                     key=user_key(u)) for i, (u, m, r, ts) in enumerate(rows[:300])]  # fmt: skip
-    processor(champion, RedisFeatureStore(client), topic=live_settings.topic_ratings).run(msgs)
+    processor(champion, RedisFeatureTables(client), topic=live_settings.topic_ratings).run(msgs)
     users = sorted({u for u, *_ in rows[:300]})
 
     client.hset(keys.CHALLENGER, mapping={"requested": 2, "reason": "drift"})  # two alarms ask for a challenger

@@ -30,7 +30,7 @@ from schemas.side_features import META_NAMES, META_YEAR_RANGE, YEAR_SCALED, Side
 from schemas.wire import codec_for
 from streams.events import rating_event, user_key
 from streams.processor import Message, MovieProcessor, RatingProcessor
-from streams.store import MemoryFeatureStore
+from streams.store import MemoryFeatureTables
 from tests.stream_support import bootstrap_var
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ml-latest-small"
@@ -94,7 +94,7 @@ def test_a_movie_announced_by_a_movie_event_gets_the_row_training_gave_it(
 
     runtime = _without(trained, idx)
     catalog = Catalog.build(runtime, None)  # the gateway's catalogue before the announcement
-    feature_store = MemoryFeatureStore()
+    feature_store = MemoryFeatureTables()
     announce = MovieProcessor(runtime, feature_store, topic="movies")
     event = {"movie_id": mid, "title": movie["title"], "genres": list(movie["genres"]), "year": movie["year"],
              "tags": tags}  # fmt: skip

@@ -39,7 +39,7 @@ from streams.bulk_seed import BULK_ROWS, BULK_USER
 from streams.events import rating_event, user_key
 from streams.processor import Message, RatingProcessor
 from streams.seed import fold_history, read_marker, seed_history
-from streams.store import RedisFeatureStore
+from streams.store import RedisFeatureTables
 from tests.stream_support import bootstrap_var, stats, store_and_model, stream_rows
 
 #: Absolute tolerance on trending and prior scores (module docstring).
@@ -146,7 +146,7 @@ def apply_stream(case: Case, client: redis.Redis, rows: list[tuple[int, int, flo
         for i, (u, m, r, ts) in enumerate(rows)
     ]  # fmt: skip
     processor = RatingProcessor(
-        case.runtime, RedisFeatureStore(client), topic=s.topic_ratings, min_ts_ms=s.event_min_ts_ms,
+        case.runtime, RedisFeatureTables(client), topic=s.topic_ratings, min_ts_ms=s.event_min_ts_ms,
         max_future_ms=s.event_max_future_ms, half_life_s=s.trending_half_life_s, probe_user_base=s.probe_user_base,
     )  # fmt: skip
     for lo in range(0, len(msgs), 1000):

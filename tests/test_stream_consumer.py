@@ -2,7 +2,7 @@
 
 A fake consumer serves in-memory partition logs (positions, pause, seek, high watermarks, an out-of-range
 position reset to the beginning like ``auto_offset_reset="earliest"``); the apply step is the processor's
-own fence (:func:`streams.processor.fence_batch`) over a :class:`~streams.store.MemoryFeatureStore`, where
+own fence (:func:`streams.processor.fence_batch`) over a :class:`~streams.store.MemoryFeatureTables`, where
 each applied record increments its own counter. The oracle: every record of every log counted exactly once.
 """
 
@@ -23,7 +23,7 @@ from streams.consumer import BatchConsumer, Outages, _Rebalance
 from streams.log_identity import Fence, LogView
 from streams.metrics import WorkerMetrics
 from streams.processor import BatchPlan, Message, commit_plan, fence_batch
-from streams.store import MemoryFeatureStore
+from streams.store import MemoryFeatureTables
 
 RATINGS, MOVIES = TopicPartition("ratings", 0), TopicPartition("movies", 0)
 DEADLINE_S = 10.0
@@ -110,7 +110,7 @@ class Harness:
 
     def __init__(self, kafka: FakeKafka) -> None:
         self.kafka = kafka
-        self.store = MemoryFeatureStore()
+        self.store = MemoryFeatureTables()
         self.fail_next: list[BaseException] = []  # errors the next applies raise (a Redis outage)
         self.redis_up = True
         self.calls: list[tuple[str, list[int]]] = []

@@ -1,6 +1,6 @@
 """An oracle for the stream path that does not share its arithmetic (issue 14, "Tests").
 
-The other stream tests compare Redis with :class:`streams.store.MemoryFeatureStore` fed by the same
+The other stream tests compare Redis with :class:`streams.store.MemoryFeatureTables` fed by the same
 :meth:`RatingProcessor.plan`, so a wrong fold (counts, sums, squares, means, decayed scores) would pass both
 sides. :class:`Oracle` computes the Redis state again from the raw events and the documented formulas only:
 ``docs/redis-keys.md`` (every key and field), the docstrings of ``streams/processor.py`` and
@@ -33,7 +33,7 @@ from schemas.wire import codec_for
 from streams.events import rating_event, user_key
 from streams.online import OnlineRatingModel
 from streams.processor import Message, RatingProcessor
-from streams.store import RedisFeatureStore
+from streams.store import RedisFeatureTables
 
 TOPIC = "ratings-oracle"
 PARTITIONS = 3
@@ -285,7 +285,7 @@ def batches() -> list[list[Sent]]:
 def _processor(client: redis.Redis) -> RatingProcessor:
     runtime = ModelRuntime.random(MOVIES, seed=3)
     runtime.metadata["item_prior"] = dict(PRIOR)
-    return RatingProcessor(runtime, RedisFeatureStore(client), topic=TOPIC, min_ts_ms=0, max_future_ms=10**15,
+    return RatingProcessor(runtime, RedisFeatureTables(client), topic=TOPIC, min_ts_ms=0, max_future_ms=10**15,
                            half_life_s=TRENDING_HALF_LIFE_S, online=OnlineRatingModel(seed=1))  # fmt: skip
 
 

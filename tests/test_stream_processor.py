@@ -14,7 +14,7 @@ from schemas.wire import codec_for
 from streams.events import rating_event, user_key
 from streams.online import OnlineRatingModel
 from streams.processor import Message, RatingProcessor
-from streams.store import MemoryFeatureStore, RedisFeatureStore, redis_snapshot
+from streams.store import MemoryFeatureTables, RedisFeatureTables, redis_snapshot
 from tests.stream_support import diff_states
 
 TOPIC = "ratings"
@@ -46,7 +46,7 @@ def _processor(store) -> RatingProcessor:
 def test_lua_and_dict_stores_agree_and_redelivery_changes_nothing(live_settings: Settings) -> None:
     client = redis.Redis.from_url(live_settings.redis_url)
     msgs = _messages()
-    in_redis, in_memory = _processor(RedisFeatureStore(client)), _processor(MemoryFeatureStore())
+    in_redis, in_memory = _processor(RedisFeatureTables(client)), _processor(MemoryFeatureTables())
     for i in range(0, len(msgs), 700):
         in_redis.run(msgs[i : i + 700])
     in_memory.run(msgs)  # one big batch: batching must not change the result
@@ -67,7 +67,7 @@ def test_lua_and_dict_stores_agree_and_redelivery_changes_nothing(live_settings:
 def test_the_offset_fence_refuses_a_writer_whose_reads_are_stale(live_settings: Settings) -> None:
     client = redis.Redis.from_url(live_settings.redis_url)
     msgs = [m for m in _messages(400) if m.partition == 0]
-    a, b = _processor(RedisFeatureStore(client)), _processor(RedisFeatureStore(client))
+    a, b = _processor(RedisFeatureTables(client)), _processor(RedisFeatureTables(client))
     stale = a.plan(msgs[:50])  # worker A read the state, then lost the partition ...
     assert b.run(msgs[:80]).applied == 80  # ... to worker B, which applied more
     assert a.commit(stale) is False  # A's late commit is refused: nothing is applied twice
@@ -84,7 +84,7 @@ def _one(offset: int, user: int, movie: int, *, key: bytes | str | None = "user"
 
 
 def test_a_rating_keyed_other_than_its_user_goes_to_the_dead_letters() -> None:
-    processor = _processor(MemoryFeatureStore())
+    processor = _processor(MemoryFeatureTables())
     msgs = [_one(0, 5, 1, key=b"6"), _one(1, 5, 2, key=None), _one(2, 5, 3), _one(3, PROBE, 4, source="live")]
     plan = processor.run(msgs)
     assert [(d.record["offset"], d.record["reason"]) for d in plan.dead] == [
@@ -99,7 +99,7 @@ def test_a_rating_keyed_other_than_its_user_goes_to_the_dead_letters() -> None:
 
 
 def test_probe_events_change_the_probe_users_state_and_nothing_shared() -> None:
-    processor = _processor(MemoryFeatureStore())
+    processor = _processor(MemoryFeatureTables())
     processor.run(_messages(300))
     before = processor.store.snapshot()
     online_n = processor.online.n
@@ -128,7 +128,7 @@ def test_a_resent_event_is_a_duplicate_however_many_ratings_came_after_it(live_s
     again = [Message(TOPIC, 0, n + i, codec.encode(ev), key=user_key(5)) for i, ev in enumerate(events)]
     rerate = rating_event(5, int(MOVIES[0]), 2.0, 1_400_000_000_000 + 10**6, "live")  # a real re-rating
     client = redis.Redis.from_url(live_settings.redis_url)
-    for store in (RedisFeatureStore(client), MemoryFeatureStore()):
+    for store in (RedisFeatureTables(client), MemoryFeatureTables()):
         proc = _processor(store)
         assert proc.run(first).applied == n
         plan = proc.run(again)
@@ -143,7 +143,7 @@ def test_zset_ops_repeating_a_movie_and_past_one_chunk_apply_in_order_as_the_dic
     """The script defers popular/trending/prior to one ZMSCORE + ZADD per 1000 movies: a movie named twice in
     one commit must still chain (count added twice, ``logaddexp`` twice), and 2500 movies span three chunks."""
     client = redis.Redis.from_url(live_settings.redis_url)
-    redis_store, memory = RedisFeatureStore(client), MemoryFeatureStore()
+    redis_store, memory = RedisFeatureTables(client), MemoryFeatureTables()
     ops = [("T", 7, 1.5), ("P", 7, -2.0), ("I", keys.item(7), 7, 2, 7.5), ("T", 7, 3.25), ("P", 7, 0.5),
            ("I", keys.item(7), 7, 1, 4.0)]  # fmt: skip
     ops += [(kind, m, m / 1000.0) for m in range(1, 2501) for kind in ("T", "P")]
@@ -169,7 +169,7 @@ def test_a_drift_alarm_asks_for_a_challenger_once_per_alarm_whatever_the_batchin
         ev = rating_event(user, movie, 4.5 if i < 2000 else 0.5, ts, "replay")  # every rating flips at 2,000
         msgs.append(Message(TOPIC, 0, i, codec.encode(ev), key=user_key(user)))
         times.append(ts)
-    whole, parts = _processor(MemoryFeatureStore()), _processor(MemoryFeatureStore())
+    whole, parts = _processor(MemoryFeatureTables()), _processor(MemoryFeatureTables())
     whole.run(msgs)
     for i in range(0, len(msgs), 300):
         parts.run(msgs[i : i + 300])

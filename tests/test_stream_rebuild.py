@@ -36,7 +36,7 @@ from streams.log_identity import Fence
 from streams.processor import Message, MovieProcessor, RatingProcessor
 from streams.rebuild import RebuildSummary, rebuild_if_needed
 from streams.seed import read_marker
-from streams.store import MemoryFeatureStore, redis_snapshot
+from streams.store import MemoryFeatureTables, redis_snapshot
 from tests.stream_support import (
     ArchiverProcess,
     StreamCase,
@@ -150,7 +150,7 @@ def _write_archive(settings: Settings, stream: list[Row]) -> Archive:
 def _reference(settings: Settings, history: list[Row], archive: Archive) -> dict[str, Any]:
     """HISTORY then every valid archived event, through the worker's processors over a dict store."""
     runtime = ModelRuntime.load(current_model_dir(settings.models_dir))  # its own: processors add new movies
-    store = MemoryFeatureStore()
+    store = MemoryFeatureTables()
     movies = MovieProcessor(runtime, store, topic=settings.topic_movies)
     assert movies.commit(movies.plan([Message(settings.topic_movies, 0, 0, _movie_value(), 1, b"m")]))
     encode = codec_for("RatingEvent").encode

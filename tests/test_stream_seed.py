@@ -32,7 +32,7 @@ from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from streams.admin import ensure_topics_sync
 from streams.seed import SeedSummary, read_marker, seed_history
-from streams.store import RedisFeatureStore, redis_snapshot
+from streams.store import RedisFeatureTables, redis_snapshot
 from tests.stream_support import (
     bootstrap_var,
     diff_states,
@@ -129,21 +129,21 @@ def test_a_run_interrupted_midway_then_rerun_applies_every_row_once(
     case: Case, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rows = case.rows(SLICE)
-    real_commit = RedisFeatureStore.commit
+    real_commit = RedisFeatureTables.commit
     calls = {"n": 0}
 
-    def crash_after_three(self: RedisFeatureStore, topic: str, fence: dict, ops: list, checks: Any = None) -> bool:
+    def crash_after_three(self: RedisFeatureTables, topic: str, fence: dict, ops: list, checks: Any = None) -> bool:
         calls["n"] += 1
         if calls["n"] > 3:
             raise redis.ConnectionError("killed midway")
         return real_commit(self, topic, fence, ops, checks)
 
-    monkeypatch.setattr(RedisFeatureStore, "commit", crash_after_three)
+    monkeypatch.setattr(RedisFeatureTables, "commit", crash_after_three)
     with pytest.raises(redis.ConnectionError):
         case.seed(limit=SLICE, batch_size=BATCH, per_event=True)
     assert read_marker(case.redis)["status"] == "running"  # type: ignore[index]
     assert stats(case.redis)["events_applied"] == 3 * BATCH
-    monkeypatch.setattr(RedisFeatureStore, "commit", real_commit)
+    monkeypatch.setattr(RedisFeatureTables, "commit", real_commit)
 
     # The rerun re-reads with other batch boundaries: the fence, not the batching, decides.
     again = case.seed(limit=SLICE, batch_size=BATCH * 2 + 1, per_event=True)

@@ -35,7 +35,7 @@ from schemas.user_record import (
 from schemas.wire import codec_for
 from streams.events import rating_event, user_key
 from streams.processor import Message, RatingProcessor
-from streams.store import USER_FIELDS, MemoryFeatureStore, RedisFeatureStore, redis_snapshot
+from streams.store import USER_FIELDS, MemoryFeatureTables, RedisFeatureTables, redis_snapshot
 from tests.user_state import apply_rating
 
 MOVIES = np.arange(1, 41) * 10
@@ -50,7 +50,7 @@ def _runtime() -> ModelRuntime:
     return ModelRuntime.random(MOVIES, hidden=16, latent=8, seed=4)
 
 
-def _worker_run(store: MemoryFeatureStore | RedisFeatureStore, runtime: ModelRuntime) -> None:
+def _worker_run(store: MemoryFeatureTables | RedisFeatureTables, runtime: ModelRuntime) -> None:
     codec = codec_for("RatingEvent")
     msgs = [Message("ratings", 0, i, codec.encode(rating_event(u, m, r, t, "live")), key=user_key(u))
             for i, (u, m, r, t) in enumerate(EVENTS)]  # fmt: skip
@@ -118,10 +118,10 @@ def test_a_value_of_the_wrong_type_is_a_precise_error(raw: dict[bytes, bytes], p
 
 
 def test_what_the_worker_writes_decodes_in_the_gateway_to_the_same_values(live_settings: Settings) -> None:
-    memory = MemoryFeatureStore()
+    memory = MemoryFeatureTables()
     _worker_run(memory, _runtime())
     client = redis.Redis.from_url(live_settings.redis_url)
-    _worker_run(RedisFeatureStore(client), runtime := _runtime())
+    _worker_run(RedisFeatureTables(client), runtime := _runtime())
     state = RedisState(live_settings.redis_url)
     for uid in (3, 5, 9):
         want, rated, recent = _expected(runtime, uid)
@@ -138,7 +138,7 @@ def test_what_the_worker_writes_decodes_in_the_gateway_to_the_same_values(live_s
 def test_the_test_writer_writes_what_the_worker_writes(live_settings: Settings) -> None:
     client = redis.Redis.from_url(live_settings.redis_url)
     runtime = _runtime()
-    _worker_run(RedisFeatureStore(client), runtime)
+    _worker_run(RedisFeatureTables(client), runtime)
     names = {f(u) for u, *_ in EVENTS for f in (keys.user, keys.user_rated, keys.user_recent)}
 
     def user_keys() -> dict:
@@ -189,7 +189,7 @@ def test_records_in_the_older_encodings_still_read() -> None:
             decode_rated_entry(bad)
 
 
-def _legacy(store: MemoryFeatureStore, uid: int) -> None:
+def _legacy(store: MemoryFeatureTables, uid: int) -> None:
     """Rewrite one user's ``rated`` values and ``recent`` entries in the encodings written before
     (``rating:ts``, ``movie:rating:ts``), as a Redis written before the packed form holds them."""
     rated = store.hashes[keys.user_rated(uid)]
@@ -203,7 +203,7 @@ def _legacy(store: MemoryFeatureStore, uid: int) -> None:
 def test_the_worker_continues_a_record_written_in_the_older_encodings() -> None:
     """Its duplicate check still recognises a redelivered copy of an old rating of a since re-rated movie
     (found only in the recent list, written in the older form), and what it writes next is compact."""
-    runtime, store = _runtime(), MemoryFeatureStore()
+    runtime, store = _runtime(), MemoryFeatureTables()
     codec = codec_for("RatingEvent")
     events = [(1, 10, 4.0, T0 + 1), (1, 10, 2.0, T0 + 2), (1, 20, 3.5, T0 + 3)]
     msgs = [Message("ratings", 0, i, codec.encode(rating_event(u, m, r, t, "live")), key=user_key(u))
