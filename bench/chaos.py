@@ -267,7 +267,7 @@ def _compare(system: System, ref: MemoryFeatureTables) -> dict[str, Any]:
                 mu_ref = np.frombuffer(h["mu"], dtype=np.float32)
                 if not np.allclose(np.frombuffer(got[1], dtype=np.float32), mu_ref, atol=1e-4):
                     state_diff += 1
-        stats = {k.decode(): v.decode() for k, v in client.hgetall(keys.STATS).items()}
+        stats = keys.text_hash(client.hgetall(keys.STATS))
     finally:
         client.close()
     return {

@@ -113,7 +113,7 @@ def main() -> None:
                 time.sleep(args.sample_every)  # the sampling period
         replay_s = time.perf_counter() - replay_t0
         client = redis.Redis.from_url(env["REDIS_URL"])
-        seed = {k.decode(): v.decode() for k, v in client.hgetall(keys.SEED).items()}
+        seed = keys.text_hash(client.hgetall(keys.SEED))
         client.close()
     finally:
         subprocess.run(_cli("down"), env=env, capture_output=True, check=False)

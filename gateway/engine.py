@@ -136,6 +136,7 @@ def candidate_pool(total: np.ndarray, size: int) -> np.ndarray:
     [1, 3, 4]
     """
     n = total.shape[0]
+    pool: np.ndarray | None
     if size >= n:
         pool = np.arange(n)
     else:

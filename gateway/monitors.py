@@ -152,10 +152,10 @@ async def worker_freshness(redis_url: str) -> dict[str, dict[str, int]]:
         pattern = redis_keys.worker_freshness("*")
         prefix, suffix = pattern.split("*")
         async for key in client.scan_iter(match=pattern, count=200):
-            name = key.decode()[len(prefix) : -len(suffix)]
+            name = redis_keys.text(key)[len(prefix) : -len(suffix)]
             raw = await client.hgetall(key)
             with contextlib.suppress(ValueError):
-                out[name] = {k.decode(): int(v) for k, v in raw.items()}
+                out[name] = {redis_keys.text(k): int(v) for k, v in raw.items()}
     except (RedisError, OSError):
         return {}
     finally:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -46,8 +47,10 @@ from gateway.engine import (
 )
 from gateway.errors import StateUnavailable
 from gateway.parts import GatewayParts
+from gateway.prior import ItemPrior
 from gateway.retrieval import ItemIndex
 from gateway.rules import LoadedRules, RuleSet
+from gateway.rules.document import Segment
 from gateway.state import UserSnapshot
 from models.exploration import draw_rng, explore_scores, thompson_latent
 from schemas.ratings import LIKED_MIN_RATING
@@ -64,6 +67,9 @@ COLD_TTL_S = 1.0
 #: Weight of one ``genres=`` preference, in score standard deviations.
 PREFERENCE_WEIGHT = 2.0
 
+#: How a list was ranked (``RecommendationList.exploration``).
+_Explored = Literal["none", "thompson", "ucb"]
+
 
 class Recommending(GatewayParts):
     """``recommend`` and its steps (a mixin of ``Gateway``)."""
@@ -73,6 +79,9 @@ class Recommending(GatewayParts):
     _adjust: dict[tuple[str, str, str, str], np.ndarray]
     _adjust_lock: threading.Lock
     _decoder_sq: tuple[str, np.ndarray] | None
+    # from the ServedModels mixin
+    model_of: Callable[[str | None], tuple[Catalog, ItemPrior]]
+    index_of: Callable[[Catalog], ItemIndex | None]
 
     def _indexed_pool(
         self, index: ItemIndex, cat: Catalog, latent: np.ndarray, prior: tuple[int, np.ndarray | None],
@@ -140,7 +149,7 @@ class Recommending(GatewayParts):
         exclude_genres: Sequence[str] = (),
         *,
         variant: str | None = None,
-        segment: str | None = None,
+        segment: Segment | None = None,
     ) -> RecommendationList:
         """``variant``/``segment`` override the user's A/B arm and segment (to compare rule sets)."""
         rules = self.rules.current()
@@ -185,7 +194,7 @@ class Recommending(GatewayParts):
         rated_idx, liked, disliked = self._split_rated(cat, snap.rated, ruleset.avoid.dislike_max_rating)
         avoid_idx = rated_idx if ruleset.avoid.rated else []
         pref, excluded = self._request_terms(cat, genres, exclude_genres)
-        explored = "none"
+        explored: _Explored = "none"
         index = self.index_of(cat) if source is Source.PERSONALISED and pref is None and not excluded else None
         if source is Source.PERSONALISED and index is not None and ruleset.exploration.kind != "ucb":
             assert snap.mu is not None
@@ -202,8 +211,10 @@ class Recommending(GatewayParts):
                 assert snap.logvar is not None
                 raw = explore_scores(raw, cat.decoder, snap.mu, snap.logvar, "ucb", ruleset.exploration.scale,
                                      decoder_sq=self._squared_decoder(cat))  # fmt: skip
-            seq = self.coratings.get(cat.model_version, CoRatingTerm(None)).logits(cat.index_of, cat.n, snap.rated_at)
-            total = personal_scores(cat, snap.mu, raw, prior, seq)
+            seq_logits = self.coratings.get(cat.model_version, CoRatingTerm(None)).logits(
+                cat.index_of, cat.n, snap.rated_at
+            )
+            total = personal_scores(cat, snap.mu, raw, prior, seq_logits)
             total += adj
             pool, rel = self._personal_pool(cat, total, pref, excluded, avoid_idx)
         else:
@@ -220,7 +231,7 @@ class Recommending(GatewayParts):
         return result
 
     @staticmethod
-    def _exploration(cat: Catalog, snap: UserSnapshot, ruleset: RuleSet) -> tuple[str, np.ndarray]:
+    def _exploration(cat: Catalog, snap: UserSnapshot, ruleset: RuleSet) -> tuple[_Explored, np.ndarray]:
         """The exploration kind that applies (models/exploration.py) and the latent vector to decode.
 
         Thompson decodes one posterior draw, seeded from (rules seed, user id, state version): the same
@@ -314,7 +325,7 @@ class Recommending(GatewayParts):
             rel = rel + pref[pool]
         keep = np.isfinite(rel)
         if excluded:
-            keep &= ~cat.genre_matrix[np.ix_(pool, excluded)].any(axis=1)
+            keep &= ~cat.genre_matrix[np.ix_(pool, np.asarray(excluded))].any(axis=1)
         if avoid_idx:
             keep &= ~np.isin(pool, avoid_idx)
         return pool[keep], rel[keep]
@@ -333,8 +344,8 @@ class Recommending(GatewayParts):
 
     def _render(
         self, cat: Catalog, picks: list[Pick], liked: dict[int, float], genres: Sequence[str], *,
-        user_id: int, k: int, source: str, degraded: bool, segment: str, variant: str, rules: LoadedRules,
-        state_version: int, exploration: str = "none",
+        user_id: int, k: int, source: Literal["personalised", "trending", "popularity"], degraded: bool,
+        segment: Segment, variant: str, rules: LoadedRules, state_version: int, exploration: _Explored = "none",
     ) -> RecommendationList:  # fmt: skip
         reasons = explain(cat, picks, liked, genres)
         if source != "personalised":

@@ -31,6 +31,13 @@ class ServedModels(GatewayParts):
 
     others: dict[str, tuple[Catalog, ItemPrior]]
     announced: set[int]
+    load_model: Callable[[str], tuple[Catalog, ItemPrior]] | None
+    _announced_ms: dict[int, int | None]
+    _fallback_logged: set[str]
+    _loaded_from: set[str]
+    _indexes: dict[str, ItemIndex]
+    _index_building: set[str]
+    _index_lock: threading.Lock
 
     def model_of(self, version: str | None) -> tuple[Catalog, ItemPrior]:
         """The catalogue and prior of the model a user's state belongs to (None: a user without state).
@@ -148,7 +155,8 @@ class ServedModels(GatewayParts):
             if extra:
                 self.others[version] = (other.with_new_movies(extra), other_prior)
         cat = self.catalog
-        fresh, changed = [], []
+        fresh: list[NewMovie] = []
+        changed: list[NewMovie] = []
         for doc in docs:
             read = _announced_movie(doc, lambda mid: cat.index(mid) is not None and mid not in self.announced)
             if read is None:

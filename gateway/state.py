@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 import redis
@@ -44,6 +44,9 @@ __all__ = ["RedisState", "StateReader", "UserSnapshot"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: A ``ZRANGE ... WITHSCORES`` reply: (member, score) rows.
+_ScoredRows = list[tuple[bytes, float]]
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,7 @@ class RedisState:
         event loop: the cache key (a hot swap changes the model, not the version)."""
         raw, model = await self._acall(lambda c: c.hmget(keys.user(user_id), "version", "model_version"))
         version = None if raw is None else _version(user_id, raw)
-        return version, None if model is None else model.decode(errors="replace")
+        return version, None if model is None else keys.text(model)
 
     async def auser(self, user_id: int) -> UserSnapshot:
         """:meth:`user` without details (the state and rated hashes, one pipeline), on the event loop."""
@@ -201,19 +204,21 @@ class RedisState:
 
     # --- items and system -----------------------------------------------------------------
     def trending(self, n: int) -> list[tuple[int, float]]:
-        return _scored_ids(self._call(lambda: self.client.zrevrange(keys.ITEMS_TRENDING, 0, n - 1, withscores=True)))
+        rows = self._call(lambda: self.client.zrevrange(keys.ITEMS_TRENDING, 0, n - 1, withscores=True))
+        return _scored_ids(cast(_ScoredRows, rows))  # redis-py types every ZRANGE reply shape as one union
 
     async def atrending(self, n: int) -> list[tuple[int, float]]:
         """:meth:`trending`, on the event loop."""
-        return _scored_ids(await self._acall(lambda c: c.zrevrange(keys.ITEMS_TRENDING, 0, n - 1, withscores=True)))
+        rows = await self._acall(lambda c: c.zrevrange(keys.ITEMS_TRENDING, 0, n - 1, withscores=True))
+        return _scored_ids(cast(_ScoredRows, rows))  # as in trending
 
     def item_prior_clock(self) -> dict[str, str]:
         """``rs:items:prior:clock`` (``event_ms``, ``events``, ``half_life_s``); empty when never written."""
-        return _decoded(self._call(lambda: self.client.hgetall(keys.ITEMS_PRIOR_CLOCK)))
+        return keys.text_hash(self._call(lambda: self.client.hgetall(keys.ITEMS_PRIOR_CLOCK)))
 
     def model_pointer(self) -> dict[str, str]:
         """``rs:model`` (``serving``, ``previous``, ``swap``...); empty when no swap ever ran."""
-        return _decoded(self._call(lambda: self.client.hgetall(keys.MODEL)))
+        return keys.text_hash(self._call(lambda: self.client.hgetall(keys.MODEL)))
 
     def item_prior(self) -> tuple[dict[str, str], list[tuple[int, float]]]:
         """The prior's clock and every ``rs:items:prior`` member with its score, read in one MULTI (consistent)."""
@@ -225,20 +230,20 @@ class RedisState:
             return pipe.execute()
 
         clock, rows = self._call(read)
-        return _decoded(clock), _scored_ids(rows)
+        return keys.text_hash(clock), _scored_ids(rows)
 
     def item_stats(self, movie_id: int) -> dict[str, str]:
-        return _decoded(self._call(lambda: self.client.hgetall(keys.item(movie_id))))
+        return keys.text_hash(self._call(lambda: self.client.hgetall(keys.item(movie_id))))
 
     def stats(self) -> dict[str, str]:
-        return _decoded(self._call(lambda: self.client.hgetall(keys.STATS)))
+        return keys.text_hash(self._call(lambda: self.client.hgetall(keys.STATS)))
 
     def archive_status(self) -> dict[str, str]:
-        return _decoded(self._call(lambda: self.client.hgetall(keys.ARCHIVE)))
+        return keys.text_hash(self._call(lambda: self.client.hgetall(keys.ARCHIVE)))
 
     def challenger(self) -> dict[str, str]:
         """``rs:challenger`` (schemas/challenger.py): drift alarms asking for a challenger, retrain's answer."""
-        return _decoded(self._call(lambda: self.client.hgetall(keys.CHALLENGER)))
+        return keys.text_hash(self._call(lambda: self.client.hgetall(keys.CHALLENGER)))
 
     def ping(self) -> bool:
         return bool(self._call(self.client.ping))
@@ -270,7 +275,7 @@ class RedisState:
             for _ in range(USER_SCAN_ROUNDS):
                 cursor, names = self.client.scan(cursor, match=f"{head}{prefix}*", count=1000)
                 for name in names:
-                    tail = name.decode()[len(head) :]
+                    tail = keys.text(name)[len(head) :]
                     if tail.isdigit() and int(tail) < below:
                         found.add(int(tail))
                 if cursor == 0 or len(found) >= limit:
@@ -290,7 +295,7 @@ class RedisState:
                 pipe.hgetall(name)
             out = []
             for name, raw in zip(names, pipe.execute() if names else [], strict=True):
-                doc = _decoded(raw)
+                doc = keys.text_hash(raw)
                 doc["movie_id"] = name.decode()[len(prefix) :]
                 out.append(doc)
             return out
@@ -298,12 +303,7 @@ class RedisState:
         return self._call(read)
 
 
-def _decoded(raw: dict[bytes, bytes]) -> dict[str, str]:
-    """A Redis hash as text."""
-    return {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
-
-
-def _scored_ids(rows: list[tuple[bytes, float]]) -> list[tuple[int, float]]:
+def _scored_ids(rows: _ScoredRows) -> list[tuple[int, float]]:
     """Sorted-set rows as (movie id, score), skipping members that are not ids."""
     out = []
     for member, score in rows:
@@ -314,7 +314,7 @@ def _scored_ids(rows: list[tuple[bytes, float]]) -> list[tuple[int, float]]:
     return out
 
 
-def _version(user_id: int, raw: bytes) -> int:
+def _version(user_id: int, raw: bytes | str) -> int:
     """The stored ``version`` (0 when it does not decode: the cache key then never matches a real one)."""
     return _lenient(user_id, "version", lambda: decode_user({"version": raw}).version, 0)
 
@@ -332,10 +332,14 @@ def _lenient(user_id: int, what: str, decode: Callable[[], T], default: T) -> T:
 def _snapshot(user_id: int, result: list[Any], details: bool) -> UserSnapshot:
     """A user's snapshot from the replies of the state pipeline (state hash, rated hash[, recent list])."""
     state: dict[bytes, bytes] = result[0]
-    rated_full = _lenient(user_id, keys.user_rated(user_id), lambda: decode_rated_at(result[1]), {})
+    rated_full: dict[int, tuple[float, int]] = _lenient(
+        user_id, keys.user_rated(user_id), lambda: decode_rated_at(result[1]), {}
+    )
     rated = {mid: r for mid, (r, _) in rated_full.items()}
     rated_at = {mid: ts for mid, (_, ts) in rated_full.items()}
-    recent = _lenient(user_id, keys.user_recent(user_id), lambda: decode_recent_list(result[2]), []) if details else []
+    recent: list[tuple[int, float, int]] = (
+        _lenient(user_id, keys.user_recent(user_id), lambda: decode_recent_list(result[2]), []) if details else []
+    )
     if not state:
         return UserSnapshot(user_id, exists=bool(rated), rated=rated, rated_at=rated_at, recent=recent)
     record = _lenient(user_id, keys.user(user_id), lambda: decode_user(state), UserRecord())

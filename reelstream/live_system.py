@@ -28,6 +28,7 @@ included (they run in ``var/run/``, where no ``.env`` is).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -242,7 +243,7 @@ def _seed_marker(settings: Settings) -> dict[str, str] | None:
         raw = client.hgetall(redis_keys.SEED)
     finally:
         client.close()
-    return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
+    return redis_keys.text_hash(raw) if raw else None
 
 
 def _seed(settings: Settings, store_version: int | None, echo: Callable[[str], None]) -> str:
@@ -381,7 +382,7 @@ def child_specs(settings: Settings, plan: SystemPlan) -> dict[str, ChildSpec]:
     def app(name: str, *args: str) -> ChildSpec:
         return ChildSpec(name, lambda: local_services.spawn(run_dir, name, _cli(*args), env=env))
 
-    specs = {name: ChildSpec(name, lambda name=name: _start_infra(settings, name)) for name in ("broker", "redis")}
+    specs = {name: ChildSpec(name, functools.partial(_start_infra, settings, name)) for name in ("broker", "redis")}
     for i in range(plan.workers):
         specs[f"worker-{i}"] = app(f"worker-{i}", "worker", "--web-port", str(settings.worker_web_port + i))
     if archive_available():

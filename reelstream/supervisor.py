@@ -139,8 +139,7 @@ class Supervisor:
         self._track(spec, pid)
 
     def _track(self, spec: ChildSpec, handle: subprocess.Popen[bytes] | int) -> None:
-        proc = handle if isinstance(handle, subprocess.Popen) else None
-        pid = proc.pid if proc is not None else int(handle)
+        proc, pid = (handle, handle.pid) if isinstance(handle, subprocess.Popen) else (None, handle)
         previous = self.children.get(spec.name)
         child = _Child(spec, pid, _create_time(pid), proc)
         if previous is not None:

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from schemas.redis_keys import text
+
 __all__ = ["Challenger", "answer_fields", "decode_challenger"]
 
 
@@ -36,13 +38,9 @@ class Challenger:
         return {**asdict(self), "pending": self.pending}
 
 
-def _text(raw: Any) -> str:
-    return raw.decode(errors="replace") if isinstance(raw, bytes | bytearray) else str(raw)
-
-
 def _int(raw: Any) -> int | None:
     try:
-        return int(float(_text(raw)))
+        return int(float(text(raw)))
     except ValueError:
         return None
 
@@ -56,13 +54,13 @@ def decode_challenger(raw: Mapping[Any, Any]) -> Challenger:
     >>> decode_challenger({}).pending
     0
     """
-    got = {_text(k): v for k, v in raw.items()}
+    got = {text(k): v for k, v in raw.items()}
     ints = {name: _int(got[name]) if name in got else None for name in ("requested", "answered", "last_alarm_ms",
                                                                        "answered_ms")}  # fmt: skip
-    text = {name: _text(got[name]) if name in got else None for name in ("reason", "answer")}
+    texts = {name: text(got[name]) if name in got else None for name in ("reason", "answer")}
     return Challenger(requested=ints["requested"] or 0, answered=ints["answered"] or 0,
-                      last_alarm_ms=ints["last_alarm_ms"], reason=text["reason"], answered_ms=ints["answered_ms"],
-                      answer=text["answer"])  # fmt: skip
+                      last_alarm_ms=ints["last_alarm_ms"], reason=texts["reason"], answered_ms=ints["answered_ms"],
+                      answer=texts["answer"])  # fmt: skip
 
 
 def answer_fields(requested: int, answer: str, now_ms: int) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from schemas.redis_keys import text
 from schemas.user_record import RecordError
 
 __all__ = ["LIST_SEP", "MovieRecord", "decode_movie", "encode_movie"]
@@ -57,17 +58,13 @@ def encode_movie(
     ]  # fmt: skip
 
 
-def _text(raw: Any) -> str:
-    return raw.decode() if isinstance(raw, bytes | bytearray) else str(raw)
-
-
 def decode_movie(raw: Mapping[Any, Any]) -> MovieRecord:
     """``HGETALL rs:movie:{mid}`` (bytes or text) as a record; RecordError for a year or time that is no integer.
 
     >>> decode_movie({b"title": b"Heat (1995)", b"genres": b"Action|Crime", b"year": b"1995", b"tags": b""})
     MovieRecord(title='Heat (1995)', genres=('Action', 'Crime'), year=1995, tags=(), updated_ms=None)
     """
-    doc = {_text(k): _text(v) for k, v in raw.items()}
+    doc = {text(k): text(v) for k, v in raw.items()}
 
     def split(name: str) -> tuple[str, ...]:
         return tuple(v for v in doc.get(name, "").split(LIST_SEP) if v)

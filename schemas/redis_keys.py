@@ -79,6 +79,9 @@ key                            type    fields / members
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 __all__ = [
     "ARCHIVE",
     "CHALLENGER",
@@ -98,6 +101,8 @@ __all__ = [
     "movie",
     "offsets",
     "resets",
+    "text",
+    "text_hash",
     "user",
     "user_rated",
     "user_recent",
@@ -182,3 +187,18 @@ def worker(name: str) -> str:
 def worker_freshness(name: str) -> str:
     """Freshness percentiles of one worker's latest events."""
     return f"{PREFIX}:worker:{name}:freshness"
+
+
+def text(raw: object) -> str:
+    """One Redis reply value as text.
+
+    redis-py returns ``bytes`` (the clients here never set ``decode_responses``), tests and the in-memory
+    tables hand back ``str``; bytes that are not UTF-8 come back with U+FFFD rather than raising, so the record
+    codecs report them as the field they fail to parse.
+    """
+    return raw.decode(errors="replace") if isinstance(raw, bytes | bytearray) else str(raw)
+
+
+def text_hash(raw: Mapping[Any, Any]) -> dict[str, str]:
+    """An ``HGETALL`` reply with its fields and values as text (see :func:`text`)."""
+    return {text(k): text(v) for k, v in raw.items()}

@@ -43,6 +43,7 @@ import numpy as np
 import polars as pl
 
 from schemas.ratings import MAX_RATING, MIN_RATING
+from schemas.redis_keys import text
 
 __all__ = [
     "BINARY_FIELDS",
@@ -85,7 +86,7 @@ FIELDS: dict[str, str] = {
 #: ``model_version`` says which model's weights the state is folded with (a hot swap moves users one by one).
 FOLD_FIELDS = ("version", "pre", "norm2", "n_events", "n", "sum", "sumsq", "first_ms", "last_ms", "model_version")
 BINARY_FIELDS = tuple(f for f, t in FIELDS.items() if t in ("f4", "f8"))
-_DTYPES = {"f8": np.dtype("<f8"), "f4": np.dtype("<f4")}
+_DTYPES: dict[str, np.dtype[Any]] = {"f8": np.dtype("<f8"), "f4": np.dtype("<f4")}
 #: ``rated`` and ``recent`` ratings as half stars (``rating * 2``, 1..10), the last digit of the packed value.
 _HALF = 2
 _MIN_HALF, _MAX_HALF = round(MIN_RATING * _HALF), round(MAX_RATING * _HALF)
@@ -124,10 +125,6 @@ class UserRecord:
             self.last_ms = ts_ms
 
 
-def _text(raw: Any) -> str:
-    return raw.decode() if isinstance(raw, bytes | bytearray) else str(raw)
-
-
 def _value(name: str, raw: Any) -> Any:
     """One stored value as its field's type (``raw`` not None)."""
     kind = FIELDS[name]
@@ -137,12 +134,12 @@ def _value(name: str, raw: Any) -> Any:
                 raise ValueError(f"{len(raw) if isinstance(raw, bytes | bytearray) else type(raw).__name__} bytes")
             return np.frombuffer(raw, dtype=_DTYPES[kind]).astype(_DTYPES[kind].newbyteorder("="))
         if kind == "str":
-            return _text(raw)
+            return text(raw)
         if kind == "int":
             if isinstance(raw, int):
                 return raw
-            return int(raw if isinstance(raw, bytes) and raw.isdigit() else _text(raw))
-        value = float(raw) if isinstance(raw, int | float) else float(_text(raw))
+            return int(raw if isinstance(raw, bytes) and raw.isdigit() else text(raw))
+        value = float(raw) if isinstance(raw, int | float) else float(text(raw))
         if not math.isfinite(value):
             raise ValueError("not finite")
         return value
@@ -154,7 +151,7 @@ def decode_user(raw: Mapping[Any, Any]) -> UserRecord:
     """``HGETALL rs:user:{uid}`` (bytes or text keys) as a record; fields it does not know are ignored."""
     rec = UserRecord()
     for key, value in raw.items():
-        name = _text(key)
+        name = text(key)
         if name in FIELDS and value is not None:
             setattr(rec, name, _value(name, value))
     return rec
@@ -279,11 +276,11 @@ def decode_rated_entry(value: Any) -> tuple[float, int | None]:
     if isinstance(value, float):  # an older rating without a time, as the memory store keeps it
         return value, None
     try:
-        text = _text(value)
-        if "." in text or ":" in text:  # older: repr(rating)[:event_ts_ms]
-            rating, _, ts = text.partition(":")
-            return float(rating), (int(ts) if ts else None)
-        return unpack_rating(_packed(text))
+        raw = text(value)
+        if "." in raw or ":" in raw:  # older: repr(rating)[:event_ts_ms]
+            rating, _, at = raw.partition(":")
+            return float(rating), (int(at) if at else None)
+        return unpack_rating(_packed(raw))
     except (ValueError, UnicodeDecodeError):
         raise RecordError(f"rated value {str(value)[:40]!r} is not a packed rating (or rating[:event_ts_ms])") from None
 
@@ -294,15 +291,15 @@ def decode_rated_at(raw: Mapping[Any, Any]) -> dict[int, tuple[float, int]]:
     >>> decode_rated_at({b"31": b"10008", b"7": b"3.0"})
     {31: (4.5, 1000), 7: (3.0, 0)}
     """
-    out = {}
+    out: dict[int, tuple[float, int]] = {}
     for k, v in raw.items():
         if type(k) is bytes and type(v) is bytes and k.isdigit() and v.isdigit():  # as decode_rated_entry, inlined
-            ts, digit = divmod(int(v), 10)
-            out[int(k)] = ((digit + _MIN_HALF) / _HALF, ts)
+            packed_ts, digit = divmod(int(v), 10)
+            out[int(k)] = ((digit + _MIN_HALF) / _HALF, packed_ts)
             continue
         try:
             rating, ts = decode_rated_entry(v)
-            out[int(_text(k))] = (rating, ts or 0)
+            out[int(text(k))] = (rating, ts or 0)
         except (ValueError, UnicodeDecodeError, RecordError):
             raise RecordError(f"rated entry {str(k)[:40]!r} -> {str(v)[:40]!r} is not movie id -> rating") from None
     return out
@@ -325,7 +322,7 @@ def encode_recent(movie_id: int, rating: float, ts_ms: int) -> str:
 def decode_recent(entry: Any) -> tuple[int, float, int]:
     """``movie_id:packed`` (or an older ``movie_id:rating:ts_ms``) -> ``(movie_id, rating, ts_ms)``."""
     try:
-        parts = _text(entry).split(":")
+        parts = text(entry).split(":")
         if len(parts) == 3:
             return int(parts[0]), float(parts[1]), int(parts[2])
         mid, packed = parts

@@ -99,14 +99,18 @@ class SchemaCodec:
                 if version < self.version:
                     raise DecodeError(f"writer schema version {version} is unknown to this reader")
                 # A newer writer only appended fields: read ours, ignore the tail.
-                return fastavro.schemaless_reader(buf, self.schema, None)
-            if writer is self.schema:
-                return fastavro.schemaless_reader(buf, self.schema, None)
-            return fastavro.schemaless_reader(buf, writer, self.schema)
+                record = fastavro.schemaless_reader(buf, self.schema, None)
+            elif writer is self.schema:
+                record = fastavro.schemaless_reader(buf, self.schema, None)
+            else:
+                record = fastavro.schemaless_reader(buf, writer, self.schema)
         except DecodeError:
             raise
         except Exception as exc:  # untrusted bytes: fastavro raises many types; none may escape
             raise DecodeError(f"Avro decode failed: {type(exc).__name__}: {exc}") from None
+        if not isinstance(record, dict):  # every contract here is an Avro record
+            raise DecodeError(f"Avro decode gave a {type(record).__name__}, not a record")
+        return record
 
 
 @cache

@@ -56,7 +56,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
 
 import polars as pl
 import redis.asyncio as aioredis
@@ -105,7 +105,7 @@ SEGMENT_SCHEMA: dict[str, pl.DataType] = {
 }
 _SEGMENT_RE = re.compile(r"^e(\d{6,})-(\d{12,})-(\d{12,})\.parquet$")
 _TMP_PREFIX = ".tmp-"
-_COMPRESSION = "lz4"
+_COMPRESSION: Final = "lz4"
 #: The archive is not latency-bound: a longer fetch wait costs the broker less CPU (docs/infra.md).
 FETCH_WAIT_MS = 500
 FETCH_MAX_RECORDS = 10_000
@@ -630,7 +630,9 @@ class Archiver:
         try:
             if self._redis is None:
                 self._redis = async_redis_client(self.settings.redis_url)
-            await self._redis.hset(keys.ARCHIVE, mapping=self.status())
+            await self._redis.hset(
+                keys.ARCHIVE, mapping=dict(self.status().items())
+            )  # re-keyed for redis-py's field type
         except (RedisError, OSError) as exc:
             if not self._redis_down:
                 log.warning("Redis unavailable (%s); archiving goes on, the status waits for it", exc)

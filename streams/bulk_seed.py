@@ -67,7 +67,7 @@ from scipy import sparse
 try:
     import hiredis
 except ImportError:  # redis[hiredis] is a dependency; without it the pipeline path is used
-    hiredis = None
+    hiredis = None  # type: ignore[assignment]  # the optional-module idiom
 
 from models.runtime import ModelRuntime
 from models.state import UserState, encode, rating_weights
@@ -363,7 +363,8 @@ def _write_items(
         _send(client, [_pack(c) for c in commands], len(commands))
     if prior_half_life_s is not None and f.height:
         client.hset(keys.ITEMS_PRIOR_CLOCK, mapping={
-            "event_ms": int(agg["tmax"].max()), "events": counts["learned"], "half_life_s": prior_half_life_s,
+            "event_ms": int(agg.select(pl.col("tmax").max()).item()), "events": counts["learned"],
+            "half_life_s": prior_half_life_s,
         })  # fmt: skip
 
 

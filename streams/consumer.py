@@ -541,8 +541,9 @@ class BatchConsumer(Service):
                 async with self.lock:
                     by_topic: dict[str, list[Message]] = {movies: [], ratings: []}
                     for tp, recs in batch.items():
-                        topic = by_topic.setdefault(tp.topic, [])
-                        topic.extend(Message(r.topic, r.partition, r.offset, r.value, r.timestamp, r.key) for r in recs)
+                        by_topic.setdefault(tp.topic, []).extend(
+                            Message(r.topic, r.partition, r.offset, r.value, r.timestamp, r.key) for r in recs
+                        )
                     try:
                         for topic, msgs in by_topic.items():  # movies first
                             if not msgs and not views.get(topic):

@@ -132,17 +132,18 @@ def judged_movie(
     those again replaces its ``rs:movie`` record). Raises :class:`MovieRefused` (or
     :class:`MovieInCatalogue`) with the field and the reason.
     """
-    record = {"movie_id": int(movie_id), "title": title, "genres": list(genres), "year": year, "tags": list(tags)}
-    problem = announcement_problem(record["movie_id"], title, record["genres"], year, record["tags"])
+    mid, genre_list, tag_list = int(movie_id), list(genres), list(tags)
+    problem = announcement_problem(mid, title, genre_list, year, tag_list)
     if problem is not None:
         raise MovieRefused(*problem)
-    if in_catalogue(record["movie_id"]):
+    record: dict[str, Any] = {"movie_id": mid, "title": title, "genres": genre_list, "year": year, "tags": tag_list}
+    if in_catalogue(mid):
         raise MovieInCatalogue(
             "movie_id", f"movie {movie_id} is already in the catalogue with trained rows; an announcement "
             "would not change how it is scored",
         )  # fmt: skip
-    if (problem := movie_event_problem(record)) is not None:  # the worker's rule: never dead-letter what we send
-        raise MovieRefused("movie", problem)
+    if (event_problem := movie_event_problem(record)) is not None:  # the worker's rule: never dead-letter what we send
+        raise MovieRefused("movie", event_problem)
     return record
 
 

@@ -58,6 +58,7 @@ from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from schemas.movie_record import decode_movie, encode_movie
 from schemas.ratings import PROBE_SOURCE, RatingLimits, rating_verdict
+from schemas.redis_keys import text
 from schemas.side_features import SideEncoder
 from schemas.user_record import RecordError, decode_fold_row, encode_rated, encode_recent, encode_user
 from schemas.wire import DecodeError, codec_for
@@ -234,10 +235,6 @@ def fence_batch(
     return after
 
 
-def _text(raw: Any) -> str:
-    return raw.decode() if isinstance(raw, bytes | bytearray) else str(raw)
-
-
 def _dead(msg: Message, reason: str, error: str, now_ms: int) -> DeadLetterOut:
     record = {
         "original": bytes(msg.value), "topic": msg.topic, "partition": msg.partition, "offset": msg.offset,
@@ -257,7 +254,7 @@ class _UserWork:
         self.rec = rec = decode_fold_row(row)
         self.rt, cold = pick(rec.model_version)
         #: (version, model_version) as stored, '' where absent: the commit's check (BatchPlan.checks)
-        self.read = ("" if row[0] is None else _text(row[0]), rec.model_version or "")
+        self.read = ("" if row[0] is None else text(row[0]), rec.model_version or "")
         if rec.pre is None:
             self.state = cold
         elif rec.pre.shape != cold.pre.shape:
@@ -466,7 +463,7 @@ class RatingProcessor:
                     plan.dead.append(_dead(_m, "unknown_movie", f"movie {mid} is not in model {w.rt.version}, "
                                            f"which user {uid}'s state belongs to", self._now_ms()))  # fmt: skip
                     continue
-            before = w.rated.get(mid)
+            before: Earlier | None = w.rated.get(mid)
             if before is None:
                 before = earlier[uid].get(mid)
             entry = encode_recent(mid, r, ts)

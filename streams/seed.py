@@ -99,7 +99,7 @@ class SeedSummary:
 def read_marker(client: redis.Redis) -> dict[str, str] | None:
     """``rs:seed`` as text, or None when nothing was seeded."""
     raw = client.hgetall(keys.SEED)
-    return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
+    return keys.text_hash(raw) if raw else None
 
 
 def seed_state(marker: dict[str, str] | None, store_version: int, model_version: str) -> str:
@@ -279,7 +279,7 @@ def _bulk_allowed(settings: Settings, client: redis.Redis, runtime: ModelRuntime
     if client.exists(keys.offsets(settings.topic_ratings), keys.offsets(settings.topic_movies)):
         return False  # stream events are in Redis: the per-event path folds HISTORY in on top of them
     serving = client.hget(keys.MODEL, "serving")
-    return serving is None or serving.decode() == runtime.version
+    return serving is None or keys.text(serving) == runtime.version
 
 
 def _apply_bulk(

@@ -48,12 +48,14 @@ hash slot; a single Redis or a primary/replica pair is assumed.)
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import msgpack
 import redis
 
 from schemas import redis_keys as keys
+from schemas.redis_keys import text, text_hash
 from schemas.user_record import FOLD_FIELDS, RecordError, decode_rated_entry, decode_recent, encode_recent
 from streams.log_identity import Fence
 
@@ -345,7 +347,10 @@ def pack_args(args: list[Any]) -> bytes:
     return msgpack.packb([a if type(a) is bytes else str(a) for a in args], use_bin_type=False)
 
 
-def _fences(flat_offsets: list[Any], flat_identities: list[Any]) -> dict[int, Fence]:
+HashReply = list[Any] | Mapping[Any, Any]  # HGETALL as a flat list (inside a script's reply) or a dict (redis-py)
+
+
+def _fences(flat_offsets: HashReply, flat_identities: HashReply) -> dict[int, Fence]:
     """{partition: Fence} from HGETALL of the offsets and fence hashes (as flat lists or dicts)."""
     offs = _pairs(flat_offsets)
     ids = _pairs(flat_identities)
@@ -393,7 +398,7 @@ class RedisFeatureTables:
         out = {}
         for mid, row in zip(movie_ids, pipe.execute(), strict=True):
             if row:
-                out[mid] = {k.decode(): v.decode() for k, v in row.items()}
+                out[mid] = text_hash(row)
         return out
 
     def read_fences(self, topic: str) -> dict[int, Fence]:
@@ -535,15 +540,15 @@ def redis_snapshot(client: redis.Redis, pattern: str = f"{keys.PREFIX}:*") -> di
     """Every key matching ``pattern`` with its value, normalised (tests compare it with the reference)."""
     out: dict[str, Any] = {}
     for raw in client.scan_iter(match=pattern, count=1000):
-        key = raw.decode()
-        kind = client.type(raw)
-        kind = kind.decode() if isinstance(kind, bytes) else kind
+        key = text(raw)
+        kind = text(client.type(raw))
         if kind == "hash":
-            out[key] = {f.decode(): normalize(v) for f, v in client.hgetall(raw).items()}
+            out[key] = {text(f): normalize(v) for f, v in client.hgetall(raw).items()}
         elif kind == "list":
             out[key] = [normalize(v) for v in client.lrange(raw, 0, -1)]
         elif kind == "zset":
-            out[key] = {m.decode(): float(s) for m, s in client.zrange(raw, 0, -1, withscores=True)}
+            scored: list[tuple[bytes, float]] = client.zrange(raw, 0, -1, withscores=True)  # type: ignore[assignment]  # redis-py types withscores' pairs as the plain reply
+            out[key] = {text(m): float(s) for m, s in scored}
         elif kind == "string":
             out[key] = normalize(client.get(raw))
     return out

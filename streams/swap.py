@@ -106,7 +106,7 @@ class SwapSummary:
 
 def model_pointer(client: redis.Redis) -> dict[str, str]:
     """``rs:model`` as text (empty: no swap ever ran; ``CURRENT`` serves)."""
-    return {k.decode(): v.decode() for k, v in client.hgetall(keys.MODEL).items()}
+    return keys.text_hash(client.hgetall(keys.MODEL))
 
 
 def serving_model(models_dir: Path, client: redis.Redis) -> str:
@@ -116,8 +116,8 @@ def serving_model(models_dir: Path, client: redis.Redis) -> str:
     if serving:
         return serving
     seeded = client.hget(keys.SEED, "model_version")
-    if seeded and (models_dir / seeded.decode()).is_dir():
-        return seeded.decode()
+    if seeded and (models_dir / keys.text(seeded)).is_dir():
+        return keys.text(seeded)
     return current_model_dir(models_dir).name
 
 
@@ -176,9 +176,9 @@ def reencode(rt: ModelRuntime, raw_state: dict[Any, Any], raw_rated: dict[Any, A
     return [fields[f] for f in MODEL_FIELDS]
 
 
-def _user_ids(names: list[bytes]) -> list[int]:
-    head = keys.user(0)[:-1].encode()
-    return [int(n[len(head) :]) for n in names if n[len(head) :].isdigit()]
+def _user_ids(names: list[bytes | str]) -> list[int]:
+    head = len(keys.user(0)) - 1
+    return [int(tail) for tail in (keys.text(n)[head:] for n in names) if tail.isdigit()]
 
 
 def _add_announced(client: redis.Redis, rt: ModelRuntime, movie_ids: set[int]) -> None:
@@ -189,7 +189,7 @@ def _add_announced(client: redis.Redis, rt: ModelRuntime, movie_ids: set[int]) -
         if not raw:
             continue
         try:
-            movie = decode_movie({k.decode(): v.decode() for k, v in raw.items()})
+            movie = decode_movie(keys.text_hash(raw))
         except RecordError as exc:
             log.warning("%s: %s", keys.movie(mid), exc)
             continue

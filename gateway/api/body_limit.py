@@ -13,8 +13,6 @@ Here the limit applies to the request only while no answer has started:
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -63,7 +61,7 @@ class BodyLimitMiddleware:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        async def receive_limited() -> dict[str, Any]:
+        async def receive_limited() -> Message:
             nonlocal received
             while True:
                 message = await receive()

@@ -43,4 +43,6 @@ def parse_rules(text: str, *, source: str = "<rules>") -> RulesDocument:
     try:
         return RulesDocument.model_validate(raw)
     except ValidationError as exc:
-        raise RulesError(f"{source}: invalid rules: {exc}", errors=exc.errors(include_url=False)) from None
+        raise RulesError(
+            f"{source}: invalid rules: {exc}", errors=[dict(e) for e in exc.errors(include_url=False)]
+        ) from None

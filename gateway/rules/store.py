@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from gateway.errors import RulesError
-from gateway.rules.document import DEFAULT_RULES_PATH, SEGMENTS, RulesDocument, RuleSet, effective_rules
+from gateway.rules.document import DEFAULT_RULES_PATH, SEGMENTS, RulesDocument, RuleSet, Segment, effective_rules
 from gateway.rules.resolve import bucket, parse_rules
 
 __all__ = [
@@ -41,7 +41,7 @@ class LoadedRules:
     def variant_for(self, user_key: str) -> str:
         return bucket(user_key, self.doc.variants.salt, self.arms)
 
-    def segment_for(self, n_ratings: int) -> str:
+    def segment_for(self, n_ratings: int) -> Segment:
         seg = self.doc.segments
         if n_ratings < seg.casual_min_ratings:
             return "new"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import typer
 
 from reelstream.console import console
@@ -9,6 +11,16 @@ from reelstream.settings import get_settings
 
 #: Seconds a stopping gateway process waits for open requests before it closes them (a bounded SIGTERM).
 GRACEFUL_SHUTDOWN_S = 10
+
+
+class _ServeOptions(TypedDict):
+    """The ``uvicorn.run`` arguments one process and several share."""
+
+    host: str
+    port: int
+    log_level: str
+    access_log: bool
+    timeout_graceful_shutdown: int
 
 
 def gateway(
@@ -39,8 +51,8 @@ def gateway(
 
     from gateway.app import serving_app
 
-    common = {"host": bind, "port": port or settings.gateway_port, "log_level": log_level, "access_log": False,
-              "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S}  # fmt: skip
+    common = _ServeOptions(host=bind, port=port or settings.gateway_port, log_level=log_level, access_log=False,
+                           timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)  # fmt: skip
     if workers == 1:
         uvicorn.run(serving_app(), **common)
     else:  # each process builds the app from the environment (the settings above come from it too)

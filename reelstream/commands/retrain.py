@@ -128,7 +128,7 @@ def retrain_once(
 
 def _answer(client: redis.Redis, requested: int, answer: str) -> None:
     """Answer the drift alarms counted when this round started (``rs:challenger``, schemas/challenger.py)."""
-    client.hset(keys.CHALLENGER, mapping=answer_fields(requested, answer, int(time.time() * 1000)))
+    client.hset(keys.CHALLENGER, mapping=dict(answer_fields(requested, answer, int(time.time() * 1000)).items()))
 
 
 def challenge_pending(settings: Settings) -> int:
