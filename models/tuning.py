@@ -117,7 +117,80 @@ def _setting(values: dict[str, float]) -> WalkSetting:
     )  # fmt: skip
 
 
-def self_configure(  # noqa: C901 - one decision per budget rule, in order; to split (issue 14)
+class _CoordinateSearch:
+    """Coordinate ascent over the walk's ladders: each parameter in turn moves to a better neighbour until none
+    improves HR@20 (ties keep the current value, so the search ends); scored settings are cached."""
+
+    def __init__(self, walk: ScoringWalk, ladders: dict[str, Ladder], start: dict[str, float], *, top_k: int,
+                 spent: Callable[[], bool], log: Callable[[str], None] | None) -> None:  # fmt: skip
+        self.walk, self.ladders, self.top_k, self.spent, self.log = walk, ladders, top_k, spent, log
+        self.current = dict(start)
+        self.values = {name: sorted({*lad.values, start[name]}) for name, lad in ladders.items()}
+        self.scored: dict[WalkSetting, dict[str, dict[str, float]]] = {}
+        self.trials: list[dict[str, Any]] = []
+
+    def hr(self, point: dict[str, float]) -> float:
+        """Validation HR@20 at ``point``; -1 for an unscored one once the budget is spent (it never wins)."""
+        setting = _setting(point)
+        if setting not in self.scored and self.spent() and self.scored:
+            return -1.0
+        if setting not in self.scored:
+            self.scored[setting] = g = self.walk.score(setting, top_k=self.top_k)
+            self.trials.append({**asdict(setting), "groups": g})
+            if self.log is not None:
+                self.log("validation: " + " ".join(f"{k} {v:g}" for k, v in asdict(setting).items())
+                         + f"  HR@20 {g['overall']['hr']:.4f}")  # fmt: skip
+        return self.scored[setting]["overall"]["hr"]
+
+    def neighbours(self, name: str, value: float) -> tuple[float | None, float | None]:
+        """The ladder values either side of ``value``, widening the ladder at an open end."""
+        ladder, vals = self.ladders[name], self.values[name]
+        i = vals.index(value)
+        lower = vals[i - 1] if i > 0 else ladder.widened(vals, at_top=False)
+        upper = vals[i + 1] if i + 1 < len(vals) else ladder.widened(vals, at_top=True)
+        for v in (lower, upper):
+            if v is not None and v not in vals:
+                vals.append(v)
+                vals.sort()
+        return lower, upper
+
+    def climb(self, max_passes: int) -> None:
+        """Up to ``max_passes`` rounds over every parameter; stops early on a round that moved none."""
+        for _ in range(max_passes):
+            moved = False
+            for name in self.ladders:
+                moved |= self._climb_one(name)
+            if not moved:
+                return
+
+    def _climb_one(self, name: str) -> bool:
+        best, moved = self.hr(self.current), False
+        while True:
+            lower, upper = self.neighbours(name, self.current[name])
+            options = [(self.hr({**self.current, name: v}), v) for v in (lower, upper) if v is not None]
+            top = max(options, default=(best, self.current[name]))
+            if top[0] <= best:
+                return moved
+            best, self.current[name], moved = top[0], top[1], True
+
+    def interior(self) -> dict[str, str]:
+        """Score the choice's neighbours too and say, per parameter, whether the choice is interior."""
+        out: dict[str, str] = {}
+        for name in self.ladders:
+            lower, upper = self.neighbours(name, self.current[name])
+            for v in (lower, upper):
+                if v is not None:
+                    self.hr({**self.current, name: v})
+            if not all(_setting({**self.current, name: v}) in self.scored for v in (lower, upper) if v is not None):
+                out[name] = "not checked (search budget spent)"
+            elif lower is not None and upper is not None:
+                out[name] = "interior"
+            else:
+                out[name] = f"bound {self.current[name]:g}"
+        return out
+
+
+def self_configure(
     params: dict[str, Any],
     data: Interactions,
     *,
@@ -158,66 +231,18 @@ def self_configure(  # noqa: C901 - one decision per budget rule, in order; to s
         model.runtime_, val, max_length=int(max(ladders["seq_length"].cap or 80, 1)), max_events=max_events
     )
     defaults = HybridVAE(**params)
-    current = {name: float(getattr(defaults, name)) for name in ladders}
-    values = {name: sorted({*lad.values, current[name]}) for name, lad in ladders.items()}
-    scored: dict[WalkSetting, dict[str, dict[str, float]]] = {}
-    trials: list[dict[str, Any]] = []
-
-    def hr(point: dict[str, float]) -> float:
-        setting = _setting(point)
-        if setting not in scored and spent() and scored:  # out of budget: an unscored setting never wins
-            return -1.0
-        if setting not in scored:
-            scored[setting] = walk.score(setting, top_k=int(params.get("seq_top_k", defaults.seq_top_k)))
-            trials.append({**asdict(setting), "groups": scored[setting]})
-            if log is not None:
-                g = scored[setting]
-                log("validation: " + " ".join(f"{k} {v:g}" for k, v in asdict(setting).items())
-                    + f"  HR@20 {g['overall']['hr']:.4f}")  # fmt: skip
-        return scored[setting]["overall"]["hr"]
-
-    def neighbours(name: str, value: float) -> tuple[float | None, float | None]:
-        ladder, vals = ladders[name], values[name]
-        i = vals.index(value)
-        lower = vals[i - 1] if i > 0 else ladder.widened(vals, at_top=False)
-        upper = vals[i + 1] if i + 1 < len(vals) else ladder.widened(vals, at_top=True)
-        for v in (lower, upper):
-            if v is not None and v not in vals:
-                vals.append(v)
-                vals.sort()
-        return lower, upper
-
-    for _ in range(max_passes):
-        moved = False
-        for name in ladders:
-            best = hr(current)
-            while True:
-                lower, upper = neighbours(name, current[name])
-                options = [(hr({**current, name: v}), v) for v in (lower, upper) if v is not None]
-                top = max(options, default=(best, current[name]))
-                if top[0] <= best:
-                    break
-                best, current[name], moved = top[0], top[1], True
-        if not moved:
-            break
-    interior: dict[str, str] = {}
-    for name in ladders:  # the chosen point's neighbours are scored too: the choice is checked interior
-        lower, upper = neighbours(name, current[name])
-        for v in (lower, upper):
-            if v is not None:
-                hr({**current, name: v})
-        checked = all(_setting({**current, name: v}) in scored for v in (lower, upper) if v is not None)
-        if not checked:
-            interior[name] = "not checked (search budget spent)"
-        else:
-            interior[name] = ("interior" if lower is not None and upper is not None
-                              else f"bound {current[name]:g}")  # fmt: skip
+    start = {name: float(getattr(defaults, name)) for name in ladders}
+    top_k = int(params.get("seq_top_k", defaults.seq_top_k))
+    search = _CoordinateSearch(walk, ladders, start, top_k=top_k, spent=spent, log=log)
+    search.climb(max_passes)
+    interior = search.interior()
+    current = search.current
     popularity, popularity_half_life = _tune_popularity(
-        walk, ladders["prior_half_life_days"], values["prior_half_life_days"], log
+        walk, ladders["prior_half_life_days"], search.values["prior_half_life_days"], log
     )
-    chosen_groups = scored[_setting(current)]
+    chosen_groups = search.scored[_setting(current)]
     chosen = {k: (int(v) if ladders[k].integer else v) for k, v in current.items()}
-    out = SelfConfiguration(chosen, chosen_groups["overall"]["hr"], chosen_groups, interior, trials,
+    out = SelfConfiguration(chosen, chosen_groups["overall"]["hr"], chosen_groups, interior, search.trials,
                             events=walk.events)  # fmt: skip
     out.seconds = {"fit": fitted - started, "search": time.perf_counter() - fitted}
     out.baselines[POPULARITY] = popularity

@@ -59,7 +59,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from mode import Service
 from redis.exceptions import RedisError
@@ -510,10 +510,9 @@ class BatchConsumer(Service):
                 await self.sleep(backoff.next())
         return False
 
-    async def consume_loop(self) -> None:  # noqa: C901 - the consumer's one loop: outage, rebalance and fence branches; to split (issue 14)
+    async def consume_loop(self) -> None:
         """Poll, apply, record the offsets to commit; until the service stops."""
         assert self.consumer is not None
-        ratings, movies = self.settings.topic_ratings, self.settings.topic_movies
         interval = self.settings.stream_commit_interval_s
         while not self.should_stop:
             if self.recovery_needed or self.outages.degraded:
@@ -530,37 +529,48 @@ class BatchConsumer(Service):
             except INFRA_ERRORS as exc:  # the broker went away, or Redis while reading fences
                 self._failed(exc)
                 continue
-            reconnected = self.watch is not None and self.watch.breaks != self._broken_seen
-            if reconnected:
-                assert self.watch is not None
-                self._broken_seen = self.watch.breaks
-                if self.watch.connected_since_break():
-                    batch = {}  # it may hold a new log's records: re-read from the fences
-            views = self._views(batch)
-            if batch or views:
-                async with self.lock:
-                    by_topic: dict[str, list[Message]] = {movies: [], ratings: []}
-                    for tp, recs in batch.items():
-                        by_topic.setdefault(tp.topic, []).extend(
-                            Message(r.topic, r.partition, r.offset, r.value, r.timestamp, r.key) for r in recs
-                        )
-                    try:
-                        for topic, msgs in by_topic.items():  # movies first
-                            if not msgs and not views.get(topic):
-                                continue
-                            plan = await self.apply(topic, msgs, views.get(topic, {}))
-                            if plan is None:
-                                continue
-                            touched = {m.partition for m in msgs} | set(views.get(topic, {}))
-                            for p in sorted(touched):
-                                tp = TopicPartition(topic, p)
-                                await self._follow(tp, plan, batch.get(tp))
-                    except INFRA_ERRORS as exc:
-                        # Nothing of the failed part is committed to Kafka: after the outage every partition
-                        # is re-read from its fence, and what was applied before the error is skipped there.
-                        self._failed(exc)
-                        continue
+            reconnected = self._broke_since_last_poll()
+            if reconnected and self.watch is not None and self.watch.connected_since_break():
+                batch = {}  # it may hold a new log's records: re-read from the fences
+            if not await self._apply_polled(batch):
+                continue
             if reconnected:
                 self._verify_after_reconnect()
             if self.pending and time.monotonic() - self._last_commit >= interval:
                 self._start_commit()  # a Kafka round trip; the next batch need not wait for it
+
+    def _broke_since_last_poll(self) -> bool:
+        """Whether the broker connection broke since the last poll (counted once)."""
+        if self.watch is None or self.watch.breaks == self._broken_seen:
+            return False
+        self._broken_seen = self.watch.breaks
+        return True
+
+    async def _apply_polled(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> bool:
+        """Apply one poll's records (and view changes), movies first; False after an infra failure."""
+        views = self._views(batch)
+        if not batch and not views:
+            return True
+        ratings, movies = self.settings.topic_ratings, self.settings.topic_movies
+        async with self.lock:
+            by_topic: dict[str, list[Message]] = {movies: [], ratings: []}
+            for tp, recs in batch.items():
+                by_topic.setdefault(tp.topic, []).extend(
+                    Message(r.topic, r.partition, r.offset, r.value, r.timestamp, r.key) for r in recs
+                )
+            try:
+                for topic, msgs in by_topic.items():  # movies first
+                    if not msgs and not views.get(topic):
+                        continue
+                    plan = await self.apply(topic, msgs, views.get(topic, {}))
+                    if plan is None:
+                        continue
+                    for p in sorted({m.partition for m in msgs} | set(views.get(topic, {}))):
+                        tp = TopicPartition(topic, p)
+                        await self._follow(tp, plan, batch.get(tp))
+            except INFRA_ERRORS as exc:
+                # Nothing of the failed part is committed to Kafka: after the outage every partition is
+                # re-read from its fence, and what was applied before the error is skipped there.
+                self._failed(exc)
+                return False
+        return True

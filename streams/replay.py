@@ -38,7 +38,7 @@ import json
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,18 @@ class Pace:
 
     rate: float | None = None
     speed: float | None = None
+
+    def due_s(self, index: int, event_s: float) -> float:
+        """When event ``index`` (``event_s`` event seconds after the first) is due, in seconds from the start.
+
+        >>> Pace(rate=100).due_s(50, 9.0), Pace(speed=10).due_s(50, 9.0), Pace().due_s(50, 9.0)
+        (0.5, 0.9, 0.0)
+        """
+        if self.rate:
+            return index / self.rate
+        if self.speed:
+            return event_s / self.speed
+        return 0.0
 
 
 @dataclass(frozen=True)
@@ -138,7 +150,66 @@ async def _ids_after(settings: Settings, topic: str, after: dict[int, int], ends
     return found
 
 
-async def replay(  # noqa: C901 - resume, pacing and outage branches of one loop; to split (issue 14)
+@dataclass
+class _Resume:
+    """Where a run starts: the stream index, the acknowledged offsets, the ids already in the topic."""
+
+    start: int
+    offsets: dict[int, int]
+    seen: set[str]
+    reset: bool
+    recent: list[list[float]]  #: [wall time s, next] at each checkpoint, over the resend window
+
+
+async def _resume_point(settings: Settings, ident: dict[str, str], ends: dict[int, int], resume: bool) -> _Resume:
+    """The start of a fresh run, or of ``--resume`` from the checkpoint (CheckpointError: another replay's)."""
+    path = settings.replay_checkpoint
+    doc = read_checkpoint(path) if resume else None
+    if doc is None:
+        return _Resume(0, {p: hw - 1 for p, hw in ends.items()}, set(), False, [])
+    if doc.get("ident") != ident:
+        raise CheckpointError(
+            f"{path} belongs to another replay ({doc.get('ident')}); rerun without --resume to start over"
+        )
+    start, reset = int(doc["next"]), False
+    offsets = {int(p): int(o) for p, o in doc["offsets"].items()}
+    if any(is_log_shorter(ends.get(p, 0), o) for p, o in offsets.items()):
+        # The topic holds fewer records than this replay saw acknowledged: a new log (Tansu keeps topics in
+        # memory). Redis kept what was applied, so go on from ``next`` (module docstring), skipping whatever
+        # the new log already holds.
+        offsets, reset = {p: -1 for p in ends}, True
+        start = resend_start(doc, settings.resend_window_s)
+    seen = await _ids_after(settings, ident["topic"], offsets, ends)
+    return _Resume(start, offsets, seen, reset, [r for r in doc.get("recent", []) if int(r[1]) <= start])
+
+
+@dataclass
+class _Acks:
+    """The sends in flight, oldest first, and how far the stream is acknowledged in order (the checkpoint)."""
+
+    offsets: dict[int, int]  #: partition -> highest acknowledged offset
+    acked_next: int  #: every stream index before this one is acknowledged (or was skipped)
+    inflight: deque[tuple[int, asyncio.Future[Any]]] = field(default_factory=deque)
+
+    def drain(self, handled_next: int, strict: bool = True) -> None:
+        """Move past the acknowledged head of the sends; with none in flight, everything before
+        ``handled_next`` (skips included) is done. ``strict`` raises a failed send's error; otherwise the
+        checkpoint stays before the first failed send."""
+        inflight = self.inflight
+        while inflight and inflight[0][1].done():
+            idx, fut = inflight[0]
+            if not strict and (fut.cancelled() or fut.exception() is not None):
+                return
+            meta = fut.result()
+            inflight.popleft()
+            if meta.offset > self.offsets.get(meta.partition, -1):
+                self.offsets[meta.partition] = meta.offset
+            self.acked_next = idx + 1
+        if not inflight:
+            self.acked_next = max(self.acked_next, handled_next)
+
+
+async def replay(
     settings: Settings,
     stream: pl.DataFrame,
     *,
@@ -154,78 +225,32 @@ async def replay(  # noqa: C901 - resume, pacing and outage branches of one loop
     path = settings.replay_checkpoint
     end = stream.height if limit is None else min(limit, stream.height)
     ident = {"fingerprint": fingerprint, "topic": topic, "bootstrap": settings.kafka_bootstrap}
-    ends = await high_watermarks(settings, topic)
-    start, offsets, seen, reset = 0, {p: hw - 1 for p, hw in ends.items()}, set(), False
-    recent: list[list[float]] = []  # [wall time s, next] at each checkpoint, over the resend window
-    if resume:
-        doc = read_checkpoint(path)
-        if doc is not None:
-            if doc.get("ident") != ident:
-                raise CheckpointError(
-                    f"{path} belongs to another replay ({doc.get('ident')}); rerun without --resume to start over"
-                )
-            start = int(doc["next"])
-            offsets = {int(p): int(o) for p, o in doc["offsets"].items()}
-            if any(is_log_shorter(ends.get(p, 0), o) for p, o in offsets.items()):
-                # The topic holds fewer records than this replay saw acknowledged: a new log (Tansu keeps
-                # topics in memory). Redis kept what was applied, so go on from ``next`` (module docstring),
-                # skipping whatever the new log already holds.
-                offsets, reset = {p: -1 for p in ends}, True
-                start = resend_start(doc, settings.resend_window_s)
-            seen = await _ids_after(settings, topic, offsets, ends)
-            recent = [r for r in doc.get("recent", []) if int(r[1]) <= start] if doc is not None else []
-    _write_checkpoint(path, {"ident": ident, "next": start, "offsets": offsets, "end": end, "recent": recent})
+    at = await _resume_point(settings, ident, await high_watermarks(settings, topic), resume)
+    start, seen, recent = at.start, at.seen, at.recent
+    acks = _Acks(at.offsets, start)
 
+    def checkpoint() -> None:
+        nonlocal recent
+        recent = _keep_recent(recent, acks.acked_next, settings.resend_window_s)
+        _write_checkpoint(path, {"ident": ident, "next": acks.acked_next, "offsets": acks.offsets, "end": end,
+                                 "recent": recent})  # fmt: skip
+
+    _write_checkpoint(path, {"ident": ident, "next": start, "offsets": acks.offsets, "end": end, "recent": recent})
     if on_progress is not None:
         on_progress(start)
-    codec = codec_for("RatingEvent")
-    encode = codec.encode
     cols = stream.slice(start, max(end - start, 0)).select("user_id", "movie_id", "rating", "ts")
     n = cols.height
 
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5, **(producer_kwargs or {})
     )
-    window: ResendWindow[int] = ResendWindow(settings.resend_window_s)  # indexes into the rows below
-    watch = BrokerWatch(producer.client)
-    watch.on_break.append(window.broke)
+    sends = _Sends(producer, topic, cols, ResendWindow(settings.resend_window_s))
     resends: list[asyncio.Future[Any]] = []
-    resent = 0
+    resent = sent = skipped = i_done = 0
     await producer.start()
-    inflight: deque[tuple[int, asyncio.Future[Any]]] = deque()
-    acked_next = start
-    sent = skipped = 0
-    t0 = time.perf_counter()
-    last_ckpt = t0
+    t0 = last_ckpt = time.perf_counter()
     ts0 = int(cols["ts"][0]) if n else 0
 
-    def drain_done(strict: bool = True) -> None:
-        nonlocal acked_next
-        while inflight and inflight[0][1].done():
-            idx, fut = inflight[0]
-            if not strict and (fut.cancelled() or fut.exception() is not None):
-                return  # the checkpoint stays before the first failed send
-            meta = fut.result()  # strict: raises the send error
-            inflight.popleft()
-            if meta.offset > offsets.get(meta.partition, -1):
-                offsets[meta.partition] = meta.offset
-            acked_next = idx + 1
-        if not inflight:
-            acked_next = max(acked_next, start + i_done)
-
-    def event_value(uid: int, mid: int, rating: float, ts: int, event_id: str) -> bytes:
-        return encode({"event_id": event_id, "user_id": uid, "movie_id": mid, "rating": rating,
-                       "event_ts": ts * 1000, "source": "replay"})  # fmt: skip
-
-    async def send_again(j: int) -> asyncio.Future[Any]:
-        """Event ``j`` once more; acknowledged, it is in the window again (the next broker may die too)."""
-        uid, mid, rating, ts = cols.row(j)
-        value = event_value(uid, mid, rating, ts, replay_event_id(uid, mid, ts * 1000))
-        fut = await producer.send(topic, value, key=user_key(uid))
-        fut.add_done_callback(_record_ack(window, watch, j))
-        return fut
-
-    i_done = 0
     try:
         # Python objects for one chunk at a time: a 32M-scale STREAM as four lists would take gigabytes. The
         # producer's send waits while the partition's batch is full, so memory stays bounded at any pace.
@@ -233,55 +258,68 @@ async def replay(  # noqa: C901 - resume, pacing and outage branches of one loop
             chunk = cols.slice(base, ROWS_PER_CHUNK)
             rows = zip(*(chunk[c].to_list() for c in ("user_id", "movie_id", "rating", "ts")), strict=True)
             for i, (uid, mid, rating, ts) in enumerate(rows, base):
-                if pace.rate:
-                    ahead = t0 + i / pace.rate - time.perf_counter()
-                    if ahead > 0.002:
-                        await asyncio.sleep(ahead)
-                elif pace.speed:
-                    ahead = t0 + (ts - ts0) / pace.speed - time.perf_counter()
-                    if ahead > 0.002:
-                        await asyncio.sleep(ahead)
+                ahead = pace.due_s(i, ts - ts0) - (time.perf_counter() - t0)
+                if ahead > 0.002:
+                    await asyncio.sleep(ahead)
                 event_id = replay_event_id(uid, mid, ts * 1000)
                 i_done = i + 1
                 if event_id in seen:
                     skipped += 1
                     continue
-                fut = await producer.send(topic, event_value(uid, mid, rating, ts, event_id), key=user_key(uid))
-                fut.add_done_callback(_record_ack(window, watch, i))
-                inflight.append((start + i, fut))
+                acks.inflight.append((start + i, await sends.send(i, uid, mid, rating, ts, event_id)))
                 sent += 1
-                if window.due:  # the broker connection broke: what it acknowledged lately goes again
-                    resends += [await send_again(j) for j in window.take_due()]
+                resends += await sends.resend_due()
                 if sent % CHECK_EVERY == 0:
-                    drain_done()
-                    now = time.perf_counter()
-                    if now - last_ckpt >= CHECKPOINT_EVERY_S:
-                        recent = _keep_recent(recent, acked_next, settings.resend_window_s)
-                        _write_checkpoint(path, {"ident": ident, "next": acked_next, "offsets": offsets,
-                                                 "end": end, "recent": recent})  # fmt: skip
+                    acks.drain(start + i_done)
+                    if (now := time.perf_counter()) - last_ckpt >= CHECKPOINT_EVERY_S:
+                        checkpoint()
                         last_ckpt = now
                         if on_progress is not None:
                             on_progress(start + i + 1)
         await producer.flush()
-        if inflight:
-            await asyncio.gather(*(f for _, f in inflight))
-        while window.due or resends:  # a break during the last sends: until every copy is acknowledged
-            resends += [await send_again(j) for j in window.take_due()]
+        if acks.inflight:
+            await asyncio.gather(*(f for _, f in acks.inflight))
+        while sends.window.due or resends:  # a break during the last sends: until every copy is acknowledged
+            resends += await sends.resend_due()
             await asyncio.gather(*resends)
             resent += len(resends)
             resends = []
-        drain_done()
-        acked_next = end
+        acks.drain(start + i_done)
+        acks.acked_next = end
     finally:
         with contextlib.suppress(Exception):
             await producer.stop()  # sends what is in flight, so more of it can be checkpointed
-        drain_done(strict=False)
-        recent = _keep_recent(recent, acked_next, settings.resend_window_s)
-        _write_checkpoint(path, {"ident": ident, "next": acked_next, "offsets": offsets, "end": end,
-                                 "recent": recent})  # fmt: skip
+        acks.drain(start + i_done, strict=False)
+        checkpoint()
     if on_progress is not None:
         on_progress(end)
-    return ReplaySummary(sent, skipped, time.perf_counter() - t0, start, end, reset, resent)
+    return ReplaySummary(sent, skipped, time.perf_counter() - t0, start, end, at.reset, resent)
+
+
+class _Sends:
+    """The replay's sends: each acknowledged one enters the resend window (the broker may die after acking)."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, cols: pl.DataFrame, window: ResendWindow[int]) -> None:
+        self.producer, self.topic, self.cols, self.window = producer, topic, cols, window  # window: row indexes
+        self.watch = BrokerWatch(producer.client)
+        self.watch.on_break.append(window.broke)
+        self.encode = codec_for("RatingEvent").encode
+
+    async def send(self, j: int, uid: int, mid: int, rating: float, ts: int, event_id: str) -> asyncio.Future[Any]:
+        """Send row ``j`` (``ts`` in event seconds) as a RatingEvent keyed by its user."""
+        value = self.encode({"event_id": event_id, "user_id": uid, "movie_id": mid, "rating": rating,
+                             "event_ts": ts * 1000, "source": "replay"})  # fmt: skip
+        fut = await self.producer.send(self.topic, value, key=user_key(uid))
+        fut.add_done_callback(_record_ack(self.window, self.watch, j))
+        return fut
+
+    async def resend_due(self) -> list[asyncio.Future[Any]]:
+        """After a broken broker connection, send again what it acknowledged lately (none: no break)."""
+        out = []
+        for j in self.window.take_due() if self.window.due else ():
+            uid, mid, rating, ts = self.cols.row(j)
+            out.append(await self.send(j, uid, mid, rating, ts, replay_event_id(uid, mid, ts * 1000)))
+        return out
 
 
 def _record_ack(window: ResendWindow[int], watch: BrokerWatch, index: int) -> Callable[[asyncio.Future[Any]], None]:
