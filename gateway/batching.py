@@ -17,8 +17,9 @@ connections, ~3 at 16).
 **Same bits as the single path.** The shared pass is *blocked GEMV*: for each
 block of ``chunk_rows`` items, one GEMV per user on that block, the same calls
 whether the batch holds one user or thirty, so a user's scores never depend on
-who else was in the batch (and, with the default blocks, equal a plain
-``decoder @ mu``; checked by ``tests/test_gateway_batching.py``). A batched GEMM
+who else was in the batch, on any BLAS (checked by ``tests/test_gateway_batching.py``); they equal a
+plain ``decoder @ mu`` to float32 rounding (with OpenBLAS's kernels today, bit for bit at the default
+blocks, but no BLAS promises that and no test relies on it). A batched GEMM
 would round differently and, through near-ties, occasionally change lists. The
 catalogue keeps the decoder latent-major (:class:`gateway.catalog.Catalog`),
 which makes each GEMV a streaming pass over contiguous rows: measured on this

@@ -108,7 +108,8 @@ class Telemetry:
             self.lag_seconds.labels(*labels).set(p.lag_seconds)
             self.lag_committed.labels(*labels).set(p.committed)
             self.lag_end.labels(*labels).set(p.end)
-            self.lag_rate.labels(*labels).set(p.rate)
+            if p.rate is not None:  # unknown from one sample: the gauge keeps no made-up 0
+                self.lag_rate.labels(*labels).set(p.rate)
             for v in VERDICTS:
                 self.lag_partition_verdict.labels(*labels, v).set(1.0 if p.verdict == v else 0.0)
         for v in VERDICTS:

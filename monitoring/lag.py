@@ -70,11 +70,11 @@ class PartitionLag:
     end: int
     lag: int
     lag_seconds: float
-    rate: float  #: messages consumed per second over the window
+    rate: float | None  #: messages consumed per second over the window; None (unknown) from one sample
     verdict: str
     reset_at_ms: int | None = None  #: the latest log reset the worker recorded here (epoch ms)
     reset_lost: int = 0  #: events of the old log that reset left unapplied (the worker's estimate)
-    #: samples ``rate`` spans: a rate needs two, so with one (a one-shot ``reelstream lag``) it is unknown
+    #: samples ``rate`` spans: a rate needs two, so with one (a one-shot ``reelstream lag``) it is None
     samples: int = 1
 
 
@@ -250,11 +250,11 @@ class LagMonitor:
     ) -> PartitionLag:
         latest, oldest = history[-1], history[0]
         span = latest.at - oldest.at
-        rate = (max(latest.committed, 0) - max(oldest.committed, 0)) / span if span > 0 else 0.0
+        rate = round((max(latest.committed, 0) - max(oldest.committed, 0)) / span, 2) if span > 0 else None
         lag_s = max(now - first_ms / 1000.0, 0.0) if (latest.lag > 0 and first_ms is not None) else 0.0
         return PartitionLag(
             topic=tp.topic, partition=tp.partition, committed=latest.committed, end=latest.end, lag=latest.lag,
-            lag_seconds=round(lag_s, 3), rate=round(rate, 2), verdict=evaluate_partition(list(history)).name,
+            lag_seconds=round(lag_s, 3), rate=rate, verdict=evaluate_partition(list(history)).name,
             reset_at_ms=latest.reset_ms, reset_lost=lost, samples=len(history),
         )  # fmt: skip
 

@@ -38,8 +38,10 @@ app = typer.Typer(
 )
 app.add_typer(infra.app, name="infra")
 
-# One line per command, named as its function (``reelstream X`` runs ``commands/X.py``'s ``X``):
-# the jobs in alphabetical order, then the lifecycle commands.
+# One line per command; each function is named as its command. A command lives in the module of its job:
+# ``commands/X.py`` for most, but ``rebuild`` with ``archive``, ``swap`` with ``retrain``, ``explore-eval`` in
+# ``explore.py``, and the lifecycle commands (last) in ``system.py``; ``infra`` above is a group.
+# The jobs are in alphabetical order.
 app.command("archive")(archive_cmd.archive)
 app.command("bootstrap")(bootstrap_cmd.bootstrap)
 app.command("evaluate")(evaluate_cmd.evaluate)

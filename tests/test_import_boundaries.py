@@ -2,7 +2,8 @@
 
 Each library package may import only the packages its rule names; the shell (``reelstream``'s CLI,
 commands, local_services, live_system and supervisor) may import everything and no library package imports it.
-The kernel (``reelstream``'s settings, errors, addresses, Redis client and console) is shared by all.
+The kernel (``reelstream``'s settings, errors, addresses, Redis client and console) is shared by all and imports
+only itself.
 """
 
 from __future__ import annotations
@@ -71,3 +72,13 @@ def test_the_rules_catch_an_upward_import(tmp_path: Path) -> None:
 def test_every_package_has_a_rule() -> None:
     packages = {p.parent.name for p in PROJECT_ROOT.glob("*/__init__.py")} - {"tests", "bench"}
     assert packages == {*ALLOWED, "reelstream"}
+
+
+def test_the_kernel_imports_nothing_first_party_but_the_kernel() -> None:
+    bad = []
+    for module in sorted(KERNEL):
+        path = PROJECT_ROOT / (module.replace(".", "/") + ".py")
+        for line, name in _imports(path):
+            if name.split(".")[0] in FIRST_PARTY and ".".join(name.split(".")[:2]) not in KERNEL:
+                bad.append(f"{path.relative_to(PROJECT_ROOT)}:{line} imports {name}")
+    assert bad == []

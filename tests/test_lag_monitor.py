@@ -113,19 +113,20 @@ async def test_rewind_and_progress(live_infra: LiveInfra) -> None:
     group = f"rw-{uuid.uuid4().hex[:6]}"
     async with LagMonitor(bootstrap, group, [topic], window=3) as monitor:
         await _commit(bootstrap, group, topic, [10, 10], commit_metadata(1))
-        await monitor.sample(now=1.0)
+        first = await monitor.sample(now=1.0)
         await _commit(bootstrap, group, topic, [20, 20], commit_metadata(2))
         progressing = await monitor.sample(now=2.0)
         await _commit(bootstrap, group, topic, [3, 20], commit_metadata(3))
         rewound = await monitor.sample(now=3.0)
     assert progressing.verdict == "OK"
+    assert first.partitions[0].rate is None  # one sample: no rate yet (shown as "—", JSON null)
     assert progressing.partitions[0].rate == 10.0
     assert rewound.partitions[0].verdict == "REWIND" and rewound.verdict == "REWIND"
 
 
 def test_a_rate_from_one_sample_is_shown_as_unknown() -> None:
     def shown(samples: int) -> str:
-        row = PartitionLag("ratings", 0, 10, 20, 10, 1.0, 0.0, "OK", samples=samples)
+        row = PartitionLag("ratings", 0, 10, 20, 10, 1.0, None if samples == 1 else 0.0, "OK", samples=samples)
         console = Console(width=200, record=True)
         console.print(render(GroupLag("g", 0.0, "OK", 10, [row])))
         return console.export_text()

@@ -295,7 +295,7 @@ class PartitionLagPublic(BaseModel):
     end: int = Field(description="Log-end offset (a fetch response's high watermark).")
     lag: int
     lag_seconds: float
-    rate: float = Field(description="Messages consumed per second over the window.")
+    rate: float | None = Field(description="Messages consumed per second over the window; null until two samples.")
     verdict: Literal["OK", "WARN", "STALL", "STOP", "REWIND", "RESET"]
     reset_at_ms: int | None = Field(None, description="The latest log reset the worker recorded here (epoch ms).")
     reset_lost: int = Field(0, description="Events of the old log that reset left unapplied (estimated).")

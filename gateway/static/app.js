@@ -215,12 +215,12 @@ async function pollLag() {
     tbody.replaceChildren(...lag.partitions.map((p) => el("tr", {},
       el("td", { title: p.topic }, role(p.topic)), el("td", {}, p.partition), el("td", {}, p.committed.toLocaleString()),
       el("td", {}, p.end.toLocaleString()), el("td", {}, p.lag.toLocaleString()), el("td", {}, p.lag_seconds.toFixed(1)),
-      el("td", {}, p.rate.toFixed(1)), el("td", {}, el("span", { class: `badge ${p.verdict}` }, p.verdict)))));
+      el("td", {}, p.rate == null ? "—" : p.rate.toFixed(1)), el("td", {}, el("span", { class: `badge ${p.verdict}` }, p.verdict)))));
     for (const p of lag.partitions) {
       if (role(p.topic) === "movies" && p.end === 0) continue;  // idle movie partitions would crowd the legend
       const key = role(p.topic) === "movies" ? `movies p${p.partition}` : `p${p.partition}`;
       pushSeries(series.lag, key, lag.at, p.lag);
-      pushSeries(series.rate, key, lag.at, p.rate);
+      if (p.rate != null) pushSeries(series.rate, key, lag.at, p.rate);  // null: one sample, no rate yet
     }
     drawMap(charts.lag, series.lag);
     drawMap(charts.rate, series.rate);

@@ -68,7 +68,7 @@ def render(result: GroupLag, note: str | None = None) -> Table:
     for r in result.partitions:
         table.add_row(
             r.topic, str(r.partition), f"{r.committed:,}", f"{r.end:,}", f"{r.lag:,}", f"{r.lag_seconds:.1f}",
-            f"{r.rate:,.1f}" if r.samples > 1 else "—", f"[{VERDICT_STYLE.get(r.verdict, '')}]{r.verdict}[/]",
+            "—" if r.rate is None else f"{r.rate:,.1f}", f"[{VERDICT_STYLE.get(r.verdict, '')}]{r.verdict}[/]",
             _reset(r, result.at),
         )  # fmt: skip
     return table
