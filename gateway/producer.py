@@ -13,31 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka.errors import KafkaError
 
 from gateway.errors import BrokerUnavailable
 from reelstream.settings import Settings
-from streams.producer import EventProducer
+from streams.backoff import Backoff
+from streams.producer import EventProducer, SentMovie, SentRating
 from streams.resend import ResendWindow
 
-__all__ = ["EventPublisher", "KafkaEventPublisher", "Sent", "SentAnnouncement"]
+__all__ = ["EventPublisher", "KafkaEventPublisher", "SentMovie", "SentRating"]
 
-
-@dataclass(frozen=True)
-class Sent:
-    event_id: str
-    partition: int
-    offset: int
-
-
-@dataclass(frozen=True)
-class SentAnnouncement:
-    movie_id: int
-    partition: int
-    offset: int
+#: Starting a producer for the events due again after a broker break: first and longest wait, seconds.
+REVIVE_BACKOFF_S = (0.5, 5.0)
 
 
 class EventPublisher(Protocol):
@@ -45,11 +34,11 @@ class EventPublisher(Protocol):
 
     async def send(
         self, user_id: int, movie_id: int, rating: float, ts_ms: int | None, *, known_movie: Callable[[int], bool]
-    ) -> Sent: ...
+    ) -> SentRating: ...
     async def announce(
         self, movie_id: int, title: str, genres: Sequence[str], year: int | None, tags: Sequence[str], *,
         in_catalogue: Callable[[int], bool],
-    ) -> SentAnnouncement: ...  # fmt: skip
+    ) -> SentMovie: ...  # fmt: skip
     async def close(self) -> None: ...
 
 
@@ -66,12 +55,12 @@ class KafkaEventPublisher:
 
     async def send(
         self, user_id: int, movie_id: int, rating: float, ts_ms: int | None, *, known_movie: Callable[[int], bool]
-    ) -> Sent:
+    ) -> SentRating:
         """Produce with ``source="api"``; :class:`streams.events.RatingRefused` (nothing sent) for a refused event."""
-        sent = await self._call(
+        sent: SentRating = await self._call(
             lambda inner: inner.send(user_id, movie_id, rating, source="api", ts_ms=ts_ms, known_movie=known_movie)
         )
-        return Sent(sent.event_id, sent.partition, sent.offset)
+        return sent
 
     async def announce(
         self,
@@ -82,13 +71,13 @@ class KafkaEventPublisher:
         tags: Sequence[str],
         *,
         in_catalogue: Callable[[int], bool],
-    ) -> SentAnnouncement:
+    ) -> SentMovie:
         """Produce a MovieEvent to ``settings.topic_movies``; :class:`streams.events.MovieRefused` (nothing sent)
         for a refused one."""
-        sent = await self._call(
+        sent: SentMovie = await self._call(
             lambda inner: inner.announce(movie_id, title, genres, year, tags, in_catalogue=in_catalogue)
         )
-        return SentAnnouncement(sent.movie_id, sent.partition, sent.offset)
+        return sent
 
     async def _call(self, produce: Callable[[Any], Awaitable[Any]]) -> Any:
         """``produce(inner producer)`` bounded by the timeout; any broker failure is BrokerUnavailable."""
@@ -122,13 +111,12 @@ class KafkaEventPublisher:
             return
 
         async def revive() -> None:
-            delay = 0.5
+            backoff = Backoff(*REVIVE_BACKOFF_S)
             while self._inner is None and self._window is not None and self._window.due:
                 try:
                     await self._ensure_inner()  # its resend loop sends what is due
                 except (KafkaError, TimeoutError, OSError):
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+                    await asyncio.sleep(backoff.next())
 
         self._reviver = asyncio.ensure_future(revive())
 

@@ -223,7 +223,7 @@ class Recommending(GatewayParts):
             )
         picks = self._select(cat, ruleset, pool, rel, k, disliked)
         result = self._render(
-            cat, picks, liked, genres, user_id=user_id, k=k, source=source.value, degraded=degraded,
+            cat, picks, liked, genres, user_id=user_id, k=k, source=source, degraded=degraded,
             segment=segment, variant=variant, rules=rules, state_version=snap.version, exploration=explored,
         )  # fmt: skip
         self.cache.put(key, result, ttl_s=COLD_TTL_S if source is not Source.PERSONALISED else None)
@@ -344,13 +344,13 @@ class Recommending(GatewayParts):
 
     def _render(
         self, cat: Catalog, picks: list[Pick], liked: dict[int, float], genres: Sequence[str], *,
-        user_id: int, k: int, source: Literal["personalised", "trending", "popularity"], degraded: bool,
+        user_id: int, k: int, source: Source, degraded: bool,
         segment: Segment, variant: str, rules: LoadedRules, state_version: int, exploration: _Explored = "none",
     ) -> RecommendationList:  # fmt: skip
         reasons = explain(cat, picks, liked, genres)
-        if source != "personalised":
+        if source is not Source.PERSONALISED:
             for r in reasons:
-                r.insert(0, "trending now" if source == "trending" else "popular")
+                r.insert(0, "trending now" if source is Source.TRENDING else "popular")
         # model_construct: every field is built right here from typed catalogue columns, so validation
         # would only re-check our own types (21 model validations per list, on every uncached request);
         # tests/test_gateway_api.py checks responses against the OpenAPI schema
@@ -385,6 +385,6 @@ class Recommending(GatewayParts):
         picks = self._select(cat, ruleset, pool, rel, k, [])
         self.telemetry.served(variant, "new", source.value, degraded, False)
         return self._render(
-            cat, picks, {}, genres, user_id=user_id, k=k, source=source.value, degraded=degraded,
+            cat, picks, {}, genres, user_id=user_id, k=k, source=source, degraded=degraded,
             segment="new", variant=variant, rules=rules, state_version=0,
         )  # fmt: skip

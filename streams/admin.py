@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from reelstream.errors import InfraError
 from reelstream.settings import Settings
 
-__all__ = ["TopicStatus", "ensure_topics", "ensure_topics_sync", "recreate_topics_sync"]
+__all__ = ["TopicStatus", "ensure_topics", "ensure_topics_sync", "recreate_topics_sync", "started_admin"]
 
 #: Seconds between looks at the topic list while a deletion completes (Apache Kafka deletes asynchronously).
 DELETE_POLL_S = 0.2
@@ -38,7 +38,7 @@ class TopicStatus:
         return f"topic   {self.name:<28} {self.partitions} partitions, {verb}"
 
 
-async def _started_admin(settings: Settings, timeout_s: float) -> AIOKafkaAdminClient:
+async def started_admin(settings: Settings, timeout_s: float) -> AIOKafkaAdminClient:
     """A started admin client for the configured broker; InfraError (client closed) when it does not answer."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
     try:
@@ -51,7 +51,7 @@ async def _started_admin(settings: Settings, timeout_s: float) -> AIOKafkaAdminC
 
 async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[TopicStatus]:
     """Create every topic in ``settings.topics`` that does not exist yet."""
-    admin = await _started_admin(settings, timeout_s)
+    admin = await started_admin(settings, timeout_s)
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in settings.topics if t not in existing]
@@ -78,7 +78,7 @@ async def recreate_topics(settings: Settings, timeout_s: float = 60.0) -> list[T
     Kafka deletes asynchronously (a topic marked for deletion still exists and refuses creation), so this waits
     until the topics are gone from the listing before creating them again.
     """
-    admin = await _started_admin(settings, timeout_s)
+    admin = await started_admin(settings, timeout_s)
     try:
         present = [t for t in settings.topics if t in set(await admin.list_topics())]
         if present:

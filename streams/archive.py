@@ -69,6 +69,7 @@ from reelstream.errors import InfraError
 from reelstream.redis_client import async_redis_client
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
+from streams.backoff import Backoff
 from streams.log_identity import (
     NO_FENCE,
     Fence,
@@ -349,21 +350,21 @@ class Archiver:
             removed = remove_partial_segments(self.settings.archive_dir)
             if removed:
                 log.info("removed %d partial segment file(s) of a killed archiver", removed)
-            backoff = BACKOFF_START_S
+            backoff = Backoff(BACKOFF_START_S, self.settings.archive_backoff_max_s)
             while not stop.is_set():
                 started = time.monotonic()
                 try:
                     await self._session(stop)
                 except (KafkaError, OSError, TimeoutError, InfraError) as exc:
                     if time.monotonic() - started > 4 * self.settings.archive_backoff_max_s:
-                        backoff = BACKOFF_START_S  # it had been running: a new outage starts short again
+                        backoff.reset()  # it had been running: a new outage starts short again
                     self.state = "degraded"
+                    delay = backoff.next()
                     log.warning("archive session failed (%s: %s); retrying in %.1f s (unwritten buffers are "
-                                "read again from the archived offsets)", type(exc).__name__, exc, backoff)  # fmt: skip
+                                "read again from the archived offsets)", type(exc).__name__, exc, delay)  # fmt: skip
                     await self._write_status(force=True)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), backoff)
-                    backoff = min(backoff * 2, self.settings.archive_backoff_max_s)
+                        await asyncio.wait_for(stop.wait(), delay)
             self.state = "stopped"
             await self._write_status(force=True)
         finally:

@@ -66,12 +66,13 @@ from redis.exceptions import RedisError
 
 from reelstream.errors import InfraError
 from reelstream.settings import Settings
+from streams.backoff import Backoff
 from streams.broker_watch import BrokerWatch
 from streams.log_identity import NO_FENCE, Fence, LogView, did_highwater_fall, is_log_shorter
 from streams.metrics import WorkerMetrics, metrics
 from streams.processor import BatchPlan, Message
 
-__all__ = ["INFRA_ERRORS", "Backoff", "BatchConsumer", "Outages", "infra_service", "verify_from"]
+__all__ = ["INFRA_ERRORS", "BatchConsumer", "Outages", "infra_service", "verify_from"]
 
 log = logging.getLogger(__name__)
 
@@ -107,21 +108,6 @@ def verify_from(fenced: int, highwater: int | None) -> int:
 def infra_service(exc: BaseException) -> str:
     """Which service an infrastructure error came from: ``broker`` or ``redis``."""
     return "broker" if isinstance(exc, KafkaError | TimeoutError) and not isinstance(exc, RedisError) else "redis"
-
-
-class Backoff:
-    """Capped exponential backoff: ``initial``, doubled after each failure, at most ``cap`` (seconds)."""
-
-    def __init__(self, initial: float, cap: float) -> None:
-        self.initial, self.cap = initial, max(cap, initial)
-        self._next = initial
-
-    def next(self) -> float:
-        delay, self._next = self._next, min(self._next * 2, self.cap)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.initial
 
 
 class Outages:

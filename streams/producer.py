@@ -17,11 +17,15 @@ from reelstream.settings import Settings
 from schemas.movies import movie_key
 from schemas.ratings import RatingSource, user_key
 from schemas.wire import codec_for
+from streams.backoff import Backoff
 from streams.broker_watch import BrokerWatch
 from streams.events import judged_movie, judged_rating
 from streams.resend import Acked, ResendWindow
 
 __all__ = ["EventProducer", "SentMovie", "SentRating"]
+
+#: The resend loop's retry rhythm after a broker restart: first and longest wait, seconds.
+RESEND_BACKOFF_S = (0.2, 5.0)
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +96,7 @@ class EventProducer:
     async def _resend_loop(self) -> None:
         """After each break: send the window's records again, retrying with capped backoff until all went.
         Cancelled (the producer stops), what is not sent yet goes back to the window for the next one."""
-        delay = 0.2
+        backoff = Backoff(*RESEND_BACKOFF_S)
         while True:
             await self._due.wait()
             self._due.clear()
@@ -105,12 +109,11 @@ class EventProducer:
                         await self._producer.send_and_wait(due[0].topic, due[0].value, key=due[0].key)
                     except (KafkaError, OSError) as exc:
                         log.warning("sending again after a broker restart failed (%s); retrying", exc)
-                        await asyncio.sleep(delay)
-                        delay = min(delay * 2, 5.0)
+                        await asyncio.sleep(backoff.next())
                         continue
                     self.window.acked(due.pop(0))
                     self.resent += 1
-                    delay = 0.2
+                    backoff.reset()
             except asyncio.CancelledError:
                 self.window.put_back(due)
                 raise

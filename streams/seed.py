@@ -152,13 +152,13 @@ async def rewind_worker_group(settings: Settings, timeout_s: float = 30.0) -> in
     group must have no live member (a manual-assignment commit is refused otherwise).
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
+    from streams.admin import started_admin
+
     topics = (settings.topic_ratings, settings.topic_movies)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
+    admin = await started_admin(settings, timeout_s)
     try:
-        await asyncio.wait_for(admin.start(), timeout_s)
         meta = await admin.describe_topics(list(topics))
         tps = [
             TopicPartition(m["topic"], p["partition"])

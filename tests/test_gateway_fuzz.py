@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 
 from gateway.app import create_app
 from gateway.catalog import Catalog
-from gateway.producer import Sent
+from gateway.producer import SentRating
 from gateway.rules import RulesStore
 from gateway.service import Gateway
 from gateway.state import RedisState
@@ -29,9 +29,9 @@ class AcceptingProducer:
 
     async def send(
         self, user_id: int, movie_id: int, rating: float, ts_ms: int | None, *, known_movie: Callable[[int], bool]
-    ) -> Sent:
+    ) -> SentRating:
         self.sent.append((user_id, movie_id, rating, ts_ms))
-        return Sent(f"fake-{len(self.sent)}", 0, len(self.sent) - 1)
+        return SentRating(f"fake-{len(self.sent)}", 0, len(self.sent) - 1)
 
     async def close(self) -> None:
         pass

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.catalog import Catalog
-from gateway.producer import KafkaEventPublisher, SentAnnouncement
+from gateway.producer import KafkaEventPublisher, SentMovie
 from gateway.rules import RulesStore
 from gateway.service import Gateway
 from gateway.state import RedisState
@@ -130,10 +130,10 @@ class FakeProducer:
     async def announce(
         self, movie_id: int, title: str, genres: Sequence[str], year: int | None, tags: Sequence[str], *,
         in_catalogue: Callable[[int], bool],
-    ) -> SentAnnouncement:  # fmt: skip
+    ) -> SentMovie:  # fmt: skip
         judged_movie(movie_id, title, genres, year, tags, in_catalogue=in_catalogue)
         self.announced.append((movie_id, title, list(genres), year, list(tags)))
-        return SentAnnouncement(movie_id, 3, 41)
+        return SentMovie(movie_id, 3, 41)
 
     async def close(self) -> None:
         pass

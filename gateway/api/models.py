@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.decisions import Source
+from gateway.rules.document import Segment
 from schemas import movies, ratings
 
 __all__ = [
@@ -67,10 +69,10 @@ class RecommendationList(BaseModel):
     user_id: int
     k: int
     items: list[RecommendedMovie]
-    source: Literal["personalised", "trending", "popularity"]
+    source: Source
     degraded: bool = Field(description="True when Redis was unreachable and the list is store popularity.")
     cached: bool
-    segment: Literal["new", "casual", "heavy"]
+    segment: Segment
     variant: str = Field(description="A/B arm, by a deterministic hash of the user id.")
     rule_set: str
     rules_version: str
@@ -93,7 +95,7 @@ class ProfileRating(BaseModel):
 class UserProfile(BaseModel):
     user_id: int
     state_version: int
-    segment: Literal["new", "casual", "heavy"]
+    segment: Segment
     n_ratings: int
     mean_rating: float | None
     rating_std: float | None

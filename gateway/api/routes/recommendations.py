@@ -9,13 +9,14 @@ stays declared, so the OpenAPI schema is the same.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
 from gateway.api.deps import GatewayDep
 from gateway.api.models import RecommendationList
 from gateway.api.routes._params import UserId, check_genres, field_error
+from gateway.rules.document import Segment
 
 router = APIRouter(prefix="/recommendations", tags=["recommendations"])
 
@@ -33,7 +34,7 @@ async def recommendations(
         str | None, Query(max_length=64, description="A/B arm to use instead of the user's own (`variants.arms`).")
     ] = None,
     segment: Annotated[
-        Literal["new", "casual", "heavy"] | None,
+        Segment | None,
         Query(description="Segment rule set to use instead of the one the user's rating count gives."),
     ] = None,
 ) -> Response:
