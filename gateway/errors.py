@@ -86,6 +86,8 @@ def http_status(exc: ReelstreamError) -> int:
 
 #: How much of a refused input an error answer echoes: nesting levels, items per container, characters per string.
 ECHO_DEPTH, ECHO_ITEMS, ECHO_CHARS = 4, 20, 200
+#: Characters kept of an echoed key (a field name, a location part).
+ECHO_KEY_CHARS = 64
 #: Characters kept of an error message (pydantic's own messages quote the input too).
 MESSAGE_CHARS = 2000
 #: JSON has no NaN or Infinity: they are echoed as the words a client would have sent.
@@ -125,7 +127,7 @@ def echo(value: object, depth: int = 0) -> object:
         return "..."
     if isinstance(value, Mapping):
         items = list(value.items())
-        out = {_clip(str(k), 64): echo(v, depth + 1) for k, v in items[:ECHO_ITEMS]}
+        out = {_clip(str(k), ECHO_KEY_CHARS): echo(v, depth + 1) for k, v in items[:ECHO_ITEMS]}
         if len(items) > ECHO_ITEMS:
             out["..."] = f"{len(items) - ECHO_ITEMS} more keys"
         return out
@@ -145,11 +147,11 @@ def validation_detail(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any
         item: dict[str, Any] = {}
         for key, value in error.items():
             if key == "loc":
-                item[key] = [part if isinstance(part, int) else _clip(str(part), 64) for part in value]
+                item[key] = [part if isinstance(part, int) else _clip(str(part), ECHO_KEY_CHARS) for part in value]
             elif key == "msg":
                 item[key] = _clip(str(value), MESSAGE_CHARS)
             elif key == "ctx" and isinstance(value, Mapping):  # e.g. {"ge": 0.5} or {"error": ValueError(...)}
-                item[key] = {_clip(str(k), 64): echo(v, ECHO_DEPTH - 1) for k, v in value.items()}
+                item[key] = {_clip(str(k), ECHO_KEY_CHARS): echo(v, ECHO_DEPTH - 1) for k, v in value.items()}
             else:
                 item[key] = echo(value)
         detail.append(item)

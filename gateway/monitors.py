@@ -34,7 +34,7 @@ from monitoring.freshness import FreshnessProbe, ProbeLost, ProbeResult
 from monitoring.lag import GroupLag, LagMonitor, recorded_resets
 from monitoring.liveness import worker_heartbeats
 from reelstream.errors import InfraError
-from reelstream.redis_client import async_redis_client
+from reelstream.redis_client import PROBE_TIMEOUT_S, async_redis_client
 from reelstream.settings import Settings
 from schemas import redis_keys
 
@@ -146,7 +146,7 @@ class ProbeRunner:
 
 async def worker_freshness(redis_url: str) -> dict[str, dict[str, int]]:
     """Each live worker's produce-to-commit window from Redis (``rs:worker:{name}:freshness``), in ms."""
-    client = async_redis_client(redis_url, timeout=1.0)
+    client = async_redis_client(redis_url, timeout=PROBE_TIMEOUT_S)
     out: dict[str, dict[str, int]] = {}
     try:
         pattern = redis_keys.worker_freshness("*")

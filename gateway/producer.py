@@ -27,6 +27,8 @@ __all__ = ["EventPublisher", "KafkaEventPublisher", "SentMovie", "SentRating"]
 
 #: Starting a producer for the events due again after a broker break: first and longest wait, seconds.
 REVIVE_BACKOFF_S = (0.5, 5.0)
+#: Every broker call a request makes (start, send): past it the request answers 503, the broker is down.
+BROKER_CALL_TIMEOUT_S = 3.0
 
 
 class EventPublisher(Protocol):
@@ -45,7 +47,7 @@ class EventPublisher(Protocol):
 class KafkaEventPublisher:
     """Rating events to ``settings.topic_ratings`` with ``source="api"``, and MovieEvents to ``topic_movies``."""
 
-    def __init__(self, settings: Settings, timeout_s: float = 3.0) -> None:
+    def __init__(self, settings: Settings, timeout_s: float = BROKER_CALL_TIMEOUT_S) -> None:
         self.settings = settings
         self.timeout_s = timeout_s
         self._inner: Any = None

@@ -104,6 +104,8 @@ class StateReader(Protocol):
 
 #: Connections the event loop's Redis client may hold (a round trip each: ~0.1 ms on loopback).
 ASYNC_MAX_CONNECTIONS = 128
+#: Connections of the sync client (the threadpool routes: one per running thread, with room to spare).
+SYNC_MAX_CONNECTIONS = 64
 #: SCAN rounds (of COUNT 1000) one user search may take.
 USER_SCAN_ROUNDS = 50
 
@@ -118,7 +120,7 @@ class RedisState:
     def __init__(
         self, url: str, *, timeout: float = 0.25, retry_s: float = 1.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.client = redis_client(url, timeout=timeout, max_connections=64, retry=None)
+        self.client = redis_client(url, timeout=timeout, max_connections=SYNC_MAX_CONNECTIONS, retry=None)
         self.url = url
         self._timeout = timeout
         self._async: aioredis.Redis | None = None

@@ -26,10 +26,12 @@ from schemas.challenger import decode_challenger
 log = logging.getLogger(__name__)
 
 
-__all__ = ["PROBE_TTL_S", "Status"]
+__all__ = ["BROKER_PROBE_TIMEOUT_S", "PROBE_TTL_S", "Status"]
 
 #: How long a /health probe of the broker or the worker heartbeats is reused.
 PROBE_TTL_S = 1.0
+#: The /health broker probe's TCP connect budget: below the probe's TTL, so a dead broker never holds /health.
+BROKER_PROBE_TIMEOUT_S = 0.5
 
 
 class _Probe:
@@ -58,7 +60,7 @@ class Status(GatewayParts):
     _workers: _Probe
 
     def _probe_broker(self) -> ComponentHealth:
-        ok = broker_answers(self.settings.kafka_bootstrap, timeout=0.5)
+        ok = broker_answers(self.settings.kafka_bootstrap, timeout=BROKER_PROBE_TIMEOUT_S)
         return ComponentHealth(ok=ok, detail=f"{self.settings.kafka_bootstrap} {'answers' if ok else 'unreachable'}")
 
     def _probe_workers(self) -> ComponentHealth:

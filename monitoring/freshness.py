@@ -36,7 +36,7 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from reelstream.errors import InfraError
-from reelstream.redis_client import async_redis_client
+from reelstream.redis_client import SIDE_READ_TIMEOUT_S, async_redis_client
 from reelstream.settings import Settings
 from schemas import redis_keys
 from schemas.ratings import PROBE_SOURCE
@@ -87,7 +87,7 @@ class FreshnessProbe:
         self._redis: aioredis.Redis | None = None
 
     async def __aenter__(self) -> FreshnessProbe:
-        self._redis = async_redis_client(self.settings.redis_url, timeout=2.0)
+        self._redis = async_redis_client(self.settings.redis_url, timeout=SIDE_READ_TIMEOUT_S)
         self._producer = EventProducer(self.settings)
         await self._producer.__aenter__()
         return self

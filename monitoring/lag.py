@@ -31,8 +31,9 @@ from redis.exceptions import RedisError
 
 from monitoring.lag_rules import PartitionSample, Verdict, evaluate_group, evaluate_partition
 from reelstream.errors import InfraError
-from reelstream.redis_client import async_redis_client
+from reelstream.redis_client import PROBE_TIMEOUT_S, async_redis_client
 from schemas import redis_keys
+from streams.admin import PROBE_POLL_MS
 
 __all__ = ["GroupLag", "LagMonitor", "PartitionLag", "commit_metadata", "recorded_resets"]
 
@@ -190,7 +191,7 @@ class LagMonitor:
         first_ts: dict[TopicPartition, int] = {}
         deadline = time.monotonic() + FETCH_DEADLINE_S
         while True:
-            batches = await probe.getmany(*positions, timeout_ms=200)
+            batches = await probe.getmany(*positions, timeout_ms=PROBE_POLL_MS)
             for tp, records in batches.items():
                 if records and tp not in first_ts:
                     first_ts[tp] = records[0].timestamp
@@ -263,7 +264,7 @@ def recorded_resets(redis_url: str, topics: tuple[str, ...] | list[str]) -> Rese
     """The worker's log-reset records (``rs:resets:{topic}``) for :class:`LagMonitor`; None when Redis is away."""
 
     async def read() -> dict[tuple[str, int], dict[str, Any]] | None:
-        client = async_redis_client(redis_url, timeout=1.0)
+        client = async_redis_client(redis_url, timeout=PROBE_TIMEOUT_S)
         out: dict[tuple[str, int], dict[str, Any]] = {}
         try:
             for topic in topics:

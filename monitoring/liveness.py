@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
 
-from reelstream.redis_client import async_redis_client
+from reelstream.redis_client import PROBE_TIMEOUT_S, async_redis_client
 from schemas import redis_keys
 
 __all__ = ["worker_heartbeats"]
@@ -19,7 +19,7 @@ def worker_heartbeats(redis_url: str) -> Callable[[], Awaitable[bool | None]]:
     """
 
     async def check() -> bool | None:
-        client = async_redis_client(redis_url, timeout=1.0)
+        client = async_redis_client(redis_url, timeout=PROBE_TIMEOUT_S)
         try:
             async for _key in client.scan_iter(match=redis_keys.worker("*"), count=100):
                 return True

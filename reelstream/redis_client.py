@@ -17,7 +17,14 @@ import redis.asyncio as aioredis
 
 from reelstream.settings import get_settings
 
-__all__ = ["async_redis_client", "redis_client"]
+__all__ = ["PROBE_TIMEOUT_S", "SIDE_READ_TIMEOUT_S", "async_redis_client", "redis_client"]
+
+#: A status probe's Redis budget (/health, lag's reset records, liveness): it answers within a scrape or
+#: reports Redis down, never holding the page.
+PROBE_TIMEOUT_S = 1.0
+#: A short read beside the main job (the freshness probe's state reads, ``rate``'s announced-movie check):
+#: failing it costs one sample or one lookup, not the job.
+SIDE_READ_TIMEOUT_S = 2.0
 
 
 def _options(timeout: float | None, options: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,11 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from reelstream.errors import InfraError
 from reelstream.settings import Settings
 
-__all__ = ["TopicStatus", "ensure_topics", "ensure_topics_sync", "recreate_topics_sync", "started_admin"]
+__all__ = ["PROBE_POLL_MS", "TopicStatus", "ensure_topics", "ensure_topics_sync", "recreate_topics_sync",
+           "started_admin"]  # fmt: skip
+
+#: One fetch poll of a probe consumer inside a deadline loop: how often the loop looks at its deadline.
+PROBE_POLL_MS = 200
 
 #: Seconds between looks at the topic list while a deletion completes (Apache Kafka deletes asynchronously).
 DELETE_POLL_S = 0.2
@@ -127,7 +131,7 @@ async def high_watermarks(settings: Settings, topic: str, timeout_s: float = 10.
         while any(consumer.highwater(tp) is None for tp in tps):
             if loop.time() > deadline:
                 raise InfraError(f"no fetch response for {topic} within {timeout_s:.0f} s")
-            await consumer.getmany(timeout_ms=100, max_records=1)
+            await consumer.getmany(timeout_ms=PROBE_POLL_MS, max_records=1)
         return {tp.partition: int(consumer.highwater(tp)) for tp in tps}
     finally:
         await consumer.stop()

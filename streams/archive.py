@@ -69,6 +69,7 @@ from reelstream.errors import InfraError
 from reelstream.redis_client import async_redis_client
 from reelstream.settings import Settings
 from schemas import redis_keys as keys
+from streams.admin import PROBE_POLL_MS
 from streams.backoff import Backoff
 from streams.log_identity import (
     NO_FENCE,
@@ -587,7 +588,7 @@ class Archiver:
                 raise _ProbeTimeout(f"no fetch response for {sorted(set(offsets) - set(found))} within "
                                     f"{PROBE_TIMEOUT_S:.0f} s")  # fmt: skip
             pending = [tp for tp in offsets if tp not in found]
-            batch = await probe.getmany(*pending, timeout_ms=200, max_records=1000)
+            batch = await probe.getmany(*pending, timeout_ms=PROBE_POLL_MS, max_records=1000)
             for tp, records in batch.items():
                 at = next((r for r in records if r.offset >= offsets[tp]), None)
                 if tp not in found and at is not None:

@@ -339,9 +339,8 @@ def _send(client: redis.Redis, chunks: list[bytes | memoryview], replies: int) -
 
 
 def _write_items(
-    settings: Settings, client: redis.Redis, runtime: ModelRuntime, f: pl.DataFrame, counts: dict[str, int],
-    prior_half_life_s: float | None,
-) -> None:  # fmt: skip
+    settings: Settings, client: redis.Redis, f: pl.DataFrame, counts: dict[str, int], prior_half_life_s: float | None
+) -> None:
     """Item aggregates, popularity, trending, the prior and its clock over every applied row (final values)."""
     agg = (
         f.lazy().group_by("m").agg(
@@ -484,7 +483,7 @@ def bulk_fold(
 
     counts = {"applied": f.height, "dead": int((~ok).sum()), "dups": dups, "learned": f.height}
     prior_hl = runtime.item_prior["half_life_s"] if runtime.has_item_prior else None
-    _write_items(settings, client, runtime, f, counts, prior_hl)
+    _write_items(settings, client, f, counts, prior_hl)
     fence = seed_fence(history)
     pipe = client.pipeline(transaction=True)
     pipe.hset(keys.offsets(settings.seed_topic), "0", fence.offset)

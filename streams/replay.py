@@ -48,7 +48,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from reelstream.errors import ReelstreamError
 from reelstream.settings import Settings
 from schemas.wire import DecodeError, codec_for
-from streams.admin import high_watermarks
+from streams.admin import PROBE_POLL_MS, high_watermarks
 from streams.broker_watch import BrokerWatch
 from streams.events import replay_event_id, user_key
 from streams.log_identity import is_log_shorter
@@ -135,7 +135,7 @@ async def _ids_after(settings: Settings, topic: str, after: dict[int, int], ends
         for p, tp in tps.items():
             consumer.seek(tp, after.get(p, -1) + 1)
         while todo:
-            batch = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            batch = await consumer.getmany(timeout_ms=PROBE_POLL_MS, max_records=10_000)
             for records in batch.values():
                 for rec in records:
                     try:

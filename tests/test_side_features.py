@@ -94,14 +94,14 @@ def test_a_movie_announced_by_a_movie_event_gets_the_row_training_gave_it(
 
     runtime = _without(trained, idx)
     catalog = Catalog.build(runtime, None)  # the gateway's catalogue before the announcement
-    feature_store = MemoryFeatureTables()
-    announce = MovieProcessor(runtime, feature_store, topic="movies")
+    tables = MemoryFeatureTables()
+    announce = MovieProcessor(runtime, tables, topic="movies")
     event = {"movie_id": mid, "title": movie["title"], "genres": list(movie["genres"]), "year": movie["year"],
              "tags": tags}  # fmt: skip
     plan = announce.plan([Message("movies", 0, 0, codec_for("MovieEvent").encode(event))])
     assert (plan.applied, plan.dead) == (1, []) and announce.commit(plan)
 
-    ratings = RatingProcessor(runtime, feature_store, topic="ratings", min_ts_ms=0, max_future_ms=10**15,
+    ratings = RatingProcessor(runtime, tables, topic="ratings", min_ts_ms=0, max_future_ms=10**15,
                               half_life_s=86400.0)  # fmt: skip
     rating = rating_event(7, mid, 4.5, cut_ts * 1000 + 1, "live")
     msg = Message("ratings", 0, 0, codec_for("RatingEvent").encode(rating), key=user_key(7))
@@ -110,7 +110,7 @@ def test_a_movie_announced_by_a_movie_event_gets_the_row_training_gave_it(
     assert new == runtime.n_items - 1
 
     # the vector: exactly bootstrap's row; the rows: what training computed from it
-    record = decode_movie(feature_store.hashes[keys.movie(mid)])
+    record = decode_movie(tables.hashes[keys.movie(mid)])
     assert np.array_equal(ratings.side.vector(record.genres, record.year, record.tags), expected)
     assert expected[data.side_names.index(YEAR_SCALED)] > 0 and (expected > 0).sum() >= 4
     tight = {"rtol": 1e-5, "atol": 1e-6}

@@ -16,7 +16,7 @@ import typer
 from models.runtime import ModelRuntime, current_model_dir
 from reelstream.console import console
 from reelstream.errors import InfraError
-from reelstream.redis_client import redis_client
+from reelstream.redis_client import SIDE_READ_TIMEOUT_S, redis_client
 from reelstream.settings import Settings, get_settings
 from schemas import redis_keys as keys
 from streams.events import judged_rating
@@ -28,7 +28,7 @@ __all__ = ["rate"]
 def _catalogue(settings: Settings) -> tuple[set[int], redis.Redis]:
     """The model's movie ids, and a Redis client for the announced ones."""
     runtime = ModelRuntime.load(current_model_dir(settings.models_dir))
-    client = redis_client(settings.redis_url, timeout=2.0)
+    client = redis_client(settings.redis_url, timeout=SIDE_READ_TIMEOUT_S)
     return {int(m) for m in runtime.movie_ids.tolist()}, client
 
 
