@@ -13,8 +13,9 @@ Rule 6      A worker whose heartbeat is older than ``stale_ms`` (or in the futur
             more than that) is not alive.
 ==========  =====================================================================
 
-:func:`choose_source` applies Rules 2-5 in that order; ``tests/test_gateway_rules.py``
-holds the numbered case table.
+:func:`choose_source` applies Rules 2-5 in that order (Rules 3 and 4 through :func:`is_cold_start`, which the
+request evaluates once, to know whether to read trending); ``tests/test_gateway_rules.py`` holds the numbered
+case table.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 __all__ = [
     "Source",
     "choose_source",
+    "is_cold_start",
     "rule_1_redis_backing_off",
     "rule_3_unknown_user",
     "rule_4_state_does_not_fit_model",
@@ -75,12 +77,15 @@ def rule_6_worker_alive(heartbeat_ms: int, now_ms: int, stale_ms: int) -> bool:
     return abs(now_ms - heartbeat_ms) <= stale_ms
 
 
-def choose_source(
-    *, redis_ok: bool, exists: bool, mu: np.ndarray | None, latent: int, n_trending: int
-) -> tuple[Source, bool]:
-    """``(source, degraded)`` for a recommendation request, by Rules 2-5 in order."""
+def is_cold_start(exists: bool, mu: np.ndarray | None, latent: int) -> bool:
+    """Rules 3 and 4: no state to score (the request then reads trending, which Rule 5 needs)."""
+    return rule_3_unknown_user(exists, mu) or rule_4_state_does_not_fit_model(mu, latent)
+
+
+def choose_source(*, redis_ok: bool, cold: bool, n_trending: int) -> tuple[Source, bool]:
+    """``(source, degraded)`` for a recommendation request, by Rules 2-5 in order (``cold``: :func:`is_cold_start`)."""
     if not redis_ok:  # Rule 2
         return Source.POPULARITY, True
-    if rule_3_unknown_user(exists, mu) or rule_4_state_does_not_fit_model(mu, latent):
+    if cold:  # Rules 3 and 4
         return (Source.TRENDING if rule_5_trending_available(n_trending) else Source.POPULARITY), False
     return Source.PERSONALISED, False

@@ -29,12 +29,7 @@ from gateway.api.models import (
 from gateway.batching import ScoreBatcher
 from gateway.catalog import Catalog
 from gateway.corating import CoRatingTerm
-from gateway.decisions import (
-    Source,
-    choose_source,
-    rule_3_unknown_user,
-    rule_4_state_does_not_fit_model,
-)
+from gateway.decisions import Source, choose_source, is_cold_start
 from gateway.engine import (
     Pick,
     candidate_pool,
@@ -181,13 +176,11 @@ class Recommending(GatewayParts):
                     cat, item_prior = self.model_of(now_model)
                     prior_gen, prior = item_prior.current(cat.n)
                     key = ("rec", user_id, snap.version, rules.version, cat.version, prior_gen, params)
-            cold = rule_3_unknown_user(snap.exists, snap.mu) or rule_4_state_does_not_fit_model(snap.mu, cat.latent)
+            cold = is_cold_start(snap.exists, snap.mu, cat.latent)
             trending = await self.state.atrending(self.settings.gateway_candidate_pool) if cold else []
         except StateUnavailable:
             return self._degraded(user_id, k, genres, exclude_genres, rules, variant)
-        source, degraded = choose_source(
-            redis_ok=True, exists=snap.exists, mu=snap.mu, latent=cat.latent, n_trending=len(trending)
-        )
+        source, degraded = choose_source(redis_ok=True, cold=cold, n_trending=len(trending))
         segment = segment or rules.segment_for(snap.n)
         ruleset = rules.rules_for(segment, variant)
         adj = self.adjustment(cat, rules, segment, variant)
@@ -377,7 +370,7 @@ class Recommending(GatewayParts):
     ) -> RecommendationList:  # fmt: skip
         """Redis is unreachable: the source Rule 2 gives (store popularity, degraded) under the "new" rule set."""
         cat = self.catalog
-        source, degraded = choose_source(redis_ok=False, exists=False, mu=None, latent=cat.latent, n_trending=0)
+        source, degraded = choose_source(redis_ok=False, cold=True, n_trending=0)
         ruleset = rules.rules_for("new", variant)
         adj = self.adjustment(cat, rules, "new", variant)
         pref, excluded = self._request_terms(cat, genres, exclude_genres)

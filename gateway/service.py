@@ -30,7 +30,7 @@ from gateway.retrieval import ItemIndex
 from gateway.rules import RulesStore
 from gateway.served_models import ServedModels
 from gateway.state import StateReader
-from gateway.status import PROBE_TTL_S, Status, _Probe
+from gateway.status import PROBE_TTL_S, CachedProbe, Status
 from gateway.telemetry import Telemetry
 from reelstream.settings import Settings
 
@@ -69,8 +69,8 @@ class Gateway(ServedModels, Recommending, Profiles, MovieDetails, Status):
         self._adjust: dict[tuple[str, str, str, str], np.ndarray] = {}
         self._adjust_lock = threading.Lock()
         self._decoder_sq: tuple[str, np.ndarray] | None = None  # (catalogue version, decoder ** 2) for UCB
-        self._broker = _Probe(self._probe_broker, PROBE_TTL_S, clock)
-        self._workers = _Probe(self._probe_workers, PROBE_TTL_S, clock)
+        self._broker = CachedProbe(self._probe_broker, PROBE_TTL_S, clock)
+        self._workers = CachedProbe(self._probe_workers, PROBE_TTL_S, clock)
         #: movies the catalogue holds because a MovieEvent announced them (the worker knows them too)
         self.announced: set[int] = set()
         #: each announced movie's ``updated_ms`` when its row was built (a later one means it was announced again)

@@ -26,7 +26,7 @@ from schemas.challenger import decode_challenger
 log = logging.getLogger(__name__)
 
 
-__all__ = ["BROKER_PROBE_TIMEOUT_S", "PROBE_TTL_S", "Status"]
+__all__ = ["BROKER_PROBE_TIMEOUT_S", "PROBE_TTL_S", "CachedProbe", "Status"]
 
 #: How long a /health probe of the broker or the worker heartbeats is reused.
 PROBE_TTL_S = 1.0
@@ -34,7 +34,7 @@ PROBE_TTL_S = 1.0
 BROKER_PROBE_TIMEOUT_S = 0.5
 
 
-class _Probe:
+class CachedProbe:
     """A value recomputed at most every ``ttl`` seconds."""
 
     def __init__(self, fn: Callable[[], Any], ttl: float, clock: Callable[[], float]) -> None:
@@ -56,8 +56,8 @@ class Status(GatewayParts):
 
     batcher: ScoreBatcher
     wall_ms: Callable[[], int]
-    _broker: _Probe
-    _workers: _Probe
+    _broker: CachedProbe
+    _workers: CachedProbe
 
     def _probe_broker(self) -> ComponentHealth:
         ok = broker_answers(self.settings.kafka_bootstrap, timeout=BROKER_PROBE_TIMEOUT_S)

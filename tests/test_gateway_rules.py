@@ -13,7 +13,7 @@ import redis
 import yaml
 
 from gateway.catalog import Catalog
-from gateway.decisions import Source, choose_source
+from gateway.decisions import Source, choose_source, is_cold_start
 from gateway.rules import LoadedRules, RulesStore, bucket
 from gateway.service import Gateway
 from gateway.state import RedisState
@@ -221,4 +221,5 @@ def test_variant_overrides_apply_and_are_reported(gw: Gateway, live_settings, ru
     ],
 )
 def test_decision_case_table(case, redis_ok, exists, mu, n_trending, expected) -> None:
-    assert choose_source(redis_ok=redis_ok, exists=exists, mu=mu, latent=8, n_trending=n_trending) == expected
+    cold = is_cold_start(exists, mu, latent=8)
+    assert choose_source(redis_ok=redis_ok, cold=cold, n_trending=n_trending) == expected
