@@ -55,7 +55,18 @@ def _ensure_dataset(n: int, seed: int) -> dict[str, Any]:
         info = json.loads(marker.read_text())
         if info.get("ratings") == n and info.get("seed") == seed and (out / "ratings.csv").is_file():
             return {**info, "reused": True}
-    cmd = [sys.executable, "-m", "reelstream.cli", "synth", "--ratings", str(n), "--seed", str(seed), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "reelstream.shell.cli",
+        "synth",
+        "--ratings",
+        str(n),
+        "--seed",
+        str(seed),
+        "--out",
+        str(out),
+    ]
     wall, rc, rss, _ = _run_child(cmd)
     if rc != 0:
         raise SystemExit(f"synth failed with exit code {rc}")
@@ -94,7 +105,7 @@ def main() -> None:
     synth = _ensure_dataset(args.ratings, args.seed)
     data = _dataset_dir(args.ratings)
     var = ROOT / "var" / "bench" / "var"
-    cmd = [sys.executable, "-m", "reelstream.cli", "bootstrap", "--data", str(data)]
+    cmd = [sys.executable, "-m", "reelstream.shell.cli", "bootstrap", "--data", str(data)]
     runs = []
     for _ in range(args.repeat):
         shutil.rmtree(var, ignore_errors=True)

@@ -52,9 +52,9 @@ sys.path.insert(0, str(ROOT))
 
 from bootstrap.store import load_store  # noqa: E402
 from models.runtime import ModelRuntime, current_model_dir  # noqa: E402
-from reelstream import local_services  # noqa: E402
 from reelstream.redis_client import redis_client  # noqa: E402
 from reelstream.settings import Settings  # noqa: E402
+from reelstream.shell import local_services  # noqa: E402
 from schemas import redis_keys as keys  # noqa: E402
 from schemas.user_record import encode_rated  # noqa: E402
 from schemas.wire import codec_for  # noqa: E402
@@ -71,7 +71,7 @@ REFERENCE_CLOCK_PAD_S = 3600.0
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "reelstream.cli", *args]
+    return [sys.executable, "-m", "reelstream.shell.cli", *args]
 
 
 def _load_average() -> float:

@@ -210,7 +210,7 @@ def _phase(pid: int, port: int, paths: Path, n: int, concurrency: int) -> dict:
 
 def bench_catalogue(name: str, items, runtime, args: argparse.Namespace, work: Path) -> dict:
     """A dedicated Redis seeded with ``args.users`` synthetic warm users, then :func:`serve_phases`."""
-    from reelstream import local_services
+    from reelstream.shell import local_services
     from tests.user_state import write_user
 
     work.mkdir(parents=True, exist_ok=True)
@@ -274,7 +274,7 @@ def bench_live(args: argparse.Namespace, work: Path) -> dict:
 def serve_phases(name: str, url: str, model_dir: Path, items_path: Path, users: list[int], n_items: int, latent: int,
                  args: argparse.Namespace, work: Path) -> dict:  # fmt: skip
     """Latency (1 connection) and throughput (c=4, c=16) of /recommendations and /health, uncached and cached."""
-    from reelstream import local_services
+    from reelstream.shell import local_services
 
     rec_paths = work / "rec_paths.json"
     rec_paths.write_text(json.dumps([f"/recommendations/{u}?k=20" for u in users]))
@@ -288,7 +288,7 @@ def serve_phases(name: str, url: str, model_dir: Path, items_path: Path, users: 
                    "KAFKA_BOOTSTRAP": f"127.0.0.1:{local_services.free_port()}",
                    "REELSTREAM_GATEWAY_CACHE_SIZE": str(cache_size), "REELSTREAM_GATEWAY_RETRIEVAL": args.retrieval,
                    "REELSTREAM_GATEWAY_LAG_INTERVAL_S": "0", "REELSTREAM_PROBE_INTERVAL_S": "0"}  # fmt: skip
-            argv = [sys.executable, "-m", "reelstream.cli", "gateway", "--port", str(port),
+            argv = [sys.executable, "-m", "reelstream.shell.cli", "gateway", "--port", str(port),
                     "--workers", str(args.processes)]  # fmt: skip
         else:
             env = None

@@ -87,7 +87,7 @@ def main() -> None:
         if var is None:
             var = Path(tmp) / "var"
             env = {**os.environ, "REELSTREAM_VAR_DIR": str(var)}
-            subprocess.run([sys.executable, "-m", "reelstream.cli", "bootstrap"], env=env, check=True,
+            subprocess.run([sys.executable, "-m", "reelstream.shell.cli", "bootstrap"], env=env, check=True,
                            stdout=subprocess.DEVNULL)  # fmt: skip
         result = {"command": "python " + " ".join(sys.argv), "data": "bundled" if args.var is None else str(var),
                   **walk(var)}  # fmt: skip

@@ -5,7 +5,8 @@
 
 The synthetic set comes from ``reelstream synth --ratings 2000000 --out /tmp/s2m`` (12,559 users, the
 long-tailed activity of MovieLens: 159 ratings a user on average). For each variant a fresh redis-server is
-started (``reelstream.local_services.start_redis``, with the variant's listpack limits) and every user is written as
+started (``reelstream.shell.local_services.start_redis``, with the variant's listpack limits) and every user
+is written as
 the worker leaves them: ``rs:user:{uid}`` (random ``pre`` [256] and ``mu``/``logvar`` [64]: their bytes do
 not depend on the values), ``:rated`` (the latest rating of each movie) and ``:recent`` (the newest
 ``RECENT_MAX`` events). Variants: the ``legacy`` encodings (``"4.5:1700000000000"`` rated values,
@@ -48,8 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gateway.state import RedisState  # noqa: E402
-from reelstream import local_services  # noqa: E402
 from reelstream.settings import Settings  # noqa: E402
+from reelstream.shell import local_services  # noqa: E402
 from schemas import redis_keys as keys  # noqa: E402
 from schemas.user_record import (  # noqa: E402
     UserRecord,

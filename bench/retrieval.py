@@ -40,9 +40,9 @@ from gateway.rules import RulesStore  # noqa: E402
 from gateway.service import Gateway  # noqa: E402
 from gateway.state import RedisState  # noqa: E402
 from models.runtime import ModelRuntime, current_model_dir  # noqa: E402
-from reelstream import local_services  # noqa: E402
 from reelstream.redis_client import redis_client  # noqa: E402
 from reelstream.settings import Settings  # noqa: E402
+from reelstream.shell import local_services  # noqa: E402
 from tests.user_state import apply_rating  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "retrieval.json"

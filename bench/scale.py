@@ -48,8 +48,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bootstrap.synth import ML32M  # noqa: E402
-from reelstream import local_services  # noqa: E402
 from reelstream.redis_client import redis_client  # noqa: E402
+from reelstream.shell import local_services  # noqa: E402
 from schemas import redis_keys as keys  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "scale.json"
@@ -59,7 +59,7 @@ GIB = float(1 << 30)
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "reelstream.cli", *args]
+    return [sys.executable, "-m", "reelstream.shell.cli", *args]
 
 
 def _tree_rss(proc: psutil.Process) -> int:

@@ -47,9 +47,9 @@ sys.path.insert(0, str(ROOT))
 
 from bootstrap.store import load_store  # noqa: E402
 from models.runtime import ModelRuntime  # noqa: E402
-from reelstream import local_services  # noqa: E402
 from reelstream.redis_client import redis_client  # noqa: E402
 from reelstream.settings import Settings  # noqa: E402
+from reelstream.shell import local_services  # noqa: E402
 from schemas import redis_keys as keys  # noqa: E402
 from schemas.wire import codec_for  # noqa: E402
 from streams.admin import ensure_topics  # noqa: E402
@@ -94,7 +94,7 @@ class Bench:
         self.base_env = {**os.environ, "KAFKA_BOOTSTRAP": f"127.0.0.1:{kp}", "REDIS_URL": f"redis://127.0.0.1:{rp}/0",
                          "REELSTREAM_VAR_DIR": str(tmp / "var"),
                          "REELSTREAM_WORKER_REBUILD": "false"}  # the stream alone: no HISTORY rebuild  # fmt: skip
-        subprocess.run([sys.executable, "-m", "reelstream.cli", "bootstrap"], env=self.base_env, check=True,
+        subprocess.run([sys.executable, "-m", "reelstream.shell.cli", "bootstrap"], env=self.base_env, check=True,
                        capture_output=True)  # fmt: skip
         self.store = load_store(tmp / "var" / "store")
         movies = self.store.items["movie_id"].to_numpy()
@@ -125,8 +125,8 @@ class Bench:
     def start_workers(self, env: dict[str, str], n: int, name: str) -> subprocess.Popen:
         port = local_services.free_port()
         log = (self.tmp / f"{name}.log").open("ab")
-        proc = subprocess.Popen([sys.executable, "-m", "reelstream.cli", "worker", "--workers", str(n), "--name", name,
-                                 "--web-port", str(port if n == 1 else 47000 + (port % 1000) * 8)],
+        proc = subprocess.Popen([sys.executable, "-m", "reelstream.shell.cli", "worker", "--workers", str(n),
+                                 "--name", name, "--web-port", str(port if n == 1 else 47000 + (port % 1000) * 8)],
                                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         names = [name] if n == 1 else [f"{name}-{i}" for i in range(n)]
         self._wait(lambda: all(self.redis.exists(keys.worker(x)) for x in names), 60, "worker heartbeats")

@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.runtime import ModelRuntime  # noqa: E402
-from reelstream import local_services  # noqa: E402
 from reelstream.redis_client import redis_client  # noqa: E402
+from reelstream.shell import local_services  # noqa: E402
 from schemas.wire import codec_for  # noqa: E402
 from streams.events import rating_event, user_key  # noqa: E402
 from streams.processor import Message, RatingProcessor  # noqa: E402

@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from monitoring.sampler import RunSampler  # noqa: E402
-from reelstream import local_services  # noqa: E402
 from reelstream.settings import Settings  # noqa: E402
+from reelstream.shell import local_services  # noqa: E402
 from schemas import redis_keys as keys  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "up_data.json"
@@ -50,7 +50,7 @@ PHASES = (
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "reelstream.cli", *args]
+    return [sys.executable, "-m", "reelstream.shell.cli", *args]
 
 
 def main() -> None:

@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from bootstrap.store import load_store  # noqa: E402
 from models.runtime import ModelRuntime, current_model_dir  # noqa: E402
-from reelstream import local_services  # noqa: E402
 from reelstream.redis_client import redis_client  # noqa: E402
 from reelstream.settings import Settings  # noqa: E402
+from reelstream.shell import local_services  # noqa: E402
 from schemas.wire import codec_for  # noqa: E402
 from streams.bulk_seed import bulk_fold  # noqa: E402
 from streams.events import replay_event_id, user_key  # noqa: E402

@@ -1,7 +1,7 @@
 """Addresses and the broker probe: the small kernel the library packages share with the shell.
 
 ``streams``, ``gateway`` and ``monitoring`` check that a broker answers and parse the configured
-addresses; the shell (:mod:`reelstream.local_services`, which starts the local broker and Redis) does the same.
+addresses; the shell (:mod:`reelstream.shell.local_services`, which starts the local broker and Redis) does the same.
 They live here, beside the settings, so that no library package imports the shell.
 """
 

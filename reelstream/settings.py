@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     #: Socket and connect timeout (seconds) of every Redis client (``reelstream.redis_client``): no call
     #: waits forever on a Redis that went away. The gateway's request path uses ``gateway_redis_timeout``.
     redis_timeout_s: float = Field(5.0, gt=0)
-    #: The Redis server's listpack limits (``reelstream/local_services.py`` starts redis-server with them,
+    #: The Redis server's listpack limits (``reelstream/shell/local_services.py`` starts redis-server with them,
     #: docker-compose.kafka.yml passes the same, tests/test_compose.py checks). Under both a hash is one
     #: compact listpack (~14 bytes a packed ``rated`` entry); over either Redis converts it, for good, to a
     #: hash table (~80 bytes an entry). ``_value`` (bytes): Redis's default, 64, converts every
@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     #: Address the worker's web server (``/metrics``, ``/online``) binds; ``0.0.0.0`` in containers.
     worker_web_bind: str = "127.0.0.1"
 
-    # --- supervisor (``reelstream up``; reelstream/live_system.py) --------------------------
+    # --- supervisor (``reelstream up``; reelstream/shell/live_system.py) --------------------------
     #: A crashed child waits this long before its restart, doubled for each earlier crash of it within
     #: ``supervisor_crash_window_s``, up to ``supervisor_backoff_max_s`` (seconds).
     supervisor_backoff_s: float = Field(0.5, gt=0)

@@ -12,7 +12,7 @@ Three keys (:mod:`schemas.redis_keys`) hold one user:
 **Compact on purpose** (memory per user and per rating, ``bench/redis_memory.py``): Redis keeps a small
 hash or list as one listpack, where a value that is a decimal integer is stored as a 1-9 byte integer,
 so a packed ``rated`` value costs 10 bytes where ``"4.5:1700000000000"`` cost 19. The listpack limits
-the server is started with are settings (``redis_hash_max_listpack_*``, ``reelstream/local_services.py``).
+the server is started with are settings (``redis_hash_max_listpack_*``, ``reelstream/shell/local_services.py``).
 ``pre`` stays float64: stored as float32 it would be rounded at every write, so a user's state would
 depend on how the worker happened to batch the events (a crash, a rebalance, the seed's batch size), not
 on the events alone; the bench measures what float32 would save (1 KiB a user).

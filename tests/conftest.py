@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from reelstream import local_services
 from reelstream.settings import Settings, get_settings
+from reelstream.shell import local_services
 from tests.live_system import built_var, live  # noqa: F401 - fixtures shared by the live-system tests
 
 

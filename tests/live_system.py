@@ -15,8 +15,8 @@ import polars as pl
 import pytest
 
 from models.runtime import ModelRuntime
-from reelstream import local_services
 from reelstream.settings import Settings
+from reelstream.shell import local_services
 from schemas import redis_keys as keys
 from tests.stream_support import (
     StreamCase,
@@ -97,7 +97,7 @@ class GatewayProcess:
         self.port = local_services.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log_dir / "gateway.log"
-        argv = [sys.executable, "-m", "reelstream.cli", "gateway", "--port", str(self.port), *extra]
+        argv = [sys.executable, "-m", "reelstream.shell.cli", "gateway", "--port", str(self.port), *extra]
         with self.log.open("ab") as fh:
             self.proc = subprocess.Popen(argv, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
 

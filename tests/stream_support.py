@@ -23,8 +23,8 @@ import redis
 
 from bootstrap.store import load_store
 from models.runtime import ModelRuntime, current_model_dir
-from reelstream import local_services
 from reelstream.settings import Settings, get_settings
+from reelstream.shell import local_services
 from schemas import redis_keys as keys
 from schemas.side_features import GENRE, feature_name, side_metadata
 from schemas.wire import codec_for
@@ -106,7 +106,7 @@ class WorkerProcess:
     def __init__(self, env: dict[str, str], log_dir: Path, name: str, workers: int = 1) -> None:
         self.log = log_dir / f"worker-{name}.log"
         self.name = name
-        argv = [sys.executable, "-m", "reelstream.cli", "worker", "--name", name, "--workers", str(workers),
+        argv = [sys.executable, "-m", "reelstream.shell.cli", "worker", "--name", name, "--workers", str(workers),
                 "--web-port", str(local_services.free_port())]  # fmt: skip
         if workers > 1:  # children take consecutive ports from this one
             argv[-1] = str(_free_port_range(workers))
@@ -206,7 +206,7 @@ def _same(x: Any, y: Any, rel: float) -> bool:
 def bootstrap_var(var: Path) -> Path:
     """Bootstrap the bundled dataset into ``var`` (store and quality report; ~2 s); returns ``var``."""
     env = {**os.environ, "REELSTREAM_VAR_DIR": str(var)}
-    subprocess.run([sys.executable, "-m", "reelstream.cli", "bootstrap"], env=env, check=True,
+    subprocess.run([sys.executable, "-m", "reelstream.shell.cli", "bootstrap"], env=env, check=True,
                    capture_output=True, timeout=300)  # fmt: skip
     return var
 
@@ -253,7 +253,7 @@ class ArchiverProcess:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.log = log
         with log.open("ab") as fh:
-            self.proc = subprocess.Popen([sys.executable, "-m", "reelstream.cli", "archive"], env=env, stdout=fh,
+            self.proc = subprocess.Popen([sys.executable, "-m", "reelstream.shell.cli", "archive"], env=env, stdout=fh,
                                          stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
 
     def kill9(self) -> None:

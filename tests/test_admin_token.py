@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reelstream import local_services
 from reelstream.errors import ConfigError
 from reelstream.settings import ADMIN_TOKEN_MIN_CHARS, PROJECT_ROOT, Settings
+from reelstream.shell import local_services
 from tests.live_system import GatewayProcess, Live
 
 #: The old default, spelled so that this file does not contain it.
@@ -27,7 +27,7 @@ STRONG = "Kq3vX9-wT2pLm7Rz"  # 16 characters, 16 distinct
 
 
 def _cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "reelstream.cli", *args], env=env, cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "reelstream.shell.cli", *args], env=env, cwd=cwd, capture_output=True,
                           text=True, timeout=120, check=False)  # fmt: skip
 
 

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from bootstrap.readers import read_dataset
 from bootstrap.store import list_versions, load_store
-from reelstream.cli import app
 from reelstream.errors import DataError
+from reelstream.shell.cli import app
 from tests.bootstrap_helpers import ratings_csv, write_csv_dataset
 
 runner = CliRunner()
@@ -96,7 +96,7 @@ def test_bad_input_raises_and_writes_nothing(settings, tmp_path: Path, make) -> 
 def test_exit_code_2_and_one_line_message(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     env = {**os.environ, "REELSTREAM_VAR_DIR": str(settings.var_dir)}
     proc = subprocess.run(
-        [sys.executable, "-m", "reelstream.cli", "bootstrap", "--data", str(tmp_path / "missing")],
+        [sys.executable, "-m", "reelstream.shell.cli", "bootstrap", "--data", str(tmp_path / "missing")],
         capture_output=True,
         text=True,
         env=env,

@@ -19,7 +19,7 @@ from models.data import Events, Interactions
 from models.ease import EASE
 from models.evaluation import prequential
 from models.popularity import Popularity
-from reelstream.cli import app
+from reelstream.shell.cli import app
 
 
 def test_scale_matches_ml32m_and_scales_down() -> None:

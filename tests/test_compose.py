@@ -14,8 +14,8 @@ import pytest
 import yaml
 from pydantic import AliasChoices
 
-from reelstream import local_services
 from reelstream.settings import PROJECT_ROOT, Settings
+from reelstream.shell import local_services
 
 COMPOSE = PROJECT_ROOT / "docker-compose.kafka.yml"
 #: One innermost ``${...}``: the name, then an optional ``:-``/``-``/``:?``/``?`` and its argument.
@@ -228,7 +228,7 @@ def test_dashboard_json_parses_and_queries_only_exported_series() -> None:
 def test_services_run_commands_the_cli_has() -> None:
     from typer.main import get_command
 
-    from reelstream.cli import app
+    from reelstream.shell.cli import app
 
     commands = set(get_command(app).commands)  # type: ignore[attr-defined]
     services = _compose()["services"]

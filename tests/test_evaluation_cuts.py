@@ -22,10 +22,10 @@ from models.evaluation.multicut import ModelSpec, aggregate, evaluate_cuts, summ
 from models.evaluation.prequential import prequential
 from models.itemknn import ItemKNN, cosine_top_k
 from models.popularity import Popularity
-from reelstream.cli import app
-from reelstream.commands.evaluate import parse_cuts
 from reelstream.errors import ConfigError, DataError
 from reelstream.settings import Settings
+from reelstream.shell.cli import app
+from reelstream.shell.commands.evaluate import parse_cuts
 from tests.models_support import taste_data
 from tests.test_models_cli import write_movielens
 

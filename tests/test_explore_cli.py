@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from reelstream.cli import app
 from reelstream.errors import ConfigError
 from reelstream.settings import Settings
+from reelstream.shell.cli import app
 from tests.test_models_cli import write_movielens
 
 

@@ -19,8 +19,8 @@ from gateway.rules import RulesStore
 from gateway.service import Gateway
 from gateway.state import RedisState
 from models.runtime import ModelRuntime
-from reelstream import local_services
 from reelstream.settings import PROJECT_ROOT, Settings
+from reelstream.shell import local_services
 from schemas import redis_keys as keys
 from tests.stream_support import wait_for
 from tests.user_state import apply_rating, movielens_items, write_user

@@ -1,6 +1,6 @@
 """The dependency rules of docs/architecture.md, read from every import statement (lazy ones included).
 
-Each library package may import only the packages its rule names; the shell (``reelstream``'s CLI,
+Each library package may import only the packages its rule names; the shell (``reelstream.shell``: the CLI,
 commands, local_services, live_system and supervisor) may import everything and no library package imports it.
 The kernel (``reelstream``'s settings, errors, addresses, Redis client and console) is shared by all and imports
 only itself.
@@ -36,7 +36,7 @@ def _imports(path: Path) -> list[tuple[int, str]]:
         if isinstance(node, ast.Import):
             out += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module == "reelstream":  # ``from reelstream import local_services``: the names are modules
+            if node.module == "reelstream":  # ``from reelstream.shell import local_services``: the names are modules
                 out += [(node.lineno, f"reelstream.{alias.name}") for alias in node.names]
             else:
                 out.append((node.lineno, node.module))
@@ -65,8 +65,8 @@ def test_package_imports_only_what_its_rule_allows(package: str) -> None:
 
 def test_the_rules_catch_an_upward_import(tmp_path: Path) -> None:
     sample = tmp_path / "x.py"
-    sample.write_text("def f():\n    from gateway.app import create_app\n    from reelstream import local_services\n")
-    assert _imports(sample) == [(2, "gateway.app"), (3, "reelstream.local_services")]
+    sample.write_text("def f():\n    from gateway.app import create_app\n    from reelstream import shell\n")
+    assert _imports(sample) == [(2, "gateway.app"), (3, "reelstream.shell")]
 
 
 def test_every_package_has_a_rule() -> None:
@@ -82,3 +82,10 @@ def test_the_kernel_imports_nothing_first_party_but_the_kernel() -> None:
             if name.split(".")[0] in FIRST_PARTY and ".".join(name.split(".")[:2]) not in KERNEL:
                 bad.append(f"{path.relative_to(PROJECT_ROOT)}:{line} imports {name}")
     assert bad == []
+
+
+def test_reelstream_holds_the_kernel_and_the_shell_package_only() -> None:
+    """A new top-level module must be declared kernel (shared by all) or go into the shell."""
+    top = {f"reelstream.{p.stem}" for p in (PROJECT_ROOT / "reelstream").glob("*.py") if p.stem != "__init__"}
+    assert top == KERNEL
+    assert (PROJECT_ROOT / "reelstream" / "shell" / "cli.py").is_file()

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from reelstream import local_services
 from reelstream.errors import InfraError
 from reelstream.settings import Settings
+from reelstream.shell import local_services
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "reelstream.cli", *args], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "reelstream.shell.cli", *args], env=env, capture_output=True, text=True, timeout=120
     )
 
 

@@ -10,7 +10,7 @@ from aiokafka.structs import OffsetAndMetadata
 from rich.console import Console
 
 from monitoring.lag import GroupLag, LagMonitor, PartitionLag, _commit_time, commit_metadata
-from reelstream.commands.lag import render
+from reelstream.shell.commands.lag import render
 from tests.conftest import LiveInfra
 
 PER_PARTITION = [40, 25]

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from gateway.app import build_gateway
 from models.registry import ModelSet
-from reelstream.cli import app
 from reelstream.errors import ModelError
 from reelstream.settings import Settings
+from reelstream.shell.cli import app
 from schemas import redis_keys as keys
 from streams.store import RedisFeatureTables, redis_snapshot
 from streams.swap import DONE, RUNNING, model_pointer, run_swap, start_swap

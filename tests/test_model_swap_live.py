@@ -25,7 +25,7 @@ def test_a_hot_swap_under_a_live_replay_loses_and_doubles_nothing(live: Live) ->
     save_model(s.models_dir, "m0002", live.runtime.movie_ids, seed=1)
     rows = stream_rows(s, EVENTS)
     live.worker("w1")
-    replay = subprocess.Popen([sys.executable, "-m", "reelstream.cli", "replay", "--rate", "800", "--limit",
+    replay = subprocess.Popen([sys.executable, "-m", "reelstream.shell.cli", "replay", "--rate", "800", "--limit",
                                str(EVENTS)], env=live.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)  # fmt: skip
     applied = lambda: stats(live.redis).get("events_applied", 0)  # noqa: E731

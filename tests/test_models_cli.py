@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 from typer.testing import CliRunner
 
-from reelstream.cli import app
 from reelstream.settings import Settings
+from reelstream.shell.cli import app
 from tests.models_support import GENRES, taste_data
 
 

@@ -22,9 +22,9 @@ from gateway.rules import RulesStore
 from gateway.service import Gateway
 from gateway.state import RedisState
 from models.runtime import ModelRuntime
-from reelstream import local_services
-from reelstream.commands.movie import split_genres
 from reelstream.settings import PROJECT_ROOT, Settings
+from reelstream.shell import local_services
+from reelstream.shell.commands.movie import split_genres
 from schemas.movie_record import encode_movie
 from schemas.movies import announcement_problem
 from schemas.side_features import GENRE, feature_name, side_metadata
@@ -91,7 +91,7 @@ def test_genres_repeat_or_come_as_a_comma_list() -> None:
 
 def movie_add(settings: Settings, *args: str, bootstrap: str = "127.0.0.1:9") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "REELSTREAM_VAR_DIR": str(settings.var_dir), "KAFKA_BOOTSTRAP": bootstrap}
-    argv = [sys.executable, "-m", "reelstream.cli", "movie", "add", *args]
+    argv = [sys.executable, "-m", "reelstream.shell.cli", "movie", "add", *args]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
 
 

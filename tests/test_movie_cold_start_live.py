@@ -123,7 +123,7 @@ def test_announced_movies_reach_matching_users_and_never_excluded_ones(live: Liv
                              + [(KIDS_EXCLUDED, m) for m in kids]))  # fmt: skip
 
         cli = subprocess.run(
-            [sys.executable, "-m", "reelstream.cli", "movie", "add", "--id", str(PAPER), "--title",
+            [sys.executable, "-m", "reelstream.shell.cli", "movie", "add", "--id", str(PAPER), "--title",
              "Paper Boats (2026)", "--genre", "Animation,Children", "--year", "2026", "--tag", "Paper Craft"],
             env=live.env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip

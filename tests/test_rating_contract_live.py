@@ -148,7 +148,7 @@ async def announce(settings: Settings, movie_id: int) -> None:
 
 
 def rate_cli(live: Live, *args: object) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "reelstream.cli", "rate", *map(str, args)]
+    argv = [sys.executable, "-m", "reelstream.shell.cli", "rate", *map(str, args)]
     return subprocess.run(argv, env=live.env, capture_output=True, text=True, timeout=120)
 
 

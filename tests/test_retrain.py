@@ -18,8 +18,8 @@ from models.continual import judge, with_events
 from models.hybrid_vae import HybridVAE
 from models.runtime import ModelRuntime
 from models.state import encode, refold
-from reelstream.commands.retrain import retrain_once
 from reelstream.settings import Settings
+from reelstream.shell.commands.retrain import retrain_once
 from schemas import redis_keys as keys
 from schemas.challenger import decode_challenger
 from schemas.user_record import decode_rated, decode_user
@@ -139,7 +139,7 @@ def test_retrain_keeps_an_equal_challenger_and_promotes_a_better_one_with_a_hot_
 
 
 def test_up_schedules_retrain_only_when_asked(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    from reelstream import live_system, local_services
+    from reelstream.shell import live_system, local_services
 
     assert "retrain" not in live_system.child_specs(settings, live_system.SystemPlan())
     spawned: list[list[str]] = []
@@ -153,8 +153,8 @@ def test_retrain_prints_the_verdict_table(live_settings: Settings, monkeypatch: 
     from typer.testing import CliRunner
 
     from models.continual import Verdict
-    from reelstream.cli import app
-    from reelstream.commands import retrain as cmd
+    from reelstream.shell.cli import app
+    from reelstream.shell.commands import retrain as cmd
 
     verdict = Verdict("m0001", "unversioned", 0.25, 0.2, 0.1, 0.08, 1234, 0.0)
     monkeypatch.setattr(cmd, "retrain_once", lambda *a, **kw: cmd.RetrainResult(verdict, 5000, 1000))

@@ -19,8 +19,8 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from reelstream import local_services
 from reelstream.settings import Settings
+from reelstream.shell import local_services
 from schemas import redis_keys as keys
 from schemas.wire import codec_for
 from streams.admin import ensure_topics_sync, high_watermarks

@@ -71,7 +71,7 @@ class Case:
         return load_store(self.settings.store_dir).history.select("user_id", "movie_id", "rating", "ts")
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "reelstream.cli", "seed", *args], env=self.env,
+        return subprocess.run([sys.executable, "-m", "reelstream.shell.cli", "seed", *args], env=self.env,
                               capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
 
     def close(self) -> None:

@@ -53,7 +53,7 @@ class StreamCase(BaseCase):
     """A stream case that can also run the replay and wait for applied events."""
 
     def replay(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "reelstream.cli", "replay", *args], env=self.env,
+        return subprocess.run([sys.executable, "-m", "reelstream.shell.cli", "replay", *args], env=self.env,
                               capture_output=True, text=True, timeout=300, check=check)  # fmt: skip
 
     def wait_applied(self, n: int, dead: int = 0) -> None:
@@ -264,7 +264,7 @@ def test_resumed_replay_neither_skips_nor_duplicates(case: StreamCase) -> None:
     expected = Counter(rating_event(u, m, r, ts * 1000, "replay")["event_id"]
                        for u, m, r, ts in stream_rows(case.settings, limit))  # fmt: skip
     # 1. A replay killed with -9 part-way: its checkpoint lags what the broker holds.
-    argv = [sys.executable, "-m", "reelstream.cli", "replay", "--rate", "4000", "--limit", str(limit)]
+    argv = [sys.executable, "-m", "reelstream.shell.cli", "replay", "--rate", "4000", "--limit", str(limit)]
     proc = subprocess.Popen(argv, env=case.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     path = case.settings.replay_checkpoint
     wait_for(lambda: (read_checkpoint(path) or {}).get("next", 0) > 1000, 60, "the replay's checkpoint to move")

@@ -28,8 +28,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from monitoring.lag import LagMonitor, recorded_resets
-from reelstream import local_services
 from reelstream.settings import Settings
+from reelstream.shell import local_services
 from schemas import redis_keys as keys
 from schemas.wire import codec_for
 from streams.admin import ensure_topics_sync

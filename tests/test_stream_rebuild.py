@@ -67,7 +67,7 @@ def built_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = {**os.environ, "REELSTREAM_VAR_DIR": str(root / "var")}
     for args in (["synth", "--ratings", "15000", "--users", "300", "--movies", "1500", "--out", str(root / "data")],
                  ["bootstrap", "--data", str(root / "data")]):  # fmt: skip
-        subprocess.run([sys.executable, "-m", "reelstream.cli", *args], env=env, check=True, capture_output=True,
+        subprocess.run([sys.executable, "-m", "reelstream.shell.cli", *args], env=env, check=True, capture_output=True,
                        timeout=300)  # fmt: skip
     return root / "var" / "store"
 
@@ -233,7 +233,7 @@ def test_a_rebuild_killed_midway_then_rerun_gives_the_same_state_and_a_new_model
     env = {**case.env, "REELSTREAM_REBUILD_LOCK_TTL_S": "5", "REELSTREAM_REBUILD_BATCH": "20"}
     log = case.log_dir / "rebuild.log"
     with log.open("ab") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "reelstream.cli", "rebuild"], env=env, stdout=fh,
+        proc = subprocess.Popen([sys.executable, "-m", "reelstream.shell.cli", "rebuild"], env=env, stdout=fh,
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     try:
         # Killed once it is applying the archive's ratings (HISTORY and the movies are in).

@@ -68,7 +68,7 @@ class Case:
         return {k: v for k, v in redis_snapshot(self.redis).items() if k != keys.SEED}
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "reelstream.cli", "seed", *args], env=self.env,
+        return subprocess.run([sys.executable, "-m", "reelstream.shell.cli", "seed", *args], env=self.env,
                               capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
 
 

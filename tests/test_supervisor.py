@@ -1,6 +1,6 @@
 """``reelstream up`` supervises: crashed children come back, the rest keeps running, a crash loop stops everything.
 
-Two layers, both with real processes. The :class:`~reelstream.supervisor.Supervisor` itself, on tiny
+Two layers, both with real processes. The :class:`~reelstream.shell.supervisor.Supervisor` itself, on tiny
 Python children (exit codes, signals, backoff, a child reaped behind its back, an adopted process, the
 replay's clean exit). Then ``reelstream up`` in the foreground on its own broker, Redis and ports (the
 store and a tiny model pre-built, as in tests/test_system_lifecycle.py): ``kill -9`` of the worker while
@@ -28,9 +28,9 @@ import pytest
 import redis
 
 from models.runtime import ModelRuntime
-from reelstream import live_system, local_services
 from reelstream.settings import Settings
-from reelstream.supervisor import ChildSpec, CrashLoop, Supervisor, backoff_s
+from reelstream.shell import live_system, local_services
+from reelstream.shell.supervisor import ChildSpec, CrashLoop, Supervisor, backoff_s
 from schemas import redis_keys as keys
 from streams.admin import ensure_topics_sync
 from streams.store import redis_snapshot
@@ -236,14 +236,14 @@ def _start_up(tmp_path: Path, built_var: Path, *args: str, **extra: str) -> UpPr
     runtime = install_var(settings, built_var)
     out = tmp_path / "up.out"
     with out.open("wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "reelstream.cli", "up", *args], env=env, stdout=fh,
+        proc = subprocess.Popen([sys.executable, "-m", "reelstream.shell.cli", "up", *args], env=env, stdout=fh,
                                 stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)  # fmt: skip
     return UpProcess(env, settings, runtime, proc, out, f"http://127.0.0.1:{settings.gateway_port}")
 
 
 def _stop(up: UpProcess) -> None:
     """Whatever a test left: ``down``, then make sure ``up`` itself is gone."""
-    subprocess.run([sys.executable, "-m", "reelstream.cli", "down"], env=up.env, capture_output=True, timeout=300,
+    subprocess.run([sys.executable, "-m", "reelstream.shell.cli", "down"], env=up.env, capture_output=True, timeout=300,
                    check=False)  # fmt: skip
     if up.proc.poll() is None:
         up.proc.send_signal(signal.SIGTERM)
@@ -345,7 +345,7 @@ def test_down_from_another_shell_stops_the_supervised_system(up_system: UpProces
     pids = {p.stem: int(p.read_text()) for p in up.settings.run_dir.glob("*.pid")}
     assert {"broker", "redis", "worker-0", "gateway", "supervisor"} <= set(pids)
     restarts = up.log().count("restarted")
-    down = subprocess.run([sys.executable, "-m", "reelstream.cli", "down"], env=up.env, capture_output=True,
+    down = subprocess.run([sys.executable, "-m", "reelstream.shell.cli", "down"], env=up.env, capture_output=True,
                           text=True, timeout=300, check=False)  # fmt: skip
     assert down.returncode == 0, down.stdout + down.stderr
     assert f"supervisor (pid {up.proc.pid}) let go" in down.stdout

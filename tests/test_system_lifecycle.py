@@ -10,7 +10,7 @@ and the same on the second ``up``.
 ``up --data DIR`` switches that var folder to a synthetic dataset: the store is bootstrapped again, the old
 dataset's events (in the topic, the archive, the replay checkpoint, a Redis marker) are retired, the worker
 applies the new STREAM only, and a second ``up --data`` with the same folder builds nothing. The deciding
-functions (:func:`reelstream.live_system.dataset_change`, :func:`bootstrap.pipeline.source_change`) are tested on
+functions (:func:`reelstream.shell.live_system.dataset_change`, :func:`bootstrap.pipeline.source_change`) are tested on
 their own, without infrastructure.
 """
 
@@ -37,10 +37,10 @@ from rich.progress import Progress
 from bootstrap.pipeline import source_change, source_files
 from bootstrap.readers import sha256_file
 from monitoring.sampler import RunSampler
-from reelstream import live_system, local_services
-from reelstream.commands.replay import EventRateColumn
 from reelstream.errors import ReelstreamError
 from reelstream.settings import Settings
+from reelstream.shell import live_system, local_services
+from reelstream.shell.commands.replay import EventRateColumn
 from schemas import redis_keys as keys
 from schemas.wire import codec_for
 from streams.events import user_key
@@ -54,8 +54,8 @@ TOKEN_LINE = re.compile(r"admin   token (\S+)  \(generated once, in (\S+), mode 
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "reelstream.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=300, check=False)  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "reelstream.shell.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)  # fmt: skip
 
 
 def _pids(run_dir: Path) -> dict[str, int]:
@@ -210,7 +210,7 @@ def test_the_chosen_dataset_reaches_every_child_and_rate_0_is_unthrottled(tmp_pa
     with Progress(column) as bar:
         task = bar.add_task("replay", total=10)
         assert column.render(bar.tasks[task]).plain == "- events/s"
-    replay = subprocess.run([sys.executable, "-m", "reelstream.cli", "replay", "--rate", "0", "--max"],
+    replay = subprocess.run([sys.executable, "-m", "reelstream.shell.cli", "replay", "--rate", "0", "--max"],
                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert replay.returncode != 0 and "choose one of --rate, --speed and --max" in replay.stdout + replay.stderr
 
@@ -257,8 +257,8 @@ def test_up_data_switches_to_a_synthetic_dataset_and_a_second_up_builds_nothing(
     takes the reuse branch for it. Everything else is the real path, on the real broker and Redis.
     """
     data = tmp_path / "synth"
-    synth = subprocess.run([sys.executable, "-m", "reelstream.cli", "synth", "--ratings", "20000", "--out", str(data)],
-                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    synth = subprocess.run([sys.executable, "-m", "reelstream.shell.cli", "synth", "--ratings", "20000", "--out",
+                            str(data)], capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert synth.returncode == 0, synth.stdout + synth.stderr
     movies = pl.read_csv(data / "movies.csv")
     var = tmp_path / "var"

@@ -225,7 +225,7 @@ def test_the_worker_continues_a_record_written_in_the_older_encodings() -> None:
 
 
 def test_the_test_redis_keeps_a_users_hashes_compact(live_settings: Settings) -> None:
-    """The server runs with the settings' listpack limits (reelstream/local_services.py): ``rs:user:{uid}``, whose
+    """The server runs with the settings' listpack limits (reelstream/shell/local_services.py): ``rs:user:{uid}``, whose
     2 KiB ``pre`` is above Redis's default 64-byte value limit, and a 300-rating ``rated`` hash stay listpacks."""
     client = redis.Redis.from_url(live_settings.redis_url)
     assert live_settings.redis_hash_max_listpack_entries > 300 and live_settings.redis_hash_max_listpack_value >= 2048

@@ -16,9 +16,9 @@ of the log, reads only the new dataset's events. ``var/store/events.json`` recor
 store bootstrapped from another folder outside ``up`` (``reelstream bootstrap --data``) retires them too
 (:func:`events_owner_change`).
 
-Every process ``up`` starts or finds running is handed to a :class:`~reelstream.supervisor.Supervisor`, which
+Every process ``up`` starts or finds running is handed to a :class:`~reelstream.shell.supervisor.Supervisor`, which
 restarts what crashes (from the first spawn on, so a child dying during start-up is restarted too) and raises
-:class:`~reelstream.supervisor.CrashLoop` when one keeps dying.
+:class:`~reelstream.shell.supervisor.CrashLoop` when one keeps dying.
 ``down`` first makes the supervisor let go, then stops, in reverse order, every
 process that ``up`` started (never an external broker or Redis). Each
 long-running process is a ``reelstream`` sub-command with its own pid and log
@@ -43,11 +43,11 @@ import httpx
 import redis
 from dotenv import dotenv_values
 
-from reelstream import local_services
 from reelstream.errors import InfraError, ReelstreamError
 from reelstream.redis_client import redis_client
 from reelstream.settings import Settings
-from reelstream.supervisor import ChildSpec, Supervisor, stop_supervisor
+from reelstream.shell import local_services
+from reelstream.shell.supervisor import ChildSpec, Supervisor, stop_supervisor
 from schemas import redis_keys
 
 __all__ = [
@@ -88,7 +88,7 @@ class SystemPlan:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "reelstream.cli", *args]
+    return [sys.executable, "-m", "reelstream.shell.cli", *args]
 
 
 def _run_step(argv: list[str], what: str, echo: Callable[[str], None]) -> None:
@@ -273,7 +273,7 @@ def managed_processes(settings: Settings) -> dict[str, int]:
     """Name -> pid of every application process ``up`` started that is still alive.
 
     Not for the supervisor: ``local_services.running_pid`` reaps a dead child of the calling process and so
-    loses its exit status (reelstream/supervisor.py).
+    loses its exit status (reelstream/shell/supervisor.py).
     """
     names = ["replay", "gateway", "archive", "retrain", *_worker_names(settings)]
     alive = {}
@@ -349,7 +349,7 @@ def archive_available() -> bool:
     """True once ``reelstream archive`` is a registered command (``up`` runs it like a worker)."""
     from typer.main import get_command
 
-    from reelstream.cli import app
+    from reelstream.shell.cli import app
 
     return "archive" in get_command(app).commands  # type: ignore[attr-defined]
 
@@ -424,7 +424,7 @@ def up(
     """Bring the system up under ``supervisor``; returns one summary line per component.
 
     Raises ConfigError (nothing started) for an unusable admin token or a non-loopback gateway bind
-    without an explicit one, and :class:`~reelstream.supervisor.CrashLoop` when a child keeps dying.
+    without an explicit one, and :class:`~reelstream.shell.supervisor.CrashLoop` when a child keeps dying.
     """
     supervisor = supervisor or Supervisor(settings, echo)
     admin_line = _admin_line(settings)

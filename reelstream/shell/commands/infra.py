@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from reelstream import local_services
 from reelstream.console import console
 from reelstream.settings import get_settings
+from reelstream.shell import local_services
 from streams.admin import ensure_topics_sync
 
 app = typer.Typer(help="Start, stop and inspect the local Kafka-protocol broker and Redis server.")

@@ -37,7 +37,7 @@ def worker(
     if workers == 1:
         _run_one(port, base, loglevel)
         return
-    argv = [sys.executable, "-m", "reelstream.cli", "worker", "--loglevel", loglevel]
+    argv = [sys.executable, "-m", "reelstream.shell.cli", "worker", "--loglevel", loglevel]
     children = [subprocess.Popen([*argv, "--web-port", str(port + i), "--name", f"{base}-{i}"]) for i in range(workers)]
 
     def forward(signum: int, _frame: object) -> None:

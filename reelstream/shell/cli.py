@@ -11,24 +11,24 @@ import sys
 import typer
 from rich.console import Console
 
-from reelstream.commands import archive as archive_cmd
-from reelstream.commands import bootstrap as bootstrap_cmd
-from reelstream.commands import evaluate as evaluate_cmd
-from reelstream.commands import explore as explore_cmd
-from reelstream.commands import gateway as gateway_cmd
-from reelstream.commands import infra
-from reelstream.commands import lag as lag_cmd
-from reelstream.commands import movie as movie_cmd
-from reelstream.commands import rate as rate_cmd
-from reelstream.commands import replay as replay_cmd
-from reelstream.commands import retrain as retrain_cmd
-from reelstream.commands import seed as seed_cmd
-from reelstream.commands import synth as synth_cmd
-from reelstream.commands import system as system_cmd
-from reelstream.commands import topics as topics_cmd
-from reelstream.commands import train as train_cmd
-from reelstream.commands import worker as worker_cmd
 from reelstream.errors import ReelstreamError
+from reelstream.shell.commands import archive as archive_cmd
+from reelstream.shell.commands import bootstrap as bootstrap_cmd
+from reelstream.shell.commands import evaluate as evaluate_cmd
+from reelstream.shell.commands import explore as explore_cmd
+from reelstream.shell.commands import gateway as gateway_cmd
+from reelstream.shell.commands import infra
+from reelstream.shell.commands import lag as lag_cmd
+from reelstream.shell.commands import movie as movie_cmd
+from reelstream.shell.commands import rate as rate_cmd
+from reelstream.shell.commands import replay as replay_cmd
+from reelstream.shell.commands import retrain as retrain_cmd
+from reelstream.shell.commands import seed as seed_cmd
+from reelstream.shell.commands import synth as synth_cmd
+from reelstream.shell.commands import system as system_cmd
+from reelstream.shell.commands import topics as topics_cmd
+from reelstream.shell.commands import train as train_cmd
+from reelstream.shell.commands import worker as worker_cmd
 
 app = typer.Typer(
     name="reelstream",

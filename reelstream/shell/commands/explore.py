@@ -12,9 +12,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from reelstream.commands.options import DataOption, ModelDirOption
 from reelstream.console import console
 from reelstream.settings import get_settings
+from reelstream.shell.commands.options import DataOption, ModelDirOption
 
 __all__ = ["DEFAULT_ARMS", "explore_eval"]
 

@@ -1,6 +1,6 @@
 """``reelstream up`` / ``reelstream down``: the whole live system in one command, supervised.
 
-``up`` stays in the foreground and supervises (reelstream/supervisor.py): a crashed child is restarted,
+``up`` stays in the foreground and supervises (reelstream/shell/supervisor.py): a crashed child is restarted,
 a crash loop stops everything with a message, Ctrl-C or SIGTERM stops everything. ``up --detach`` runs
 the same supervising ``up`` in the background (its own session, output in ``var/run/up.log``), relays
 its output until the system is up, and returns. ``down`` (any shell) makes the supervisor let go, then
@@ -20,9 +20,9 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from reelstream import live_system, supervisor
 from reelstream.console import console
 from reelstream.settings import Settings, get_settings
+from reelstream.shell import live_system, supervisor
 
 #: The last line a background ``up`` prints once everything runs; ``up --detach`` relays output until it.
 BACKGROUND_MARKER = "Supervising in the background"
@@ -147,7 +147,7 @@ def _detach(settings: Settings, plan: live_system.SystemPlan) -> int:
     other = supervisor.supervisor_pid(settings)
     if other is not None:
         return _alongside(settings, plan, other)
-    argv = [sys.executable, "-m", "reelstream.cli", "up", "--background", "--workers", str(plan.workers),
+    argv = [sys.executable, "-m", "reelstream.shell.cli", "up", "--background", "--workers", str(plan.workers),
             "--gateways", str(plan.gateways), "--rate", f"{plan.replay_rate:g}",
             "--replay" if plan.replay else "--no-replay"]  # fmt: skip
     if plan.retrain_every_hours:

@@ -1,0 +1,1 @@
+"""One module per CLI command group; ``reelstream.shell.cli`` wires them together."""
