@@ -109,7 +109,7 @@ def serve_main(args: argparse.Namespace) -> None:
     settings = Settings(
         redis_url=args.redis_url, var_dir=Path(args.var_dir), gateway_cache_size=args.cache_size,
         gateway_batch_max=args.batch_max, gateway_retrieval=args.retrieval,
-        kafka_bootstrap=f"127.0.0.1:{args.dead_port}",
+        kafka_bootstrap=f"127.0.0.1:{args.dead_port}", gateway_impressions=args.impressions,
     )  # fmt: skip
     limit_blas_threads(1)  # as `reelstream gateway` does
     runtime = ModelRuntime.load(Path(args.model_dir))
@@ -124,8 +124,8 @@ def serve_main(args: argparse.Namespace) -> None:
 
         gw._personal_pool = lambda *a: (np.empty(0, np.int64), np.empty(0, np.float32))  # type: ignore[method-assign]
         gw._select = lambda *a: []  # type: ignore[method-assign]
-    uvicorn.run(create_app(settings, gateway=gw), host="127.0.0.1", port=args.port, log_level="warning",
-                access_log=False)  # fmt: skip
+    uvicorn.run(create_app(settings, gateway=gw, impressions=args.impressions), host="127.0.0.1", port=args.port,
+                log_level="warning", access_log=False)  # fmt: skip
 
 
 # --- orchestration --------------------------------------------------------------------------------
@@ -236,10 +236,74 @@ def bench_catalogue(name: str, items, runtime, args: argparse.Namespace, work: P
             ratings = [(int(m), float(rng.choice([1.0, 2.5, 3.5, 4.0, 4.5, 5.0]))) for m in chosen]
             write_user(client, runtime, uid, ratings)
         client.close()
+        if args.impressions_cost:
+            return {"catalogue": name, "n_items": int(runtime.n_items), "warm_users": len(users),
+                    "impressions": impressions_cost(url, model_dir, items_path, users, args, work)}  # fmt: skip
         return serve_phases(name, url, model_dir, items_path, users, int(runtime.n_items),
                             int(runtime.weights.latent), args, work)  # fmt: skip
     finally:
         local_services.stop_process(work / "run", "redis")
+
+
+def impressions_cost(url: str, model_dir: Path, items_path: Path, users: list[int], args: argparse.Namespace,
+                     work: Path) -> dict:  # fmt: skip
+    """Uncached /recommendations throughput with impressions off and on, alternated in one run (off, on, off, on,
+    ...), the impressions going to a real local broker (Tansu): the recording's cost on the request path."""
+    from reelstream.settings import Settings
+    from reelstream.shell import local_services
+    from streams.admin import ensure_topics_sync
+
+    broker_port = local_services.free_port()
+    local_services.start_broker(work / "broker", "127.0.0.1", broker_port)
+    try:
+        ensure_topics_sync(Settings(kafka_bootstrap=f"127.0.0.1:{broker_port}", redis_url=url))
+        rec_paths = work / "rec_paths.json"
+        rec_paths.write_text(json.dumps([f"/recommendations/{u}?k=20" for u in users]))
+        runs: dict[str, list[dict]] = {"off": [], "on": []}
+        for r in range(args.rounds):
+            for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
+                port = local_services.free_port()
+                argv = [sys.executable, __file__, "serve", "--port", str(port), "--redis-url", url,
+                        "--model-dir", str(model_dir), "--items", str(items_path),
+                        "--var-dir", str(work / f"var-{mode}-{r}"), "--cache-size", "0",
+                        "--dead-port", str(broker_port), "--batch-max", str(args.batch_max),
+                        "--retrieval", args.retrieval, *(["--impressions"] if mode == "on" else [])]  # fmt: skip
+                server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                try:
+                    _wait_http(port)
+                    _run_load(port, rec_paths, len(users) * 2, 4)  # warm-up (the producer starts here too)
+                    thr = _phase(server.pid, port, rec_paths, args.n, args.concurrency)
+                    import urllib.request
+
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as resp:
+                        imp = json.loads(resp.read())["impressions"]
+                    runs[mode].append({"req_per_s": round(thr["req_per_s"], 1),
+                                       "server_cpu_ms_per_req": round(thr["server_cpu_ms_per_req"], 3),
+                                       "errors": thr["errors"], "impressions": imp})  # fmt: skip
+                    print("impressions", mode, json.dumps(runs[mode][-1]), flush=True)
+                finally:
+                    server.terminate()
+                    server.wait(timeout=30)
+        med = {m: {k: float(sorted(x[k] for x in v)[len(v) // 2]) for k in ("req_per_s", "server_cpu_ms_per_req")}
+               for m, v in runs.items()}  # fmt: skip
+        produced = sum(_impression_ends(f"127.0.0.1:{broker_port}").values())
+        return {
+            "rounds": args.rounds, "runs": runs, "median": med, "records_on_topic": produced,
+            "throughput_cost_pct": round(100 * (1 - med["on"]["req_per_s"] / med["off"]["req_per_s"]), 2),
+            "cpu_cost_pct": round(100 * (med["on"]["server_cpu_ms_per_req"] / med["off"]["server_cpu_ms_per_req"] - 1),
+                                  2),
+        }  # fmt: skip
+    finally:
+        local_services.stop_process(work / "broker", "broker")
+
+
+def _impression_ends(bootstrap: str) -> dict[int, int]:
+    """High watermarks of the impressions topic: what the broker holds."""
+    from reelstream.settings import Settings
+    from streams.admin import high_watermarks
+
+    s = Settings(kafka_bootstrap=bootstrap)
+    return asyncio.run(high_watermarks(s, s.topic_impressions))
 
 
 def bench_live(args: argparse.Namespace, work: Path) -> dict:
@@ -367,6 +431,14 @@ def main(args: argparse.Namespace) -> None:
         rt = ModelRuntime.random(ids, hidden=128, latent=64, seed=2)
         rt.metadata["model_version"] = "bench-synthetic-87585"
         results["catalogues"].append(bench_catalogue("synthetic-87585", syn, rt, args, Path(tmp) / "syn"))
+    if args.impressions_cost:
+        results["command"] = f"python bench/gateway.py --impressions-cost --rounds {args.rounds}"
+        imp = results["catalogues"][-1]["impressions"]
+        results["goals"] = {"impressions_cost<=5%_of_uncached_throughput": imp["throughput_cost_pct"] <= 5.0}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        print(json.dumps(results["goals"]))
+        return
     big = results["catalogues"][-1]["uncached"]
     results["goals"] = {
         "p99_uncached_87k_ms<=15": big["recommendations"]["p99_ms"] <= 15.0,
@@ -394,6 +466,7 @@ if __name__ == "__main__":
     p_serve.add_argument("--batch-max", type=int, default=32)
     p_serve.add_argument("--floor", action="store_true")
     p_serve.add_argument("--retrieval", choices=("index", "exact"), default="index")
+    p_serve.add_argument("--impressions", action="store_true", help="record served lists (to --dead-port's broker)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--high-concurrency", type=int, default=16)
     parser.add_argument("--batch-max", type=int, default=32, help="gateway_batch_max (1: no micro-batching)")
@@ -417,6 +490,11 @@ if __name__ == "__main__":
         "--processes", type=int, default=1, help="with --live: `reelstream gateway --workers N` on the live var folder"
     )
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument(
+        "--impressions-cost", action="store_true",
+        help="only: uncached throughput with impressions off and on, alternated, to a local broker",
+    )  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=4, help="with --impressions-cost: off/on pairs")
     parser.add_argument("--n", type=int, default=2000)
     a = parser.parse_args()
     if a.cmd == "load":
@@ -426,4 +504,7 @@ if __name__ == "__main__":
     else:
         if a.quick:
             a.n, a.users = 500, 60
+        if a.impressions_cost:
+            a.only_synthetic = True
+            a.out = a.out if a.out != RESULTS else RESULTS.with_name("gateway_impressions.json")
         main(a)

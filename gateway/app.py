@@ -26,6 +26,7 @@ from gateway.api.routes import dashboard, monitoring, movies, ratings, recommend
 from gateway.catalog import Catalog
 from gateway.corating import CoRatingTerm
 from gateway.errors import BrokerUnavailable, StateUnavailable, body_error, http_status, validation_detail
+from gateway.impressions import ImpressionRecorder
 from gateway.monitors import LagSampler, ProbeRunner
 from gateway.prior import ItemPrior
 from gateway.producer import EventPublisher, KafkaEventPublisher
@@ -149,10 +150,13 @@ def create_app(
     gateway: Gateway | None = None,
     producer: EventPublisher | None = None,
     monitors: bool | None = None,
+    impressions: bool | None = None,
 ) -> FastAPI:
-    """The app; ``monitors`` (lag sampler, freshness probe) default to on only when it builds its own gateway."""
+    """The app; ``monitors`` (lag sampler, freshness probe) and ``impressions`` (recording served lists, when
+    ``gateway_impressions`` allows) default to on only when it builds its own gateway."""
     settings = settings or get_settings()
     run_monitors = gateway is None if monitors is None else monitors
+    record = settings.gateway_impressions and (gateway is None if impressions is None else impressions)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -168,6 +172,12 @@ def create_app(
             tasks.append(asyncio.create_task(_refresh_prior(app.state.gateway, settings.gateway_prior_refresh_s)))
         if run_monitors:
             tasks += _start_monitors(app, settings, telemetry)
+        recorder = None
+        if record:
+            recorder = app.state.gateway.impressions = ImpressionRecorder(
+                settings, lambda outcome, n: telemetry.impressions.labels(outcome).inc(n)
+            )
+            tasks.append(asyncio.create_task(recorder.run()))
         try:
             yield
         finally:
@@ -176,6 +186,9 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if recorder is not None:
+                await recorder.close()
+                app.state.gateway.impressions = None
             await app.state.producer.close()
             await app.state.gateway.state.aclose()
 

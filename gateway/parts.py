@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from gateway.cache import ResponseCache
     from gateway.catalog import Catalog
+    from gateway.impressions import ImpressionRecorder
     from gateway.prior import ItemPrior
     from gateway.rules import RulesStore
     from gateway.state import StateReader
@@ -30,3 +31,4 @@ class GatewayParts:
     telemetry: Telemetry
     prior: ItemPrior
     cache: ResponseCache
+    impressions: ImpressionRecorder | None

@@ -22,6 +22,7 @@ from gateway.batching import ScoreBatcher
 from gateway.cache import ResponseCache
 from gateway.catalog import Catalog
 from gateway.corating import CoRatingTerm
+from gateway.impressions import ImpressionRecorder
 from gateway.movie_details import MovieDetails
 from gateway.prior import ItemPrior
 from gateway.profiles import Profiles
@@ -63,6 +64,8 @@ class Gateway(ServedModels, Recommending, Profiles, MovieDetails, Status):
         #: each loaded model's co-rating term (gateway/corating.py), by model version
         self.coratings: dict[str, CoRatingTerm] = {catalog.model_version: corating or CoRatingTerm(None)}
         self.cache = ResponseCache(settings.gateway_cache_size, clock=clock)
+        #: records every served list (gateway/impressions.py); set by the app when recording is on
+        self.impressions: ImpressionRecorder | None = None
         self.batcher = ScoreBatcher(settings.gateway_batch_max)
         self.clock = clock
         self.wall_ms = wall_ms

@@ -125,4 +125,5 @@ class Status(GatewayParts):
             scoring={"batches": b.batches, "scored": b.batched, "mean_batch": b.batched / max(b.batches, 1)},
             recommendations_by_variant=by_variant, explored_by_variant=explored, events_applied=applied,
             worker_stats=worker_stats,
+            impressions=None if self.impressions is None else self.impressions.snapshot(),
         )  # fmt: skip

@@ -44,6 +44,10 @@ class Telemetry:
             ["variant", "segment", "source", "degraded", "cached"], registry=self.registry,
         )  # fmt: skip
         self.cache_events = PromCounter("gateway_cache_total", "Cache lookups", ["result"], registry=self.registry)
+        self.impressions = PromCounter(
+            "gateway_impressions_total", "Served lists as ImpressionEvents, by outcome (gateway/impressions.py)",
+            ["outcome"], registry=self.registry,
+        )  # fmt: skip
         self.ratings = PromCounter("gateway_ratings_total", "POST /ratings", ["result"], registry=self.registry)
         self.model_fallbacks = PromCounter(
             "gateway_model_fallback_total", "Users scored with the serving model: the model their state names is "

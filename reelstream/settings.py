@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     topic_ratings: str = "reelstream.ratings"
     topic_movies: str = "reelstream.movies"
     topic_dead_letters: str = "reelstream.dead-letters"
+    #: Every served list (ImpressionEvent), keyed by user like the ratings.
+    topic_impressions: str = "reelstream.impressions"
     topic_partitions: int = Field(8, ge=1)
     topic_replication: int = Field(1, ge=1)
 
@@ -196,6 +198,12 @@ class Settings(BaseSettings):
     #: Largest request body (bytes) the gateway reads; a larger one gets 413 before it is buffered
     #: (the largest real body, a rules document, is a few KiB).
     gateway_max_body_bytes: int = Field(1_048_576, ge=1024)
+    #: Record every served list as an ImpressionEvent (gateway/impressions.py); off: none is produced.
+    gateway_impressions: bool = True
+    #: Lists waiting to be produced; a list that finds the queue full is dropped and counted.
+    gateway_impression_queue: int = Field(10_000, ge=1)
+    #: Largest batch of impressions one background pass hands to the producer.
+    gateway_impression_batch: int = Field(500, ge=1)
 
     # --- monitoring (the gateway's background samplers; docs/monitoring.md) ----------
     #: Seconds between consumer-lag samples behind ``GET /lag`` and the lag gauges (0: off).
@@ -300,7 +308,7 @@ class Settings(BaseSettings):
     @property
     def topics(self) -> tuple[str, ...]:
         """Every topic the system uses, for creation and lag monitoring."""
-        return (self.topic_ratings, self.topic_movies, self.topic_dead_letters)
+        return (self.topic_ratings, self.topic_movies, self.topic_dead_letters, self.topic_impressions)
 
 
 #: Shortest admin token accepted: shorter ones are guessable or copied from an example

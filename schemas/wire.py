@@ -44,7 +44,8 @@ __all__ = [
 
 MAGIC = 0xA7
 SCHEMA_DIR = Path(__file__).resolve().parent
-_FILES = {"RatingEvent": "rating_event.avsc", "MovieEvent": "movie_event.avsc", "DeadLetter": "dead_letter.avsc"}
+_FILES = {"RatingEvent": "rating_event.avsc", "MovieEvent": "movie_event.avsc", "DeadLetter": "dead_letter.avsc",
+          "ImpressionEvent": "impression_event.avsc"}  # fmt: skip
 #: Earlier versions each reader keeps, so it resolves bytes its predecessors wrote (docs/events.md).
 _OLDER = {"RatingEvent": ("rating_event.v1.avsc",)}
 
@@ -115,5 +116,6 @@ class SchemaCodec:
 
 @cache
 def codec_for(name: str) -> SchemaCodec:
-    """The cached codec of event type ``name`` (RatingEvent, MovieEvent, DeadLetter), with its older versions."""
+    """The cached codec of event type ``name`` (RatingEvent, MovieEvent, DeadLetter, ImpressionEvent), with its
+    older versions."""
     return SchemaCodec(_schema_doc(name), tuple(_read_schema(f) for f in _OLDER.get(name, ())))

@@ -260,6 +260,11 @@ class Stats(BaseModel):
     )
     events_applied: int | None
     worker_stats: dict[str, str]
+    impressions: dict[str, int] | None = Field(
+        None,
+        description="Served lists recorded as ImpressionEvents: `recorded`, `sent`, dropped by reason "
+        "(`queue_full`, `broker_down`, `shutdown`), `queued`, `in_flight`; null when recording is off.",
+    )
 
 
 class RulesPublic(BaseModel):

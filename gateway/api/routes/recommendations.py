@@ -37,6 +37,14 @@ async def recommendations(
         Segment | None,
         Query(description="Segment rule set to use instead of the one the user's rating count gives."),
     ] = None,
+    served_at_ms: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            description="Replay traffic: the event time (epoch ms) the list is served at, recorded in its "
+            "ImpressionEvent instead of the wall clock (`reelstream replay --serve-rate`).",
+        ),
+    ] = None,
 ) -> Response:
     """A ranked, rule-filtered, explained list; `degraded: true` when Redis was unreachable.
 
@@ -51,4 +59,9 @@ async def recommendations(
         if variant not in arms:
             raise field_error(("query", "variant"), f"unknown variant {variant!r}; known: {arms}", variant)
     result = await gateway.recommend(user_id, k, genres, exclude_genres, variant=variant, segment=segment)
+    if gateway.impressions is not None:  # a queue append: never slows or fails the answer
+        if served_at_ms is None:
+            gateway.impressions.record(result, gateway.wall_ms(), "wall")
+        else:
+            gateway.impressions.record(result, served_at_ms, "event")
     return Response(result.model_dump_json(), media_type="application/json")

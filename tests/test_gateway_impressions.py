@@ -1,0 +1,141 @@
+"""Every served list becomes an ImpressionEvent on its own topic, keyed by user; a broker outage drops and
+counts them while every request still answers (gateway/impressions.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import polars as pl
+import pytest
+import redis
+from aiokafka import AIOKafkaConsumer
+from fastapi.testclient import TestClient
+
+from gateway.api.models import RecommendationList, RecommendedMovie
+from gateway.app import create_app
+from gateway.impressions import ImpressionRecorder
+from models.runtime import ModelRuntime
+from reelstream.settings import PROJECT_ROOT, Settings
+from reelstream.shell import local_services
+from schemas.wire import codec_for
+from streams.admin import ensure_topics_sync
+from streams.events import user_key
+from streams.producer import EventProducer
+from tests.stream_support import wait_for
+from tests.test_gateway_api import HEAT, TOY_STORY, make_gateway
+from tests.user_state import movielens_items, write_user
+
+
+@pytest.fixture(scope="module")
+def items() -> pl.DataFrame:
+    return movielens_items(PROJECT_ROOT / "data" / "ml-latest-small")
+
+
+@pytest.fixture(scope="module")
+def runtime(items: pl.DataFrame) -> ModelRuntime:
+    return ModelRuntime.random(items["movie_id"].to_numpy(), hidden=32, latent=16, seed=3)
+
+
+@pytest.fixture
+def rclient(live_settings: Settings) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(live_settings.redis_url)
+    yield client
+    client.close()
+
+
+async def _read(settings: Settings, n: int, timeout_s: float = 30) -> list[tuple[bytes, int, dict]]:
+    """The first ``n`` records of the impressions topic: (key, partition, decoded value)."""
+    consumer = AIOKafkaConsumer(settings.topic_impressions, bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
+    codec = codec_for("ImpressionEvent")
+    out: list[tuple[bytes, int, dict]] = []
+    await consumer.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while len(out) < n and asyncio.get_running_loop().time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                out += [(r.key, r.partition, codec.decode(r.value)) for r in records]
+    finally:
+        await consumer.stop()
+    return sorted(out, key=lambda r: (r[2]["user_id"], r[2]["served_ms"], r[2]["cached"]))
+
+
+async def _rating_partition(settings: Settings, user_id: int) -> int:
+    async with EventProducer(settings) as producer:
+        sent = await producer.send(user_id, HEAT, 4.0, source="live", known_movie=lambda _: True)
+    return sent.partition
+
+
+def test_every_served_list_is_recorded_with_what_was_served(
+    live_settings: Settings, runtime: ModelRuntime, items: pl.DataFrame, rclient: redis.Redis
+) -> None:
+    s = live_settings.model_copy(update={"topic_impressions": f"impressions-{uuid.uuid4().hex[:8]}"})
+    ensure_topics_sync(s)
+    write_user(rclient, runtime, 7, [(HEAT, 5.0), (TOY_STORY, 4.0)])
+    gateway = make_gateway(s, runtime, items)
+    served: list[tuple[dict, int, str]] = []
+    with TestClient(create_app(s, gateway=gateway, impressions=True)) as tc:
+        for uid, params in ((7, {"k": 5}), (7, {"k": 5}), (123456, {"k": 3}), (7, {"k": 4, "served_at_ms": 42})):
+            before = gateway.wall_ms()
+            body = tc.get(f"/recommendations/{uid}", params=params).json()
+            served.append((body, before, "event" if "served_at_ms" in params else "wall"))
+        wait_for(lambda: gateway.impressions is not None and gateway.impressions.snapshot()["sent"] == 4, 30,
+                 "four impressions acknowledged")  # fmt: skip
+        stats = tc.get("/stats").json()["impressions"]
+    assert stats["recorded"] == stats["sent"] == 4 and stats["broker_down"] == stats["queue_full"] == 0
+    got = asyncio.run(_read(s, 4))
+    assert len(got) == 4
+    expected = sorted(served, key=lambda b: (b[0]["user_id"], 42 if b[2] == "event" else b[1], b[0]["cached"]))
+    for (key, _, event), (body, before, clock) in zip(got, expected, strict=True):
+        assert key == user_key(body["user_id"])
+        assert event["movie_ids"] == [i["movie_id"] for i in body["items"]]
+        for field in ("user_id", "variant", "segment", "model_version", "rules_version", "source", "cached",
+                      "degraded", "exploration"):  # fmt: skip
+            assert event[field] == body[field], field
+        assert event["clock"] == clock
+        assert event["served_ms"] == 42 if clock == "event" else before <= event["served_ms"] <= gateway.wall_ms()
+    assert [e["cached"] for _, _, e in got if e["user_id"] == 7 and e["clock"] == "wall"] == [False, True]
+    assert len({e["impression_id"] for _, _, e in got}) == 4
+    # keyed like the ratings: the same partition number as the user's ratings, so one worker owns both
+    assert {p for _, p, e in got if e["user_id"] == 7} == {asyncio.run(_rating_partition(s, 7))}
+
+
+def test_with_the_broker_down_lists_are_served_and_impressions_dropped_and_counted(
+    live_settings: Settings, runtime: ModelRuntime, items: pl.DataFrame, rclient: redis.Redis
+) -> None:
+    dead = live_settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{local_services.free_port()}"})
+    write_user(rclient, runtime, 8, [(HEAT, 5.0)])
+    gateway = make_gateway(dead, runtime, items)
+    with TestClient(create_app(dead, gateway=gateway, impressions=True)) as tc:
+        answers = [tc.get("/recommendations/8", params={"k": 5}) for _ in range(5)]
+        assert [a.status_code for a in answers] == [200] * 5 and all(a.json()["items"] for a in answers)
+        wait_for(lambda: gateway.impressions is not None and gateway.impressions.snapshot()["broker_down"] == 5, 30,
+                 "five impressions counted as dropped")  # fmt: skip
+        stats = tc.get("/stats").json()["impressions"]
+        metrics = tc.get("/metrics").text
+    assert stats["recorded"] == 5 and stats["sent"] == 0 and stats["queued"] == 0
+    assert 'gateway_impressions_total{outcome="broker_down"} 5.0' in metrics
+
+
+def test_a_full_queue_drops_and_counts_instead_of_waiting(settings: Settings) -> None:
+    recorder = ImpressionRecorder(settings.model_copy(update={"gateway_impression_queue": 2}))
+    item = RecommendedMovie(movie_id=1, title="t", genres=[], year=None, score=0.0, reasons=[])
+    result = RecommendationList(user_id=1, k=1, items=[item], source="popularity", degraded=True, cached=False,
+                                segment="new", variant="control", rule_set="default", rules_version="r",
+                                state_version=0, model_version="m")  # fmt: skip
+    for _ in range(3):
+        recorder.record(result, 1, "wall")  # no task runs: nothing drains the queue
+    assert recorder.snapshot() == {"recorded": 2, "sent": 0, "queue_full": 1, "broker_down": 0, "shutdown": 0,
+                                   "queued": 2, "in_flight": 0}  # fmt: skip
+    asyncio.run(recorder.close())
+    assert recorder.snapshot()["shutdown"] == 2 and recorder.snapshot()["queued"] == 0
+
+
+def test_recording_off_records_nothing(live_settings: Settings, runtime: ModelRuntime, items: pl.DataFrame) -> None:
+    off = live_settings.model_copy(update={"gateway_impressions": False})
+    gateway = make_gateway(off, runtime, items)
+    with TestClient(create_app(off, gateway=gateway, impressions=True)) as tc:
+        assert tc.get("/recommendations/1").status_code == 200
+        assert gateway.impressions is None and tc.get("/stats").json()["impressions"] is None
