@@ -11,12 +11,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
 import pytest
 import redis
 
-from reelstream.settings import Settings, get_settings
+from models.runtime import ModelRuntime
+from reelstream.settings import PROJECT_ROOT, Settings, get_settings
 from reelstream.shell import local_services
 from tests.live_system import built_var, live  # noqa: F401 - fixtures shared by the live-system tests
+from tests.user_state import movielens_items
 
 
 @dataclass(frozen=True)
@@ -77,3 +80,22 @@ def subprocess_env(live_settings: Settings) -> dict[str, str]:
     env["REDIS_URL"] = live_settings.redis_url
     env["REELSTREAM_VAR_DIR"] = str(live_settings.var_dir)
     return env
+
+
+@pytest.fixture
+def rclient(live_settings: Settings) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(live_settings.redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def items() -> pl.DataFrame:
+    """The bundled catalogue (the gateway tests' default; a module defining its own ``items`` overrides it)."""
+    return movielens_items(PROJECT_ROOT / "data" / "ml-latest-small")
+
+
+@pytest.fixture(scope="module")
+def runtime(items: pl.DataFrame) -> ModelRuntime:
+    """A small random model over ``items`` (overridden, like ``items``, by a module's own)."""
+    return ModelRuntime.random(items["movie_id"].to_numpy(), hidden=32, latent=16, seed=3)

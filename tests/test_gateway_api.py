@@ -19,35 +19,18 @@ from gateway.rules import RulesStore
 from gateway.service import Gateway
 from gateway.state import RedisState
 from models.runtime import ModelRuntime
-from reelstream.settings import PROJECT_ROOT, Settings
+from reelstream.settings import Settings
 from reelstream.shell import local_services
 from schemas import redis_keys as keys
 from tests.stream_support import wait_for
-from tests.user_state import apply_rating, movielens_items, write_user
+from tests.user_state import apply_rating, write_user
 
 HEAT, TOY_STORY, JUMANJI, GOLDENEYE = 6, 1, 2, 10
-
-
-@pytest.fixture(scope="module")
-def items() -> pl.DataFrame:
-    return movielens_items(PROJECT_ROOT / "data" / "ml-latest-small")
-
-
-@pytest.fixture(scope="module")
-def runtime(items: pl.DataFrame) -> ModelRuntime:
-    return ModelRuntime.random(items["movie_id"].to_numpy(), hidden=32, latent=16, seed=3)
 
 
 def make_gateway(settings: Settings, runtime: ModelRuntime, items: pl.DataFrame, url: str | None = None) -> Gateway:
     state = RedisState(url or settings.redis_url, timeout=settings.gateway_redis_timeout)
     return Gateway(settings, Catalog.build(runtime, items), RulesStore(settings.rules_path), state)
-
-
-@pytest.fixture
-def rclient(live_settings: Settings) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(live_settings.redis_url)
-    yield client
-    client.close()
 
 
 @pytest.fixture

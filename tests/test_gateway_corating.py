@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
-import pytest
-import redis
 
 from gateway.catalog import Catalog
 from gateway.corating import CoRatingTerm
@@ -36,13 +32,6 @@ def _runtime(gamma: float) -> ModelRuntime:
     rt.sequence = CoRatedItems.build(ev, rt.n_items, window=1, top_k=10)
     rt.metadata["sequence"] = {"gamma": gamma, "decay": 0.5, "length": 2}
     return rt
-
-
-@pytest.fixture
-def rclient(live_settings: Settings) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(live_settings.redis_url)
-    yield client
-    client.close()
 
 
 def _gateway(settings: Settings, runtime: ModelRuntime) -> Gateway:

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
@@ -21,30 +20,13 @@ from gateway.service import Gateway
 from gateway.state import RedisState
 from models.exploration import draw_rng, thompson_latent
 from models.runtime import ModelRuntime
-from reelstream.settings import PROJECT_ROOT, Settings
+from reelstream.settings import Settings
 from schemas import redis_keys as keys
 from schemas.user_record import decode_user
-from tests.user_state import apply_rating, movielens_items, write_user
+from tests.user_state import apply_rating, write_user
 
 HEAT, TOY_STORY, JUMANJI, GOLDENEYE = 6, 1, 2, 10
 LIKED = [(HEAT, 5.0), (TOY_STORY, 4.0), (GOLDENEYE, 4.5), (JUMANJI, 1.0)]
-
-
-@pytest.fixture(scope="module")
-def items() -> pl.DataFrame:
-    return movielens_items(PROJECT_ROOT / "data" / "ml-latest-small")
-
-
-@pytest.fixture(scope="module")
-def runtime(items: pl.DataFrame) -> ModelRuntime:
-    return ModelRuntime.random(items["movie_id"].to_numpy(), hidden=32, latent=16, seed=3)
-
-
-@pytest.fixture
-def rclient(live_settings: Settings) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(live_settings.redis_url)
-    yield client
-    client.close()
 
 
 @pytest.fixture

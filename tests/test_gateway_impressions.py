@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 
 import polars as pl
-import pytest
 import redis
 from aiokafka import AIOKafkaConsumer
 from fastapi.testclient import TestClient
@@ -17,7 +15,7 @@ from gateway.api.models import RecommendationList, RecommendedMovie
 from gateway.app import create_app
 from gateway.impressions import ImpressionRecorder
 from models.runtime import ModelRuntime
-from reelstream.settings import PROJECT_ROOT, Settings
+from reelstream.settings import Settings
 from reelstream.shell import local_services
 from schemas.wire import codec_for
 from streams.admin import ensure_topics_sync
@@ -25,24 +23,7 @@ from streams.events import user_key
 from streams.producer import EventProducer
 from tests.stream_support import wait_for
 from tests.test_gateway_api import HEAT, TOY_STORY, make_gateway
-from tests.user_state import movielens_items, write_user
-
-
-@pytest.fixture(scope="module")
-def items() -> pl.DataFrame:
-    return movielens_items(PROJECT_ROOT / "data" / "ml-latest-small")
-
-
-@pytest.fixture(scope="module")
-def runtime(items: pl.DataFrame) -> ModelRuntime:
-    return ModelRuntime.random(items["movie_id"].to_numpy(), hidden=32, latent=16, seed=3)
-
-
-@pytest.fixture
-def rclient(live_settings: Settings) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(live_settings.redis_url)
-    yield client
-    client.close()
+from tests.user_state import write_user
 
 
 async def _read(settings: Settings, n: int, timeout_s: float = 30) -> list[tuple[bytes, int, dict]]:

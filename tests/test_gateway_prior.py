@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import redis
@@ -35,13 +33,6 @@ def _runtime(beta: float) -> ModelRuntime:
     rt = ModelRuntime.random(IDS, hidden=16, latent=8, seed=5)
     rt.metadata["item_prior"] = {"beta": beta, "half_life_s": 1 * DAY}
     return rt
-
-
-@pytest.fixture
-def rclient(live_settings: Settings) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(live_settings.redis_url)
-    yield client
-    client.close()
 
 
 def _stream(settings: Settings, client: redis.Redis, runtime: ModelRuntime) -> None:
