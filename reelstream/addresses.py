@@ -13,7 +13,16 @@ from urllib.parse import urlparse
 
 from reelstream.errors import InfraError
 
-__all__ = ["broker_answers", "kafka_address", "redis_address"]
+__all__ = ["broker_answers", "gateway_url", "kafka_address", "redis_address"]
+
+
+def gateway_url(host: str, port: int) -> str:
+    """Where a client on this machine reaches the gateway bound to ``host:port`` (a wildcard bind: on loopback).
+
+    >>> gateway_url("0.0.0.0", 8000), gateway_url("127.0.0.1", 8001)
+    ('http://127.0.0.1:8000', 'http://127.0.0.1:8001')
+    """
+    return f"http://{'127.0.0.1' if host in {'0.0.0.0', '::'} else host}:{port}"
 
 
 def kafka_address(bootstrap: str) -> tuple[str, int]:

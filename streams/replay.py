@@ -37,7 +37,7 @@ import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,8 +219,13 @@ async def replay(
     limit: int | None = None,
     on_progress: Callable[[int], None] | None = None,
     producer_kwargs: dict[str, Any] | None = None,
+    before_send: Callable[[int, int], Awaitable[None]] | None = None,
 ) -> ReplaySummary:
-    """Produce ``stream`` (columns user_id, movie_id, rating, ts seconds) to the ratings topic."""
+    """Produce ``stream`` (columns user_id, movie_id, rating, ts seconds) to the ratings topic.
+
+    ``before_send(user_id, event_ms)`` is awaited before each event is produced (``replay --serve-rate``:
+    :class:`streams.serve_traffic.ServeTraffic` asks the gateway for the user's list first); it must not raise.
+    """
     topic = settings.topic_ratings
     path = settings.replay_checkpoint
     end = stream.height if limit is None else min(limit, stream.height)
@@ -266,6 +271,8 @@ async def replay(
                 if event_id in seen:
                     skipped += 1
                     continue
+                if before_send is not None:
+                    await before_send(uid, ts * 1000)
                 acks.inflight.append((start + i, await sends.send(i, uid, mid, rating, ts, event_id)))
                 sent += 1
                 resends += await sends.resend_due()

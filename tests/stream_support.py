@@ -48,6 +48,7 @@ def unique_stream_env(tag: str) -> dict[str, str]:
         "REELSTREAM_TOPIC_RATINGS": f"ratings-{suffix}",
         "REELSTREAM_TOPIC_MOVIES": f"movies-{suffix}",
         "REELSTREAM_TOPIC_DEAD_LETTERS": f"dead-{suffix}",
+        "REELSTREAM_TOPIC_IMPRESSIONS": f"impressions-{suffix}",
         "REELSTREAM_APP_ID": f"rs-{suffix}",
         "REELSTREAM_WORKER_REBUILD": "false",  # the references are the stream's events alone (no HISTORY)
     }

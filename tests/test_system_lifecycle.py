@@ -292,7 +292,7 @@ def test_up_data_switches_to_a_synthetic_dataset_and_a_second_up_builds_nothing(
         out = first.stdout + first.stderr
         assert first.returncode == 0, out
         assert f"store   building from {data.resolve()}: store v1 built from " in out
-        assert "topics  3 deleted and created again, empty" in out
+        assert "topics  4 deleted and created again, empty" in out
         assert "archive the old dataset's archive moved to" in out and not old_segment.exists()
         assert "replay  the old dataset's checkpoint deleted" in out
         assert "store   built version 2" in out and "model   reusing" in out

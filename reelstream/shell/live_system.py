@@ -43,6 +43,7 @@ import httpx
 import redis
 from dotenv import dotenv_values
 
+from reelstream.addresses import gateway_url
 from reelstream.errors import InfraError, ReelstreamError
 from reelstream.redis_client import redis_client
 from reelstream.settings import Settings
@@ -57,7 +58,6 @@ __all__ = [
     "dataset_change",
     "down",
     "events_owner_change",
-    "gateway_url",
     "managed_processes",
     "prepare",
     "retire_event_log",
@@ -80,6 +80,9 @@ class SystemPlan:
     #: events per second: slow enough to watch lists change; 0: as fast as the system takes (the producer's
     #: buffer is bounded, so it waits on the broker's acknowledgements instead of flooding it)
     replay_rate: float = 200.0
+    #: the fraction of users whose list the replay asks the gateway for before each of their events
+    #: (``replay --serve-rate``): the demo's serving traffic, recorded as impressions
+    serve_rate: float = 0.1
     #: the MovieLens-format folder to serve; None: the CURRENT store's, else ``settings.data_path``
     data: Path | None = None
     #: run ``reelstream retrain`` every this many hours (a supervised child); None: never
@@ -284,12 +287,6 @@ def managed_processes(settings: Settings) -> dict[str, int]:
     return alive
 
 
-def gateway_url(settings: Settings) -> str:
-    """Where a client on this machine reaches the gateway (a wildcard bind is reached on loopback)."""
-    host = "127.0.0.1" if settings.gateway_host in {"0.0.0.0", "::"} else settings.gateway_host
-    return f"http://{host}:{settings.gateway_port}"
-
-
 def _gateway_answers(url: str) -> bool:
     try:
         return httpx.get(f"{url}/health", timeout=1.0).status_code in {200, 503}
@@ -390,7 +387,7 @@ def child_specs(settings: Settings, plan: SystemPlan) -> dict[str, ChildSpec]:
     specs["gateway"] = app("gateway", "gateway", "--workers", str(plan.gateways))
     if plan.replay:
         pace = ("--rate", f"{plan.replay_rate:g}") if plan.replay_rate > 0 else ("--max",)
-        replay = app("replay", "replay", *pace, "--resume")
+        replay = app("replay", "replay", *pace, "--resume", "--serve-rate", f"{plan.serve_rate:g}")
         specs["replay"] = ChildSpec("replay", replay.start, restart_on_success=False)  # exit 0: stream done
     if plan.retrain_every_hours:
         specs["retrain"] = app("retrain", "retrain", "--every-hours", f"{plan.retrain_every_hours:g}")
@@ -456,7 +453,7 @@ def up(
         lines.append("archive started" if ensure("archive") is not None else "archive already running")
     _wait(supervisor, lambda: _worker_heartbeat(settings), "worker heartbeat in Redis")
 
-    url = gateway_url(settings)
+    url = gateway_url(settings.gateway_host, settings.gateway_port)
     pid = local_services.running_pid(run_dir, "gateway")
     if pid is None and not _gateway_answers(url):
         supervisor.start(specs["gateway"])
@@ -470,7 +467,8 @@ def up(
     if plan.replay:
         if ensure("replay") is not None:
             pace = f"at {plan.replay_rate:g} events/s" if plan.replay_rate > 0 else "as fast as the system takes"
-            lines.append(f"replay  started {pace} (resumes from its checkpoint)")
+            served = f", asking the gateway for {plan.serve_rate:.0%} of users' lists" if plan.serve_rate else ""
+            lines.append(f"replay  started {pace}{served} (resumes from its checkpoint)")
         else:
             lines.append("replay  already running")
     if plan.retrain_every_hours:

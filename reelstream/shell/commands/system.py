@@ -20,6 +20,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
+from reelstream.addresses import gateway_url
 from reelstream.console import console
 from reelstream.settings import Settings, get_settings
 from reelstream.shell import live_system, supervisor
@@ -54,6 +55,9 @@ def up(
     ),
     data: Path | None = DATA_OPTION,
     replay: bool = typer.Option(True, "--replay/--no-replay", help="Replay the STREAM split into Kafka."),
+    serve_rate: float = typer.Option(
+        0.1, min=0.0, max=1.0, help="Fraction of users whose list the replay requests before each of their events."
+    ),
     detach: bool = typer.Option(False, "--detach", help="Supervise in the background; return once everything runs."),
     retrain_every_hours: float | None = typer.Option(
         None, min=0.001, help="Run `reelstream retrain` on this schedule (default: never)."
@@ -63,7 +67,7 @@ def up(
     """Start broker, Redis, worker(s), archive, gateway and replay under a supervisor that restarts what crashes."""
     settings = get_settings()
     plan = live_system.SystemPlan(
-        workers=workers, gateways=gateways, replay=replay, replay_rate=rate,
+        workers=workers, gateways=gateways, replay=replay, replay_rate=rate, serve_rate=serve_rate,
         retrain_every_hours=retrain_every_hours, data=data,
     )  # fmt: skip
     if detach:
@@ -84,7 +88,7 @@ def up(
 def _summary(settings: Settings, lines: list[str]) -> None:
     for line in lines:
         _echo(f"  {escape(line)}")
-    url = live_system.gateway_url(settings)
+    url = gateway_url(settings.gateway_host, settings.gateway_port)
     _echo(f"\n[bold green]reelstream is up.[/] Dashboard: {url}/   API docs: {url}/docs")
     _echo(f"Logs and pids: {settings.run_dir}   Lag: `reelstream lag --watch`")
 
@@ -148,7 +152,7 @@ def _detach(settings: Settings, plan: live_system.SystemPlan) -> int:
     if other is not None:
         return _alongside(settings, plan, other)
     argv = [sys.executable, "-m", "reelstream.shell.cli", "up", "--background", "--workers", str(plan.workers),
-            "--gateways", str(plan.gateways), "--rate", f"{plan.replay_rate:g}",
+            "--gateways", str(plan.gateways), "--rate", f"{plan.replay_rate:g}", "--serve-rate", f"{plan.serve_rate:g}",
             "--replay" if plan.replay else "--no-replay"]  # fmt: skip
     if plan.retrain_every_hours:
         argv += ["--retrain-every-hours", f"{plan.retrain_every_hours:g}"]
