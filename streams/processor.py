@@ -75,7 +75,7 @@ from streams.log_identity import (
     lost_estimate,
     verdict,
 )
-from streams.online import OnlineRatingModel
+from streams.online import OnlineRatingModel, OnlineStep
 from streams.rules import movie_event_problem
 from streams.store import Checks, Earlier, FeatureTablesIO, FenceMove, Op, logaddexp
 
@@ -300,6 +300,10 @@ class RatingProcessor:
         self.prior_half_life_s = runtime.item_prior["half_life_s"] if runtime.has_item_prior else None
         self.prior_decay = None if self.prior_half_life_s is None else math.log(2.0) / self.prior_half_life_s
         self.online = online if online is not None else OnlineRatingModel()
+        #: what the online model did for each event of the last plan not committed yet, by (partition, offset,
+        #: event id): a batch planned again (its commit failed: the fence moved, or Redis went away) reuses
+        #: these steps, so the model and the rs:online counters see each event once, as a clean run does
+        self._unconfirmed: dict[tuple[int, int, str], OnlineStep] = {}
         self.ask_challenger = ask_challenger
         self.clock = clock
         self._codec = codec_for("RatingEvent")
@@ -435,7 +439,8 @@ class RatingProcessor:
         is a redelivered duplicate and is skipped (``duplicates_skipped``), whatever offset it came at."""
         decay = self.decay
         prior_decay = self.prior_decay if self.prior_decay is not None else 0.0
-        online = self.online
+        learn = self.online.learn_one
+        unconfirmed, planned = self._unconfirmed, {}
         work: dict[int, _UserWork] = {}
         items: dict[int, list[float]] = {}  # mid -> [count, sum, trending x, prior x]
         max_ts: int | None = None
@@ -491,13 +496,18 @@ class RatingProcessor:
                 agg[1] += r
                 agg[2] = logaddexp(agg[2], x)
                 agg[3] = logaddexp(agg[3], xp)
-            step = online.learn_one(uid, mid, r)
+            once = (_m.partition, _m.offset, ev["event_id"])
+            step = unconfirmed.get(once)
+            if step is None:
+                step = learn(uid, mid, r)
+            planned[once] = step
             abs_sum += step.abs_error
             sq_sum += step.abs_error * step.abs_error
             if step.drift:
                 drifts += 1
                 alarm_ts = ts
 
+        self._unconfirmed = planned
         ops = plan.ops
         checked: list[tuple[str, str, str]] = []
         for uid, w in work.items():
@@ -546,7 +556,10 @@ class RatingProcessor:
     # --- the commit -----------------------------------------------------------------
     def commit(self, plan: BatchPlan) -> bool:
         """Apply the plan atomically; False when the fence failed (re-plan and retry)."""
-        return commit_plan(self.store, plan)
+        done = commit_plan(self.store, plan)
+        if done:
+            self._unconfirmed = {}
+        return done
 
     def run(self, msgs: list[Message], send_dead: Callable[[list[DeadLetterOut]], None] | None = None) -> BatchPlan:
         """Plan, send dead letters, commit; re-plan while the fence fails (the synchronous path)."""

@@ -4,6 +4,7 @@ and the offset fence refuses a stale writer."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import redis
 
 from models.runtime import ModelRuntime
@@ -187,3 +188,38 @@ def test_a_drift_alarm_asks_for_a_challenger_once_per_alarm_whatever_the_batchin
 def _triple(codec, m: Message) -> tuple[int, int, float]:
     ev = codec.decode(m.value)
     return ev["user_id"], ev["movie_id"], ev["rating"]
+
+
+class _RefusesOnce(MemoryFeatureTables):
+    """A store whose first commit fails, as when the fence moved or Redis went away mid-commit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused = 0
+
+    def commit(self, topic, fence, ops, checks=None) -> bool:  # type: ignore[no-untyped-def]
+        if not self.refused:
+            self.refused += 1
+            return False
+        return super().commit(topic, fence, ops, checks)
+
+
+def test_a_batch_planned_again_after_a_failed_commit_feeds_the_online_model_once() -> None:
+    """The re-plan reuses the online model's steps for the events it already learned: the model, its counters
+    and rs:online equal a run whose commit never failed (the oracle: the model stepped once per event)."""
+    codec = codec_for("RatingEvent")
+    msgs = _messages(1200)
+    clean, retried = _processor(MemoryFeatureTables()), _processor(_RefusesOnce())
+    clean.run(msgs)
+    retried.run(msgs)  # plan, refused, plan again, commit
+    assert retried.store.refused == 1
+    alone = OnlineRatingModel(seed=1)
+    errors = [alone.learn_one(*_triple(codec, m)).abs_error for m in msgs]
+    for proc in (clean, retried):
+        assert proc.online.n == alone.n == len(msgs)
+        assert proc.online.abs_sum == pytest.approx(alone.abs_sum, rel=1e-12)
+        online = proc.store.hashes[keys.ONLINE]
+        assert int(online["n"]) == len(msgs)
+        assert float(online["abs_sum"]) == pytest.approx(sum(errors), rel=1e-9)
+    probe = (5, int(MOVIES[3]))
+    assert retried.online.predict_one(*probe) == clean.online.predict_one(*probe)
