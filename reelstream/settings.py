@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     stream_metadata_max_age_ms: int = Field(5000, ge=100)
     #: Trending score half-life in event time (seconds).
     trending_half_life_s: float = Field(7 * 24 * 3600.0, gt=0)
+    #: A rating of a served movie counts as a hit of the list when it comes this long after serving, at most
+    #: (event time, seconds; docs/experiments.md).
+    attribution_window_s: float = Field(7 * 24 * 3600.0, gt=0)
     #: Event times before this (epoch ms) are refused as bad timestamps (1990-01-01).
     event_min_ts_ms: int = 631_152_000_000
     #: Event times more than this beyond the worker's clock are refused (ms).

@@ -16,6 +16,15 @@ key                            type    fields / members
 ``rs:user:{uid}:rated``        hash    movie_id -> the latest rating and its event time, packed:
                                        ``event_ts_ms * 10 + half_stars - 1``
 ``rs:user:{uid}:recent``       list    newest first, ``movie_id:packed``, capped at RECENT_MAX
+``rs:user:{uid}:impressions``  hash    impression_id -> msgpack ``[served_ms, arm, top-20 hits, movie ids...]``:
+                                       the user's latest IMPRESSIONS_KEPT served lists (attribution)
+``rs:user:{uid}:served``       hash    movie_id -> ``iid,rank,served_ms,arm,hit`` entries (space-separated)
+                                       of those lists: a rating finds its lists with one HGET
+``rs:exp:{arm}``               hash    one A/B arm and segment (``variant:segment``): ``impressions``,
+                                       ``users``, ``hits``, ``hit_lists_20``, ``hits_5``, ``hits_10``, ``hits_20``,
+                                       ``dcg_20``, ``hit_rating_sum``
+``rs:exp:{arm}:users``         set     users served in the arm; ``:movies``: movies served (coverage)
+``rs:exp:arms``                set     every arm with impressions
 ``rs:item:{mid}``              hash    ``n``, ``sum``, ``mean``
 ``rs:items:trending``          zset    movie_id -> log of the decayed event count, in log space:
                                        ``log(sum_e exp(lambda * t_e))`` with t in event seconds and
@@ -85,6 +94,8 @@ from typing import Any
 __all__ = [
     "ARCHIVE",
     "CHALLENGER",
+    "EXPERIMENT_ARMS",
+    "IMPRESSIONS_KEPT",
     "ITEMS_POPULAR",
     "ITEMS_PRIOR",
     "ITEMS_PRIOR_CLOCK",
@@ -96,6 +107,7 @@ __all__ = [
     "RECENT_MAX",
     "SEED",
     "STATS",
+    "experiment",
     "fence",
     "item",
     "movie",
@@ -104,8 +116,10 @@ __all__ = [
     "text",
     "text_hash",
     "user",
+    "user_impressions",
     "user_rated",
     "user_recent",
+    "user_served",
     "worker",
     "worker_freshness",
 ]
@@ -147,6 +161,29 @@ def user_rated(user_id: int) -> str:
 
 def user_recent(user_id: int) -> str:
     return f"{PREFIX}:user:{user_id}:recent"
+
+
+def user_impressions(user_id: int) -> str:
+    return f"{PREFIX}:user:{user_id}:impressions"
+
+
+def user_served(user_id: int) -> str:
+    return f"{PREFIX}:user:{user_id}:served"
+
+
+#: Served lists kept per user for attribution (the oldest by serving time goes first).
+IMPRESSIONS_KEPT = 20
+#: Every arm (``variant:segment``) that has impressions.
+EXPERIMENT_ARMS = f"{PREFIX}:exp:arms"
+
+
+def experiment(arm: str, part: str = "") -> str:
+    """An arm's counters (``part`` ''), or its ``users`` / ``movies`` set.
+
+    >>> experiment("control:new"), experiment("control:new", "users")
+    ('rs:exp:control:new', 'rs:exp:control:new:users')
+    """
+    return f"{PREFIX}:exp:{arm}" + (f":{part}" if part else "")
 
 
 def item(movie_id: int) -> str:

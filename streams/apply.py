@@ -54,7 +54,14 @@ from streams.consumer import INFRA_ERRORS, BatchConsumer, Outages
 from streams.log_identity import Fence, LogView
 from streams.metrics import CONTENT_TYPE, dead_reasons, metrics
 from streams.online import OnlineRatingModel
-from streams.processor import BatchPlan, DeadLetterOut, Message, MovieProcessor, RatingProcessor
+from streams.processor import (
+    BatchPlan,
+    DeadLetterOut,
+    ImpressionProcessor,
+    Message,
+    MovieProcessor,
+    RatingProcessor,
+)
 from streams.records import DeadLetterRecord
 from streams.store import RedisFeatureTables
 from streams.topics import dead_letters_topic
@@ -102,7 +109,7 @@ def rating_processor() -> RatingProcessor:
         _runtime(), RedisFeatureTables(_redis()), topic=settings.topic_ratings,
         min_ts_ms=settings.event_min_ts_ms, max_future_ms=settings.event_max_future_ms,
         half_life_s=settings.trending_half_life_s, probe_user_base=settings.probe_user_base,
-        online=_online_model(), models=_models(),
+        online=_online_model(), models=_models(), attribution_window_s=settings.attribution_window_s,
     )  # fmt: skip
 
 
@@ -155,8 +162,19 @@ def movie_processor() -> MovieProcessor:
     return MovieProcessor(_runtime(), RedisFeatureTables(_redis()), topic=settings.topic_movies)
 
 
-def _processor(topic: str) -> RatingProcessor | MovieProcessor:
-    return rating_processor() if topic == settings.topic_ratings else movie_processor()
+@cache
+def impression_processor() -> ImpressionProcessor:
+    return ImpressionProcessor(RedisFeatureTables(_redis()), topic=settings.topic_impressions,
+                               window_s=settings.attribution_window_s)  # fmt: skip
+
+
+Processor = RatingProcessor | MovieProcessor | ImpressionProcessor
+
+
+def _processor(topic: str) -> Processor:
+    if topic == settings.topic_ratings:
+        return rating_processor()
+    return impression_processor() if topic == settings.topic_impressions else movie_processor()
 
 
 async def _send_dead(dead: list[DeadLetterOut]) -> None:
@@ -172,7 +190,7 @@ _APPLY_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply")
 
 
 def _plan_and_commit(
-    processor: RatingProcessor | MovieProcessor, msgs: list[Message], logs: dict[int, LogView] | None
+    processor: Processor, msgs: list[Message], logs: dict[int, LogView] | None
 ) -> tuple[BatchPlan, bool | None]:
     """Plan, then commit at once unless the plan has dead letters (they go out first: None, not committed)."""
     plan = processor.plan(msgs, logs)

@@ -166,7 +166,7 @@ class _Rebalance(ConsumerRebalanceListener):
 
 
 class BatchConsumer(Service):
-    """Consume ``settings.topic_ratings`` and ``settings.topic_movies`` in batches; see the module docstring.
+    """Consume the ratings, movies and impressions topics in batches; see the module docstring.
 
     ``fences`` reads the fences the positions follow (none: positions are left to Kafka), ``ping_redis`` and
     ``ping_broker`` raise while their service is down, and ``recover`` runs before consuming starts and after
@@ -255,7 +255,8 @@ class BatchConsumer(Service):
     async def on_start(self) -> None:
         self.consumer = self._new_consumer()
         self._watch_connections(self.consumer)
-        self.consumer.subscribe([self.settings.topic_ratings, self.settings.topic_movies], listener=_Rebalance(self))
+        s = self.settings
+        self.consumer.subscribe([s.topic_ratings, s.topic_movies, s.topic_impressions], listener=_Rebalance(self))
         await self.consumer.start()
 
     async def on_stop(self) -> None:
@@ -537,15 +538,16 @@ class BatchConsumer(Service):
         views = self._views(batch)
         if not batch and not views:
             return True
-        ratings, movies = self.settings.topic_ratings, self.settings.topic_movies
+        s = self.settings
         async with self.lock:
-            by_topic: dict[str, list[Message]] = {movies: [], ratings: []}
+            # movies first (a rating may name a movie announced in the same poll), then ratings, impressions
+            by_topic: dict[str, list[Message]] = {s.topic_movies: [], s.topic_ratings: [], s.topic_impressions: []}
             for tp, recs in batch.items():
                 by_topic.setdefault(tp.topic, []).extend(
                     Message(r.topic, r.partition, r.offset, r.value, r.timestamp, r.key) for r in recs
                 )
             try:
-                for topic, msgs in by_topic.items():  # movies first
+                for topic, msgs in by_topic.items():
                     if not msgs and not views.get(topic):
                         continue
                     plan = await self.apply(topic, msgs, views.get(topic, {}))

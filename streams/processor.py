@@ -79,7 +79,7 @@ from streams.online import OnlineRatingModel, OnlineStep
 from streams.rules import movie_event_problem
 from streams.store import Checks, Earlier, FeatureTablesIO, FenceMove, Op, logaddexp
 
-__all__ = ["BatchPlan", "DeadLetterOut", "Message", "MovieProcessor", "RatingProcessor"]
+__all__ = ["BatchPlan", "DeadLetterOut", "ImpressionProcessor", "Message", "MovieProcessor", "RatingProcessor"]
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +283,7 @@ class RatingProcessor:
         clock: Callable[[], float] = time.time,
         models: ModelSet | None = None,
         ask_challenger: bool = True,
+        attribution_window_s: float = Settings.model_fields["attribution_window_s"].default,
     ) -> None:
         """``runtime``: the model new users start on, until ``rs:model`` names another (a hot swap);
         ``models``: where the models users' states name are loaded from (None: ``runtime`` only);
@@ -300,6 +301,7 @@ class RatingProcessor:
         self.prior_half_life_s = runtime.item_prior["half_life_s"] if runtime.has_item_prior else None
         self.prior_decay = None if self.prior_half_life_s is None else math.log(2.0) / self.prior_half_life_s
         self.online = online if online is not None else OnlineRatingModel()
+        self.window_ms = int(attribution_window_s * 1000)
         #: what the online model did for each event of the last plan not committed yet, by (partition, offset,
         #: event id): a batch planned again (its commit failed: the fence moved, or Redis went away) reuses
         #: these steps, so the model and the rs:online counters see each event once, as a clean run does
@@ -441,6 +443,7 @@ class RatingProcessor:
         prior_decay = self.prior_decay if self.prior_decay is not None else 0.0
         learn = self.online.learn_one
         unconfirmed, planned = self._unconfirmed, {}
+        ops_hits: list[Op] = []  # one attribution op per applied event, after the user and item writes
         work: dict[int, _UserWork] = {}
         items: dict[int, list[float]] = {}  # mid -> [count, sum, trending x, prior x]
         max_ts: int | None = None
@@ -496,6 +499,7 @@ class RatingProcessor:
                 agg[1] += r
                 agg[2] = logaddexp(agg[2], x)
                 agg[3] = logaddexp(agg[3], xp)
+            ops_hits.append(("R", (keys.user_served(uid), keys.user_impressions(uid)), mid, r, ts, self.window_ms))
             once = (_m.partition, _m.offset, ev["event_id"])
             step = unconfirmed.get(once)
             if step is None:
@@ -532,6 +536,7 @@ class RatingProcessor:
             ops.append(("X", keys.ITEMS_PRIOR_CLOCK, "event_ms", max_ts))
             ops.append(("C", keys.ITEMS_PRIOR_CLOCK, "events", learned))
             ops.append(("H", keys.ITEMS_PRIOR_CLOCK, ["half_life_s", self.prior_half_life_s]))
+        ops += ops_hits
         if applied:
             ops.append(("C", keys.STATS, "events_applied", applied))
         if learned:
@@ -608,6 +613,87 @@ class MovieProcessor:
             plan.applied += 1
         if plan.applied:
             plan.ops.append(("C", keys.STATS, "movies_applied", plan.applied))
+        if plan.dead:
+            plan.ops.append(("C", keys.STATS, "dead_letters", len(plan.dead)))
+        return plan
+
+    def commit(self, plan: BatchPlan) -> bool:
+        return commit_plan(self.store, plan)
+
+
+#: Longest list an impression may carry (the gateway serves k <= 100).
+MAX_IMPRESSION_ITEMS = 100
+
+
+def impression_problem(ev: Mapping[str, Any]) -> str | None:
+    """Why an ImpressionEvent cannot be attributed, or None.
+
+    >>> impression_problem({"user_id": 3, "movie_ids": [1, 2], "served_ms": 5, "variant": "a", "segment": "new"})
+    >>> impression_problem({"user_id": 0, "movie_ids": [], "served_ms": 5, "variant": "a", "segment": "new"})
+    'user_id 0 is not a positive id'
+    """
+    if ev["user_id"] < 1:
+        return f"user_id {ev['user_id']} is not a positive id"
+    mids = ev["movie_ids"]
+    if len(mids) > MAX_IMPRESSION_ITEMS or any(m < 1 for m in mids) or len(set(mids)) != len(mids):
+        return f"movie_ids must be at most {MAX_IMPRESSION_ITEMS} distinct positive ids"
+    if ev["served_ms"] < 0:
+        return f"served_ms {ev['served_ms']} is negative"
+    if not ev["variant"] or not ev["segment"] or any(c in ev["variant"] + ev["segment"] for c in ": ,"):
+        return "variant and segment must be non-empty, without ':', ',' or spaces"
+    return None
+
+
+class ImpressionProcessor:
+    """Plans and commits batches of ImpressionEvents: each one counted in its arm and attributed on event time.
+
+    The join with the ratings happens inside the commit (the ``M`` and ``R`` ops, streams/store.py), so it
+    does not depend on which topic is read first: an impression finds the ratings already in the user's
+    ``rated`` hash, a later rating finds the impression among the user's kept ones; a (list, movie) pair is a
+    hit once. Like every batch, the commit moves the partition's offset fence in the same atomic step.
+    """
+
+    def __init__(self, store: FeatureTablesIO, *, topic: str,
+                 window_s: float = Settings.model_fields["attribution_window_s"].default,
+                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+        self.store = store
+        self.topic = topic
+        self.window_ms = int(window_s * 1000)
+        self.clock = clock
+        self._codec = codec_for("ImpressionEvent")
+
+    def plan(self, msgs: list[Message], logs: Mapping[int, LogView] | None = None) -> BatchPlan:
+        now_ms = int(self.clock() * 1000)
+        plan = BatchPlan(self.topic)
+        offsets, *_ = self.store.read(self.topic, [], {})
+        after = fence_batch(plan, msgs, offsets, logs, now_ms)
+        for m in msgs:
+            if m.offset <= after.get(m.partition, -1):
+                continue
+            try:
+                ev = self._codec.decode(m.value)
+            except DecodeError as exc:
+                plan.dead.append(_dead(m, "undecodable", str(exc), now_ms))
+                continue
+            problem = impression_problem(ev)
+            if problem is not None:
+                plan.dead.append(_dead(m, "bad_impression", problem, now_ms))
+                continue
+            uid, arm = ev["user_id"], f"{ev['variant']}:{ev['segment']}"
+            op_keys = (
+                keys.user_impressions(uid),
+                keys.user_rated(uid),
+                keys.experiment(arm),
+                keys.experiment(arm, "users"),
+                keys.experiment(arm, "movies"),
+                keys.EXPERIMENT_ARMS,
+                keys.user_served(uid),
+            )
+            plan.ops.append(("M", op_keys, ev["impression_id"], ev["served_ms"], self.window_ms, arm, uid,
+                             keys.IMPRESSIONS_KEPT, list(ev["movie_ids"])))  # fmt: skip
+            plan.applied += 1
+        if plan.applied:
+            plan.ops.append(("C", keys.STATS, "impressions_applied", plan.applied))
         if plan.dead:
             plan.ops.append(("C", keys.STATS, "dead_letters", len(plan.dead)))
         return plan

@@ -12,6 +12,12 @@ Both stores take the same *ops*, a flat list of tuples the processor computes::
     ("C", key, field, int)                 HINCRBY
     ("F", key, field, float)               HINCRBYFLOAT
     ("O",)                                 recompute rs:online mae/rmse from its sums
+    ("M", (imps, rated, exp, users, movies, arms, served), impression_id, served_ms, window_ms, arm,
+     user_id, kept, [movie_id, ...])       an impression: counted in its arm once (by id), hits from
+                                           the ratings already in ``rated``, its movies indexed in
+                                           ``served`` for later ones
+    ("R", (served, imps), movie_id, rating, ts_ms, window_ms)
+                                           a rating: a hit of each indexed list that served the movie
 
 **Exactly-once effect.** :meth:`RedisFeatureTables.commit` runs one Lua script:
 atomic like MULTI/EXEC, but it can also refuse. For every partition in the batch
@@ -123,6 +129,18 @@ Checks = tuple[str, list[tuple[str, str, str]]]
 #: index, version read, model_version read ('' none); then RECENT_MAX; then the ops.
 _LUA = """
 local ARGV = cmsgpack.unpack(ARGV[1])
+-- attribution (ops M and R): a hit of a served list at rank r, counted in its arm's counters
+local LN2 = math.log(2)
+local function hit(kexp, rank, rating)
+  redis.call('HINCRBY', kexp, 'hits', 1)
+  if rank <= 5 then redis.call('HINCRBY', kexp, 'hits_5', 1) end
+  if rank <= 10 then redis.call('HINCRBY', kexp, 'hits_10', 1) end
+  if rank <= 20 then
+    redis.call('HINCRBY', kexp, 'hits_20', 1)
+    redis.call('HINCRBYFLOAT', kexp, 'dcg_20', LN2 / math.log(rank + 1))
+  end
+  redis.call('HINCRBYFLOAT', kexp, 'hit_rating_sum', rating)
+end
 local okey, fkey = KEYS[1], KEYS[2]
 local trending, popular, online, prior = KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local np = tonumber(ARGV[1])
@@ -197,6 +215,99 @@ while i <= n do
   elseif op == 'F' then
     redis.call('HINCRBYFLOAT', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3])
     i = i + 4
+  elseif op == 'M' then
+    -- an impression: count it once (by id), count the ratings already applied inside its window as hits, and
+    -- index its movies (rs:user:{uid}:served) so a later rating finds it with one HGET
+    local kimp, krated, kexp = KEYS[tonumber(ARGV[i + 1])], KEYS[tonumber(ARGV[i + 2])], KEYS[tonumber(ARGV[i + 3])]
+    local kusers, kmovies = KEYS[tonumber(ARGV[i + 4])], KEYS[tonumber(ARGV[i + 5])]
+    local karms, kserved = KEYS[tonumber(ARGV[i + 6])], KEYS[tonumber(ARGV[i + 7])]
+    local iid, served_s, window = ARGV[i + 8], ARGV[i + 9], tonumber(ARGV[i + 10])
+    local served = tonumber(served_s)
+    local arm, uid, kept, c = ARGV[i + 11], ARGV[i + 12], tonumber(ARGV[i + 13]), tonumber(ARGV[i + 14])
+    local mids = {unpack(ARGV, i + 15, i + 14 + c)}
+    i = i + 15 + c
+    if redis.call('HEXISTS', kimp, iid) == 0 then
+      redis.call('SADD', karms, arm)
+      redis.call('HINCRBY', kexp, 'impressions', 1)
+      if redis.call('SADD', kusers, uid) == 1 then redis.call('HINCRBY', kexp, 'users', 1) end
+      local top = 0
+      if c > 0 then
+        redis.call('SADD', kmovies, unpack(mids))
+        local rated = redis.call('HMGET', krated, unpack(mids))
+        local index = redis.call('HMGET', kserved, unpack(mids))
+        local writes = {}
+        for r = 1, c do
+          local flag, v = '0', rated[r]
+          if v and string.match(v, '^%d+$') then
+            local packed = tonumber(v)
+            local ts, digit = math.floor(packed / 10), packed % 10
+            if ts >= served and ts <= served + window then
+              hit(kexp, r, (digit + 1) / 2)
+              flag = '1'
+              if r <= 20 then top = top + 1 end
+            end
+          end
+          local entry = iid .. ',' .. r .. ',' .. served_s .. ',' .. arm .. ',' .. flag
+          if index[r] then entry = index[r] .. ' ' .. entry end
+          writes[#writes + 1] = mids[r]
+          writes[#writes + 1] = entry
+        end
+        redis.call('HSET', kserved, unpack(writes))
+      end
+      if top > 0 then redis.call('HINCRBY', kexp, 'hit_lists_20', 1) end
+      local rec = {served, arm, top}
+      for r = 1, c do rec[r + 3] = tonumber(mids[r]) end
+      redis.call('HSET', kimp, iid, cmsgpack.pack(rec))
+      if redis.call('HLEN', kimp) > kept then
+        local all = redis.call('HGETALL', kimp)
+        local oldest, at, orec = nil, nil, nil
+        for j = 1, #all, 2 do
+          local o = cmsgpack.unpack(all[j + 1])
+          if at == nil or o[1] < at or (o[1] == at and all[j] < oldest) then oldest, at, orec = all[j], o[1], o end
+        end
+        redis.call('HDEL', kimp, oldest)
+        for r = 4, #orec do
+          local m = tostring(orec[r])
+          local left = {}
+          for e in string.gmatch(redis.call('HGET', kserved, m) or '', '%S+') do
+            if string.sub(e, 1, #oldest + 1) ~= oldest .. ',' then left[#left + 1] = e end
+          end
+          if #left > 0 then redis.call('HSET', kserved, m, table.concat(left, ' '))
+          else redis.call('HDEL', kserved, m) end
+        end
+      end
+    end
+  elseif op == 'R' then
+    -- a rating: a hit of every indexed list that served the movie inside the window, once per (list, movie)
+    local kserved, kimp = KEYS[tonumber(ARGV[i + 1])], KEYS[tonumber(ARGV[i + 2])]
+    local mid, rating, ts, window = ARGV[i + 3], tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
+    i = i + 7
+    local index = redis.call('HGET', kserved, mid)
+    if index then
+      local out, changed = {}, false
+      for e in string.gmatch(index, '%S+') do
+        local eiid, rank, at_s, earm, flag = string.match(e, '^([^,]+),(%d+),(%d+),([^,]+),([01])$')
+        rank = tonumber(rank)
+        local at = tonumber(at_s)
+        if flag == '0' and ts >= at and ts <= at + window then
+          local kexp = EXP_PREFIX .. earm
+          if rank <= 20 then
+            local raw = redis.call('HGET', kimp, eiid)
+            if raw then
+              local rec = cmsgpack.unpack(raw)
+              if rec[3] == 0 then redis.call('HINCRBY', kexp, 'hit_lists_20', 1) end
+              rec[3] = rec[3] + 1
+              redis.call('HSET', kimp, eiid, cmsgpack.pack(rec))
+            end
+          end
+          hit(kexp, rank, rating)
+          e = eiid .. ',' .. rank .. ',' .. at_s .. ',' .. earm .. ',1'
+          changed = true
+        end
+        out[#out + 1] = e
+      end
+      if changed then redis.call('HSET', kserved, mid, table.concat(out, ' ')) end
+    end
   elseif op == 'O' then
     local v = redis.call('HMGET', online, 'n', 'abs_sum', 'sq_sum')
     local cnt = tonumber(v[1] or '0')
@@ -287,6 +398,7 @@ return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), rows, ra
 """
 
 #: Ops whose second element is a key (passed through KEYS, named by its index there).
+_LUA = _LUA.replace("EXP_PREFIX", f"'{keys.experiment('')}'")
 _KEYED = frozenset("HLIXCF")
 
 
@@ -320,7 +432,15 @@ def _flatten(topic: str, fence: FenceMove, ops: list[Op], checks: Checks | None 
     args.append(keys.RECENT_MAX)
     for op in ops:
         kind = op[0]
-        if kind in _KEYED:
+        if kind in ("M", "R"):  # a tuple of keys, then the fields (M: and its movies, counted)
+            _, op_keys, *fields = op
+            for key in op_keys:
+                if key not in index:
+                    key_list.append(key)
+                    index[key] = len(key_list)
+            tail = [len(fields[-1]), *fields[-1]] if kind == "M" else []
+            args += [kind, *(index[k] for k in op_keys), *(fields[:-1] if kind == "M" else fields), *tail]
+        elif kind in _KEYED:
             key = op[1]
             k = index.get(key)
             if k is None:
@@ -425,6 +545,7 @@ class MemoryFeatureTables:
         self.hashes: dict[str, dict[str, Any]] = {}
         self.lists: dict[str, list[Any]] = {}
         self.zsets: dict[str, dict[str, float]] = {}
+        self.sets: dict[str, set[str]] = {}
 
     def _h(self, key: str) -> dict[str, Any]:
         return self.hashes.setdefault(key, {})
@@ -500,6 +621,10 @@ class MemoryFeatureTables:
             elif kind == "F":
                 h = self._h(op[1])
                 h[op[2]] = float(h.get(op[2], 0.0)) + op[3]
+            elif kind == "M":
+                self._impression(*op[1:])
+            elif kind == "R":
+                self._rating_hits(op[1], *op[2:])
             elif kind == "O":
                 h = self._h(keys.ONLINE)
                 if int(h.get("n", 0)) > 0:
@@ -508,6 +633,77 @@ class MemoryFeatureTables:
             else:
                 raise ValueError(f"unknown op {kind!r}")
         return True
+
+    def _hit(self, kexp: str, rank: int, rating: float) -> None:
+        h = self._h(kexp)
+        names = ["hits"] + [f"hits_{k}" for k in (5, 10, 20) if rank <= k]
+        for name in names:
+            h[name] = int(h.get(name, 0)) + 1
+        if rank <= 20:
+            h["dcg_20"] = float(h.get("dcg_20", 0.0)) + math.log(2) / math.log(rank + 1)
+        h["hit_rating_sum"] = float(h.get("hit_rating_sum", 0.0)) + rating
+
+    def _impression(self, op_keys: tuple[str, ...], iid: str, served: int, window: int, arm: str, uid: int,
+                    kept: int, mids: list[int]) -> None:  # fmt: skip
+        kimp, krated, kexp, kusers, kmovies, karms, kserved = op_keys
+        imps = self._h(kimp)
+        if iid in imps:
+            return
+        self.sets.setdefault(karms, set()).add(arm)
+        h = self._h(kexp)
+        h["impressions"] = int(h.get("impressions", 0)) + 1
+        users = self.sets.setdefault(kusers, set())
+        if str(uid) not in users:
+            users.add(str(uid))
+            h["users"] = int(h.get("users", 0)) + 1
+        top = 0
+        if mids:
+            self.sets.setdefault(kmovies, set()).update(str(m) for m in mids)
+            rated, index = self.hashes.get(krated, {}), self._h(kserved)
+            for r, m in enumerate(mids, 1):
+                got, flag = rated.get(str(m)), "0"
+                if got is not None and str(got).isdigit():
+                    ts, digit = divmod(int(got), 10)
+                    if served <= ts <= served + window:
+                        self._hit(kexp, r, (digit + 1) / 2)
+                        flag = "1"
+                        top += r <= 20
+                entry = f"{iid},{r},{served},{arm},{flag}"
+                index[str(m)] = f"{index[str(m)]} {entry}" if str(m) in index else entry
+        if top:
+            h["hit_lists_20"] = int(h.get("hit_lists_20", 0)) + 1
+        imps[iid] = [served, arm, top, *mids]
+        if len(imps) > kept:
+            oldest = min(imps, key=lambda k: (imps[k][0], k))
+            index = self._h(kserved)
+            for m in imps.pop(oldest)[3:]:
+                left = [e for e in str(index.get(str(m), "")).split() if not e.startswith(oldest + ",")]
+                if left:
+                    index[str(m)] = " ".join(left)
+                else:
+                    index.pop(str(m), None)
+
+    def _rating_hits(self, op_keys: tuple[str, str], mid: int, rating: float, ts: int, window: int) -> None:
+        kserved, kimp = op_keys
+        index = self.hashes.get(kserved, {})
+        if str(mid) not in index:
+            return
+        out = []
+        for e in str(index[str(mid)]).split():
+            eiid, rank_s, at_s, earm, flag = e.split(",")
+            rank, at = int(rank_s), int(at_s)
+            if flag == "0" and at <= ts <= at + window:
+                kexp = keys.experiment(earm)
+                rec = self.hashes.get(kimp, {}).get(eiid)
+                if rank <= 20 and rec is not None:
+                    if rec[2] == 0:
+                        h = self._h(kexp)
+                        h["hit_lists_20"] = int(h.get("hit_lists_20", 0)) + 1
+                    rec[2] += 1
+                self._hit(kexp, rank, rating)
+                e = f"{eiid},{rank_s},{at_s},{earm},1"
+            out.append(e)
+        index[str(mid)] = " ".join(out)
 
     def snapshot(self) -> dict[str, Any]:
         """Every key, normalised as :func:`redis_snapshot` normalises Redis."""
@@ -518,6 +714,8 @@ class MemoryFeatureTables:
             out[k] = [normalize(v) for v in lst]
         for k, z in self.zsets.items():
             out[k] = {m: float(s) for m, s in z.items()}
+        for k, members in self.sets.items():
+            out[k] = sorted(members)
         return out
 
 
@@ -525,6 +723,8 @@ def normalize(value: Any) -> Any:
     """A stored value as a comparable Python value: numbers as float, text as str, binary as bytes."""
     if isinstance(value, int | float):
         return float(value)
+    if isinstance(value, list):  # a kept served list (the dict store's form of the msgpack record)
+        return list(value)
     if isinstance(value, bytes):
         try:
             value = value.decode()
@@ -542,13 +742,17 @@ def redis_snapshot(client: redis.Redis, pattern: str = f"{keys.PREFIX}:*") -> di
     for raw in client.scan_iter(match=pattern, count=1000):
         key = text(raw)
         kind = text(client.type(raw))
-        if kind == "hash":
+        if kind == "hash" and key.startswith(keys.user(0)[:-1]) and key.endswith(":impressions"):  # msgpack lists
+            out[key] = {text(f): msgpack.unpackb(v, raw=False) for f, v in client.hgetall(raw).items()}
+        elif kind == "hash":
             out[key] = {text(f): normalize(v) for f, v in client.hgetall(raw).items()}
         elif kind == "list":
             out[key] = [normalize(v) for v in client.lrange(raw, 0, -1)]
         elif kind == "zset":
             scored: list[tuple[bytes, float]] = client.zrange(raw, 0, -1, withscores=True)  # type: ignore[assignment]  # redis-py types withscores' pairs as the plain reply
             out[key] = {text(m): float(s) for m, s in scored}
+        elif kind == "set":
+            out[key] = sorted(text(m) for m in client.smembers(raw))
         elif kind == "string":
             out[key] = normalize(client.get(raw))
     return out

@@ -282,3 +282,54 @@ def test_resumed_replay_neither_skips_nor_duplicates(case: StreamCase) -> None:
     again = case.replay("--resume", "--limit", str(limit))
     assert f"replayed 0 events (indexes 0..{limit:,}, {limit:,} already in the topic)" in again.stdout
     assert asyncio.run(_event_ids(case.settings)) == expected
+
+
+def test_ratings_are_attributed_to_served_lists_exactly_once_across_a_worker_kill(case: StreamCase) -> None:
+    """Impressions and ratings through the real broker and worker, a rating arriving before the list it
+    follows, a kill -9 between the halves: the arm counters equal the ones worked out by hand."""
+    import math
+
+    from streams.producer import EventProducer
+
+    s, day, t0 = case.settings, 86_400_000, 1_500_000_000_000
+    m = [int(x) for x in case.runtime.movie_ids[:20]]
+    codec = codec_for("ImpressionEvent")
+
+    def impression(iid: str, user: int, mids: list[int], variant: str) -> bytes:
+        return codec.encode({"impression_id": iid, "user_id": user, "movie_ids": mids, "variant": variant,
+                             "segment": "new", "model_version": "m", "rules_version": "r", "source": "personalised",
+                             "cached": False, "degraded": False, "exploration": "none", "served_ms": t0,
+                             "clock": "event"})  # fmt: skip
+
+    async def produce(imps: list[tuple[str, int, list[int], str]], ratings: list[tuple[int, int, float, int]]) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            for iid, user, mids, variant in imps:
+                await producer.send_and_wait(s.topic_impressions, impression(iid, user, mids, variant),
+                                             key=user_key(user))  # fmt: skip
+        finally:
+            await producer.stop()
+        async with EventProducer(s) as events:
+            for user, movie, stars, ts in ratings:
+                await events.send(user, movie, stars, source="replay", ts_ms=ts, known_movie=lambda _: True)
+
+    first = case.worker("a1")
+    # user 2 rates m[12] three days after being served it, but the rating is read before the list
+    asyncio.run(produce([("a", 1, m[0:6], "control")], [(2, m[12], 5.0, t0 + 3 * day)]))
+    wait_for(lambda: stats(case.redis).get("impressions_applied", 0) == 1 and stats(case.redis).get(
+        "events_applied", 0) == 1, APPLY_TIMEOUT_S, "the first half applied")  # fmt: skip
+    first.kill9()
+    asyncio.run(
+        produce([("b", 2, m[10:13], "diverse")], [(1, m[2], 4.5, t0 + 2 * day), (1, m[5], 3.0, t0 + 8 * day)])
+    )  # m[5]: past the window
+    case.worker("a2")
+    wait_for(lambda: stats(case.redis).get("impressions_applied", 0) == 2 and stats(case.redis).get(
+        "events_applied", 0) == 3, APPLY_TIMEOUT_S, "everything applied")  # fmt: skip
+    got = {k.decode(): float(v) for k, v in case.redis.hgetall("rs:exp:control:new").items()}
+    assert got == {"impressions": 1, "users": 1, "hits": 1, "hit_lists_20": 1, "hits_5": 1, "hits_10": 1, "hits_20": 1,
+                   "dcg_20": pytest.approx(1 / math.log2(4)), "hit_rating_sum": 4.5}  # fmt: skip
+    got = {k.decode(): float(v) for k, v in case.redis.hgetall("rs:exp:diverse:new").items()}
+    assert got == {"impressions": 1, "users": 1, "hits": 1, "hit_lists_20": 1, "hits_5": 1, "hits_10": 1, "hits_20": 1,
+                   "dcg_20": pytest.approx(1 / math.log2(4)), "hit_rating_sum": 5.0}  # fmt: skip
+    assert case.redis.smembers("rs:exp:arms") == {b"control:new", b"diverse:new"}
