@@ -96,6 +96,7 @@ class StateReader(Protocol):
     def stats(self) -> dict[str, str]: ...
     def archive_status(self) -> dict[str, str]: ...
     def challenger(self) -> dict[str, str]: ...
+    def experiments(self) -> dict[str, dict[str, str]]: ...
     def ping(self) -> bool: ...
     def workers(self) -> dict[str, int]: ...
     def movie_events(self) -> list[dict[str, str]]: ...
@@ -246,6 +247,20 @@ class RedisState:
     def challenger(self) -> dict[str, str]:
         """``rs:challenger`` (schemas/challenger.py): drift alarms asking for a challenger, retrain's answer."""
         return keys.text_hash(self._call(lambda: self.client.hgetall(keys.CHALLENGER)))
+
+    def experiments(self) -> dict[str, dict[str, str]]:
+        """Every arm's ``rs:exp:{arm}`` counters (the worker's attribution), with ``movies``: distinct served."""
+
+        def read() -> dict[str, dict[str, str]]:
+            arms = sorted(keys.text(a) for a in self.client.smembers(keys.EXPERIMENT_ARMS))
+            pipe = self.client.pipeline(transaction=False)
+            for arm in arms:
+                pipe.hgetall(keys.experiment(arm))
+                pipe.scard(keys.experiment(arm, "movies"))
+            got = pipe.execute()
+            return {arm: {**keys.text_hash(got[2 * i]), "movies": str(got[2 * i + 1])} for i, arm in enumerate(arms)}
+
+        return self._call(read)
 
     def ping(self) -> bool:
         return bool(self._call(self.client.ping))

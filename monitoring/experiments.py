@@ -18,10 +18,11 @@ narrow; the sample size is reported next to it for that reason.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["MIN_IMPRESSIONS", "Z_95", "Arm", "Lift", "Verdict", "arm_lift", "verdict"]
+__all__ = ["MIN_IMPRESSIONS", "Z_95", "Arm", "Lift", "Verdict", "arm_lift", "report", "verdict"]
 
 #: The normal quantile of a two-sided 95% interval.
 Z_95 = 1.959963984540054
@@ -90,3 +91,60 @@ def arm_lift(arm: Arm, control: Arm, z: float = Z_95, min_impressions: int = MIN
     relative = diff / p0 if p0 > 0 else (math.inf if diff > 0 else 0.0)
     return Lift(arm.name, control.name, p1, p0, diff, low, high, relative, arm.impressions, control.impressions,
                 verdict(low, high, arm.impressions, control.impressions, min_impressions))  # fmt: skip
+
+
+def _num(fields: Mapping[str, str], name: str) -> float:
+    try:
+        return float(fields.get(name, 0) or 0)
+    except ValueError:
+        return 0.0
+
+
+def report(counters: Mapping[str, Mapping[str, str]], control: str, catalogue: int) -> dict[str, Any]:
+    """Each variant (its segments summed) against ``control``, from the worker's ``rs:exp:{variant:segment}``
+    counters (``movies``: how many distinct movies the arm served). Hit rate: lists with a hit in their top
+    20 over lists served (docs/experiments.md).
+
+    >>> r = report({"control:new": {"impressions": "1000", "hit_lists_20": "100", "hits_20": "120",
+    ...                             "dcg_20": "50", "hits": "130", "hit_rating_sum": "520", "users": "10",
+    ...                             "movies": "40"},
+    ...             "diverse:new": {"impressions": "1000", "hit_lists_20": "150", "users": "9", "movies": "80"}},
+    ...            "control", 100)
+    >>> [(a["variant"], a["hit_rate"], a["verdict"]) for a in r["arms"]]
+    [('control', 0.1, 'control'), ('diverse', 0.15, 'ahead')]
+    >>> r["arms"][0]["ndcg_20"], r["arms"][0]["mean_hit_rating"], r["arms"][1]["coverage"]
+    (0.05, 4.0, 0.8)
+    """
+    by_variant: dict[str, dict[str, float]] = {}
+    for arm, fields in counters.items():
+        variant = arm.rsplit(":", 1)[0]
+        acc = by_variant.setdefault(variant, {})
+        for name in ("impressions", "users", "hits", "hit_lists_20", "hits_5", "hits_10", "hits_20", "dcg_20",
+                     "hit_rating_sum", "movies"):  # fmt: skip
+            acc[name] = acc.get(name, 0.0) + _num(fields, name)
+    base = by_variant.get(control, {})
+    control_arm = Arm(control, int(base.get("impressions", 0)), int(base.get("hit_lists_20", 0)))
+    arms = []
+    for variant in sorted(by_variant, key=lambda v: (v != control, v)):
+        c = by_variant[variant]
+        n = int(c["impressions"])
+        row: dict[str, Any] = {
+            "variant": variant, "impressions": n, "users": int(c["users"]), "hit_lists_20": int(c["hit_lists_20"]),
+            "hit_rate": c["hit_lists_20"] / n if n else 0.0,
+            **{f"hits_{k}_per_list": c[f"hits_{k}"] / n if n else 0.0 for k in (5, 10, 20)},
+            "ndcg_20": c["dcg_20"] / n if n else 0.0,
+            "mean_hit_rating": c["hit_rating_sum"] / c["hits"] if c["hits"] else None,
+            "coverage": c["movies"] / catalogue if catalogue else None,
+        }  # fmt: skip
+        if variant == control:
+            row.update(diff=None, low=None, high=None, relative=None, verdict="control")
+        else:
+            lift = arm_lift(Arm(variant, n, int(c["hit_lists_20"])), control_arm)
+            row.update(diff=lift.diff, low=_finite(lift.low), high=_finite(lift.high),
+                       relative=_finite(lift.relative), verdict=lift.verdict)  # fmt: skip
+        arms.append(row)
+    return {"control": control, "metric": "hit_lists_20 / impressions", "arms": arms}
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None

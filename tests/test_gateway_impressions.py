@@ -4,9 +4,12 @@ counts them while every request still answers (gateway/impressions.py)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import uuid
 
 import polars as pl
+import pytest
 import redis
 from aiokafka import AIOKafkaConsumer
 from fastapi.testclient import TestClient
@@ -120,3 +123,79 @@ def test_recording_off_records_nothing(live_settings: Settings, runtime: ModelRu
     with TestClient(create_app(off, gateway=gateway, impressions=True)) as tc:
         assert tc.get("/recommendations/1").status_code == 200
         assert gateway.impressions is None and tc.get("/stats").json()["impressions"] is None
+
+
+def test_experiments_report_each_arm_against_the_control(
+    live_settings: Settings, runtime: ModelRuntime, items: pl.DataFrame, rclient: redis.Redis, tmp_path
+) -> None:
+    """Counters written by the worker's processors (real Redis), read back by GET /experiments: 200 control
+    lists with 20 hit, 200 "diverse" lists with 40 hit. By hand: 0.1 and 0.2, diff 0.1, se = sqrt(.2 * .8 / 200
+    + .1 * .9 / 200) = 0.0353553, interval 0.1 +- 0.0692951 = (0.0307049, 0.1692951): ahead."""
+    from streams.events import rating_event
+    from streams.online import OnlineRatingModel
+    from streams.processor import ImpressionProcessor, Message, RatingProcessor
+    from streams.store import RedisFeatureTables
+
+    store = RedisFeatureTables(rclient)
+    t0, mids = 1_500_000_000_000, [int(m) for m in runtime.movie_ids[:20]]
+    codec = codec_for("ImpressionEvent")
+    imps, rates = [], []
+    for i in range(400):
+        variant, user = ("control", 1000 + i) if i < 200 else ("diverse", 1000 + i)
+        ev = {"impression_id": f"x{i}", "user_id": user, "movie_ids": mids, "variant": variant, "segment": "new",
+              "model_version": "m", "rules_version": "r", "source": "personalised", "cached": False,
+              "degraded": False, "exploration": "none", "served_ms": t0, "clock": "event"}  # fmt: skip
+        imps.append(Message("imp", 0, i, codec.encode(ev), key=user_key(user)))
+        if (i < 200 and i % 10 == 0) or (i >= 200 and i % 5 == 0):
+            rates.append(Message("rat", 0, len(rates), codec_for("RatingEvent").encode(
+                rating_event(user, mids[3], 4.0, t0 + 1000, "replay")), key=user_key(user)))  # fmt: skip
+    impressions = ImpressionProcessor(store, topic="imp")
+    assert impressions.commit(impressions.plan(imps))
+    RatingProcessor(runtime, store, topic="rat", min_ts_ms=0, max_future_ms=10**15, half_life_s=3600.0,
+                    online=OnlineRatingModel()).run(rates)  # fmt: skip
+    rules = tmp_path / "ab-rules.yaml"
+    doc = live_settings.model_copy(update={"gateway_rules_path": rules})
+    rules.write_text("name: ab\nvariants:\n  arms:\n    - {name: control, weight: 1}\n"
+                              "    - {name: diverse, weight: 1}\n")  # fmt: skip
+    with TestClient(create_app(doc, gateway=make_gateway(doc, runtime, items))) as tc:
+        body = tc.get("/experiments").json()
+    control, diverse = body["arms"]
+    assert (control["variant"], control["verdict"], control["impressions"]) == ("control", "control", 200)
+    assert control["hit_rate"] == pytest.approx(0.1) and diverse["hit_rate"] == pytest.approx(0.2)
+    assert diverse["low"] == pytest.approx(0.0307049, abs=1e-6) and diverse["high"] == pytest.approx(
+        0.1692951, abs=1e-6
+    )
+    assert diverse["verdict"] == "ahead" and diverse["users"] == 200
+    assert diverse["ndcg_20"] == pytest.approx(0.2 / math.log2(5)) and diverse["coverage"] == pytest.approx(
+        20 / len(runtime.movie_ids)
+    )
+
+
+def test_the_experiments_command_prints_the_arms(
+    live_settings: Settings, runtime: ModelRuntime, rclient: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from reelstream.settings import get_settings
+    from reelstream.shell.cli import app
+    from streams.processor import ImpressionProcessor, Message
+    from streams.store import RedisFeatureTables
+
+    models = live_settings.models_dir
+    runtime.save(models / "m0001")
+    (models / "CURRENT").write_text("m0001")
+    codec = codec_for("ImpressionEvent")
+    ev = {"impression_id": "z", "user_id": 5, "movie_ids": [int(runtime.movie_ids[0])], "variant": "control",
+          "segment": "new", "model_version": "m", "rules_version": "r", "source": "trending", "cached": False,
+          "degraded": False, "exploration": "none", "served_ms": 1, "clock": "wall"}  # fmt: skip
+    impressions = ImpressionProcessor(RedisFeatureTables(rclient), topic="imp")
+    assert impressions.commit(impressions.plan([Message("imp", 0, 0, codec.encode(ev), key=user_key(5))]))
+    monkeypatch.setenv("REELSTREAM_VAR_DIR", str(live_settings.var_dir))
+    get_settings.cache_clear()
+    got = CliRunner().invoke(app, ["experiments", "--json"])
+    assert got.exit_code == 0, got.output
+    body = json.loads(got.output)
+    assert body["control"] == "control" and [a["impressions"] for a in body["arms"]] == [1]
+    assert body["arms"][0]["coverage"] == pytest.approx(1 / len(runtime.movie_ids))
+    table = CliRunner().invoke(app, ["experiments"])
+    assert table.exit_code == 0 and "control" in table.output

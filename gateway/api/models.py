@@ -343,3 +343,29 @@ class FreshnessReport(BaseModel):
 
 class ReportList(BaseModel):
     reports: list[str] = Field(description="Report names (GET /reports/{name}).")
+
+
+class ArmReport(BaseModel):
+    variant: str
+    impressions: int
+    users: int
+    hit_lists_20: int = Field(description="Lists with a later rating of one of their top 20 inside the window.")
+    hit_rate: float = Field(description="hit_lists_20 / impressions.")
+    hits_5_per_list: float
+    hits_10_per_list: float
+    hits_20_per_list: float
+    ndcg_20: float = Field(description="DCG@20 of the hits per list (binary relevance).")
+    mean_hit_rating: float | None
+    coverage: float | None = Field(description="Distinct movies served / the catalogue.")
+    diff: float | None = Field(description="hit_rate - the control's (null for the control).")
+    low: float | None = Field(description="95% two-proportion interval of diff (docs/experiments.md).")
+    high: float | None
+    relative: float | None
+    verdict: Literal["control", "ahead", "behind", "not yet decided"]
+
+
+class ExperimentsReport(BaseModel):
+    control: str = Field(description="The rules' first arm.")
+    metric: str
+    window_s: float = Field(description="A rating counts for a list this long after serving, at most (event time).")
+    arms: list[ArmReport]

@@ -15,6 +15,7 @@ from reelstream.errors import ReelstreamError
 from reelstream.shell.commands import archive as archive_cmd
 from reelstream.shell.commands import bootstrap as bootstrap_cmd
 from reelstream.shell.commands import evaluate as evaluate_cmd
+from reelstream.shell.commands import experiments as experiments_cmd
 from reelstream.shell.commands import explore as explore_cmd
 from reelstream.shell.commands import gateway as gateway_cmd
 from reelstream.shell.commands import infra
@@ -45,6 +46,7 @@ app.add_typer(infra.app, name="infra")
 app.command("archive")(archive_cmd.archive)
 app.command("bootstrap")(bootstrap_cmd.bootstrap)
 app.command("evaluate")(evaluate_cmd.evaluate)
+app.command("experiments")(experiments_cmd.experiments)
 app.command("explore-eval")(explore_cmd.explore_eval)
 app.command("gateway")(gateway_cmd.gateway)
 app.command("lag")(lag_cmd.lag)

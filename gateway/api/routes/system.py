@@ -1,4 +1,4 @@
-"""GET /health, /stats and /metrics."""
+"""GET /health, /stats, /experiments and /metrics."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.api.deps import GatewayDep
-from gateway.api.models import Health, Stats
+from gateway.api.models import ExperimentsReport, Health, Stats
+from monitoring.experiments import report
 
 router = APIRouter(tags=["system"])
 
@@ -21,6 +22,16 @@ def health(gateway: GatewayDep) -> Health:
 def stats(gateway: GatewayDep) -> Stats:
     """Request counts, latency percentiles, cache hit rate and events applied."""
     return gateway.stats()
+
+
+@router.get("/experiments", response_model=ExperimentsReport, responses={503: {}})
+def experiments(gateway: GatewayDep) -> ExperimentsReport:
+    """Each A/B arm against the control (the rules' first arm): hit rate of the served lists, its lift with a
+    95% interval, the sample size and a verdict, from the worker's attribution counters (docs/experiments.md).
+    503 while Redis is unreachable."""
+    control = gateway.rules.current().arms[0][0]
+    got = report(gateway.state.experiments(), control, gateway.catalog.n)
+    return ExperimentsReport(**got, window_s=gateway.settings.attribution_window_s)
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
