@@ -145,6 +145,9 @@ def test_rating_a_movie_in_the_dashboard_changes_the_list(live: Live, browser: w
         wait_for(lambda: {r.get_attribute("data-variant") for r in _css(browser, "#arms-table tbody tr")}
                  == {"control", "diverse"}, 30, "the arms table")  # fmt: skip
         wait_for(lambda: _served(browser, variant) >= 2, 30, f"lists served by {variant}")
+        # the served lists came back as impressions the worker counted: the measured columns show them
+        wait_for(lambda: "% of" in _text(browser, f"#arms-table tr[data-variant='{variant}'] td.hit-rate"), 30,
+                 f"{variant}'s lists attributed")  # fmt: skip
         offline = [r.get_attribute("data-arm") for r in _css(browser, "#arms-offline-table tr[data-arm]")]
         assert offline == [r["arm"] for r in EXPLORATION["arms"]]
         assert "(-0.021)" in _text(browser, "#arms-offline-table tr[data-arm='thompson x1']")  # HR vs exploit

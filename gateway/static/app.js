@@ -278,15 +278,25 @@ function exploreLabel(bySegment) {
 
 async function pollArms() {
   try {
-    const [arms, stats] = await Promise.all([api("/rules/arms"), api("/stats")]);
+    const [arms, stats, exp] = await Promise.all([api("/rules/arms"), api("/stats"),
+      api("/experiments").catch(() => ({ arms: [] }))]);  // measured outcomes: the worker's attribution
     const total = arms.arms.reduce((s, a) => s + a.weight, 0) || 1;
     const served = stats.recommendations_by_variant;
     const explored = stats.explored_by_variant || {};
-    $("#arms-table tbody").replaceChildren(...arms.arms.map((a) => el("tr", { "data-variant": a.name },
-      el("td", {}, a.name), el("td", {}, `${(100 * a.weight / total).toFixed(0)} %`),
-      el("td", {}, exploreLabel(a.exploration)), el("td", { class: "served" }, (served[a.name] || 0).toLocaleString()),
-      el("td", {}, (explored[a.name] || 0).toLocaleString()))));
-    $("#arms-meta").textContent = `rules ${arms.rule_set} ${arms.rules_version}; lists counted since the gateway started`;
+    const pts = (x) => (x == null ? "?" : (100 * x).toFixed(2));
+    const measured = (name) => exp.arms.find((e) => e.variant === name);
+    $("#arms-table tbody").replaceChildren(...arms.arms.map((a) => {
+      const m = measured(a.name);
+      return el("tr", { "data-variant": a.name },
+        el("td", {}, a.name), el("td", {}, `${(100 * a.weight / total).toFixed(0)} %`),
+        el("td", {}, exploreLabel(a.exploration)), el("td", { class: "served" }, (served[a.name] || 0).toLocaleString()),
+        el("td", {}, (explored[a.name] || 0).toLocaleString()),
+        el("td", { class: "hit-rate" }, m ? `${pts(m.hit_rate)} % of ${m.impressions.toLocaleString()}` : "—"),
+        el("td", { class: "lift" }, m && m.diff != null ? `${pts(m.diff)} [${pts(m.low)}, ${pts(m.high)}]` : "—"),
+        el("td", { class: "verdict" }, m ? m.verdict : "—"));
+    }));
+    $("#arms-meta").textContent = `rules ${arms.rule_set} ${arms.rules_version}; lists served since the gateway ` +
+      "started; hit rate and lift (points, 95% interval) attributed by the worker";
   } catch (e) {
     $("#arms-meta").textContent = e.message;
   }
