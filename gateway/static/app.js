@@ -10,7 +10,7 @@ const RATE_DEADLINE_MS = 15000;
 const HISTORY = 90;            // chart points kept (one per lag sample)
 const WINDOW_S = HISTORY * POLL_LAG_MS / 1000;  // the charts' time window
 
-const ui = { user: null, list: null, arms: null };
+const ui = { user: null, list: null, arms: null, measured: null };
 
 async function api(path, options) {
   const res = await fetch(path, options);
@@ -295,6 +295,11 @@ async function pollArms() {
         el("td", { class: "lift" }, m && m.diff != null ? `${pts(m.diff)} [${pts(m.low)}, ${pts(m.high)}]` : "—"),
         el("td", { class: "verdict" }, m ? m.verdict : "—"));
     }));
+    const control = exp.arms.find((e) => e.verdict === "control");
+    const rivals = exp.arms.filter((e) => e.verdict !== "control" && e.relative != null && e.low != null);
+    ui.measured = control && control.hit_rate > 0 && rivals.length
+      ? { arm: rivals.reduce((a, b) => (b.relative > a.relative ? b : a)), base: control.hit_rate } : null;
+    updateBusiness();
     $("#arms-meta").textContent = `rules ${arms.rule_set} ${arms.rules_version}; lists served since the gateway ` +
       "started; hit rate and lift (points, 95% interval) attributed by the worker";
   } catch (e) {
@@ -404,6 +409,14 @@ function updateBusiness() {
   $("#biz-base").textContent = money(base);
   $("#biz-with").textContent = money(base * (1 + lift));
   $("#biz-gain").textContent = money(base * lift);
+  const m = ui.measured;
+  if (m) {  // relative lift and its interval: the difference's interval over the control's rate
+    const pct = (x) => `${(100 * x).toFixed(1)} %`;
+    const lo = m.arm.low / m.base, hi = m.arm.high / m.base;
+    $("#biz-measured").textContent = `${m.arm.variant}: ${pct(m.arm.relative)} (95%: ${pct(lo)} .. ${pct(hi)}), ` +
+      `${m.arm.verdict}, ${m.arm.impressions.toLocaleString()} lists`;
+    $("#biz-measured-gain").textContent = `${money(base * m.arm.relative)} (${money(base * lo)} .. ${money(base * hi)})`;
+  }
 }
 
 // --- start ----------------------------------------------------------------------------------------
