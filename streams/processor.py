@@ -47,7 +47,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -61,7 +61,7 @@ from schemas.ratings import PROBE_SOURCE, RatingLimits, rating_verdict
 from schemas.redis_keys import text
 from schemas.side_features import SideEncoder
 from schemas.user_record import RecordError, decode_fold_row, encode_rated, encode_recent, encode_user
-from schemas.wire import DecodeError, codec_for
+from schemas.wire import DecodeError, SchemaCodec, codec_for
 from streams.events import dead_letter_key
 from streams.log_identity import (
     NO_FENCE,
@@ -576,6 +576,35 @@ class RatingProcessor:
                 return plan
 
 
+def _fresh_events(
+    store: FeatureTablesIO,
+    plan: BatchPlan,
+    msgs: list[Message],
+    logs: Mapping[int, LogView] | None,
+    now_ms: int,
+    codec: SchemaCodec,
+    problem: Callable[[dict[str, Any]], str | None],
+    reason: str,
+) -> Iterator[tuple[Message, dict[str, Any]]]:
+    """The batch's messages above the offset fence (see RatingProcessor.plan), decoded and checked by
+    ``problem``; the others become dead letters in ``plan`` (``undecodable``, or ``reason`` with the problem)."""
+    offsets, *_ = store.read(plan.topic, [], {})
+    after = fence_batch(plan, msgs, offsets, logs, now_ms)
+    for m in msgs:
+        if m.offset <= after.get(m.partition, -1):
+            continue
+        try:
+            ev = codec.decode(m.value)
+        except DecodeError as exc:
+            plan.dead.append(_dead(m, "undecodable", str(exc), now_ms))
+            continue
+        why = problem(ev)
+        if why is not None:
+            plan.dead.append(_dead(m, reason, why, now_ms))
+            continue
+        yield m, ev
+
+
 class MovieProcessor:
     """Plans and commits batches of MovieEvents: ``rs:movie:{mid}`` plus the model's new item rows."""
 
@@ -590,20 +619,8 @@ class MovieProcessor:
     def plan(self, msgs: list[Message], logs: Mapping[int, LogView] | None = None) -> BatchPlan:
         now_ms = int(self.clock() * 1000)
         plan = BatchPlan(self.topic)
-        offsets, *_ = self.store.read(self.topic, [], {})
-        after = fence_batch(plan, msgs, offsets, logs, now_ms)  # the offset fence (see RatingProcessor.plan)
-        for m in msgs:
-            if m.offset <= after.get(m.partition, -1):
-                continue
-            try:
-                ev = self._codec.decode(m.value)
-            except DecodeError as exc:
-                plan.dead.append(_dead(m, "undecodable", str(exc), now_ms))
-                continue
-            problem = movie_event_problem(ev)
-            if problem is not None:
-                plan.dead.append(_dead(m, "bad_movie_event", problem, now_ms))
-                continue
+        fresh = _fresh_events(self.store, plan, msgs, logs, now_ms, self._codec, movie_event_problem, "bad_movie_event")
+        for m, ev in fresh:
             try:
                 record = encode_movie(ev["title"], ev["genres"], ev["year"], ev["tags"], now_ms)
             except RecordError as exc:
@@ -665,20 +682,8 @@ class ImpressionProcessor:
     def plan(self, msgs: list[Message], logs: Mapping[int, LogView] | None = None) -> BatchPlan:
         now_ms = int(self.clock() * 1000)
         plan = BatchPlan(self.topic)
-        offsets, *_ = self.store.read(self.topic, [], {})
-        after = fence_batch(plan, msgs, offsets, logs, now_ms)
-        for m in msgs:
-            if m.offset <= after.get(m.partition, -1):
-                continue
-            try:
-                ev = self._codec.decode(m.value)
-            except DecodeError as exc:
-                plan.dead.append(_dead(m, "undecodable", str(exc), now_ms))
-                continue
-            problem = impression_problem(ev)
-            if problem is not None:
-                plan.dead.append(_dead(m, "bad_impression", problem, now_ms))
-                continue
+        for _m, ev in _fresh_events(self.store, plan, msgs, logs, now_ms, self._codec, impression_problem,
+                                    "bad_impression"):  # fmt: skip
             uid, arm = ev["user_id"], f"{ev['variant']}:{ev['segment']}"
             op_keys = (
                 keys.user_impressions(uid),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import shutil
@@ -20,6 +21,7 @@ import numpy as np
 import polars as pl
 import pytest
 import redis
+from aiokafka import AIOKafkaConsumer
 
 from bootstrap.store import load_store
 from models.runtime import ModelRuntime, current_model_dir
@@ -277,3 +279,28 @@ class ArchiverProcess:
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
+
+
+@dataclass(frozen=True)
+class TopicRecord:
+    key: bytes | None
+    partition: int
+    value: dict[str, Any]
+
+
+async def read_topic(settings: Settings, topic: str, event: str, n: int, timeout_s: float = 60) -> list[TopicRecord]:
+    """The first ``n`` records of ``topic`` from the start, decoded as ``event`` (fewer if they do not come in
+    ``timeout_s``: the caller's assertion on the count says so)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
+    codec = codec_for(event)
+    out: list[TopicRecord] = []
+    await consumer.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while len(out) < n and asyncio.get_running_loop().time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                out += [TopicRecord(r.key, r.partition, codec.decode(r.value)) for r in records]
+    finally:
+        await consumer.stop()
+    return out

@@ -11,7 +11,6 @@ import uuid
 import polars as pl
 import pytest
 import redis
-from aiokafka import AIOKafkaConsumer
 from fastapi.testclient import TestClient
 
 from gateway.api.models import RecommendationList, RecommendedMovie
@@ -24,26 +23,9 @@ from schemas.wire import codec_for
 from streams.admin import ensure_topics_sync
 from streams.events import user_key
 from streams.producer import EventProducer
-from tests.stream_support import wait_for
+from tests.stream_support import read_topic, wait_for
 from tests.test_gateway_api import HEAT, TOY_STORY, make_gateway
 from tests.user_state import write_user
-
-
-async def _read(settings: Settings, n: int, timeout_s: float = 30) -> list[tuple[bytes, int, dict]]:
-    """The first ``n`` records of the impressions topic: (key, partition, decoded value)."""
-    consumer = AIOKafkaConsumer(settings.topic_impressions, bootstrap_servers=settings.kafka_bootstrap,
-                                group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
-    codec = codec_for("ImpressionEvent")
-    out: list[tuple[bytes, int, dict]] = []
-    await consumer.start()
-    try:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while len(out) < n and asyncio.get_running_loop().time() < deadline:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                out += [(r.key, r.partition, codec.decode(r.value)) for r in records]
-    finally:
-        await consumer.stop()
-    return sorted(out, key=lambda r: (r[2]["user_id"], r[2]["served_ms"], r[2]["cached"]))
 
 
 async def _rating_partition(settings: Settings, user_id: int) -> int:
@@ -69,7 +51,10 @@ def test_every_served_list_is_recorded_with_what_was_served(
                  "four impressions acknowledged")  # fmt: skip
         stats = tc.get("/stats").json()["impressions"]
     assert stats["recorded"] == stats["sent"] == 4 and stats["broker_down"] == stats["queue_full"] == 0
-    got = asyncio.run(_read(s, 4))
+    got = sorted(
+        ((r.key, r.partition, r.value) for r in asyncio.run(read_topic(s, s.topic_impressions, "ImpressionEvent", 4))),
+        key=lambda r: (r[2]["user_id"], r[2]["served_ms"], r[2]["cached"]),
+    )
     assert len(got) == 4
     expected = sorted(served, key=lambda b: (b[0]["user_id"], 42 if b[2] == "event" else b[1], b[0]["cached"]))
     for (key, _, event), (body, before, clock) in zip(got, expected, strict=True):

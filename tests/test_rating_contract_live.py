@@ -23,7 +23,7 @@ from typing import Any
 
 import fastavro
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from confluent_kafka import Producer
 
 from reelstream.settings import PROJECT_ROOT, Settings
@@ -33,7 +33,7 @@ from schemas.user_record import decode_rated
 from schemas.wire import codec_for
 from streams.admin import high_watermarks
 from tests.live_system import GatewayProcess, Live
-from tests.stream_support import wait_for
+from tests.stream_support import read_topic, wait_for
 
 APPLY_TIMEOUT_S = 60
 #: User ids beyond the bundled dataset's (1..610): they start without state.
@@ -63,22 +63,6 @@ def foreign_produce(settings: Settings, items: list[tuple[bytes | None, bytes]])
     assert producer.flush(30) == 0 and failures == []
 
 
-async def dead_letters(settings: Settings, n: int, timeout_s: float = 30) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(settings.topic_dead_letters, bootstrap_servers=settings.kafka_bootstrap,
-                                group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
-    codec = codec_for("DeadLetter")
-    out: list[dict[str, Any]] = []
-    await consumer.start()
-    try:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while len(out) < n and asyncio.get_running_loop().time() < deadline:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                out += [codec.decode(r.value) for r in records]
-    finally:
-        await consumer.stop()
-    return out
-
-
 def user_rows(live: Live, uid: int) -> tuple[dict, dict, list]:
     r = live.redis
     return r.hgetall(keys.user(uid)), r.hgetall(keys.user_rated(uid)), r.lrange(keys.user_recent(uid), 0, -1)
@@ -105,7 +89,7 @@ def test_a_foreign_rating_keyed_other_than_its_user_is_dead_lettered(live: Live)
     wrong = [(user_key(uid + 1), foreign_value(event(m[1], 2.0))), (None, foreign_value(event(m[2], 1.0)))]
     foreign_produce(s, wrong)
     wait_for(lambda: topic_end(s, s.topic_dead_letters) >= 2, APPLY_TIMEOUT_S, "two dead letters")
-    letters = asyncio.run(dead_letters(s, 2))
+    letters = [r.value for r in asyncio.run(read_topic(s, s.topic_dead_letters, "DeadLetter", 2))]
     assert sorted((d["original"], d["reason"]) for d in letters) == sorted((v, "key_mismatch") for _, v in wrong)
     assert all(d["topic"] == s.topic_ratings and f"expected {user_key(uid)!r}" in d["error"] for d in letters)
     assert user_rows(live, uid) == before  # neither was applied

@@ -12,18 +12,16 @@ from collections.abc import Iterator
 import polars as pl
 import pytest
 import uvicorn
-from aiokafka import AIOKafkaConsumer
 
 from gateway.app import create_app
 from models.runtime import ModelRuntime
 from reelstream.addresses import gateway_url
 from reelstream.settings import Settings
 from reelstream.shell import local_services
-from schemas.wire import codec_for
 from streams.admin import ensure_topics_sync, high_watermarks
 from streams.replay import replay
 from streams.serve_traffic import ServeTraffic, is_served
-from tests.stream_support import wait_for
+from tests.stream_support import read_topic, wait_for
 from tests.test_gateway_api import make_gateway
 
 USERS = list(range(1, 13))
@@ -62,21 +60,6 @@ def gateway_server(case: Settings, runtime: ModelRuntime, items: pl.DataFrame) -
     thread.join(timeout=30)
 
 
-async def _impressions(s: Settings, n: int, timeout_s: float = 30) -> list[dict]:
-    consumer = AIOKafkaConsumer(s.topic_impressions, bootstrap_servers=s.kafka_bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
-    codec, out = codec_for("ImpressionEvent"), []
-    await consumer.start()
-    try:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while len(out) < n and asyncio.get_running_loop().time() < deadline:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                out += [codec.decode(r.value) for r in records]
-    finally:
-        await consumer.stop()
-    return out
-
-
 def test_each_served_users_list_is_requested_at_the_events_time(case: Settings, runtime, gateway_server) -> None:
     url, gw = gateway_server
     stream = _stream(runtime)
@@ -95,7 +78,7 @@ def test_each_served_users_list_is_requested_at_the_events_time(case: Settings, 
     assert served.requested == served.served == sum(expected.values()) and served.failed == 0
     wait_for(lambda: gw.impressions is not None and gw.impressions.snapshot()["sent"] == served.served, 30,
              "the impressions acknowledged")  # fmt: skip
-    got = asyncio.run(_impressions(case, served.served))
+    got = [r.value for r in asyncio.run(read_topic(case, case.topic_impressions, "ImpressionEvent", served.served))]
     assert Counter((e["user_id"], e["served_ms"]) for e in got) == expected
     assert {e["clock"] for e in got} == {"event"} and all(len(e["movie_ids"]) == 20 for e in got)
 

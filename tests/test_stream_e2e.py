@@ -32,6 +32,7 @@ from tests.stream_support import (
     bootstrap_var,
     diff_states,
     open_case,
+    read_topic,
     reference_state,
     stats,
     store_and_model,
@@ -157,22 +158,6 @@ async def _produce(settings: Settings, topic: str, items: list[tuple[bytes, byte
         await producer.stop()
 
 
-async def _consume_all(settings: Settings, topic: str, n: int, timeout_s: float = 60) -> list[dict]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
-    await consumer.start()
-    out: list[dict] = []
-    codec = codec_for("DeadLetter")
-    try:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while len(out) < n and asyncio.get_running_loop().time() < deadline:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                out += [codec.decode(r.value) for r in records]
-    finally:
-        await consumer.stop()
-    return out
-
-
 def test_every_class_of_bad_event_is_dead_lettered_and_the_worker_keeps_going(case: StreamCase) -> None:
     s = case.settings
     rc, mc = codec_for("RatingEvent"), codec_for("MovieEvent")
@@ -204,7 +189,7 @@ def test_every_class_of_bad_event_is_dead_lettered_and_the_worker_keeps_going(ca
     asyncio.run(_produce(s, s.topic_ratings, [rating(7, known, 4.5), rating(7, new_movie, 5.0)]))
     case.wait_applied(2, dead=len(bad_ratings) + 2)
 
-    letters = asyncio.run(_consume_all(s, s.topic_dead_letters, len(bad_ratings) + 2))
+    letters = [r.value for r in asyncio.run(read_topic(s, s.topic_dead_letters, "DeadLetter", len(bad_ratings) + 2))]
     reasons = Counter(d["reason"] for d in letters)
     assert reasons == Counter({"undecodable": 2, "bad_user": 1, "rating_out_of_range": 2, "bad_timestamp": 1,
                                "unknown_movie": 1, "bad_movie_event": 1})  # fmt: skip
