@@ -42,6 +42,8 @@ class ItemPrior:
         self.runtime = runtime if runtime is not None and runtime.has_item_prior else None
         self.source = "none"  #: "none" (no prior), "primed" (item_prior.npz) or "redis" (rs:items:prior)
         self.now_s: float | None = None  #: the clock of the current vector (event seconds)
+        #: the events the current vector counts (``rs:items:prior:clock`` ``events``; 0: primed or none)
+        self.events = 0
         self.last_error: str | None = None
         self._current: tuple[int, np.ndarray | None] = (0, None)  # one attribute: readers see a consistent pair
         self._seen: tuple[str | None, ...] | None = None  # the clock fields (and catalogue size) last read
@@ -103,7 +105,7 @@ class ItemPrior:
             except (KeyError, ValueError):
                 events, event_ms, half_life = 0, 0, 0.0
             if events <= 0 or not members:
-                self._seen = seen
+                self._seen, self.events = seen, 0
                 return self._fallback()
             trending = np.full(cat.n, -np.inf)
             index_of = cat.index_of
@@ -116,8 +118,8 @@ class ItemPrior:
                 vec = self.runtime.prior_logits(trending, now_s, half_life_s=half_life, catalogue=True)
             except ModelError as exc:  # the worker kept the zset for another model: keep the primed counts
                 self.last_error = str(exc)
-                self._seen = seen
+                self._seen, self.events = seen, 0
                 return self._fallback()
             self.last_error = None
-            self._seen = seen
+            self._seen, self.events = seen, events
             return self._publish(vec, "redis", now_s)

@@ -126,4 +126,5 @@ class Status(GatewayParts):
             recommendations_by_variant=by_variant, explored_by_variant=explored, events_applied=applied,
             worker_stats=worker_stats,
             impressions=None if self.impressions is None else self.impressions.snapshot(),
+            item_prior={"source": self.prior.source, "events": self.prior.events},
         )  # fmt: skip

@@ -37,7 +37,7 @@ import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ from streams.broker_watch import BrokerWatch
 from streams.events import replay_event_id, user_key
 from streams.log_identity import is_log_shorter
 from streams.resend import ResendWindow
+from streams.serve_traffic import ServeHook
 
 __all__ = ["CheckpointError", "Pace", "ReplaySummary", "read_checkpoint", "replay", "resend_start"]
 
@@ -219,12 +220,13 @@ async def replay(
     limit: int | None = None,
     on_progress: Callable[[int], None] | None = None,
     producer_kwargs: dict[str, Any] | None = None,
-    before_send: Callable[[int, int], Awaitable[None]] | None = None,
+    serve: ServeHook | None = None,
 ) -> ReplaySummary:
     """Produce ``stream`` (columns user_id, movie_id, rating, ts seconds) to the ratings topic.
 
-    ``before_send(user_id, event_ms)`` is awaited before each event is produced (``replay --serve-rate``:
-    :class:`streams.serve_traffic.ServeTraffic` asks the gateway for the user's list first); it must not raise.
+    ``serve`` is called around each event produced (``replay --serve-rate``:
+    :class:`streams.serve_traffic.ServeTraffic` asks the gateway for the user's list first;
+    ``--walk``: :class:`streams.live_walk.LiveWalk` also waits for the previous events to be applied).
     """
     topic = settings.topic_ratings
     path = settings.replay_checkpoint
@@ -271,9 +273,12 @@ async def replay(
                 if event_id in seen:
                     skipped += 1
                     continue
-                if before_send is not None:
-                    await before_send(uid, ts * 1000)
-                acks.inflight.append((start + i, await sends.send(i, uid, mid, rating, ts, event_id)))
+                if serve is not None:
+                    await serve.before(uid, mid, rating, ts * 1000)
+                ack = await sends.send(i, uid, mid, rating, ts, event_id)
+                if serve is not None:
+                    serve.sent(uid, ack)
+                acks.inflight.append((start + i, ack))
                 sent += 1
                 resends += await sends.resend_due()
                 if sent % CHECK_EVERY == 0:

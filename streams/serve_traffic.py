@@ -13,12 +13,14 @@ produced all the same: the serving traffic never holds the stream back or loses 
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import httpx
 
-__all__ = ["LIST_LENGTH", "REQUEST_TIMEOUT_S", "ServeSummary", "ServeTraffic", "is_served"]
+__all__ = ["LIST_LENGTH", "REQUEST_TIMEOUT_S", "ServeHook", "ServeSummary", "ServeTraffic", "is_served"]
 
 #: The list length requested (the k every HR@k up to 20 is read from).
 LIST_LENGTH = 20
@@ -46,6 +48,16 @@ class ServeSummary:
     errors: dict[str, int] = field(default_factory=dict)  #: failure reason -> count
 
 
+class ServeHook(Protocol):
+    """What the replay calls around each event it produces (:func:`streams.replay.replay`); never raises."""
+
+    async def before(self, user_id: int, movie_id: int, rating: float, event_ms: int) -> None:
+        """Awaited before the event is produced."""
+
+    def sent(self, user_id: int, ack: asyncio.Future[Any]) -> None:
+        """The event was handed to the producer; ``ack`` resolves to its RecordMetadata."""
+
+
 class ServeTraffic:
     """The list requests of ``replay --serve-rate`` (module docstring); use as an async context manager."""
 
@@ -63,10 +75,16 @@ class ServeTraffic:
             await self._client.aclose()
             self._client = None
 
-    async def before(self, user_id: int, event_ms: int) -> None:
+    async def before(self, user_id: int, movie_id: int, rating: float, event_ms: int) -> None:
         """Ask for ``user_id``'s list at ``event_ms`` if the user is served; never raises."""
-        if not is_served(user_id, self.rate):
-            return
+        if is_served(user_id, self.rate):
+            await self.request(user_id, event_ms)
+
+    def sent(self, user_id: int, ack: asyncio.Future[Any]) -> None:
+        """Nothing to do: the serving traffic does not wait for the events it precedes."""
+
+    async def request(self, user_id: int, event_ms: int) -> dict[str, Any] | None:
+        """``GET /recommendations/{user_id}`` at ``event_ms``: the answer's body, or None (counted) on a failure."""
         assert self._client is not None, "use ServeTraffic as an async context manager"
         s = self.summary
         s.requested += 1
@@ -74,11 +92,17 @@ class ServeTraffic:
             resp = await self._client.get(f"/recommendations/{user_id}", params={"k": self.k, "served_at_ms": event_ms})
         except httpx.HTTPError as exc:
             self._failed(type(exc).__name__)
-            return
-        if resp.status_code == 200:
-            s.served += 1
-        else:
+            return None
+        if resp.status_code != 200:
             self._failed(f"HTTP {resp.status_code}")
+            return None
+        try:
+            body: dict[str, Any] = resp.json()
+        except ValueError:
+            self._failed("not JSON")
+            return None
+        s.served += 1
+        return body
 
     def _failed(self, reason: str) -> None:
         self.summary.failed += 1

@@ -70,7 +70,7 @@ def test_each_served_users_list_is_requested_at_the_events_time(case: Settings, 
 
     async def run() -> tuple:
         async with ServeTraffic(url, rate) as traffic:
-            done = await replay(case, stream, fingerprint="serve-test", before_send=traffic.before)
+            done = await replay(case, stream, fingerprint="serve-test", serve=traffic)
         return done, traffic.summary
 
     done, served = asyncio.run(run())
@@ -89,7 +89,7 @@ def test_a_gateway_that_does_not_answer_costs_counts_not_events(case: Settings, 
 
     async def run() -> tuple:
         async with ServeTraffic(dead, 1.0) as traffic:
-            done = await replay(case, stream, fingerprint="serve-dead", before_send=traffic.before)
+            done = await replay(case, stream, fingerprint="serve-dead", serve=traffic)
         return done, traffic.summary
 
     done, served = asyncio.run(run())

@@ -265,6 +265,11 @@ class Stats(BaseModel):
         description="Served lists recorded as ImpressionEvents: `recorded`, `sent`, dropped by reason "
         "(`queue_full`, `broker_down`, `shutdown`), `queued`, `in_flight`; null when recording is off.",
     )
+    item_prior: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The item prior served: `source` (none, primed, redis) and `events`, the rating events its "
+        "vector counts (`rs:items:prior:clock`; 0 unless read from Redis).",
+    )
 
 
 class RulesPublic(BaseModel):

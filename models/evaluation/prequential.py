@@ -13,7 +13,7 @@ from models.base import Recommender
 from models.data import POSITIVE, Events, Interactions
 from models.evaluation.metrics import genre_diversity, hit_rate, ndcg, rank_of, reciprocal_rank, top_k
 
-__all__ = ["PrequentialResult", "prequential"]
+__all__ = ["PrequentialResult", "is_scored", "prequential"]
 
 #: Users with at least this many HISTORY positives are "warm".
 WARM_MIN_POSITIVES = 5
@@ -38,6 +38,17 @@ class PrequentialResult:
         d = asdict(self)
         d.pop("ranks")
         return d
+
+
+def is_scored(rating: float, in_catalogue: bool, seen_before: bool) -> bool:
+    """Whether the walk ranks before this event: a positive rating of a catalogue movie the user had not rated.
+
+    The one rule of every walk over STREAM, offline here and live (:mod:`streams.live_walk`).
+
+    >>> is_scored(4.0, True, False), is_scored(2.0, True, False), is_scored(5.0, True, True)
+    (True, False, False)
+    """
+    return rating >= POSITIVE and in_catalogue and not seen_before
 
 
 def _genre_matrix(data: Interactions) -> np.ndarray:
@@ -119,7 +130,7 @@ def prequential(
             while next_retrain <= t:
                 next_retrain += float(retrain_every_s or np.inf)
         user_seen = seen[u]
-        if r >= POSITIVE and catalogue[i] and not user_seen[i]:
+        if is_scored(r, bool(catalogue[i]), bool(user_seen[i])):
             if streaming:
                 scores = model.score_one(states[u] if u in states else model.new_state())
             else:

@@ -29,6 +29,7 @@ from reelstream.shell.commands import synth as synth_cmd
 from reelstream.shell.commands import system as system_cmd
 from reelstream.shell.commands import topics as topics_cmd
 from reelstream.shell.commands import train as train_cmd
+from reelstream.shell.commands import walk as walk_cmd
 from reelstream.shell.commands import worker as worker_cmd
 
 app = typer.Typer(
@@ -60,6 +61,7 @@ app.command("swap")(retrain_cmd.swap)
 app.command("synth")(synth_cmd.synth)
 app.add_typer(topics_cmd.app, name="topics")
 app.command("train")(train_cmd.train)
+app.command("walk")(walk_cmd.walk)
 app.command("worker")(worker_cmd.worker)
 app.command("up")(system_cmd.up)
 app.command("prepare")(system_cmd.prepare)

@@ -58,10 +58,12 @@ __all__ = [
     "dataset_change",
     "down",
     "events_owner_change",
+    "gateway_answers",
     "managed_processes",
     "prepare",
     "retire_event_log",
     "up",
+    "worker_heartbeat",
 ]
 
 READY_TIMEOUT_S = 120.0
@@ -287,14 +289,14 @@ def managed_processes(settings: Settings) -> dict[str, int]:
     return alive
 
 
-def _gateway_answers(url: str) -> bool:
+def gateway_answers(url: str) -> bool:
     try:
         return httpx.get(f"{url}/health", timeout=1.0).status_code in {200, 503}
     except httpx.HTTPError:
         return False
 
 
-def _worker_heartbeat(settings: Settings) -> bool:
+def worker_heartbeat(settings: Settings) -> bool:
     client = redis_client(settings.redis_url, timeout=1.0)
     try:
         return any(True for _ in client.scan_iter(match=redis_keys.worker("*"), count=100))
@@ -451,18 +453,18 @@ def up(
         lines.append(f"{name} started (web port {port})" if started else f"{name} already running")
     if "archive" in specs:
         lines.append("archive started" if ensure("archive") is not None else "archive already running")
-    _wait(supervisor, lambda: _worker_heartbeat(settings), "worker heartbeat in Redis")
+    _wait(supervisor, lambda: worker_heartbeat(settings), "worker heartbeat in Redis")
 
     url = gateway_url(settings.gateway_host, settings.gateway_port)
     pid = local_services.running_pid(run_dir, "gateway")
-    if pid is None and not _gateway_answers(url):
+    if pid is None and not gateway_answers(url):
         supervisor.start(specs["gateway"])
         lines.append(f"gateway started at {url}")
     else:
         if pid is not None:
             supervisor.adopt(specs["gateway"], pid)
         lines.append(f"gateway already answering at {url}")
-    _wait(supervisor, lambda: _gateway_answers(url), f"gateway at {url}")
+    _wait(supervisor, lambda: gateway_answers(url), f"gateway at {url}")
 
     if plan.replay:
         if ensure("replay") is not None:

@@ -78,7 +78,7 @@ def replay(
             async with ServeTraffic(url, serve_rate) as traffic:
                 done = await replay_stream(settings, stream, fingerprint=fingerprint, pace=Pace(rate=rate, speed=speed),
                                            resume=resume, limit=limit, on_progress=progress,
-                                           before_send=traffic.before)  # fmt: skip
+                                           serve=traffic)  # fmt: skip
             return done, traffic.summary
 
         summary, served = asyncio.run(run())
