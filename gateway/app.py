@@ -53,11 +53,14 @@ def build_gateway(settings: Settings) -> Gateway:
         store = load_store(settings.store_dir)
     except DataError:
         store = None
+    # the novelty denominator: users with a HISTORY rating (users.parquet counts HISTORY only)
+    history_users = 0 if store is None else int((store.users["n_ratings"].fill_null(0) > 0).sum())
 
     def catalog_of(rt: ModelRuntime) -> Catalog:
         if store is None:
             return Catalog.build(rt, None)
-        return Catalog.build(rt, store.items, side_names=store.side_names, store_side=store.item_side)
+        return Catalog.build(rt, store.items, side_names=store.side_names, store_side=store.item_side,
+                             history_users=history_users)  # fmt: skip
 
     state = RedisState(settings.redis_url, timeout=settings.gateway_redis_timeout)
     gateway = Gateway(settings, catalog_of(runtime), RulesStore(settings.rules_path), state, prior=ItemPrior(runtime),

@@ -13,7 +13,7 @@ A :class:`Catalog` is immutable: additions build a new one, swapped atomically.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -77,6 +77,8 @@ class Catalog:
     index_of: dict[int, int] = field(repr=False)
     #: Bumped whenever rows are replaced in place (a re-announced movie), so the version changes with them.
     revision: int = 0
+    #: users with a HISTORY rating (the store's), the denominator of :meth:`novelty`; 0: unknown
+    history_users: int = 0
 
     @property
     def n(self) -> int:
@@ -102,6 +104,22 @@ class Catalog:
     def index(self, movie_id: int) -> int | None:
         return self.index_of.get(int(movie_id))
 
+    def novelty(self, movie_ids: Sequence[int]) -> float | None:
+        """Mean self-information ``-log2(max(n_ratings, 1) / history_users)`` of ``movie_ids``, the novelty
+        ``reelstream evaluate`` reports (HISTORY counts: fixed while the model serves); None when unknown.
+
+        >>> cat = Catalog.build(ModelRuntime.random(np.array([1, 2]), hidden=4, latent=2),
+        ...                     pl.DataFrame({"item_idx": [0, 1], "movie_id": [1, 2], "title": ["a", "b"],
+        ...                                   "genres": [[], []], "year": [None, None], "n_ratings": [8, 1],
+        ...                                   "mean_rating": [4.0, 3.0]}), history_users=16)
+        >>> cat.novelty([1, 2]), cat.novelty([]), replace(cat, history_users=0).novelty([1])
+        (2.5, None, None)
+        """
+        if self.history_users <= 0 or not movie_ids:
+            return None
+        counts = [float(self.n_ratings[i]) if (i := self.index_of.get(int(m))) is not None else 0.0 for m in movie_ids]
+        return float(np.mean(-np.log2(np.maximum(counts, 1.0) / self.history_users)))
+
     def genre_index(self, name: str) -> int | None:
         try:
             return self.genre_names.index(name)
@@ -117,6 +135,7 @@ class Catalog:
         *,
         side_names: Sequence[str] = (),
         store_side: Any = None,
+        history_users: int = 0,
     ) -> Catalog:
         """Align ``runtime`` rows with ``items`` metadata; store movies without a model row get side rows.
 
@@ -135,7 +154,8 @@ class Catalog:
                     if row.shape[0] == runtime.side_dec.shape[0]:
                         extra.append(NewMovie(int(mid), title or f"movie {mid}", g, year, row))
         years = None if items is None or not items.height else items["year"].drop_nulls().unique().to_list()
-        base = cls._assemble(runtime, ids, meta, side_encoder(runtime, side_names, years))
+        base = replace(cls._assemble(runtime, ids, meta, side_encoder(runtime, side_names, years)),
+                       history_users=history_users)  # fmt: skip
         return base.with_new_movies(extra, from_store=meta) if extra else base
 
     @classmethod
@@ -193,7 +213,7 @@ class Catalog:
         stats = from_store or {}
         n_r = np.array([stats.get(m.movie_id, (0, 0, 0, 0.0))[3] for m in fresh], dtype=np.float32)
         mean = np.array([stats.get(m.movie_id, (0, 0, 0, 0.0, np.nan))[4] for m in fresh], dtype=np.float32)
-        return self._finish(
+        grown = self._finish(
             self.model_version,
             np.concatenate([self.movie_ids, np.array([m.movie_id for m in fresh], dtype=np.int64)]),
             self.titles + [m.title for m in fresh],
@@ -206,6 +226,7 @@ class Catalog:
             self.side_dec, self.side_bias, self.side,
             np.concatenate([self.in_model, np.zeros(len(fresh), dtype=bool)]),
         )  # fmt: skip
+        return replace(grown, history_users=self.history_users)
 
     def with_replaced_movies(self, movies: Sequence[NewMovie]) -> Catalog:
         """A new catalogue where side-feature-only ``movies`` (announced earlier) get their new title, genres,
@@ -221,7 +242,8 @@ class Catalog:
             side = m.side.astype(np.float32)
             titles[i], genres[i], years[i] = m.title, tuple(m.genres), m.year or 0
             decoder[i], bias[i] = side @ self.side_dec, side @ self.side_bias
-        return self._finish(
+        redone = self._finish(
             self.model_version, self.movie_ids, titles, genres, years, self.n_ratings, self.mean_rating, decoder,
             bias, self.side_dec, self.side_bias, self.side, self.in_model, revision=self.revision + 1,
         )  # fmt: skip
+        return replace(redone, history_users=self.history_users)

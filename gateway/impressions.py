@@ -58,8 +58,11 @@ FLUSH_INTERVAL_S = 0.5
 Clock = Literal["wall", "event"]
 
 
-def impression_event(result: RecommendationList, served_ms: int, clock: Clock) -> dict[str, Any]:
-    """The ImpressionEvent record of one served list (a dict in the Avro schema's shape).
+def impression_event(
+    result: RecommendationList, served_ms: int, clock: Clock, novelty: float | None = None
+) -> dict[str, Any]:
+    """The ImpressionEvent record of one served list (a dict in the Avro schema's shape); ``novelty``:
+    :meth:`gateway.catalog.Catalog.novelty` of the list.
 
     >>> from gateway.api.models import RecommendedMovie
     >>> item = RecommendedMovie(movie_id=7, title="t", genres=[], year=None, score=1.0, reasons=[])
@@ -75,6 +78,7 @@ def impression_event(result: RecommendationList, served_ms: int, clock: Clock) -
         "variant": result.variant, "segment": result.segment, "model_version": result.model_version,
         "rules_version": result.rules_version, "source": str(result.source), "cached": result.cached,
         "degraded": result.degraded, "exploration": result.exploration, "served_ms": served_ms, "clock": clock,
+        "novelty": novelty,
     }  # fmt: skip
 
 
@@ -104,12 +108,12 @@ class ImpressionRecorder:
         self._down_logged = False
 
     # --- the request path -----------------------------------------------------------
-    def record(self, result: RecommendationList, served_ms: int, clock: Clock) -> None:
+    def record(self, result: RecommendationList, served_ms: int, clock: Clock, novelty: float | None = None) -> None:
         """Queue one served list (O(1), never raises); dropped and counted when the queue is full."""
         if len(self.queue) >= self.max_queued:
             self._count("queue_full")
             return
-        self.queue.append(impression_event(result, served_ms, clock))
+        self.queue.append(impression_event(result, served_ms, clock, novelty))
         self._count("recorded")
         if self._wake is not None and len(self.queue) >= self.batch:
             self._wake.set()

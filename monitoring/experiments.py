@@ -107,20 +107,22 @@ def report(counters: Mapping[str, Mapping[str, str]], control: str, catalogue: i
 
     >>> r = report({"control:new": {"impressions": "1000", "hit_lists_20": "100", "hits_20": "120",
     ...                             "dcg_20": "50", "hits": "130", "hit_rating_sum": "520", "users": "10",
-    ...                             "movies": "40"},
+    ...                             "movies": "40", "novelty_lists": "800", "novelty_sum": "2400"},
     ...             "diverse:new": {"impressions": "1000", "hit_lists_20": "150", "users": "9", "movies": "80"}},
     ...            "control", 100)
     >>> [(a["variant"], a["hit_rate"], a["verdict"]) for a in r["arms"]]
     [('control', 0.1, 'control'), ('diverse', 0.15, 'ahead')]
     >>> r["arms"][0]["ndcg_20"], r["arms"][0]["mean_hit_rating"], r["arms"][1]["coverage"]
     (0.05, 4.0, 0.8)
+    >>> r["arms"][0]["novelty"], r["arms"][1]["novelty"]  # lists recorded without one are not in the mean
+    (3.0, None)
     """
     by_variant: dict[str, dict[str, float]] = {}
     for arm, fields in counters.items():
         variant = arm.rsplit(":", 1)[0]
         acc = by_variant.setdefault(variant, {})
         for name in ("impressions", "users", "hits", "hit_lists_20", "hits_5", "hits_10", "hits_20", "dcg_20",
-                     "hit_rating_sum", "movies"):  # fmt: skip
+                     "hit_rating_sum", "movies", "novelty_lists", "novelty_sum"):  # fmt: skip
             acc[name] = acc.get(name, 0.0) + _num(fields, name)
     base = by_variant.get(control, {})
     control_arm = Arm(control, int(base.get("impressions", 0)), int(base.get("hit_lists_20", 0)))
@@ -135,6 +137,7 @@ def report(counters: Mapping[str, Mapping[str, str]], control: str, catalogue: i
             "ndcg_20": c["dcg_20"] / n if n else 0.0,
             "mean_hit_rating": c["hit_rating_sum"] / c["hits"] if c["hits"] else None,
             "coverage": c["movies"] / catalogue if catalogue else None,
+            "novelty": c["novelty_sum"] / c["novelty_lists"] if c["novelty_lists"] else None,
         }  # fmt: skip
         if variant == control:
             row.update(diff=None, low=None, high=None, relative=None, verdict="control")

@@ -22,7 +22,7 @@ key                            type    fields / members
                                        of those lists: a rating finds its lists with one HGET
 ``rs:exp:{arm}``               hash    one A/B arm and segment (``variant:segment``): ``impressions``,
                                        ``users``, ``hits``, ``hit_lists_20``, ``hits_5``, ``hits_10``, ``hits_20``,
-                                       ``dcg_20``, ``hit_rating_sum``
+                                       ``dcg_20``, ``hit_rating_sum``, ``novelty_lists``, ``novelty_sum``
 ``rs:exp:{arm}:users``         set     users served in the arm; ``:movies``: movies served (coverage)
 ``rs:exp:arms``                set     every arm with impressions
 ``rs:item:{mid}``              hash    ``n``, ``sum``, ``mean``

@@ -47,7 +47,7 @@ SCHEMA_DIR = Path(__file__).resolve().parent
 _FILES = {"RatingEvent": "rating_event.avsc", "MovieEvent": "movie_event.avsc", "DeadLetter": "dead_letter.avsc",
           "ImpressionEvent": "impression_event.avsc"}  # fmt: skip
 #: Earlier versions each reader keeps, so it resolves bytes its predecessors wrote (docs/events.md).
-_OLDER = {"RatingEvent": ("rating_event.v1.avsc",)}
+_OLDER = {"RatingEvent": ("rating_event.v1.avsc",), "ImpressionEvent": ("impression_event.v1.avsc",)}
 
 
 class DecodeError(DataError):

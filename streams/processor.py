@@ -658,6 +658,9 @@ def impression_problem(ev: Mapping[str, Any]) -> str | None:
         return f"served_ms {ev['served_ms']} is negative"
     if not ev["variant"] or not ev["segment"] or any(c in ev["variant"] + ev["segment"] for c in ": ,"):
         return "variant and segment must be non-empty, without ':', ',' or spaces"
+    novelty = ev.get("novelty")
+    if novelty is not None and not (math.isfinite(novelty) and novelty >= 0):
+        return f"novelty {novelty} is not a finite self-information (>= 0)"
     return None
 
 
@@ -694,8 +697,10 @@ class ImpressionProcessor:
                 keys.EXPERIMENT_ARMS,
                 keys.user_served(uid),
             )
+            novelty = ev.get("novelty")
             plan.ops.append(("M", op_keys, ev["impression_id"], ev["served_ms"], self.window_ms, arm, uid,
-                             keys.IMPRESSIONS_KEPT, list(ev["movie_ids"])))  # fmt: skip
+                             keys.IMPRESSIONS_KEPT, "" if novelty is None else repr(float(novelty)),
+                             list(ev["movie_ids"])))  # fmt: skip
             plan.applied += 1
         if plan.applied:
             plan.ops.append(("C", keys.STATS, "impressions_applied", plan.applied))

@@ -13,7 +13,9 @@ Both stores take the same *ops*, a flat list of tuples the processor computes::
     ("F", key, field, float)               HINCRBYFLOAT
     ("O",)                                 recompute rs:online mae/rmse from its sums
     ("M", (imps, rated, exp, users, movies, arms, served), impression_id, served_ms, window_ms, arm,
-     user_id, kept, [movie_id, ...])       an impression: counted in its arm once (by id), hits from
+     user_id, kept, novelty, [movie_id, ...])
+                                           an impression: counted in its arm once (by id, with its
+                                           novelty when not ""), hits from
                                            the ratings already in ``rated``, its movies indexed in
                                            ``served`` for later ones
     ("R", (served, imps), movie_id, rating, ts_ms, window_ms)
@@ -223,12 +225,17 @@ while i <= n do
     local karms, kserved = KEYS[tonumber(ARGV[i + 6])], KEYS[tonumber(ARGV[i + 7])]
     local iid, served_s, window = ARGV[i + 8], ARGV[i + 9], tonumber(ARGV[i + 10])
     local served = tonumber(served_s)
-    local arm, uid, kept, c = ARGV[i + 11], ARGV[i + 12], tonumber(ARGV[i + 13]), tonumber(ARGV[i + 14])
-    local mids = {unpack(ARGV, i + 15, i + 14 + c)}
-    i = i + 15 + c
+    local arm, uid, kept, novelty = ARGV[i + 11], ARGV[i + 12], tonumber(ARGV[i + 13]), ARGV[i + 14]
+    local c = tonumber(ARGV[i + 15])
+    local mids = {unpack(ARGV, i + 16, i + 15 + c)}
+    i = i + 16 + c
     if redis.call('HEXISTS', kimp, iid) == 0 then
       redis.call('SADD', karms, arm)
       redis.call('HINCRBY', kexp, 'impressions', 1)
+      if novelty ~= '' then
+        redis.call('HINCRBY', kexp, 'novelty_lists', 1)
+        redis.call('HINCRBYFLOAT', kexp, 'novelty_sum', novelty)
+      end
       if redis.call('SADD', kusers, uid) == 1 then redis.call('HINCRBY', kexp, 'users', 1) end
       local top = 0
       if c > 0 then
@@ -644,7 +651,7 @@ class MemoryFeatureTables:
         h["hit_rating_sum"] = float(h.get("hit_rating_sum", 0.0)) + rating
 
     def _impression(self, op_keys: tuple[str, ...], iid: str, served: int, window: int, arm: str, uid: int,
-                    kept: int, mids: list[int]) -> None:  # fmt: skip
+                    kept: int, novelty: str, mids: list[int]) -> None:  # fmt: skip
         kimp, krated, kexp, kusers, kmovies, karms, kserved = op_keys
         imps = self._h(kimp)
         if iid in imps:
@@ -652,6 +659,9 @@ class MemoryFeatureTables:
         self.sets.setdefault(karms, set()).add(arm)
         h = self._h(kexp)
         h["impressions"] = int(h.get("impressions", 0)) + 1
+        if novelty != "":
+            h["novelty_lists"] = int(h.get("novelty_lists", 0)) + 1
+            h["novelty_sum"] = float(h.get("novelty_sum", 0.0)) + float(novelty)
         users = self.sets.setdefault(kusers, set())
         if str(uid) not in users:
             users.add(str(uid))

@@ -26,10 +26,11 @@ RATINGS, IMPRESSIONS = "ratings", "impressions"
 
 
 def _impression(offset: int, iid: str, user: int, mids: list[int], served_ms: int, variant: str = "control",
-                segment: str = "new") -> Message:  # fmt: skip
+                segment: str = "new", novelty: float | None = None) -> Message:  # fmt: skip
     ev = {"impression_id": iid, "user_id": user, "movie_ids": mids, "variant": variant, "segment": segment,
           "model_version": "m", "rules_version": "r", "source": "personalised", "cached": False,
-          "degraded": False, "exploration": "none", "served_ms": served_ms, "clock": "event"}  # fmt: skip
+          "degraded": False, "exploration": "none", "served_ms": served_ms, "clock": "event",
+          "novelty": novelty}  # fmt: skip
     return Message(IMPRESSIONS, 0, offset, codec_for("ImpressionEvent").encode(ev), key=user_key(user))
 
 
@@ -133,9 +134,31 @@ def test_a_user_keeps_only_the_latest_lists() -> None:
 def test_a_bad_impression_is_a_dead_letter_with_the_reason() -> None:
     store = MemoryFeatureTables()
     _, impressions = _processors(store)
-    plan = impressions.plan([_impression(0, "x", 0, [1], T0), _impression(1, "y", 3, [1, 1], T0)])
-    assert [d.record["reason"] for d in plan.dead] == ["bad_impression", "bad_impression"] and plan.applied == 0
+    plan = impressions.plan([_impression(0, "x", 0, [1], T0), _impression(1, "y", 3, [1, 1], T0),
+                             _impression(2, "z", 3, [1], T0, novelty=-0.5), _impression(3, "w", 3, [1], T0,
+                                                                                        novelty=math.nan)])  # fmt: skip
+    assert [d.record["reason"] for d in plan.dead] == ["bad_impression"] * 4 and plan.applied == 0
     assert "positive id" in plan.dead[0].record["error"] and "distinct" in plan.dead[1].record["error"]
+    assert [d.record["error"] for d in plan.dead[2:]] == [
+        "novelty -0.5 is not a finite self-information (>= 0)",
+        "novelty nan is not a finite self-information (>= 0)",
+    ]
+
+
+def test_novelty_is_summed_per_arm_once_per_list_and_lists_without_one_are_left_out(live_settings: Settings) -> None:
+    client = redis.Redis.from_url(live_settings.redis_url)
+    msgs = [_impression(0, "a", 1, [1, 2], T0, novelty=2.5), _impression(1, "b", 2, [3], T0, novelty=6.0),
+            _impression(2, "c", 3, [4], T0), _impression(3, "d", 4, [5], T0, variant="diverse", novelty=1.0),
+            _impression(4, "a", 1, [1, 2], T0, novelty=2.5)]  # "a" produced twice: counted once  # fmt: skip
+    stores = [RedisFeatureTables(client), MemoryFeatureTables()]
+    for store in stores:
+        _, impressions = _processors(store)
+        impressions.commit(impressions.plan(msgs))
+    snap = redis_snapshot(client)
+    assert diff_states(stores[1].snapshot(), snap) == []
+    control, diverse = snap["rs:exp:control:new"], snap["rs:exp:diverse:new"]
+    assert (int(control["impressions"]), int(control["novelty_lists"]), float(control["novelty_sum"])) == (3, 2, 8.5)
+    assert (int(diverse["novelty_lists"]), float(diverse["novelty_sum"])) == (1, 1.0)
 
 
 def test_eviction_and_late_ratings_agree_between_the_lua_script_and_its_twin(live_settings: Settings) -> None:

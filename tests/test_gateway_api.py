@@ -28,9 +28,12 @@ from tests.user_state import apply_rating, write_user
 HEAT, TOY_STORY, JUMANJI, GOLDENEYE = 6, 1, 2, 10
 
 
-def make_gateway(settings: Settings, runtime: ModelRuntime, items: pl.DataFrame, url: str | None = None) -> Gateway:
+def make_gateway(
+    settings: Settings, runtime: ModelRuntime, items: pl.DataFrame, url: str | None = None, history_users: int = 0
+) -> Gateway:
     state = RedisState(url or settings.redis_url, timeout=settings.gateway_redis_timeout)
-    return Gateway(settings, Catalog.build(runtime, items), RulesStore(settings.rules_path), state)
+    catalog = Catalog.build(runtime, items, history_users=history_users)
+    return Gateway(settings, catalog, RulesStore(settings.rules_path), state)
 
 
 @pytest.fixture

@@ -34,13 +34,16 @@ async def _rating_partition(settings: Settings, user_id: int) -> int:
     return sent.partition
 
 
+HISTORY_USERS = 610
+
+
 def test_every_served_list_is_recorded_with_what_was_served(
     live_settings: Settings, runtime: ModelRuntime, items: pl.DataFrame, rclient: redis.Redis
 ) -> None:
     s = live_settings.model_copy(update={"topic_impressions": f"impressions-{uuid.uuid4().hex[:8]}"})
     ensure_topics_sync(s)
     write_user(rclient, runtime, 7, [(HEAT, 5.0), (TOY_STORY, 4.0)])
-    gateway = make_gateway(s, runtime, items)
+    gateway = make_gateway(s, runtime, items, history_users=HISTORY_USERS)
     served: list[tuple[dict, int, str]] = []
     with TestClient(create_app(s, gateway=gateway, impressions=True)) as tc:
         for uid, params in ((7, {"k": 5}), (7, {"k": 5}), (123456, {"k": 3}), (7, {"k": 4, "served_at_ms": 42})):
@@ -56,6 +59,7 @@ def test_every_served_list_is_recorded_with_what_was_served(
         key=lambda r: (r[2]["user_id"], r[2]["served_ms"], r[2]["cached"]),
     )
     assert len(got) == 4
+    n_ratings = dict(zip(items["movie_id"].to_list(), items["n_ratings"].to_list(), strict=True))
     expected = sorted(served, key=lambda b: (b[0]["user_id"], 42 if b[2] == "event" else b[1], b[0]["cached"]))
     for (key, _, event), (body, before, clock) in zip(got, expected, strict=True):
         assert key == user_key(body["user_id"])
@@ -64,6 +68,9 @@ def test_every_served_list_is_recorded_with_what_was_served(
                       "degraded", "exploration"):  # fmt: skip
             assert event[field] == body[field], field
         assert event["clock"] == clock
+        # novelty as docs/evaluation.md defines it: mean -log2(share of HISTORY users who rated each movie)
+        share = [max(n_ratings.get(i["movie_id"], 0), 1) / HISTORY_USERS for i in body["items"]]
+        assert event["novelty"] == pytest.approx(sum(-math.log2(x) for x in share) / len(share), rel=1e-6)
         assert event["served_ms"] == 42 if clock == "event" else before <= event["served_ms"] <= gateway.wall_ms()
     assert [e["cached"] for _, _, e in got if e["user_id"] == 7 and e["clock"] == "wall"] == [False, True]
     assert len({e["impression_id"] for _, _, e in got}) == 4
@@ -129,7 +136,8 @@ def test_experiments_report_each_arm_against_the_control(
         variant, user = ("control", 1000 + i) if i < 200 else ("diverse", 1000 + i)
         ev = {"impression_id": f"x{i}", "user_id": user, "movie_ids": mids, "variant": variant, "segment": "new",
               "model_version": "m", "rules_version": "r", "source": "personalised", "cached": False,
-              "degraded": False, "exploration": "none", "served_ms": t0, "clock": "event"}  # fmt: skip
+              "degraded": False, "exploration": "none", "served_ms": t0, "clock": "event",
+              "novelty": (3.0 if i % 2 == 0 else None) if i < 200 else 1.5}  # fmt: skip
         imps.append(Message("imp", 0, i, codec.encode(ev), key=user_key(user)))
         if (i < 200 and i % 10 == 0) or (i >= 200 and i % 5 == 0):
             rates.append(Message("rat", 0, len(rates), codec_for("RatingEvent").encode(
@@ -151,6 +159,7 @@ def test_experiments_report_each_arm_against_the_control(
         0.1692951, abs=1e-6
     )
     assert diverse["verdict"] == "ahead" and diverse["users"] == 200
+    assert (control["novelty"], diverse["novelty"]) == (3.0, 1.5)  # the mean over the lists recorded with one
     assert diverse["ndcg_20"] == pytest.approx(0.2 / math.log2(5)) and diverse["coverage"] == pytest.approx(
         20 / len(runtime.movie_ids)
     )

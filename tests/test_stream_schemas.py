@@ -93,3 +93,18 @@ def test_a_v1_reader_without_the_writer_schema_refuses_a_probe_instead_of_misrea
     assert old_reader.decode(codec_for("RatingEvent").encode(EVENT)) == EVENT  # other sources still read
     with pytest.raises(DecodeError):
         old_reader.decode(codec_for("RatingEvent").encode(PROBE))  # a dead letter "undecodable", never applied
+
+
+IMPRESSION_V1 = json.loads((SCHEMA_DIR / "impression_event.v1.avsc").read_text())
+IMPRESSION = {"impression_id": "a" * 32, "user_id": 7, "movie_ids": [3, 1, 2], "variant": "control",
+              "segment": "new", "model_version": "m0001", "rules_version": "v1-x", "source": "personalised",
+              "cached": False, "degraded": False, "exploration": "none", "served_ms": 1_600_000_000_000,
+              "clock": "event"}  # fmt: skip
+
+
+def test_impressions_of_the_v1_writer_read_with_no_novelty_and_a_v1_reader_skips_it() -> None:
+    old = SchemaCodec(IMPRESSION_V1).encode(IMPRESSION)
+    assert old[1] == 1 and codec_for("ImpressionEvent").decode(old) == {**IMPRESSION, "novelty": None}
+    new = codec_for("ImpressionEvent").encode({**IMPRESSION, "novelty": 5.25})
+    assert new[1] == 2 and codec_for("ImpressionEvent").decode(new)["novelty"] == 5.25
+    assert SchemaCodec(IMPRESSION_V1).decode(new) == IMPRESSION  # the appended field is past every field it knows

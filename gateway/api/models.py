@@ -362,6 +362,11 @@ class ArmReport(BaseModel):
     ndcg_20: float = Field(description="DCG@20 of the hits per list (binary relevance).")
     mean_hit_rating: float | None
     coverage: float | None = Field(description="Distinct movies served / the catalogue.")
+    novelty: float | None = Field(
+        None,
+        description="Mean self-information of the listed movies, -log2(share of HISTORY users who rated "
+        "them), over the lists recorded with one (reelstream evaluate's novelty); null: none yet.",
+    )
     diff: float | None = Field(description="hit_rate - the control's (null for the control).")
     low: float | None = Field(description="95% two-proportion interval of diff (docs/experiments.md).")
     high: float | None

@@ -293,6 +293,7 @@ async function pollArms() {
         el("td", {}, (explored[a.name] || 0).toLocaleString()),
         el("td", { class: "hit-rate" }, m ? `${pts(m.hit_rate)} % of ${m.impressions.toLocaleString()}` : "—"),
         el("td", { class: "lift" }, m && m.diff != null ? `${pts(m.diff)} [${pts(m.low)}, ${pts(m.high)}]` : "—"),
+        el("td", { class: "novelty" }, m && m.novelty != null ? `${m.novelty.toFixed(2)} bits` : "—"),
         el("td", { class: "verdict" }, m ? m.verdict : "—"));
     }));
     const control = exp.arms.find((e) => e.verdict === "control");

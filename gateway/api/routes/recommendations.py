@@ -60,8 +60,9 @@ async def recommendations(
             raise field_error(("query", "variant"), f"unknown variant {variant!r}; known: {arms}", variant)
     result = await gateway.recommend(user_id, k, genres, exclude_genres, variant=variant, segment=segment)
     if gateway.impressions is not None:  # a queue append: never slows or fails the answer
+        novelty = gateway.catalog.novelty([item.movie_id for item in result.items])
         if served_at_ms is None:
-            gateway.impressions.record(result, gateway.wall_ms(), "wall")
+            gateway.impressions.record(result, gateway.wall_ms(), "wall", novelty)
         else:
-            gateway.impressions.record(result, served_at_ms, "event")
+            gateway.impressions.record(result, served_at_ms, "event", novelty)
     return Response(result.model_dump_json(), media_type="application/json")

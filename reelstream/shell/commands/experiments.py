@@ -46,13 +46,14 @@ def experiments(
     table = Table(title=f"arms against {control} (hit rate: lists with a later rating of a top-20 movie, "
                   f"window {settings.attribution_window_s / 86400:g} d)")  # fmt: skip
     for column in ("variant", "lists", "users", "hit rate %", "lift pts", "95% interval pts", "NDCG@20",
-                   "coverage %", "verdict"):  # fmt: skip
+                   "coverage %", "novelty bits", "verdict"):  # fmt: skip
         table.add_column(column, justify="left" if column in {"variant", "verdict"} else "right")
     for a in got["arms"]:
         interval = "—" if a["low"] is None else f"{_pct(a['low'])} .. {_pct(a['high'])}"
         table.add_row(
             a["variant"], f"{a['impressions']:,}", f"{a['users']:,}", f"{100 * a['hit_rate']:.2f}", _pct(a["diff"]),
             interval, f"{a['ndcg_20']:.4f}", "—" if a["coverage"] is None else f"{100 * a['coverage']:.1f}",
+            "—" if a["novelty"] is None else f"{a['novelty']:.2f}",
             f"[{VERDICT_STYLE[a['verdict']]}]{a['verdict']}[/]",
         )  # fmt: skip
     console.print(table if got["arms"] else "no impressions attributed yet (the gateway records them as it serves)")
