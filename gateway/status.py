@@ -19,6 +19,7 @@ from gateway.decisions import (
 )
 from gateway.errors import StateUnavailable
 from gateway.parts import GatewayParts
+from monitoring.hit_rate import judge_counts
 from reelstream.addresses import broker_answers
 from schemas.archive_status import unarchived_tail
 from schemas.challenger import decode_challenger
@@ -88,7 +89,7 @@ class Status(GatewayParts):
         rules_h = ComponentHealth(ok=err is None, detail=err or f"{rules.doc.name} {rules.version}")
         broker_h, worker_h = self._broker.get(), self._workers.get()
         parts = (broker_h, redis_h, model_h, worker_h, rules_h)
-        lost = resets = tail = challenger = None
+        lost = resets = tail = challenger = hit_rate = None
         if redis_h.ok:
             try:
                 counters = self.state.stats()
@@ -96,13 +97,19 @@ class Status(GatewayParts):
                 archive = self.state.archive_status()
                 tail = unarchived_tail(archive) if archive else None
                 challenger = decode_challenger(self.state.challenger()).as_dict()
+                hit_rate = self._hit_rate()
             except (StateUnavailable, ValueError):
                 pass
         return Health(
             status="ok" if all(p.ok for p in parts) else "degraded",
             broker=broker_h, redis=redis_h, model=model_h, worker=worker_h, rules=rules_h,
-            events_lost=lost, log_resets=resets, unarchived=tail, challenger=challenger,
+            events_lost=lost, log_resets=resets, unarchived=tail, challenger=challenger, hit_rate=hit_rate,
         )  # fmt: skip
+
+    def _hit_rate(self) -> dict[str, Any]:
+        """The live hit-rate watch's verdict (monitoring/hit_rate.py), read only: ``reelstream retrain`` asks."""
+        event_ms = self.state.item_prior_clock().get("event_ms")
+        return judge_counts(self.state.experiment_days(), event_ms, self.settings, self.wall_ms()).as_dict()
 
     def stats(self) -> Stats:
         t = self.telemetry

@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     #: A rating of a served movie counts as a hit of the list when it comes this long after serving, at most
     #: (event time, seconds; docs/experiments.md).
     attribution_window_s: float = Field(7 * 24 * 3600.0, gt=0)
+    #: The live hit-rate watch (monitoring/hit_rate.py): the latest this many closed serving days against the
+    #: closed days before them; a relative fall past ``hit_rate_fall`` (and significant) asks for a challenger.
+    hit_rate_recent_days: int = Field(3, ge=1)
+    hit_rate_fall: float = Field(0.2, gt=0, lt=1)
+    #: Lists each side needs before the watch judges.
+    hit_rate_min_lists: int = Field(200, ge=1)
     #: Event times before this (epoch ms) are refused as bad timestamps (1990-01-01).
     event_min_ts_ms: int = 631_152_000_000
     #: Event times more than this beyond the worker's clock are refused (ms).

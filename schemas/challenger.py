@@ -1,7 +1,8 @@
 """``rs:challenger``: the online model's call for a challenger, and ``reelstream retrain``'s answer.
 
-Written by two sides, read by three: the worker counts drift alarms into ``requested`` in its batch's fenced
-commit (``streams/processor.py``, so an alarm counts once with its batch); ``reelstream retrain`` writes
+Written by three sides, read by three: the worker counts drift alarms into ``requested`` in its batch's fenced
+commit (``streams/processor.py``, so an alarm counts once with its batch); the live hit-rate watch counts a
+fall there once per closed serving day (``hit_rate_day``, ``monitoring/hit_rate.py``); ``reelstream retrain`` writes
 ``answered`` (the ``requested`` it ran for) and ``answer`` when it finishes; ``reelstream lag``, the gateway's
 ``/health`` and ``/stats`` read it with :func:`decode_challenger`. A request is *pending* while
 ``requested > answered``: a retrain that ran answers every alarm counted before it started.
@@ -28,6 +29,7 @@ class Challenger:
     reason: str | None = None
     answered_ms: int | None = None
     answer: str | None = None  #: what the latest retrain did (promoted or kept, why); a failed round: none
+    hit_rate_day: int | None = None  #: the latest serving day the hit-rate watch asked for (monitoring/hit_rate.py)
 
     @property
     def pending(self) -> int:
@@ -56,11 +58,11 @@ def decode_challenger(raw: Mapping[Any, Any]) -> Challenger:
     """
     got = {text(k): v for k, v in raw.items()}
     ints = {name: _int(got[name]) if name in got else None for name in ("requested", "answered", "last_alarm_ms",
-                                                                       "answered_ms")}  # fmt: skip
+                                                                       "answered_ms", "hit_rate_day")}  # fmt: skip
     texts = {name: text(got[name]) if name in got else None for name in ("reason", "answer")}
     return Challenger(requested=ints["requested"] or 0, answered=ints["answered"] or 0,
                       last_alarm_ms=ints["last_alarm_ms"], reason=texts["reason"], answered_ms=ints["answered_ms"],
-                      answer=texts["answer"])  # fmt: skip
+                      answer=texts["answer"], hit_rate_day=ints["hit_rate_day"])  # fmt: skip
 
 
 def answer_fields(requested: int, answer: str, now_ms: int) -> dict[str, Any]:

@@ -24,6 +24,8 @@ key                            type    fields / members
                                        ``users``, ``hits``, ``hit_lists_20``, ``hits_5``, ``hits_10``, ``hits_20``,
                                        ``dcg_20``, ``hit_rating_sum``, ``novelty_lists``, ``novelty_sum``
 ``rs:exp:{arm}:users``         set     users served in the arm; ``:movies``: movies served (coverage)
+``rs:exp:{arm}:days``          hash    per UTC day of serving ``{day}:lists`` and ``{day}:hit_lists_20`` (day =
+                                       served_ms // EXPERIMENT_DAY_MS): the hit rate over time
 ``rs:exp:arms``                set     every arm with impressions
 ``rs:item:{mid}``              hash    ``n``, ``sum``, ``mean``
 ``rs:items:trending``          zset    movie_id -> log of the decayed event count, in log space:
@@ -95,6 +97,7 @@ __all__ = [
     "ARCHIVE",
     "CHALLENGER",
     "EXPERIMENT_ARMS",
+    "EXPERIMENT_DAY_MS",
     "IMPRESSIONS_KEPT",
     "ITEMS_POPULAR",
     "ITEMS_PRIOR",
@@ -175,10 +178,12 @@ def user_served(user_id: int) -> str:
 IMPRESSIONS_KEPT = 20
 #: Every arm (``variant:segment``) that has impressions.
 EXPERIMENT_ARMS = f"{PREFIX}:exp:arms"
+#: The serving-day buckets of ``rs:exp:{arm}:days`` (UTC days of ``served_ms``).
+EXPERIMENT_DAY_MS = 86_400_000
 
 
 def experiment(arm: str, part: str = "") -> str:
-    """An arm's counters (``part`` ''), or its ``users`` / ``movies`` set.
+    """An arm's counters (``part`` ''), its ``users`` / ``movies`` set, or its ``days`` hash.
 
     >>> experiment("control:new"), experiment("control:new", "users")
     ('rs:exp:control:new', 'rs:exp:control:new:users')

@@ -232,6 +232,8 @@ while i <= n do
     if redis.call('HEXISTS', kimp, iid) == 0 then
       redis.call('SADD', karms, arm)
       redis.call('HINCRBY', kexp, 'impressions', 1)
+      local day = math.floor(served / DAY_MS)
+      redis.call('HINCRBY', kexp .. ':days', day .. ':lists', 1)
       if novelty ~= '' then
         redis.call('HINCRBY', kexp, 'novelty_lists', 1)
         redis.call('HINCRBYFLOAT', kexp, 'novelty_sum', novelty)
@@ -261,7 +263,10 @@ while i <= n do
         end
         redis.call('HSET', kserved, unpack(writes))
       end
-      if top > 0 then redis.call('HINCRBY', kexp, 'hit_lists_20', 1) end
+      if top > 0 then
+        redis.call('HINCRBY', kexp, 'hit_lists_20', 1)
+        redis.call('HINCRBY', kexp .. ':days', day .. ':hit_lists_20', 1)
+      end
       local rec = {served, arm, top}
       for r = 1, c do rec[r + 3] = tonumber(mids[r]) end
       redis.call('HSET', kimp, iid, cmsgpack.pack(rec))
@@ -302,7 +307,10 @@ while i <= n do
             local raw = redis.call('HGET', kimp, eiid)
             if raw then
               local rec = cmsgpack.unpack(raw)
-              if rec[3] == 0 then redis.call('HINCRBY', kexp, 'hit_lists_20', 1) end
+              if rec[3] == 0 then
+                redis.call('HINCRBY', kexp, 'hit_lists_20', 1)
+                redis.call('HINCRBY', kexp .. ':days', math.floor(at / DAY_MS) .. ':hit_lists_20', 1)
+              end
               rec[3] = rec[3] + 1
               redis.call('HSET', kimp, eiid, cmsgpack.pack(rec))
             end
@@ -405,7 +413,7 @@ return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), rows, ra
 """
 
 #: Ops whose second element is a key (passed through KEYS, named by its index there).
-_LUA = _LUA.replace("EXP_PREFIX", f"'{keys.experiment('')}'")
+_LUA = _LUA.replace("EXP_PREFIX", f"'{keys.experiment('')}'").replace("DAY_MS", str(keys.EXPERIMENT_DAY_MS))
 _KEYED = frozenset("HLIXCF")
 
 
@@ -641,6 +649,10 @@ class MemoryFeatureTables:
                 raise ValueError(f"unknown op {kind!r}")
         return True
 
+    def _bump(self, key: str, field: str) -> None:
+        h = self._h(key)
+        h[field] = int(h.get(field, 0)) + 1
+
     def _hit(self, kexp: str, rank: int, rating: float) -> None:
         h = self._h(kexp)
         names = ["hits"] + [f"hits_{k}" for k in (5, 10, 20) if rank <= k]
@@ -659,6 +671,8 @@ class MemoryFeatureTables:
         self.sets.setdefault(karms, set()).add(arm)
         h = self._h(kexp)
         h["impressions"] = int(h.get("impressions", 0)) + 1
+        day = served // keys.EXPERIMENT_DAY_MS
+        self._bump(f"{kexp}:days", f"{day}:lists")
         if novelty != "":
             h["novelty_lists"] = int(h.get("novelty_lists", 0)) + 1
             h["novelty_sum"] = float(h.get("novelty_sum", 0.0)) + float(novelty)
@@ -682,6 +696,7 @@ class MemoryFeatureTables:
                 index[str(m)] = f"{index[str(m)]} {entry}" if str(m) in index else entry
         if top:
             h["hit_lists_20"] = int(h.get("hit_lists_20", 0)) + 1
+            self._bump(f"{kexp}:days", f"{day}:hit_lists_20")
         imps[iid] = [served, arm, top, *mids]
         if len(imps) > kept:
             oldest = min(imps, key=lambda k: (imps[k][0], k))
@@ -709,6 +724,7 @@ class MemoryFeatureTables:
                     if rec[2] == 0:
                         h = self._h(kexp)
                         h["hit_lists_20"] = int(h.get("hit_lists_20", 0)) + 1
+                        self._bump(f"{kexp}:days", f"{at // keys.EXPERIMENT_DAY_MS}:hit_lists_20")
                     rec[2] += 1
                 self._hit(kexp, rank, rating)
                 e = f"{eiid},{rank_s},{at_s},{earm},1"

@@ -82,6 +82,17 @@ def _check(store) -> None:
         for name, value in fields.items():
             assert float(got[key][name]) == pytest.approx(value, rel=1e-9), (key, name)
     assert got["rs:exp:arms"] == ["control:new", "diverse:new"]
+    day = T0 // keys.EXPERIMENT_DAY_MS  # the lists by serving day: a later hit counts on its list's day
+    assert {k: int(v) for k, v in got["rs:exp:control:new:days"].items()} == {
+        f"{day}:lists": 1,
+        f"{day}:hit_lists_20": 1,
+        f"{day + 1}:lists": 1,
+        f"{day + 1}:hit_lists_20": 1,
+    }
+    assert {k: int(v) for k, v in got["rs:exp:diverse:new:days"].items()} == {
+        f"{day}:lists": 1,
+        f"{day}:hit_lists_20": 1,
+    }
     assert got["rs:exp:control:new:movies"] == sorted(["10", "11", "12", "13", "14", "15", "30"])
 
 

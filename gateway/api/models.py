@@ -245,6 +245,13 @@ class Health(BaseModel):
         "`last_alarm_ms` (event time), `reason`, `answer`. Informational: it never makes the status degraded. "
         "None: Redis unreachable.",
     )
+    hit_rate: dict[str, Any] | None = Field(
+        None,
+        description="The live hit-rate watch (monitoring/hit_rate.py): `fell`, `reason`, the latest closed serving "
+        "`day`, `baseline_rate` and `recent_rate` with their list counts, the 95% interval `low`..`high` of "
+        "their difference. A fall asks for a challenger when `reelstream retrain` next runs. None: Redis "
+        "unreachable.",
+    )
 
 
 class Stats(BaseModel):

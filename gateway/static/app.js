@@ -256,12 +256,17 @@ async function pollHealth() {
     const h = await api("/health");
     const pills = ["broker", "redis", "worker", "model", "rules"].map((k) =>
       el("span", { class: `pill ${h[k].ok ? "ok" : "bad"}`, title: h[k].detail }, k));
-    const c = h.challenger;  // the online model's drift alarms (rs:challenger): a retrain is due while pending
+    const c = h.challenger;  // drift alarms and hit-rate falls (rs:challenger): a retrain is due while pending
     if (c && c.pending > 0) {
       pills.push(el("span", { class: "pill bad", title: `${c.reason || "drift"}; run reelstream retrain` },
-        `drift: challenger requested (${c.pending})`));
+        `challenger requested (${c.pending})`));
     } else if (c && c.requested > 0) {
-      pills.push(el("span", { class: "pill ok", title: c.answer || "" }, `drift alarms answered (${c.requested})`));
+      pills.push(el("span", { class: "pill ok", title: c.answer || "" }, `alarms answered (${c.requested})`));
+    }
+    const r = h.hit_rate;  // the live hit-rate watch (monitoring/hit_rate.py)
+    if (r && r.recent_rate != null) {
+      pills.push(el("span", { class: `pill ${r.fell ? "bad" : "ok"}`, title: r.reason },
+        `hit rate ${(100 * r.recent_rate).toFixed(1)} % (before ${(100 * r.baseline_rate).toFixed(1)} %)`));
     }
     $("#health").replaceChildren(...pills);
   } catch (e) {

@@ -11,11 +11,12 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
+from monitoring.hit_rate import HitRateCheck, judge
 from monitoring.lag import GroupLag, LagMonitor, PartitionLag, recorded_resets
 from monitoring.liveness import worker_heartbeats
 from reelstream.console import console
 from reelstream.redis_client import redis_client
-from reelstream.settings import get_settings
+from reelstream.settings import Settings, get_settings
 from schemas import redis_keys as keys
 from schemas.challenger import Challenger, decode_challenger
 
@@ -31,29 +32,33 @@ def _reset(r: PartitionLag, now: float) -> str:
     return f"{max(now - r.reset_at_ms / 1000.0, 0.0):,.0f} s ago, {r.reset_lost:,} unread"
 
 
-def challenger_note(challenger: Challenger | None) -> str:
-    """The table's caption about the online model's drift alarms (``rs:challenger``).
+def challenger_note(challenger: Challenger | None, hit_rate: HitRateCheck | None = None) -> str:
+    """The table's caption about the alarms that ask for a challenger (``rs:challenger``: the online model's
+    drift alarms, falls of the live hit rate) and the hit-rate watch's verdict.
 
     >>> challenger_note(Challenger(requested=3, answered=1, last_alarm_ms=0, reason="drift"))
-    'online model: 2 drift alarm(s) ask for a challenger: run `reelstream retrain`'
-    >>> challenger_note(Challenger())
-    'online model: no drift alarm'
+    'challenger: 2 alarm(s) ask for one (latest: drift): run `reelstream retrain`'
+    >>> challenger_note(Challenger(), HitRateCheck(False, "not enough closed days: 0"))
+    'challenger: no alarm; not enough closed days: 0'
     """
     if challenger is None:
-        return "online model: drift alarms unknown (Redis unreachable)"
+        return "challenger: alarms unknown (Redis unreachable)"
     if challenger.pending:
-        return f"online model: {challenger.pending} drift alarm(s) ask for a challenger: run `reelstream retrain`"
-    if challenger.requested:
-        return f"online model: {challenger.requested} drift alarm(s), answered: {challenger.answer}"
-    return "online model: no drift alarm"
+        note = (f"challenger: {challenger.pending} alarm(s) ask for one (latest: {challenger.reason}): "
+                "run `reelstream retrain`")  # fmt: skip
+    elif challenger.requested:
+        note = f"challenger: {challenger.requested} alarm(s), answered: {challenger.answer}"
+    else:
+        note = "challenger: no alarm"
+    return note if hit_rate is None else f"{note}; {hit_rate.reason}"
 
 
-def _challenger(redis_url: str) -> Challenger | None:
-    client = redis_client(redis_url)
+def _alarms(settings: Settings) -> tuple[Challenger | None, HitRateCheck | None]:
+    client = redis_client(settings.redis_url)
     try:
-        return decode_challenger(client.hgetall(keys.CHALLENGER))
+        return decode_challenger(client.hgetall(keys.CHALLENGER)), judge(client, settings)
     except redis.RedisError:
-        return None
+        return None, None
     finally:
         client.close()
 
@@ -83,32 +88,35 @@ def lag(
 ) -> None:
     """Committed offset, log end, lag (messages and seconds), rate and verdict per partition."""
     settings = get_settings()
+    topics = (settings.topic_ratings, settings.topic_movies, settings.topic_impressions)
     monitor = LagMonitor(
         settings.kafka_bootstrap,
         group or settings.app_id,
-        (settings.topic_ratings, settings.topic_movies),
+        topics,
         window=window,
         liveness=worker_heartbeats(settings.redis_url),
-        resets=recorded_resets(settings.redis_url, (settings.topic_ratings, settings.topic_movies)),
+        resets=recorded_resets(settings.redis_url, topics),
     )
 
     async def run() -> None:
         async with monitor:
             result = await monitor.sample()
-            challenger = await asyncio.to_thread(_challenger, settings.redis_url)
+            challenger, hit_rate = await asyncio.to_thread(_alarms, settings)
             if as_json:
-                body = {**result.as_dict(), "challenger": None if challenger is None else challenger.as_dict()}
+                body = {**result.as_dict(), "challenger": None if challenger is None else challenger.as_dict(),
+                        "hit_rate": None if hit_rate is None else hit_rate.as_dict()}  # fmt: skip
                 console.print_json(json.dumps(body))
                 return
             if not watch:
-                console.print(render(result, challenger_note(challenger)))
+                console.print(render(result, challenger_note(challenger, hit_rate)))
                 return
-            with Live(render(result, challenger_note(challenger)), console=console, refresh_per_second=4) as live:
+            note = challenger_note(challenger, hit_rate)
+            with Live(render(result, note), console=console, refresh_per_second=4) as live:
                 while True:
                     await asyncio.sleep(interval)  # the sampling period, not a synchronisation
                     result = await monitor.sample()
-                    challenger = await asyncio.to_thread(_challenger, settings.redis_url)
-                    live.update(render(result, challenger_note(challenger)))
+                    challenger, hit_rate = await asyncio.to_thread(_alarms, settings)
+                    live.update(render(result, challenger_note(challenger, hit_rate)))
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())

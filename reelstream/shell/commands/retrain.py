@@ -132,7 +132,7 @@ def _answer(client: redis.Redis, requested: int, answer: str) -> None:
 
 
 def challenge_pending(settings: Settings) -> int:
-    """Drift alarms no retrain has answered yet (``retrain --when-requested``)."""
+    """Alarms (drift, hit-rate falls) no retrain has answered yet (``retrain --when-requested``)."""
     client = _client(settings)
     try:
         return decode_challenger(client.hgetall(keys.CHALLENGER)).pending
@@ -188,13 +188,29 @@ def retrain(
 
 
 def _round(args: dict[str, Any], when_requested: bool) -> None:
+    settings = get_settings()
+    _watch_hit_rate(settings)
     if when_requested:
-        pending = challenge_pending(get_settings())
+        pending = challenge_pending(settings)
         if not pending:
-            console.print("no challenger requested (no unanswered drift alarm in rs:challenger): nothing to do")
+            console.print("no challenger requested (no unanswered alarm in rs:challenger): nothing to do")
             return
-        console.print(f"a challenger is requested: {pending} unanswered drift alarm(s)")
+        console.print(f"a challenger is requested: {pending} unanswered alarm(s)")
     _retrain(**args)  # type: ignore[arg-type]
+
+
+def _watch_hit_rate(settings: Settings) -> None:
+    """The live hit-rate watch (monitoring/hit_rate.py): a fall asks for the challenger this round trains."""
+    from monitoring.hit_rate import watch
+
+    client = _client(settings)
+    try:
+        check, asked = watch(client, settings)
+    except redis.RedisError as exc:
+        raise InfraError(f"Redis at {settings.redis_url} unreachable: {exc}") from None
+    finally:
+        client.close()
+    console.print(("[bold yellow]asks for a challenger:[/] " if asked else "") + check.reason, highlight=False)
 
 
 def _retrain(
