@@ -55,6 +55,7 @@ from schemas.wire import codec_for  # noqa: E402
 from streams.admin import ensure_topics  # noqa: E402
 from streams.events import rating_event, user_key  # noqa: E402
 from streams.replay import replay  # noqa: E402
+from streams.serve_traffic import is_served  # noqa: E402
 
 
 def _procs(root: psutil.Process) -> list[psutil.Process]:
@@ -111,12 +112,14 @@ class Bench:
     def scenario_env(self, tag: str) -> tuple[dict[str, str], Settings]:
         sfx = f"{tag}-{uuid.uuid4().hex[:6]}"
         names = {"REELSTREAM_TOPIC_RATINGS": f"ratings-{sfx}", "REELSTREAM_TOPIC_MOVIES": f"movies-{sfx}",
-                 "REELSTREAM_TOPIC_DEAD_LETTERS": f"dead-{sfx}", "REELSTREAM_APP_ID": f"bench-{sfx}"}  # fmt: skip
+                 "REELSTREAM_TOPIC_DEAD_LETTERS": f"dead-{sfx}", "REELSTREAM_APP_ID": f"bench-{sfx}",
+                 "REELSTREAM_TOPIC_IMPRESSIONS": f"impressions-{sfx}"}  # fmt: skip
         env = {**self.base_env, **names}
         settings = Settings(
             kafka_bootstrap=env["KAFKA_BOOTSTRAP"], redis_url=env["REDIS_URL"], var_dir=Path(env["REELSTREAM_VAR_DIR"]),
             topic_ratings=names["REELSTREAM_TOPIC_RATINGS"], topic_movies=names["REELSTREAM_TOPIC_MOVIES"],
             topic_dead_letters=names["REELSTREAM_TOPIC_DEAD_LETTERS"], app_id=names["REELSTREAM_APP_ID"],
+            topic_impressions=names["REELSTREAM_TOPIC_IMPRESSIONS"],
         )  # fmt: skip
         asyncio.run(ensure_topics(settings))
         self.redis.flushdb()
@@ -157,9 +160,44 @@ class Bench:
         asyncio.run(send())
         self._wait(lambda: self.applied() >= 16, 90, "warm-up events")
 
-    def drain(self, label: str, frame: pl.DataFrame, workers: int) -> dict:
+    def impressions_applied(self) -> int:
+        return int(self.redis.hget(keys.STATS, "impressions_applied") or 0)
+
+    def produce_impressions(self, settings: Settings, frame: pl.DataFrame, serve_rate: float) -> int:
+        """One ImpressionEvent of 20 movies before each event of the served users (``is_served``, as
+        ``replay --serve-rate`` picks them), at the event's time; the event's movie is listed for a fifth
+        of them (about the bundled model's HR@20), so attribution finds hits. Returns how many."""
+        codec, rng = codec_for("ImpressionEvent"), np.random.default_rng(2)
+        rows = [
+            (u, m, ts) for u, m, ts in frame.select("user_id", "movie_id", "ts").iter_rows() if is_served(u, serve_rate)
+        ]
+
+        async def send() -> None:
+            p = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
+            await p.start()
+            try:
+                futs = []
+                for i, (u, m, ts) in enumerate(rows):
+                    mids = [int(x) for x in rng.choice(self.movies, 20, replace=False) if int(x) != m][:19]
+                    mids.insert(int(rng.integers(0, 20)), m if rng.random() < 0.2 else int(self.movies[i % 50]))
+                    mids = list(dict.fromkeys(mids))
+                    ev = {"impression_id": f"b{i}", "user_id": u, "movie_ids": mids, "variant": "control",
+                          "segment": "new", "model_version": "m0001", "rules_version": "r", "source": "personalised",
+                          "cached": False, "degraded": False, "exploration": "none", "served_ms": ts * 1000,
+                          "clock": "event", "novelty": 5.0}  # fmt: skip
+                    futs.append(await p.send(settings.topic_impressions, codec.encode(ev), key=user_key(u)))
+                await asyncio.gather(*futs)
+            finally:
+                await p.stop()
+
+        asyncio.run(send())
+        return len(rows)
+
+    def drain(self, label: str, frame: pl.DataFrame, workers: int, serve_rate: float = 0.0) -> dict:
         """Worker capacity without the producer: workers joined and warm, then stopped (SIGSTOP) while
         the whole stream is produced, then resumed; events / (resume -> the last event applied).
+        ``serve_rate``: an impression before each event of that share of users is produced too (attribution's
+        cost: the rating events per second with the impressions to apply alongside).
 
         The group's members stay in it while stopped (the stream is produced well within the session
         timeout, and Tansu does not expire members anyway), so no rebalance happens.
@@ -169,11 +207,12 @@ class Bench:
         try:
             self.warm_up(settings)
             time.sleep(2.0)  # heartbeat timers and background commits settle
-            base = self.applied()
+            base, ibase = self.applied(), self.impressions_applied()
             wprocs = _procs(psutil.Process(proc.pid))
             rds = psutil.Process(self.redis_pid)
             os.killpg(proc.pid, signal.SIGSTOP)
             try:
+                n_imps = self.produce_impressions(settings, frame, serve_rate) if serve_rate else 0
                 asyncio.run(replay(settings, frame, fingerprint=f"bench {label}"))
             finally:
                 os.killpg(proc.pid, signal.SIGCONT)
@@ -181,13 +220,14 @@ class Bench:
             la0 = round(os.getloadavg()[0], 2)
             t0 = time.time()
             deadline = time.monotonic() + 900
-            while self.applied() < base + frame.height:
+            while self.applied() < base + frame.height or self.impressions_applied() < ibase + n_imps:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError(f"{label}: worker stalled at {self.applied() - base}/{frame.height}")
                 time.sleep(0.005)
             wall = time.time() - t0
             return {
-                "events": frame.height, "workers": workers, "drain_seconds": round(wall, 2),
+                "events": frame.height, "impressions": n_imps, "serve_rate": serve_rate, "workers": workers,
+                "drain_seconds": round(wall, 2),
                 "events_per_s": round(frame.height / wall),
                 "worker_cpu_cores": round((_cpu(wprocs) - c0) / wall, 2),
                 "redis_cpu_cores": round((_cpu([rds]) - r0) / wall, 2),
@@ -402,19 +442,41 @@ def synthetic_stream(n: int, movies: np.ndarray, seed: int = 0) -> pl.DataFrame:
     })  # fmt: skip
 
 
+def attribution(bench: Bench, stream: pl.DataFrame, rounds: int) -> dict:
+    """The 1-worker drain of the bundled STREAM without impressions, with 10% and with all users served,
+    alternated ``rounds`` times in one run: medians, and each one's change against no impressions."""
+    runs: dict[str, list[dict]] = {"none": [], "serve_0.1": [], "serve_1.0": []}
+    for r in range(rounds):
+        for name, rate in (("none", 0.0), ("serve_0.1", 0.1), ("serve_1.0", 1.0)):
+            runs[name].append(got := bench.drain(f"attr{r}-{name.replace('.', '')}", stream, 1, serve_rate=rate))
+            print(name, got, flush=True)
+    med = {name: float(np.median([x["events_per_s"] for x in rs])) for name, rs in runs.items()}
+    return {
+        "rating_events_per_s_median": med,
+        "change_vs_none": {k: round(v / med["none"] - 1.0, 4) for k, v in med.items() if k != "none"},
+        "runs": runs,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--synthetic-events", type=int, default=200_000)
     ap.add_argument("--freshness-rate", type=float, default=1000.0)
     ap.add_argument("--freshness-seconds", type=float, default=20.0)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "stream.json")
-    scenarios = ["small1", "small2", "drain1", "drain2", "sdrain1", "sdrain2", "synthetic", "freshness"]
+    scenarios = ["small1", "small2", "drain1", "drain2", "sdrain1", "sdrain2", "synthetic", "freshness", "attribution"]
     ap.add_argument("--skip", nargs="*", default=[], choices=scenarios)
     ap.add_argument(
         "--profile",
         type=Path,
         default=None,
         help="py-spy the 1-worker synthetic run; write its top functions to this text file",
+    )
+    ap.add_argument(
+        "--attribution-rounds",
+        type=int,
+        default=3,
+        help="rounds of the attribution scenario (no impressions, 10% and all users served)",
     )
     args = ap.parse_args()
     cmd = "python bench/stream.py " + " ".join(sys.argv[1:])
@@ -448,6 +510,9 @@ def main() -> None:
         if "freshness" not in args.skip:
             results["freshness"] = bench.freshness(args.freshness_rate, args.freshness_seconds)
             print(results["freshness"], flush=True)
+        if "attribution" not in args.skip:
+            results["attribution_drain_1_worker"] = r = attribution(bench, stream, args.attribution_rounds)
+            print(r, flush=True)
     finally:
         bench.close()
         shutil.rmtree(tmp, ignore_errors=True)

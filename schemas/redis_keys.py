@@ -16,10 +16,10 @@ key                            type    fields / members
 ``rs:user:{uid}:rated``        hash    movie_id -> the latest rating and its event time, packed:
                                        ``event_ts_ms * 10 + half_stars - 1``
 ``rs:user:{uid}:recent``       list    newest first, ``movie_id:packed``, capped at RECENT_MAX
-``rs:user:{uid}:impressions``  hash    impression_id -> msgpack ``[served_ms, arm, top-20 hits, movie ids...]``:
-                                       the user's latest IMPRESSIONS_KEPT served lists (attribution)
-``rs:user:{uid}:served``       hash    movie_id -> ``iid,rank,served_ms,arm,hit`` entries (space-separated)
-                                       of those lists: a rating finds its lists with one HGET
+``rs:user:{uid}:impressions``  hash    impression_id -> msgpack ``[served_ms, arm, top-20 hits, hit flags,
+                                       movie ids...]`` (``hit flags``: one ``0``/``1`` per rank): the user's
+                                       latest IMPRESSIONS_KEPT served lists (attribution)
+``rs:user:{uid}:impressions:order`` zset impression_id -> served_ms of those lists: the oldest in O(log n)
 ``rs:exp:{arm}``               hash    one A/B arm and segment (``variant:segment``): ``impressions``,
                                        ``users``, ``hits``, ``hit_lists_20``, ``hits_5``, ``hits_10``, ``hits_20``,
                                        ``dcg_20``, ``hit_rating_sum``, ``novelty_lists``, ``novelty_sum``
@@ -120,9 +120,9 @@ __all__ = [
     "text_hash",
     "user",
     "user_impressions",
+    "user_impressions_order",
     "user_rated",
     "user_recent",
-    "user_served",
     "worker",
     "worker_freshness",
 ]
@@ -170,8 +170,8 @@ def user_impressions(user_id: int) -> str:
     return f"{PREFIX}:user:{user_id}:impressions"
 
 
-def user_served(user_id: int) -> str:
-    return f"{PREFIX}:user:{user_id}:served"
+def user_impressions_order(user_id: int) -> str:
+    return f"{PREFIX}:user:{user_id}:impressions:order"
 
 
 #: Served lists kept per user for attribution (the oldest by serving time goes first).

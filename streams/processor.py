@@ -499,7 +499,7 @@ class RatingProcessor:
                 agg[1] += r
                 agg[2] = logaddexp(agg[2], x)
                 agg[3] = logaddexp(agg[3], xp)
-            ops_hits.append(("R", (keys.user_served(uid), keys.user_impressions(uid)), mid, r, ts, self.window_ms))
+            ops_hits.append(("R", (keys.user_impressions(uid),), mid, r, ts, self.window_ms))
             once = (_m.partition, _m.offset, ev["event_id"])
             step = unconfirmed.get(once)
             if step is None:
@@ -695,7 +695,7 @@ class ImpressionProcessor:
                 keys.experiment(arm, "users"),
                 keys.experiment(arm, "movies"),
                 keys.EXPERIMENT_ARMS,
-                keys.user_served(uid),
+                keys.user_impressions_order(uid),
             )
             novelty = ev.get("novelty")
             plan.ops.append(("M", op_keys, ev["impression_id"], ev["served_ms"], self.window_ms, arm, uid,

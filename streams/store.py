@@ -12,14 +12,13 @@ Both stores take the same *ops*, a flat list of tuples the processor computes::
     ("C", key, field, int)                 HINCRBY
     ("F", key, field, float)               HINCRBYFLOAT
     ("O",)                                 recompute rs:online mae/rmse from its sums
-    ("M", (imps, rated, exp, users, movies, arms, served), impression_id, served_ms, window_ms, arm,
+    ("M", (imps, rated, exp, users, movies, arms, order), impression_id, served_ms, window_ms, arm,
      user_id, kept, novelty, [movie_id, ...])
                                            an impression: counted in its arm once (by id, with its
-                                           novelty when not ""), hits from
-                                           the ratings already in ``rated``, its movies indexed in
-                                           ``served`` for later ones
-    ("R", (served, imps), movie_id, rating, ts_ms, window_ms)
-                                           a rating: a hit of each indexed list that served the movie
+                                           novelty when not ""), hits from the ratings already in
+                                           ``rated``, kept (the latest ``kept``) for later ones
+    ("R", (imps,), movie_id, rating, ts_ms, window_ms)
+                                           a rating: a hit of each kept list that served the movie
 
 **Exactly-once effect.** :meth:`RedisFeatureTables.commit` runs one Lua script:
 atomic like MULTI/EXEC, but it can also refuse. For every partition in the batch
@@ -76,9 +75,11 @@ __all__ = [
     "Reads",
     "RedisFeatureTables",
     "current_recent",
+    "impression_record",
     "logaddexp",
     "normalize",
     "pack_args",
+    "parse_impression_record",
     "redis_snapshot",
 ]
 
@@ -219,10 +220,10 @@ while i <= n do
     i = i + 4
   elseif op == 'M' then
     -- an impression: count it once (by id), count the ratings already applied inside its window as hits, and
-    -- index its movies (rs:user:{uid}:served) so a later rating finds it with one HGET
+    -- keep it (the user's latest `kept`, by serving time) for the ratings after it
     local kimp, krated, kexp = KEYS[tonumber(ARGV[i + 1])], KEYS[tonumber(ARGV[i + 2])], KEYS[tonumber(ARGV[i + 3])]
     local kusers, kmovies = KEYS[tonumber(ARGV[i + 4])], KEYS[tonumber(ARGV[i + 5])]
-    local karms, kserved = KEYS[tonumber(ARGV[i + 6])], KEYS[tonumber(ARGV[i + 7])]
+    local karms, korder = KEYS[tonumber(ARGV[i + 6])], KEYS[tonumber(ARGV[i + 7])]
     local iid, served_s, window = ARGV[i + 8], ARGV[i + 9], tonumber(ARGV[i + 10])
     local served = tonumber(served_s)
     local arm, uid, kept, novelty = ARGV[i + 11], ARGV[i + 12], tonumber(ARGV[i + 13]), ARGV[i + 14]
@@ -239,12 +240,10 @@ while i <= n do
         redis.call('HINCRBYFLOAT', kexp, 'novelty_sum', novelty)
       end
       if redis.call('SADD', kusers, uid) == 1 then redis.call('HINCRBY', kexp, 'users', 1) end
-      local top = 0
+      local top, flags = 0, {}
       if c > 0 then
         redis.call('SADD', kmovies, unpack(mids))
         local rated = redis.call('HMGET', krated, unpack(mids))
-        local index = redis.call('HMGET', kserved, unpack(mids))
-        local writes = {}
         for r = 1, c do
           local flag, v = '0', rated[r]
           if v and string.match(v, '^%d+$') then
@@ -256,72 +255,55 @@ while i <= n do
               if r <= 20 then top = top + 1 end
             end
           end
-          local entry = iid .. ',' .. r .. ',' .. served_s .. ',' .. arm .. ',' .. flag
-          if index[r] then entry = index[r] .. ' ' .. entry end
-          writes[#writes + 1] = mids[r]
-          writes[#writes + 1] = entry
+          flags[r] = flag
         end
-        redis.call('HSET', kserved, unpack(writes))
       end
       if top > 0 then
         redis.call('HINCRBY', kexp, 'hit_lists_20', 1)
         redis.call('HINCRBY', kexp .. ':days', day .. ':hit_lists_20', 1)
       end
-      local rec = {served, arm, top}
-      for r = 1, c do rec[r + 3] = tonumber(mids[r]) end
-      redis.call('HSET', kimp, iid, cmsgpack.pack(rec))
-      if redis.call('HLEN', kimp) > kept then
-        local all = redis.call('HGETALL', kimp)
-        local oldest, at, orec = nil, nil, nil
-        for j = 1, #all, 2 do
-          local o = cmsgpack.unpack(all[j + 1])
-          if at == nil or o[1] < at or (o[1] == at and all[j] < oldest) then oldest, at, orec = all[j], o[1], o end
-        end
+      -- the record as text, "served arm top flags ,m1,m2,...," (no arm holds a space): a rating finds its
+      -- movie with one plain string.find, and parses only the lists that hold it
+      redis.call('HSET', kimp, iid, served_s .. ' ' .. arm .. ' ' .. top .. ' ' .. table.concat(flags) .. ' ,' ..
+        table.concat(mids, ',') .. (c > 0 and ',' or ''))
+      redis.call('ZADD', korder, served, iid)
+      if redis.call('ZCARD', korder) > kept then  -- the oldest list leaves (ties: the smallest id)
+        local oldest = redis.call('ZRANGE', korder, 0, 0)[1]
+        redis.call('ZREM', korder, oldest)
         redis.call('HDEL', kimp, oldest)
-        for r = 4, #orec do
-          local m = tostring(orec[r])
-          local left = {}
-          for e in string.gmatch(redis.call('HGET', kserved, m) or '', '%S+') do
-            if string.sub(e, 1, #oldest + 1) ~= oldest .. ',' then left[#left + 1] = e end
-          end
-          if #left > 0 then redis.call('HSET', kserved, m, table.concat(left, ' '))
-          else redis.call('HDEL', kserved, m) end
-        end
       end
     end
   elseif op == 'R' then
-    -- a rating: a hit of every indexed list that served the movie inside the window, once per (list, movie)
-    local kserved, kimp = KEYS[tonumber(ARGV[i + 1])], KEYS[tonumber(ARGV[i + 2])]
-    local mid, rating, ts, window = ARGV[i + 3], tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
-    i = i + 7
-    local index = redis.call('HGET', kserved, mid)
-    if index then
-      local out, changed = {}, false
-      for e in string.gmatch(index, '%S+') do
-        local eiid, rank, at_s, earm, flag = string.match(e, '^([^,]+),(%d+),(%d+),([^,]+),([01])$')
-        rank = tonumber(rank)
+    -- a rating: a hit of every kept list that served the movie inside the window, once per (list, movie)
+    local kimp = KEYS[tonumber(ARGV[i + 1])]
+    local needle = ',' .. ARGV[i + 2] .. ','
+    local rating, ts, window = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
+    i = i + 6
+    local all = redis.call('HGETALL', kimp)
+    for j = 1, #all, 2 do
+      local v = all[j + 1]
+      if string.find(v, needle, 1, true) then
+        local at_s, arm, top, flags, list = string.match(v, '^(%d+) (%S+) (%d+) ([01]*) (,.*)$')
         local at = tonumber(at_s)
-        if flag == '0' and ts >= at and ts <= at + window then
-          local kexp = EXP_PREFIX .. earm
-          if rank <= 20 then
-            local raw = redis.call('HGET', kimp, eiid)
-            if raw then
-              local rec = cmsgpack.unpack(raw)
-              if rec[3] == 0 then
+        local p = string.find(list, needle, 1, true)
+        if ts >= at and ts <= at + window then
+          local rank = select(2, string.gsub(string.sub(list, 1, p), ',', ''))
+          if string.sub(flags, rank, rank) == '0' then
+            local kexp = EXP_PREFIX .. arm
+            top = tonumber(top)
+            if rank <= 20 then
+              if top == 0 then
                 redis.call('HINCRBY', kexp, 'hit_lists_20', 1)
                 redis.call('HINCRBY', kexp .. ':days', math.floor(at / DAY_MS) .. ':hit_lists_20', 1)
               end
-              rec[3] = rec[3] + 1
-              redis.call('HSET', kimp, eiid, cmsgpack.pack(rec))
+              top = top + 1
             end
+            hit(kexp, rank, rating)
+            flags = string.sub(flags, 1, rank - 1) .. '1' .. string.sub(flags, rank + 1)
+            redis.call('HSET', kimp, all[j], at_s .. ' ' .. arm .. ' ' .. top .. ' ' .. flags .. ' ' .. list)
           end
-          hit(kexp, rank, rating)
-          e = eiid .. ',' .. rank .. ',' .. at_s .. ',' .. earm .. ',1'
-          changed = true
         end
-        out[#out + 1] = e
       end
-      if changed then redis.call('HSET', kserved, mid, table.concat(out, ' ')) end
     end
   elseif op == 'O' then
     local v = redis.call('HMGET', online, 'n', 'abs_sum', 'sq_sum')
@@ -664,7 +646,7 @@ class MemoryFeatureTables:
 
     def _impression(self, op_keys: tuple[str, ...], iid: str, served: int, window: int, arm: str, uid: int,
                     kept: int, novelty: str, mids: list[int]) -> None:  # fmt: skip
-        kimp, krated, kexp, kusers, kmovies, karms, kserved = op_keys
+        kimp, krated, kexp, kusers, kmovies, karms, korder = op_keys
         imps = self._h(kimp)
         if iid in imps:
             return
@@ -680,10 +662,10 @@ class MemoryFeatureTables:
         if str(uid) not in users:
             users.add(str(uid))
             h["users"] = int(h.get("users", 0)) + 1
-        top = 0
+        top, flags = 0, []
         if mids:
             self.sets.setdefault(kmovies, set()).update(str(m) for m in mids)
-            rated, index = self.hashes.get(krated, {}), self._h(kserved)
+            rated = self.hashes.get(krated, {})
             for r, m in enumerate(mids, 1):
                 got, flag = rated.get(str(m)), "0"
                 if got is not None and str(got).isdigit():
@@ -692,44 +674,35 @@ class MemoryFeatureTables:
                         self._hit(kexp, r, (digit + 1) / 2)
                         flag = "1"
                         top += r <= 20
-                entry = f"{iid},{r},{served},{arm},{flag}"
-                index[str(m)] = f"{index[str(m)]} {entry}" if str(m) in index else entry
+                flags.append(flag)
         if top:
             h["hit_lists_20"] = int(h.get("hit_lists_20", 0)) + 1
             self._bump(f"{kexp}:days", f"{day}:hit_lists_20")
-        imps[iid] = [served, arm, top, *mids]
-        if len(imps) > kept:
-            oldest = min(imps, key=lambda k: (imps[k][0], k))
-            index = self._h(kserved)
-            for m in imps.pop(oldest)[3:]:
-                left = [e for e in str(index.get(str(m), "")).split() if not e.startswith(oldest + ",")]
-                if left:
-                    index[str(m)] = " ".join(left)
-                else:
-                    index.pop(str(m), None)
+        imps[iid] = impression_record(served, arm, top, "".join(flags), mids)
+        order = self.zsets.setdefault(korder, {})
+        order[iid] = float(served)
+        if len(order) > kept:
+            oldest = min(order, key=lambda k: (order[k], k))
+            del order[oldest]
+            imps.pop(oldest, None)
 
-    def _rating_hits(self, op_keys: tuple[str, str], mid: int, rating: float, ts: int, window: int) -> None:
-        kserved, kimp = op_keys
-        index = self.hashes.get(kserved, {})
-        if str(mid) not in index:
-            return
-        out = []
-        for e in str(index[str(mid)]).split():
-            eiid, rank_s, at_s, earm, flag = e.split(",")
-            rank, at = int(rank_s), int(at_s)
-            if flag == "0" and at <= ts <= at + window:
-                kexp = keys.experiment(earm)
-                rec = self.hashes.get(kimp, {}).get(eiid)
-                if rank <= 20 and rec is not None:
-                    if rec[2] == 0:
-                        h = self._h(kexp)
-                        h["hit_lists_20"] = int(h.get("hit_lists_20", 0)) + 1
-                        self._bump(f"{kexp}:days", f"{at // keys.EXPERIMENT_DAY_MS}:hit_lists_20")
-                    rec[2] += 1
-                self._hit(kexp, rank, rating)
-                e = f"{eiid},{rank_s},{at_s},{earm},1"
-            out.append(e)
-        index[str(mid)] = " ".join(out)
+    def _rating_hits(self, op_keys: tuple[str], mid: int, rating: float, ts: int, window: int) -> None:
+        imps = self.hashes.get(op_keys[0], {})
+        for iid, rec in imps.items():
+            served, arm, top, flags, mids = parse_impression_record(rec)
+            if not served <= ts <= served + window or mid not in mids:
+                continue
+            rank = mids.index(mid) + 1
+            if flags[rank - 1] != "0":
+                continue
+            kexp = keys.experiment(arm)
+            if rank <= 20:
+                if top == 0:
+                    self._h(kexp)["hit_lists_20"] = int(self._h(kexp).get("hit_lists_20", 0)) + 1
+                    self._bump(f"{kexp}:days", f"{served // keys.EXPERIMENT_DAY_MS}:hit_lists_20")
+                top += 1
+            self._hit(kexp, rank, rating)
+            imps[iid] = impression_record(served, arm, top, flags[: rank - 1] + "1" + flags[rank:], mids)
 
     def snapshot(self) -> dict[str, Any]:
         """Every key, normalised as :func:`redis_snapshot` normalises Redis."""
@@ -745,12 +718,27 @@ class MemoryFeatureTables:
         return out
 
 
+def impression_record(served_ms: int, arm: str, top: int, flags: str, movie_ids: list[int]) -> str:
+    """A kept list in ``rs:user:{uid}:impressions``: ``"served arm top flags ,m1,m2,...,"`` (``top``: its hits
+    at rank <= 20; ``flags``: one ``0``/``1`` per rank).
+
+    >>> impression_record(5, "control:new", 1, "01", [7, 9])
+    '5 control:new 1 01 ,7,9,'
+    >>> parse_impression_record(impression_record(5, "a:new", 0, "", []))
+    (5, 'a:new', 0, '', [])
+    """
+    return f"{served_ms} {arm} {top} {flags} ," + "".join(f"{m}," for m in movie_ids)
+
+
+def parse_impression_record(text_: str) -> tuple[int, str, int, str, list[int]]:
+    served, arm, top, flags, movies = text_.split(" ")
+    return int(served), arm, int(top), flags, [int(m) for m in movies.strip(",").split(",") if m]
+
+
 def normalize(value: Any) -> Any:
     """A stored value as a comparable Python value: numbers as float, text as str, binary as bytes."""
     if isinstance(value, int | float):
         return float(value)
-    if isinstance(value, list):  # a kept served list (the dict store's form of the msgpack record)
-        return list(value)
     if isinstance(value, bytes):
         try:
             value = value.decode()
@@ -768,9 +756,7 @@ def redis_snapshot(client: redis.Redis, pattern: str = f"{keys.PREFIX}:*") -> di
     for raw in client.scan_iter(match=pattern, count=1000):
         key = text(raw)
         kind = text(client.type(raw))
-        if kind == "hash" and key.startswith(keys.user(0)[:-1]) and key.endswith(":impressions"):  # msgpack lists
-            out[key] = {text(f): msgpack.unpackb(v, raw=False) for f, v in client.hgetall(raw).items()}
-        elif kind == "hash":
+        if kind == "hash":
             out[key] = {text(f): normalize(v) for f, v in client.hgetall(raw).items()}
         elif kind == "list":
             out[key] = [normalize(v) for v in client.lrange(raw, 0, -1)]

@@ -16,7 +16,7 @@ from schemas.wire import codec_for
 from streams.events import rating_event, user_key
 from streams.online import OnlineRatingModel
 from streams.processor import ImpressionProcessor, Message, RatingProcessor
-from streams.store import MemoryFeatureTables, RedisFeatureTables, redis_snapshot
+from streams.store import MemoryFeatureTables, RedisFeatureTables, parse_impression_record, redis_snapshot
 from tests.stream_support import diff_states
 
 MOVIES = np.arange(1, 101)
@@ -137,8 +137,8 @@ def test_a_user_keeps_only_the_latest_lists() -> None:
     impressions.commit(impressions.plan(msgs))
     kept = store.hashes[keys.user_impressions(7)]
     assert sorted(kept) == sorted(f"i{i}" for i in range(5, keys.IMPRESSIONS_KEPT + 5))
-    index = store.hashes[keys.user_served(7)]  # the evicted lists are gone from the movies' index too
-    assert {e.split(",")[0] for v in index.values() for e in v.split()} == set(kept)
+    assert store.zsets[keys.user_impressions_order(7)] == {iid: float(parse_impression_record(kept[iid])[0])
+                                                           for iid in kept}  # fmt: skip
     assert int(store.hashes["rs:exp:control:new"]["impressions"]) == keys.IMPRESSIONS_KEPT + 5
 
 
