@@ -63,7 +63,7 @@ class LagSampler:
 
     def _monitor(self) -> LagMonitor:
         s = self.settings
-        topics = (s.topic_ratings, s.topic_movies)
+        topics = s.consumed_topics
         return LagMonitor(
             s.kafka_bootstrap, s.app_id, topics, window=self.window, liveness=worker_heartbeats(s.redis_url),
             resets=recorded_resets(s.redis_url, topics),

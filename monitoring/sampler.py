@@ -52,7 +52,7 @@ class RunSampler:
 
     def __init__(self, settings: Settings, window: int = 10) -> None:
         self.settings = settings
-        topics = (settings.topic_ratings, settings.topic_movies)
+        topics = settings.consumed_topics
         self._monitor = LagMonitor(settings.kafka_bootstrap, settings.app_id, topics, window=window,
                                    liveness=worker_heartbeats(settings.redis_url))  # fmt: skip
         self._runner: asyncio.Runner | None = None

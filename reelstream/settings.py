@@ -319,6 +319,11 @@ class Settings(BaseSettings):
         """Every topic the system uses, for creation and lag monitoring."""
         return (self.topic_ratings, self.topic_movies, self.topic_dead_letters, self.topic_impressions)
 
+    @property
+    def consumed_topics(self) -> tuple[str, ...]:
+        """The topics the worker group reads (and the archiver keeps): its lag is over these."""
+        return (self.topic_ratings, self.topic_movies, self.topic_impressions)
+
 
 #: Shortest admin token accepted: shorter ones are guessable or copied from an example
 #: (``secrets.token_urlsafe(32)``, what the generated one is, has 43 characters).

@@ -60,6 +60,7 @@ from streams.processor import (
     ImpressionProcessor,
     Message,
     MovieProcessor,
+    Processor,
     RatingProcessor,
 )
 from streams.records import DeadLetterRecord
@@ -166,9 +167,6 @@ def movie_processor() -> MovieProcessor:
 def impression_processor() -> ImpressionProcessor:
     return ImpressionProcessor(RedisFeatureTables(_redis()), topic=settings.topic_impressions,
                                window_s=settings.attribution_window_s)  # fmt: skip
-
-
-Processor = RatingProcessor | MovieProcessor | ImpressionProcessor
 
 
 def _processor(topic: str) -> Processor:

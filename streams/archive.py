@@ -1,4 +1,5 @@
-"""The archive: every record of the ratings and movies topics, appended to Parquet segments exactly once.
+"""The archive: every record of the ratings, movies and impressions topics, appended to Parquet segments exactly
+once.
 
 Why: Redis is a view that can be rebuilt (``docs/durability.md``: Redis = f(store HISTORY, archive, log
 tail)), and the local broker keeps its log in memory only, so the log itself cannot be that second copy.
@@ -323,7 +324,7 @@ class Archiver:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.topics = (settings.topic_movies, settings.topic_ratings)
+        self.topics = settings.consumed_topics
         self.parts: dict[TopicPartition, _Partition] = {}
         #: partitions whose topic vanished (deleted): their state waits for the topic to come back
         self._gone: dict[TopicPartition, _Partition] = {}
@@ -677,7 +678,7 @@ async def run_archiver(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     archiver = Archiver(settings)
-    log.info("archive of %s and %s into %s (group %s)", settings.topic_ratings, settings.topic_movies,
-             settings.archive_dir, settings.archive_group)  # fmt: skip
+    log.info("archive of %s into %s (group %s)", ", ".join(archiver.topics), settings.archive_dir,
+             settings.archive_group)  # fmt: skip
     await archiver.run(stop)
     log.info("archive stopped: %d record(s) written by this run; %s", archiver.archived, archiver._tips())

@@ -79,7 +79,8 @@ from streams.online import OnlineRatingModel, OnlineStep
 from streams.rules import movie_event_problem
 from streams.store import Checks, Earlier, FeatureTablesIO, FenceMove, Op, logaddexp
 
-__all__ = ["BatchPlan", "DeadLetterOut", "ImpressionProcessor", "Message", "MovieProcessor", "RatingProcessor"]
+__all__ = ["BatchPlan", "DeadLetterOut", "ImpressionProcessor", "Message", "MovieProcessor", "Processor",
+           "RatingProcessor"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -710,3 +711,7 @@ class ImpressionProcessor:
 
     def commit(self, plan: BatchPlan) -> bool:
         return commit_plan(self.store, plan)
+
+
+#: Any of the worker's processors (one per topic).
+Processor = RatingProcessor | MovieProcessor | ImpressionProcessor

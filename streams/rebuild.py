@@ -19,7 +19,9 @@ start and after every Redis outage; ``reelstream rebuild`` runs it for operators
 2. ``missing`` or ``stale``: every ``rs:*`` key but the lock, the heartbeats and the archive status is
    deleted, and the marker is written first, with ``rebuild`` = ``running``.
 3. HISTORY through the seed's path (:func:`streams.seed.fold_history`: pseudo-topic ``seed_topic``, fenced).
-4. The archive through the worker's own processors, movies first, then ratings: each partition's segments in
+4. The archive through the worker's own processors, movies first, then ratings, then the served lists
+   (impressions: attribution does not depend on arrival order, so the arms' counters come back as a clean
+   run left them, docs/experiments.md): each partition's segments in
    (epoch, offset) order, ``rebuild_batch`` records per fenced Lua script, under the record's real topic,
    partition and offset, with the segment's epoch as the log view
    (:class:`~streams.log_identity.LogView`): crossing an archived reset re-bases the fence
@@ -58,7 +60,7 @@ from schemas import redis_keys as keys
 from streams.archive import archived_partitions, list_segments, read_segments
 from streams.log_identity import LogView
 from streams.online import OnlineRatingModel
-from streams.processor import BatchPlan, Message, MovieProcessor, RatingProcessor
+from streams.processor import BatchPlan, ImpressionProcessor, Message, MovieProcessor, Processor, RatingProcessor
 from streams.seed import (
     RUNNING,
     SeedSummary,
@@ -111,6 +113,7 @@ class RebuildSummary:
     records_read: int = 0  #: of those, read by this call (segments already fenced are skipped unread)
     applied: int = 0  #: ratings folded in from the archive by this call
     movies: int = 0  #: movie announcements applied by this call
+    impressions: int = 0  #: served lists attributed by this call
     skipped: int = 0  #: archived records already applied (an earlier run's fences)
     dead: int = 0  #: archived records the processors refused (counted, not sent again)
     dead_reasons: dict[str, int] = field(default_factory=dict)
@@ -126,7 +129,8 @@ class RebuildSummary:
         return (
             f"{self.reason}: {self.deleted_keys:,} keys deleted, HISTORY {history:,} ratings applied, archive "
             f"{self.archive_records:,} records in {self.segments:,} segments of {self.partitions} partitions "
-            f"({self.applied:,} ratings and {self.movies:,} movies applied, {self.skipped:,} already applied, "
+            f"({self.applied:,} ratings, {self.movies:,} movies and {self.impressions:,} served lists applied, "
+            f"{self.skipped:,} already applied, "
             f"{self.dead:,} refused, {self.epochs_crossed} log reset(s) crossed) in {self.seconds:.1f} s"
         )
 
@@ -276,13 +280,15 @@ def _apply_archive(settings: Settings, client: redis.Redis, runtime: ModelRuntim
                    summary: RebuildSummary, on_progress: ProgressFn | None) -> None:  # fmt: skip
     """Every archived record through the worker's processors, movies first (module docstring, step 4)."""
     store = RedisFeatureTables(client)
-    processors: list[tuple[str, MovieProcessor | RatingProcessor]] = [
+    processors: list[tuple[str, Processor]] = [
         (settings.topic_movies, MovieProcessor(runtime, store, topic=settings.topic_movies)),
         (settings.topic_ratings, RatingProcessor(
             runtime, store, topic=settings.topic_ratings, min_ts_ms=settings.event_min_ts_ms,
             max_future_ms=settings.event_max_future_ms, half_life_s=settings.trending_half_life_s,
             probe_user_base=settings.probe_user_base, online=OnlineRatingModel(seed=0),
         )),
+        (settings.topic_impressions, ImpressionProcessor(store, topic=settings.topic_impressions,
+                                                         window_s=settings.attribution_window_s)),
     ]  # fmt: skip
     archive_dir = settings.archive_dir
     layout = {
@@ -324,6 +330,8 @@ def _apply_archive(settings: Settings, client: redis.Redis, runtime: ModelRuntim
                     reasons.update(str(d.record["reason"]) for d in plan.dead)
                     if isinstance(processor, MovieProcessor):
                         summary.movies += plan.applied
+                    elif isinstance(processor, ImpressionProcessor):
+                        summary.impressions += plan.applied
                     else:
                         summary.applied += plan.applied
                     done += len(msgs)
@@ -333,7 +341,7 @@ def _apply_archive(settings: Settings, client: redis.Redis, runtime: ModelRuntim
     summary.dead_reasons = dict(reasons)
 
 
-def _commit(processor: MovieProcessor | RatingProcessor, msgs: list[Message], logs: dict[int, LogView]) -> BatchPlan:
+def _commit(processor: Processor, msgs: list[Message], logs: dict[int, LogView]) -> BatchPlan:
     """Plan and commit one batch, re-planning while the fence moved (the worker's loop, without dead letters)."""
     while True:
         plan = processor.plan(msgs, logs)

@@ -156,7 +156,7 @@ async def rewind_worker_group(settings: Settings, timeout_s: float = 30.0) -> in
 
     from streams.admin import started_admin
 
-    topics = (settings.topic_ratings, settings.topic_movies, settings.topic_impressions)
+    topics = settings.consumed_topics
     admin = await started_admin(settings, timeout_s)
     try:
         meta = await admin.describe_topics(list(topics))

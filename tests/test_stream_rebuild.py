@@ -33,7 +33,7 @@ from schemas.wire import codec_for
 from streams.archive import ArchivedRecord, archived_partitions, read_segments, write_segment
 from streams.events import rating_event, user_key
 from streams.log_identity import Fence
-from streams.processor import Message, MovieProcessor, RatingProcessor
+from streams.processor import ImpressionProcessor, Message, MovieProcessor, RatingProcessor
 from streams.rebuild import RebuildSummary, rebuild_if_needed
 from streams.seed import read_marker
 from streams.store import MemoryFeatureTables, redis_snapshot
@@ -80,6 +80,7 @@ class Archive:
     records: int  #: every archived record (valid or not, both topics)
     dead: int  #: records the processors must refuse
     tips: dict[int, tuple[int, int, str]]  #: ratings partition -> (epoch, offset, fingerprint) of its last record
+    impressions: dict[int, list[bytes]]  #: impressions partition -> the archived ImpressionEvents, in offset order
 
 
 @dataclass
@@ -144,7 +145,31 @@ def _write_archive(settings: Settings, stream: list[Row]) -> Archive:
             tips[p] = (epoch, recs[-1].offset, recs[-1].fingerprint())
     movies = [ArchivedRecord(0, 1, str(NEW_MOVIE).encode(), _movie_value()), ArchivedRecord(1, 2, b"x", b"not avro")]
     write_segment(settings.archive_dir, settings.topic_movies, 0, 0, movies)
-    return Archive(valid, records + len(movies), dead + 1, tips)
+    imps = _impressions(rows)
+    for p, values in imps.items():
+        write_segment(settings.archive_dir, settings.topic_impressions, p, 0,
+                      [ArchivedRecord(o, 1, b"k", v) for o, v in enumerate(values)])  # fmt: skip
+    n_imps = sum(len(v) for v in imps.values())
+    return Archive(valid, records + len(movies) + n_imps, dead + 1, tips, imps)
+
+
+def _impressions(rows: list[Row]) -> dict[int, list[bytes]]:
+    """A served list before the first event of each of 40 users: their next 5 movies among 15 others, so
+    later archived ratings hit them (two arms)."""
+    codec, out = codec_for("ImpressionEvent"), {p: [] for p in range(PARTITIONS)}
+    firsts: dict[int, int] = {}
+    for u, _m, _r, ts in rows:
+        firsts.setdefault(u, ts)
+    others = sorted({m for _u, m, _r, _ts in rows})[:60]
+    for n, (u, ts) in enumerate(list(firsts.items())[:40]):
+        theirs = list(dict.fromkeys(m for uu, m, _r, _ts in rows if uu == u))[:5]
+        mids = list(dict.fromkeys([*theirs, *(m for m in others if m not in theirs)]))[:20]
+        ev = {"impression_id": f"r{n}", "user_id": u, "movie_ids": mids, "variant": ("control", "diverse")[n % 2],
+              "segment": "new", "model_version": "m0001", "rules_version": "r", "source": "personalised",
+              "cached": False, "degraded": False, "exploration": "none", "served_ms": (ts - 1) * 1000,
+              "clock": "event", "novelty": 4.0}  # fmt: skip
+        out[u % PARTITIONS].append(codec.encode(ev))
+    return out
 
 
 def _reference(settings: Settings, history: list[Row], archive: Archive) -> dict[str, Any]:
@@ -164,6 +189,10 @@ def _reference(settings: Settings, history: list[Row], archive: Archive) -> dict
         max_future_ms=settings.event_max_future_ms, half_life_s=settings.trending_half_life_s,
         probe_user_base=settings.probe_user_base,
     ).run(msgs)  # fmt: skip
+    served = ImpressionProcessor(store, topic=settings.topic_impressions, window_s=settings.attribution_window_s)
+    for p, values in archive.impressions.items():  # after the ratings, as the rebuild does: order-independent
+        assert served.commit(served.plan([Message(settings.topic_impressions, p, o, v, 1, b"k")
+                                          for o, v in enumerate(values)]))  # fmt: skip
     return _state(store.snapshot())
 
 
@@ -217,10 +246,13 @@ def test_rebuild_equals_history_plus_archive_one_rebuilder_at_a_time_and_a_rerun
     assert summary.reason == "missing" and summary.history is not None
     assert summary.history.applied == len(history)
     assert (summary.applied, summary.movies, summary.dead) == (len(archive.valid), 1, archive.dead)
+    assert summary.impressions == sum(len(v) for v in archive.impressions.values()) == 40
     assert summary.dead_reasons == {"undecodable": archive.dead}
     assert summary.epochs_crossed == 1 and summary.archive_records == archive.records
     assert summary.deleted_keys == 1 and summary.skipped == 0
     _assert_rebuilt(case, history, archive, _reference(case.settings, history, archive))
+    arms = case.snapshot()  # the served lists' outcomes came back with the user state
+    assert all(float(arms[f"rs:exp:{a}:new"]["hits"]) > 0 for a in ("control", "diverse"))
 
     before = redis_snapshot(case.redis)
     assert rebuild_if_needed(case.settings, case.redis) is None  # the view is there: nothing to do

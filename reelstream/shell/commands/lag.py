@@ -88,7 +88,7 @@ def lag(
 ) -> None:
     """Committed offset, log end, lag (messages and seconds), rate and verdict per partition."""
     settings = get_settings()
-    topics = (settings.topic_ratings, settings.topic_movies, settings.topic_impressions)
+    topics = settings.consumed_topics
     monitor = LagMonitor(
         settings.kafka_bootstrap,
         group or settings.app_id,
