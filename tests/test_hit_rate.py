@@ -76,3 +76,20 @@ def test_a_fall_asks_for_one_challenger_per_closed_day_and_health_shows_it(
     rclient.hset(keys.ITEMS_PRIOR_CLOCK, "event_ms", 109 * DAY + 7 * DAY)
     assert watch(rclient, live_settings)[1]
     assert decode_challenger(rclient.hgetall(keys.CHALLENGER)).requested == 2
+
+
+def test_retrain_when_requested_runs_a_round_after_a_fall_and_not_before(
+    live_settings: Settings, rclient: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``reelstream retrain --when-requested``: the round's watch turns a fall into a request, which the same
+    round answers by training (``_retrain`` stands in for the training itself, tested in test_retrain.py)."""
+    from reelstream.shell.commands import retrain
+
+    rounds: list[dict] = []
+    monkeypatch.setattr(retrain, "_retrain", lambda **args: rounds.append(args))
+    retrain._round({"margin": 0.0}, when_requested=True)  # no counters, no alarm: nothing to do
+    assert rounds == [] and decode_challenger(rclient.hgetall(keys.CHALLENGER)).requested == 0
+    _fall_in_redis(rclient)
+    retrain._round({"margin": 0.0}, when_requested=True)
+    assert rounds == [{"margin": 0.0}]
+    assert decode_challenger(rclient.hgetall(keys.CHALLENGER)).pending == 1  # the stub answers nothing
