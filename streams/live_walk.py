@@ -78,7 +78,9 @@ class LiveWalk(ServeTraffic):
         self.events = 0  #: events walked
         self.late = 0  #: lists served before the events before them were seen applied (APPLY_TIMEOUT_S)
         self.unacked = 0  #: sends that failed (the replay resends them; their list did not wait for them)
-        self.wait_s = 0.0  #: time spent waiting for the worker
+        self.wait_s = 0.0  #: time spent waiting: for the broker's acknowledgements, the worker and the gateway
+        self.ack_wait_s = 0.0  #: of which for the broker's acknowledgements of the events sent
+        self.prior_wait_s = 0.0  #: of which for the gateway to serve the item prior of the applied events
         self._acks: list[asyncio.Future[Any]] = []
         self._due: dict[int, int] = {}  #: partition -> the offset the worker must have applied
         self._redis: aioredis.Redis | None = None
@@ -117,12 +119,15 @@ class LiveWalk(ServeTraffic):
                 continue
             self._due[meta.partition] = max(self._due.get(meta.partition, -1), meta.offset)
         self._acks.clear()
+        self.ack_wait_s += time.perf_counter() - started
         if not self._due:
             return
         deadline = started + self.apply_timeout_s
-        if not await self._until(self._offsets_applied, deadline) or not await self._until(self._prior_served,
-                                                                                          deadline):  # fmt: skip
+        applied = await self._until(self._offsets_applied, deadline)
+        prior_started = time.perf_counter()
+        if not applied or not await self._until(self._prior_served, deadline):
             self.late += 1
+        self.prior_wait_s += time.perf_counter() - prior_started
         self._due.clear()
         self.wait_s += time.perf_counter() - started
 

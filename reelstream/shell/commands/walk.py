@@ -91,6 +91,7 @@ def walk(
         "model": runtime.version, "store_version": store.version, "events": total, "rules": str(rules or "neutral"),
         "cache": cache, **got, "late_lists": live.late, "failed_requests": live.summary.failed,
         "replay_s": round(summary.seconds, 1), "wait_for_worker_s": round(live.wait_s, 1),
+        "of_which_broker_acks_s": round(live.ack_wait_s, 1), "of_which_gateway_prior_s": round(live.prior_wait_s, 1),
         "offline_s": round(offline.seconds, 1), "worker_attribution": arms,
         "evaluate_streaming_hr": _evaluate_hr(settings, runtime.version) if limit is None else None,
         "command": "reelstream walk" + (f" --limit {limit}" if limit else ""),
