@@ -284,9 +284,9 @@ while i <= n do
       local v = all[j + 1]
       if string.find(v, needle, 1, true) then
         local at_s, arm, top, flags, list = string.match(v, '^(%d+) (%S+) (%d+) ([01]*) (,.*)$')
-        local at = tonumber(at_s)
-        local p = string.find(list, needle, 1, true)
-        if ts >= at and ts <= at + window then
+        local at = tonumber(at_s or '')  -- nil: not a record of this layout (written by an older worker): skipped
+        local p = at and string.find(list, needle, 1, true)
+        if p and ts >= at and ts <= at + window then
           local rank = select(2, string.gsub(string.sub(list, 1, p), ',', ''))
           if string.sub(flags, rank, rank) == '0' then
             local kexp = EXP_PREFIX .. arm

@@ -186,3 +186,16 @@ def test_eviction_and_late_ratings_agree_between_the_lua_script_and_its_twin(liv
     assert int(snap["rs:exp:control:new"]["hits"]) == len(
         [i for i in range(5, keys.IMPRESSIONS_KEPT + 5) if i % 3 == 0]
     )
+
+
+def test_a_kept_list_of_an_older_layout_is_skipped_not_fatal(live_settings: Settings) -> None:
+    """A record the previous worker version wrote (msgpack) neither fails the rating's commit nor counts."""
+    import msgpack
+
+    client = redis.Redis.from_url(live_settings.redis_url)
+    client.hset(keys.user_impressions(1), "old", msgpack.packb([T0, "control:new", 0, 12]))
+    store = RedisFeatureTables(client)
+    ratings, impressions = _processors(store)
+    impressions.commit(impressions.plan(IMPS))
+    assert ratings.run(RATES)  # committed
+    _check(store)  # the same counts as without the old record
