@@ -137,6 +137,13 @@ class BatchPlan:
     #: any of them since refuses the commit (re-plan); None: nothing checked (``streams/store.py`` Checks)
     checks: Checks | None = None
 
+    def count_in_stats(self, applied_field: str) -> None:
+        """The batch's ``rs:stats`` counts, in its own commit: ``applied_field`` and ``dead_letters``."""
+        if self.applied:
+            self.ops.append(("C", keys.STATS, applied_field, self.applied))
+        if self.dead:
+            self.ops.append(("C", keys.STATS, "dead_letters", len(self.dead)))
+
 
 def commit_plan(store: FeatureTablesIO, plan: BatchPlan) -> bool:
     """Apply ``plan`` atomically (False: the fence moved, re-plan); log the log resets it re-based."""
@@ -629,10 +636,7 @@ class MovieProcessor:
                 continue
             plan.ops.append(("H", keys.movie(ev["movie_id"]), record))
             plan.applied += 1
-        if plan.applied:
-            plan.ops.append(("C", keys.STATS, "movies_applied", plan.applied))
-        if plan.dead:
-            plan.ops.append(("C", keys.STATS, "dead_letters", len(plan.dead)))
+        plan.count_in_stats("movies_applied")
         return plan
 
     def commit(self, plan: BatchPlan) -> bool:
@@ -703,10 +707,7 @@ class ImpressionProcessor:
                              keys.IMPRESSIONS_KEPT, "" if novelty is None else repr(float(novelty)),
                              list(ev["movie_ids"])))  # fmt: skip
             plan.applied += 1
-        if plan.applied:
-            plan.ops.append(("C", keys.STATS, "impressions_applied", plan.applied))
-        if plan.dead:
-            plan.ops.append(("C", keys.STATS, "dead_letters", len(plan.dead)))
+        plan.count_in_stats("impressions_applied")
         return plan
 
     def commit(self, plan: BatchPlan) -> bool:
