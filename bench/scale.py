@@ -62,6 +62,17 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "reelstream.shell.cli", *args]
 
 
+def _tree_cpu_s(proc: psutil.Process) -> float:
+    """User + system CPU seconds of ``proc`` and its children so far (0 once it is gone)."""
+    total = 0.0
+    with contextlib.suppress(psutil.Error):
+        for p in [proc, *proc.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+    return total
+
+
 def _tree_rss(proc: psutil.Process) -> int:
     total = 0
     with contextlib.suppress(psutil.Error):
@@ -79,6 +90,7 @@ class Watched:
         self.proc = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
                                      start_new_session=True)  # fmt: skip
         self.peak = 0
+        self.cpu_s = 0.0  #: the tree's CPU seconds at the last sample (a child that exits keeps its last figure)
         self._ps = psutil.Process(self.proc.pid)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -87,6 +99,7 @@ class Watched:
     def _sample(self) -> None:
         while not self._stop.wait(0.2):
             self.peak = max(self.peak, _tree_rss(self._ps))
+            self.cpu_s = max(self.cpu_s, _tree_cpu_s(self._ps))
 
     def wait(self) -> int:
         code = self.proc.wait()
@@ -108,6 +121,7 @@ class Watched:
 class Scale:
     def __init__(self, args: argparse.Namespace) -> None:
         self.fraction = args.fraction
+        self.replay_limit: int | None = args.replay_limit
         self.ratings = round(ML32M[0] * args.fraction)
         self.work = (args.work or ROOT / "var" / "bench" / f"scale-{args.fraction:g}").resolve()
         self.data = (args.data or self.work / "synth").resolve()
@@ -118,6 +132,7 @@ class Scale:
         local_services.start_broker(run, "127.0.0.1", kp)
         local_services.start_redis(run, "127.0.0.1", rp)
         self.run_dir = run
+        self.infra = {name: psutil.Process(local_services.running_pid(run, name) or 0) for name in ("broker", "redis")}
         self.redis_url = f"redis://127.0.0.1:{rp}/0"
         self.env = {**os.environ, "KAFKA_BOOTSTRAP": f"127.0.0.1:{kp}", "REDIS_URL": self.redis_url,
                     "REELSTREAM_VAR_DIR": str(self.work / "var"), "REELSTREAM_DATA_PATH": str(self.data),
@@ -195,6 +210,18 @@ class Scale:
                 raise RuntimeError(f"timed out: {stats} of {target}")
             time.sleep(0.5)  # polling interval of a measurement, not synchronisation
 
+    def _infra_cpu_s(self) -> dict[str, float]:
+        return {name: _tree_cpu_s(p) for name, p in self.infra.items()}
+
+    def _cpu_split(self, before: dict[str, float], events: int, **procs: float) -> dict[str, Any]:
+        """CPU microseconds per event of the broker and Redis since ``before``, of ``procs`` (CPU seconds), and
+        in all: with the cores, which process limits the phase."""
+        used = {name: after - before[name] for name, after in self._infra_cpu_s().items()}
+        used.update(procs)
+        per = {name: round(s * 1e6 / max(events, 1), 1) for name, s in used.items()}
+        return {"cpu_us_per_event": {**per, "total": round(sum(per.values()), 1)},
+                "cpu_s": {name: round(s, 1) for name, s in used.items()}}  # fmt: skip
+
     # --- phases -------------------------------------------------------------------------------
     def synth(self) -> dict[str, Any]:
         if self.data.exists():
@@ -264,23 +291,29 @@ class Scale:
 
     def replay_1_worker(self) -> dict[str, Any]:
         counts = self._store_counts()
+        events = min(counts["stream"], self.replay_limit or counts["stream"])
         base = self._stats().get("events_applied", 0) + self._stats().get("dead_letters", 0)
         workers = self._workers(1, "w1")
         samples: list[dict[str, Any]] = []
         before = os.getloadavg()
+        infra = self._infra_cpu_s()
+        idle = sum(_tree_cpu_s(w._ps) for w in workers)
+        limit = ["--limit", str(events)] if events < counts["stream"] else []
         t0 = time.perf_counter()
-        replay = Watched(_cli("replay", "--max"), self.env, self.logs / "replay.log")
+        replay = Watched(_cli("replay", "--max", *limit), self.env, self.logs / "replay.log")
         try:
-            seconds = self._until_applied(base + counts["stream"], samples, t0, workers, timeout=6 * 3600)
+            seconds = self._until_applied(base + events, samples, t0, workers, timeout=6 * 3600)
+            worker_s = sum(_tree_cpu_s(w._ps) for w in workers) - idle  # the start-up (model load) is not the replay's
             replay.wait()
+            cpu = self._cpu_split(infra, events, worker=worker_s, replay=replay.cpu_s)
         finally:
             peak = self._stop_workers(workers, "w1")
-        return {"command": "reelstream worker & reelstream replay --max", "events": counts["stream"],
-                "wall_s": round(seconds, 2), "events_per_s": round(counts["stream"] / seconds),
+        return {"command": "reelstream worker & reelstream replay --max" + " ".join(["", *limit]), "events": events,
+                "wall_s": round(seconds, 2), "events_per_s": round(events / seconds), **cpu,
                 "peak_rss_gib": round(peak / GIB, 3), "replay_peak_rss_gib": round(replay.peak / GIB, 3),
                 "load_average_before": [round(x, 2) for x in before],
                 "load_average_after": [round(x, 2) for x in os.getloadavg()], "samples": samples,
-                **self._memory(counts["users"], counts["history"] + counts["stream"])}  # fmt: skip
+                **self._memory(counts["users"], counts["history"] + events)}  # fmt: skip
 
     def replay_2_workers(self) -> dict[str, Any]:
         counts = self._store_counts()
@@ -290,16 +323,18 @@ class Scale:
         reseed = self.run("reseed", _cli("seed", "--reset"))
         base = self._stats().get("events_applied", 0) + self._stats().get("dead_letters", 0)
         before = os.getloadavg()
+        infra = self._infra_cpu_s()
         t0 = time.perf_counter()
         workers = self._workers(2, "w2")
         samples: list[dict[str, Any]] = []
         try:
             seconds = self._until_applied(base + counts["stream"], samples, t0, workers, timeout=6 * 3600)
+            cpu = self._cpu_split(infra, counts["stream"], workers=sum(_tree_cpu_s(w._ps) for w in workers))
         finally:
             peak = self._stop_workers(workers, "w2")
         return {"command": "reelstream seed --reset; 2 x reelstream worker (drain the replayed topic)",
                 "events": counts["stream"], "wall_s": round(seconds, 2),
-                "events_per_s": round(counts["stream"] / seconds),
+                "events_per_s": round(counts["stream"] / seconds), **cpu,
                 "peak_rss_gib": round(peak / GIB, 3), "reseed_wall_s": reseed["wall_s"],
                 "load_average_before": [round(x, 2) for x in before],
                 "load_average_after": [round(x, 2) for x in os.getloadavg()], "samples": samples}  # fmt: skip
@@ -355,6 +390,7 @@ def main() -> None:
     ap.add_argument("--phases", nargs="*", default=list(PHASES), choices=PHASES)
     ap.add_argument("--work", type=Path, default=None, help="Work folder (default: var/bench/scale-F).")
     ap.add_argument("--data", type=Path, default=None, help="Dataset folder to reuse (default: WORK/synth).")
+    ap.add_argument("--replay-limit", type=int, default=None, help="replay_1_worker: the first N STREAM events.")
     ap.add_argument("--out", type=Path, default=None, help="Default: bench/results/scale.json (scale-F.json if F < 1).")
     args = ap.parse_args()
     out = args.out or (RESULTS if args.fraction >= 1 else RESULTS.with_name(f"scale-{args.fraction:g}.json"))

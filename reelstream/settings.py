@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     #: Most records per batch (one Redis script each). Batches are adaptive: the worker
     #: takes whatever is buffered, up to this, and never waits for a batch to fill.
     stream_batch_max: int = Field(1000, ge=1, le=10000)
+    #: Most records one poll takes (``getmany``). A poll larger than ``stream_batch_max`` is applied in
+    #: batch-sized parts whose planning overlaps the previous part's Redis commit (streams/apply.py).
+    stream_poll_max: int = Field(4000, ge=1, le=50000)
     #: aiokafka fetch wait of the worker's consumer: the longest the broker holds an
     #: empty fetch. Lower is fresher at low rates but costs broker CPU (docs/infra.md, docs/events.md).
     stream_fetch_max_wait_ms: int = Field(100, ge=1)

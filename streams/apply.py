@@ -13,8 +13,11 @@ processor skips anything at or below it. Dead letters are sent and acknowledged
 
 **Nothing blocks the event loop, nothing ends the process.** The processor's Redis calls are sync
 (redis-py pipelines and Lua scripts are ~3x cheaper than redis.asyncio here, docs/infra.md), so plan and
-commit run in one dedicated thread (one hop per batch); the heartbeat, the Redis ping and the pages use
-redis.asyncio. Every client comes from :mod:`reelstream.redis_client` (with ``redis_timeout_s``).
+commit run in a dedicated thread (one hop per batch). A poll larger than ``stream_batch_max`` commits in
+parts, each rating part's commit in a second thread while the first plans the next part over it
+(:meth:`streams.processor.RatingProcessor.plan` ``after``): the worker's CPU and Redis's then overlap.
+The heartbeat, the Redis ping and the pages use redis.asyncio. Every client comes from
+:mod:`reelstream.redis_client` (with ``redis_timeout_s``).
 The heartbeat timer doubles as the outage watch: a Redis or broker error there is logged once per
 outage and counted (:class:`streams.consumer.Outages`), the consumer pauses and recovers, and
 ``GET /health`` on the worker's web port answers 503 with what is down and since when.
@@ -62,6 +65,8 @@ from streams.processor import (
     MovieProcessor,
     Processor,
     RatingProcessor,
+    commit_plan,
+    merge_plans,
 )
 from streams.records import DeadLetterRecord
 from streams.store import RedisFeatureTables
@@ -183,8 +188,10 @@ async def _send_dead(dead: list[DeadLetterOut]) -> None:
     await asyncio.wait_for(send(), DEAD_LETTER_TIMEOUT_S)  # TimeoutError: the broker is away, retried
 
 
-#: The one thread plan and commit run in (sequential by design: one batch at a time; a warm thread).
+#: The one thread plans (and serial commits) run in (one batch planned at a time; a warm thread).
 _APPLY_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply")
+#: Where a rating batch's commit waits on Redis while the apply thread plans the next one.
+_COMMIT_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
 
 
 def _plan_and_commit(
@@ -197,16 +204,11 @@ def _plan_and_commit(
     return plan, processor.commit(plan)
 
 
-async def apply_batch(topic: str, msgs: list[Message], logs: dict[int, LogView] | None = None) -> BatchPlan:
-    """Plan, send the dead letters, and commit one batch of ``topic`` (re-planned while the fence fails).
-
-    Plan and commit run in a thread: their Redis calls are sync and must not block the event loop. A batch
-    without dead letters takes one hop there; one with dead letters comes back to send them (acknowledged)
-    before its commit.
-    """
-    processor = _processor(topic)
+async def _apply_one(
+    processor: Processor, msgs: list[Message], logs: dict[int, LogView] | None
+) -> tuple[BatchPlan, int]:
+    """Plan, send the dead letters, commit; re-planned while the fence fails. (plan, retries)"""
     loop = asyncio.get_running_loop()
-    started = time.perf_counter()
     retries = 0
     while True:  # re-plan while the offset fence fails (another worker wrote a partition meanwhile)
         plan, committed = await loop.run_in_executor(_APPLY_THREAD, _plan_and_commit, processor, msgs, logs)
@@ -214,8 +216,89 @@ async def apply_batch(topic: str, msgs: list[Message], logs: dict[int, LogView] 
             await _send_dead(plan.dead)
             committed = await loop.run_in_executor(_APPLY_THREAD, processor.commit, plan)
         if committed:
-            break
+            return plan, retries
         retries += 1
+
+
+def _views_of(logs: dict[int, LogView] | None, part: list[Message]) -> dict[int, LogView]:
+    """The views of the partitions ``part`` holds records of (only a poll's first part checks the others)."""
+    held = {m.partition for m in part}
+    return {p: v for p, v in (logs or {}).items() if p in held}
+
+
+async def _apply_parts(
+    processor: Processor, msgs: list[Message], logs: dict[int, LogView] | None, size: int
+) -> tuple[BatchPlan, int]:
+    """One poll in commits of at most ``size`` messages; a rating part is planned while the one before it
+    commits (:meth:`RatingProcessor.plan` ``after``), so the worker and Redis work at once.
+
+    A part that is not plain (dead letters, a reset log, a seek) or whose commit is refused ends the
+    overlap: from there on, the rest of the poll is applied as one batch, as a poll of the rest alone would be.
+    """
+    loop = asyncio.get_running_loop()
+    parts = [msgs[i : i + size] for i in range(0, len(msgs), size)] or [[]]
+    pipelined = isinstance(processor, RatingProcessor)
+    done: list[BatchPlan] = []
+    flight: tuple[int, BatchPlan, asyncio.Future[bool]] | None = None
+
+    async def rest_from(k: int, refused: bool) -> tuple[BatchPlan, int]:
+        rest = [m for part in parts[k:] for m in part]
+        plan, retries = await _apply_one(processor, rest, logs if k == 0 else _views_of(logs, rest))
+        return merge_plans(processor.topic, [*done, plan]), retries + refused
+
+    for k, part in enumerate(parts):
+        views = logs if k == 0 else _views_of(logs, part)
+        after = flight[1] if flight is not None else None
+        try:
+            if isinstance(processor, RatingProcessor):
+                plan = await loop.run_in_executor(_APPLY_THREAD, processor.plan, part, views, after)
+            else:
+                plan = await loop.run_in_executor(_APPLY_THREAD, processor.plan, part, views)
+        except BaseException:
+            if flight is not None:  # the commit ends before the consumer recovers from the fences
+                with contextlib.suppress(Exception):
+                    await flight[2]
+            raise
+        if flight is not None:
+            j, prev, fut = flight
+            flight = None
+            if not await fut:
+                return await rest_from(j, True)  # refused: this part was planned over it, plan both again
+            assert isinstance(processor, RatingProcessor)
+            processor.confirm(prev)
+            done.append(prev)
+        if not plan.plain:
+            return await rest_from(k, False)
+        if pipelined:
+            flight = (k, plan, loop.run_in_executor(_COMMIT_THREAD, commit_plan, processor.store, plan))
+        elif await loop.run_in_executor(_APPLY_THREAD, processor.commit, plan):
+            done.append(plan)
+        else:
+            return await rest_from(k, True)
+    if flight is not None:
+        j, prev, fut = flight
+        if not await fut:
+            return await rest_from(j, True)
+        assert isinstance(processor, RatingProcessor)
+        processor.confirm(prev)
+        done.append(prev)
+    return (done[0] if len(done) == 1 else merge_plans(processor.topic, done)), 0
+
+
+async def apply_batch(topic: str, msgs: list[Message], logs: dict[int, LogView] | None = None) -> BatchPlan:
+    """Plan, send the dead letters, and commit one poll of ``topic`` (re-planned while the fence fails).
+
+    Plan and commit run in threads: their Redis calls are sync and must not block the event loop. A poll of
+    more than ``stream_batch_max`` messages commits in parts of that size (:func:`_apply_parts`); a batch
+    with dead letters comes back to send them (acknowledged) before its commit.
+    """
+    processor = _processor(topic)
+    loop = asyncio.get_running_loop()
+    started = time.perf_counter()
+    if len(msgs) <= settings.stream_batch_max:
+        plan, retries = await _apply_one(processor, msgs, logs)
+    else:
+        plan, retries = await _apply_parts(processor, msgs, logs, settings.stream_batch_max)
     now_ms = int(time.time() * 1000)
     metrics.observe_batch(
         processor.topic, size=len(msgs), applied=plan.applied, skipped=plan.skipped,

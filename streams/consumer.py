@@ -5,12 +5,12 @@ Why not a Faust agent per topic: Faust dispatches every message on its own
 agent's ``take_events`` sees a batch; measured here that caps a worker at
 ~3.5-4k events/s with half a core idle, and Faust also hard-codes aiokafka's
 fetch wait to 1,500 ms (``docs/infra.md``). This service instead asks aiokafka for
-whatever is buffered (``getmany``, at most ``settings.stream_batch_max`` records)
-and hands each topic's records to its processor as one batch.
+whatever is buffered (``getmany``, at most ``settings.stream_poll_max`` records)
+and hands each topic's records to its processor in parts of at most ``settings.stream_batch_max``.
 
 Loop, one poll at a time::
 
-    records = getmany(max_records=batch_max, timeout_ms=...)   # no waiting to fill: adaptive batches
+    records = getmany(max_records=poll_max, timeout_ms=...)   # no waiting to fill: adaptive batches
     per partition: the fetch high watermark -> a LogView (streams/log_identity.py)
     movies first (a rating of a just-announced movie then finds it), then ratings:
         plan -> dead letters sent and acknowledged -> one Lua script (state + offsets + log identity, fenced)
@@ -220,7 +220,7 @@ class BatchConsumer(Service):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=s.stream_fetch_max_wait_ms,
-            max_poll_records=s.stream_batch_max,
+            max_poll_records=s.stream_poll_max,
             session_timeout_ms=int(s.broker_session_timeout * 1000),
             heartbeat_interval_ms=int(s.broker_heartbeat_interval * 1000),
             metadata_max_age_ms=s.stream_metadata_max_age_ms,
@@ -509,7 +509,7 @@ class BatchConsumer(Service):
             try:
                 if self._to_fence:
                     await self._seek_to_fences()
-                most = self.settings.stream_batch_max
+                most = self.settings.stream_poll_max
                 batch = await self.consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=most)
             except (asyncio.CancelledError, IllegalStateError):
                 break

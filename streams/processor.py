@@ -47,7 +47,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -60,7 +60,14 @@ from schemas.movie_record import decode_movie, encode_movie
 from schemas.ratings import PROBE_SOURCE, RatingLimits, rating_verdict
 from schemas.redis_keys import text
 from schemas.side_features import SideEncoder
-from schemas.user_record import RecordError, decode_fold_row, encode_rated, encode_recent, encode_user
+from schemas.user_record import (
+    FOLD_FIELDS,
+    RecordError,
+    decode_fold_row,
+    encode_rated,
+    encode_recent,
+    encode_user,
+)
 from schemas.wire import DecodeError, SchemaCodec, codec_for
 from streams.events import dead_letter_key
 from streams.log_identity import (
@@ -79,8 +86,8 @@ from streams.online import OnlineRatingModel, OnlineStep
 from streams.rules import movie_event_problem
 from streams.store import Checks, Earlier, FeatureTablesIO, FenceMove, Op, logaddexp
 
-__all__ = ["BatchPlan", "DeadLetterOut", "ImpressionProcessor", "Message", "MovieProcessor", "Processor",
-           "RatingProcessor"]  # fmt: skip
+__all__ = ["BatchPlan", "Carried", "DeadLetterOut", "ImpressionProcessor", "Message", "MovieProcessor", "Processor",
+           "RatingProcessor", "commit_plan", "merge_plans"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +106,15 @@ class Message:
     timestamp_ms: int = 0  #: the producer's timestamp (CreateTime), for freshness
     #: the Kafka key; the rating contract refuses a rating whose key is not its user's (``key_mismatch``)
     key: bytes | None = None
+
+
+@dataclass(slots=True)
+class Carried:
+    """One user as a batch's commit leaves them, in the form :meth:`FeatureTablesIO.read` returns."""
+
+    row: list[Any]  #: the ``FOLD_FIELDS`` values written
+    rated: Mapping[int, Earlier]  #: the batch's ratings: movie -> (rating, event ms)
+    pushed: list[str]  #: the recent entries pushed, oldest first
 
 
 @dataclass(slots=True)
@@ -136,6 +152,16 @@ class BatchPlan:
     #: the serving model and the written users' (version, model_version) as read: a hot swap that moved
     #: any of them since refuses the commit (re-plan); None: nothing checked (``streams/store.py`` Checks)
     checks: Checks | None = None
+    #: the online model's steps this plan made, by (partition, offset, event id): confirmed by its commit
+    steps: list[tuple[int, int, str]] = field(default_factory=list)
+    #: what the commit leaves of each written user, as a read would return it after the commit: a plan made
+    #: before this one commits reads through it (:meth:`RatingProcessor.plan` ``after``)
+    carry: dict[int, Carried] = field(default_factory=dict)
+
+    @property
+    def plain(self) -> bool:
+        """Nothing to do before the commit or after it but follow the fence: no dead letters, resets or seeks."""
+        return not (self.dead or self.resets or self.rewind or self.gaps)
 
     def count_in_stats(self, applied_field: str) -> None:
         """The batch's ``rs:stats`` counts, in its own commit: ``applied_field`` and ``dead_letters``."""
@@ -143,6 +169,26 @@ class BatchPlan:
             self.ops.append(("C", keys.STATS, applied_field, self.applied))
         if self.dead:
             self.ops.append(("C", keys.STATS, "dead_letters", len(self.dead)))
+
+
+def merge_plans(topic: str, plans: list[BatchPlan]) -> BatchPlan:
+    """One poll's plans, committed one after another, as the one plan the consumer follows: each partition
+    moves from its first plan's fence read to its last plan's new fence."""
+    merged = BatchPlan(topic, stored=plans[0].stored if plans else {})
+    seen: set[int] = set()
+    for plan in plans:
+        for p, (read, new) in plan.fence.items():
+            merged.fence[p] = (merged.fence[p][0] if p in merged.fence else read, new)
+        merged.dead += plan.dead
+        merged.applied += plan.applied
+        merged.skipped += plan.skipped
+        merged.users += [u for u in plan.users if u not in seen]
+        seen.update(plan.users)
+        merged.resets += plan.resets
+        merged.rewind += plan.rewind
+        merged.gaps.update(plan.gaps)
+        merged.verified += [p for p in plan.verified if p not in merged.verified]
+    return merged
 
 
 def commit_plan(store: FeatureTablesIO, plan: BatchPlan) -> bool:
@@ -241,6 +287,25 @@ def fence_batch(
             new = Fence(last.offset, fence.epoch, fingerprint(last.key, last.value, last.timestamp_ms), hw, origin)
             plan.fence[p] = (read, new)
     return after
+
+
+def lay_over(
+    after: BatchPlan,
+    carried: Mapping[int, Carried],
+    offsets: dict[int, Fence],
+    rows: dict[int, list[Any]],
+    earlier: dict[int, dict[int, Earlier]],
+    recent: dict[int, list[str]],
+) -> None:
+    """Make a read taken before ``after`` committed the read after it: its new fences, its written users'
+    rows and ratings, and their recent lists as its LPUSH + LTRIM leave them (``recent`` holds the whole
+    list of every carried user: the read was asked for it)."""
+    for p, (_, new) in after.fence.items():
+        offsets[p] = new
+    for uid, c in carried.items():
+        rows[uid] = c.row
+        earlier.setdefault(uid, {}).update(c.rated)  # a superset of the batch's pairs: only looked up
+        recent[uid] = (c.pushed[::-1] + recent.get(uid, []))[: keys.RECENT_MAX]
 
 
 def _dead(msg: Message, reason: str, error: str, now_ms: int) -> DeadLetterOut:
@@ -393,8 +458,17 @@ class RatingProcessor:
             rt.add_item(mid, side.vector(movie.genres, movie.year, movie.tags))
 
     # --- the plan -------------------------------------------------------------------
-    def plan(self, msgs: list[Message], logs: Mapping[int, LogView] | None = None) -> BatchPlan:
-        """The batch's ops and fence; ``logs``: the consumer's view of each partition's log (:func:`fence_batch`)."""
+    def plan(
+        self, msgs: list[Message], logs: Mapping[int, LogView] | None = None, after: BatchPlan | None = None
+    ) -> BatchPlan:
+        """The batch's ops and fence; ``logs``: the consumer's view of each partition's log (:func:`fence_batch`).
+
+        ``after``: a plan whose commit may not have run yet (it is in flight while this one is planned, and
+        this one commits only once it has). The read sees the store either before or after that commit (each
+        is one atomic script); before it, ``after``'s fences and written users (:attr:`BatchPlan.carry`) are
+        laid over the read, so this plan is the one a read after the commit gives. Should ``after`` be
+        refused, this plan fails its fence too (it expects ``after``'s) and must be planned again.
+        """
         now_ms = int(self.clock() * 1000)
         plan = BatchPlan(self.topic)
         decoded: list[tuple[Message, dict[str, Any]]] = []
@@ -425,16 +499,20 @@ class RatingProcessor:
         for _, ev in valid:
             pairs.setdefault(ev["user_id"], []).append(ev["movie_id"])
         users = list(pairs)
-        offsets, rows, earlier, recent, serving = self.store.read(self.topic, users, pairs)
+        carried = {} if after is None else {u: after.carry[u] for u in users if u in after.carry}
+        offsets, rows, earlier, recent, serving = self.store.read(self.topic, users, pairs, carried)
+        if after is not None and after.fence and all(offsets.get(p) == read for p, (read, _) in after.fence.items()):
+            lay_over(after, carried, offsets, rows, earlier, recent)
         self.follow(serving)
         self._serving_read = serving or ""
 
         # Rule: a message at or below its partition's stored offset was applied already, if that offset
         # still fences this log (fence_batch: a reset log is re-based and applied from its first record).
-        after = fence_batch(plan, msgs, offsets, logs, now_ms)
-        plan.dead = [d for m, d in dead if m.offset > after.get(m.partition, -1)]
-        fresh = [(m, ev) for m, ev in valid if m.offset > after.get(m.partition, -1)]
-        self._fold(fresh, rows, earlier, recent, plan)
+        fenced = fence_batch(plan, msgs, offsets, logs, now_ms)
+        plan.dead = [d for m, d in dead if m.offset > fenced.get(m.partition, -1)]
+        fresh = [(m, ev) for m, ev in valid if m.offset > fenced.get(m.partition, -1)]
+        held = () if after is None else after.steps
+        self._fold(fresh, rows, earlier, {u: set(v) for u, v in recent.items()}, plan, held)
         return plan
 
     def _fold(  # noqa: C901 - the per-event fold, kept in one frame: it runs once per event on the hot path
@@ -444,9 +522,12 @@ class RatingProcessor:
         earlier: dict[int, dict[int, Earlier]],
         recent: dict[int, set[str]],
         plan: BatchPlan,
+        held: Iterable[tuple[int, int, str]] = (),
     ) -> None:
         """Fold ``events`` in; an event already in its user's recent list (same movie, rating and event time)
-        is a redelivered duplicate and is skipped (``duplicates_skipped``), whatever offset it came at."""
+        is a redelivered duplicate and is skipped (``duplicates_skipped``), whatever offset it came at.
+
+        ``held``: the online steps of a plan in flight, kept unconfirmed beside this plan's."""
         decay = self.decay
         prior_decay = self.prior_decay if self.prior_decay is not None else 0.0
         learn = self.online.learn_one
@@ -519,7 +600,9 @@ class RatingProcessor:
                 drifts += 1
                 alarm_ts = ts
 
-        self._unconfirmed = planned
+        kept = {k: unconfirmed[k] for k in held if k in unconfirmed}
+        self._unconfirmed = {**kept, **planned}
+        plan.steps = list(planned)
         ops = plan.ops
         checked: list[tuple[str, str, str]] = []
         for uid, w in work.items():
@@ -530,9 +613,13 @@ class RatingProcessor:
             rec.pre, rec.norm2, rec.n_events = state.pre, state.norm2, state.n_events
             rec.mu, rec.logvar = encode(w.rt.weights, state)
             rec.model_version = w.rt.version
-            ops.append(("H", keys.user(uid), encode_user(rec)))
+            fields = encode_user(rec)
+            pushed = w.recent[-keys.RECENT_MAX :]
+            ops.append(("H", keys.user(uid), fields))
             ops.append(("H", keys.user_rated(uid), encode_rated(w.rated)))
-            ops.append(("L", keys.user_recent(uid), w.recent[-keys.RECENT_MAX :]))
+            ops.append(("L", keys.user_recent(uid), pushed))
+            written = dict(zip(fields[::2], fields[1::2], strict=True))
+            plan.carry[uid] = Carried([written.get(f) for f in FOLD_FIELDS], w.rated, pushed)
         prior = self.prior_decay is not None
         for mid, (cnt, total, x, xp) in items.items():
             ops.append(("I", keys.item(mid), mid, cnt, total))
@@ -571,8 +658,13 @@ class RatingProcessor:
         """Apply the plan atomically; False when the fence failed (re-plan and retry)."""
         done = commit_plan(self.store, plan)
         if done:
-            self._unconfirmed = {}
+            self.confirm(plan)
         return done
+
+    def confirm(self, plan: BatchPlan) -> None:
+        """``plan`` committed: its online steps are done (a plan made meanwhile keeps its own)."""
+        for k in plan.steps:
+            self._unconfirmed.pop(k, None)
 
     def run(self, msgs: list[Message], send_dead: Callable[[list[DeadLetterOut]], None] | None = None) -> BatchPlan:
         """Plan, send dead letters, commit; re-plan while the fence fails (the synchronous path)."""

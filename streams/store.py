@@ -55,7 +55,7 @@ hash slot; a single Redis or a primary/replica pair is assumed.)
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
 import msgpack
@@ -90,11 +90,11 @@ Op = tuple[Any, ...]
 #: An earlier rating of a movie: (rating, event time in ms; None in a record written before times were kept).
 Earlier = tuple[float, int | None]
 #: (stored fences {partition: Fence}, user rows {uid: [USER_FIELDS values]}, earlier ratings {uid: {mid: Earlier}},
-#: recent entries {uid: set of entries, in the current ``encode_recent`` form (:func:`current_recent`)}: only
-#: for users whose batch re-rates a movie they rated before, the one case in which an event can be a
-#: redelivered duplicate (the processor's dedupe),
+#: recent entries {uid: the list, newest first, in the current ``encode_recent`` form (:func:`current_recent`)}:
+#: only for users whose batch re-rates a movie they rated before, the one case in which an event can be a
+#: redelivered duplicate (the processor's dedupe), and for the users ``read`` is asked for in ``full_recent``,
 #: the serving model ``rs:model`` ``serving`` (None: no swap ever ran; the worker's own model serves))
-Reads = tuple[dict[int, Fence], dict[int, list[Any]], dict[int, dict[int, Earlier]], dict[int, set[str]], str | None]
+Reads = tuple[dict[int, Fence], dict[int, list[Any]], dict[int, dict[int, Earlier]], dict[int, list[str]], str | None]
 #: {partition: (the fence read before computing, None when the partition had none; the new fence)}
 FenceMove = dict[int, tuple[Fence | None, Fence]]
 
@@ -112,7 +112,9 @@ def logaddexp(a: float, b: float) -> float:
 class FeatureTablesIO(Protocol):
     """What the processor needs from a store."""
 
-    def read(self, topic: str, users: list[int], pairs: dict[int, list[int]]) -> Reads: ...
+    def read(
+        self, topic: str, users: list[int], pairs: dict[int, list[int]], full_recent: Collection[int] = ()
+    ) -> Reads: ...
 
     def read_movies(self, movie_ids: list[int]) -> dict[int, dict[str, str]]: ...
 
@@ -360,9 +362,10 @@ return 1
 
 #: The batch's reads in one call (a pipeline of 2 x users commands costs redis-py ~10 us per command):
 #: KEYS = offsets, fence, rs:model, then per user: user key, rated key, recent key. ARGV = len(USER_FIELDS),
-#: USER_FIELDS..., then per user: n, n movie ids. Returns {HGETALL offsets, HGETALL fence, {HMGET user
-#: USER_FIELDS}..., {HMGET rated movies}..., {LRANGE recent, only where a batch movie is rated already}...,
-#: HGET rs:model serving}; a missing value is nil (the serving model: false).
+#: USER_FIELDS..., then per user: n, full (1: the recent list whatever is rated), n movie ids. Returns
+#: {HGETALL offsets, HGETALL fence, {HMGET user USER_FIELDS}..., {HMGET rated movies}..., {LRANGE recent, only
+#: where a batch movie is rated already or full is 1}..., HGET rs:model serving}; a missing value is nil (the
+#: serving model: false).
 _READ_LUA = """
 local nf = tonumber(ARGV[1])
 local fields = {unpack(ARGV, 2, 1 + nf)}
@@ -375,10 +378,10 @@ while i <= n do
   local c = tonumber(ARGV[i])
   local got = {}
   if c > 0 then
-    got = redis.call('HMGET', KEYS[k + 1], unpack(ARGV, i + 1, i + c))
+    got = redis.call('HMGET', KEYS[k + 1], unpack(ARGV, i + 2, i + 1 + c))
   end
   rated[#rated + 1] = got
-  local rerates = false
+  local rerates = ARGV[i + 1] == '1'
   for j = 1, c do
     if got[j] then rerates = true end
   end
@@ -387,7 +390,7 @@ while i <= n do
   else
     recent[#recent + 1] = {}
   end
-  i = i + 1 + c
+  i = i + 2 + c
   k = k + 3
 end
 return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), rows, rated, recent,
@@ -489,22 +492,24 @@ class RedisFeatureTables:
         self._apply = client.register_script(_LUA)
         self._read = client.register_script(_READ_LUA)
 
-    def read(self, topic: str, users: list[int], pairs: dict[int, list[int]]) -> Reads:
+    def read(
+        self, topic: str, users: list[int], pairs: dict[int, list[int]], full_recent: Collection[int] = ()
+    ) -> Reads:
         key_list = [keys.offsets(topic), keys.fence(topic), keys.MODEL]
         args: list[Any] = [len(USER_FIELDS), *USER_FIELDS]
         user_key, rated_key, recent_key = keys.user, keys.user_rated, keys.user_recent
         for uid in users:
             movies = pairs[uid]
             key_list += [user_key(uid), rated_key(uid), recent_key(uid)]
-            args += [len(movies), *movies]
+            args += [len(movies), 1 if uid in full_recent else 0, *movies]
         flat_offsets, flat_fences, rows, earlier, lists, serving = self._read(keys=key_list, args=args)
         offsets = _fences(flat_offsets, flat_fences)
         rated: dict[int, dict[int, Earlier]] = {}
-        recent: dict[int, set[str]] = {}
+        recent: dict[int, list[str]] = {}
         for uid, values, entries in zip(users, earlier, lists, strict=True):
             rated[uid] = {m: decode_rated_entry(v) for m, v in zip(pairs[uid], values, strict=True) if v is not None}
             if entries:
-                recent[uid] = {current_recent(e) for e in entries}
+                recent[uid] = [current_recent(e) for e in entries]
         served = serving.decode() if isinstance(serving, bytes) else None
         return offsets, dict(zip(users, rows, strict=True)), rated, recent, served
 
@@ -547,7 +552,9 @@ class MemoryFeatureTables:
     def _h(self, key: str) -> dict[str, Any]:
         return self.hashes.setdefault(key, {})
 
-    def read(self, topic: str, users: list[int], pairs: dict[int, list[int]]) -> Reads:
+    def read(
+        self, topic: str, users: list[int], pairs: dict[int, list[int]], full_recent: Collection[int] = ()
+    ) -> Reads:
         offsets = self.read_fences(topic)
         rows, rated, recent = {}, {}, {}
         for uid in users:
@@ -555,8 +562,9 @@ class MemoryFeatureTables:
             rows[uid] = [h.get(f) for f in USER_FIELDS]
             r = self.hashes.get(keys.user_rated(uid), {})
             rated[uid] = {m: decode_rated_entry(r[str(m)]) for m in pairs[uid] if str(m) in r}
-            if rated[uid]:
-                recent[uid] = {current_recent(e) for e in self.lists.get(keys.user_recent(uid), [])}
+            entries = self.lists.get(keys.user_recent(uid), [])
+            if entries and (rated[uid] or uid in full_recent):
+                recent[uid] = [current_recent(e) for e in entries]
         serving = self.hashes.get(keys.MODEL, {}).get("serving")
         return offsets, rows, rated, recent, None if serving is None else str(serving)
 

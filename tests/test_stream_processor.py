@@ -223,3 +223,91 @@ def test_a_batch_planned_again_after_a_failed_commit_feeds_the_online_model_once
         assert float(online["abs_sum"]) == pytest.approx(sum(errors), rel=1e-9)
     probe = (5, int(MOVIES[3]))
     assert retried.online.predict_one(*probe) == clean.online.predict_one(*probe)
+
+
+def _parts(msgs: list[Message], size: int) -> list[list[Message]]:
+    return [msgs[i : i + size] for i in range(0, len(msgs), size)]
+
+
+@pytest.mark.parametrize("read_at", ["before_commit", "after_commit"])
+def test_a_part_planned_over_a_commit_in_flight_leaves_the_state_of_one_part_at_a_time(
+    live_settings: Settings, read_at: str
+) -> None:
+    """The worker plans part k + 1 while part k commits; its read lands before that commit or after it. The
+    oracle: the same parts planned and committed one at a time (each part re-rates movies, re-sends entries
+    and touches the users the part before it wrote, so a read that missed part k would differ)."""
+    client = redis.Redis.from_url(live_settings.redis_url)
+    msgs = _messages(2400)
+    resent = [*msgs[:2000], *msgs[1500:1700], *msgs[2000:]]  # a producer's retry inside the poll
+    parts = _parts(resent, 300)
+    serial = _processor(MemoryFeatureTables())
+    for part in parts:
+        serial.run(part)
+    overlapped = _processor(RedisFeatureTables(client))
+    prev = overlapped.plan(parts[0])
+    for part in parts[1:]:
+        if read_at == "after_commit":
+            assert overlapped.commit(prev)
+            plan = overlapped.plan(part, after=prev)
+        else:
+            plan = overlapped.plan(part, after=prev)
+            assert overlapped.commit(prev)
+        prev = plan
+    assert overlapped.commit(prev)
+    assert diff_states(serial.store.snapshot(), redis_snapshot(client)) == []
+    assert int(client.hget(keys.STATS, "duplicates_skipped")) == 200
+    assert overlapped.online.n == serial.online.n == len(msgs)
+
+
+def test_a_refused_commit_under_a_part_planned_over_it_is_planned_again_and_learned_once() -> None:
+    """Part 0's commit is refused after part 1 was planned over it: part 1 fails its fence too (it expects
+    part 0's), both are planned again as one batch, and the online model still stepped once per event."""
+    codec = codec_for("RatingEvent")
+    msgs = _messages(1200)
+    store = _RefusesOnce()
+    proc = _processor(store)
+    first, second = _parts(msgs, 600)
+    p0 = proc.plan(first)
+    p1 = proc.plan(second, after=p0)
+    assert proc.commit(p0) is False and proc.commit(p1) is False
+    assert proc.run(msgs).applied == len(msgs)
+    clean = _processor(MemoryFeatureTables())
+    clean.run(msgs)
+    assert diff_states(clean.store.snapshot(), store.snapshot()) == []
+    alone = OnlineRatingModel(seed=1)
+    for m in msgs:
+        alone.learn_one(*_triple(codec, m))
+    assert proc.online.n == alone.n == len(msgs)
+    assert proc.online.abs_sum == pytest.approx(alone.abs_sum, rel=1e-12)
+    assert int(store.hashes[keys.ONLINE]["n"]) == len(msgs)
+
+
+class _RedisRefusesOnce(RedisFeatureTables):
+    """Redis whose first commit is refused (another worker moved the fence, as the worker sees it)."""
+
+    refused = 0
+
+    def commit(self, topic, fence, ops, checks=None) -> bool:  # type: ignore[no-untyped-def]
+        if not self.refused:
+            self.refused += 1
+            return False
+        return super().commit(topic, fence, ops, checks)
+
+
+@pytest.mark.parametrize("refuse", [False, True])
+async def test_a_poll_applied_in_overlapping_parts_equals_one_batch(live_settings: Settings, refuse: bool) -> None:
+    """``apply_batch``'s path for a poll larger than a batch: parts planned over the commit in flight, merged
+    into the one plan the consumer follows (fences from the first read to the last write, counts summed)."""
+    from streams.apply import _apply_parts
+
+    client = redis.Redis.from_url(live_settings.redis_url)
+    msgs = _messages(2600)
+    store = (_RedisRefusesOnce if refuse else RedisFeatureTables)(client)
+    proc = _processor(store)
+    plan, _ = await _apply_parts(proc, msgs, None, 500)
+    oracle = _processor(MemoryFeatureTables())
+    whole = oracle.run(msgs)
+    assert diff_states(oracle.store.snapshot(), redis_snapshot(client)) == []
+    assert (plan.applied, plan.skipped, sorted(plan.users)) == (len(msgs), 0, sorted(whole.users))
+    assert plan.fence == whole.fence
+    assert proc.online.n == len(msgs)
