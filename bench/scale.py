@@ -128,6 +128,8 @@ class Scale:
         self.logs = self.work / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         run = self.work / "infra"
+        if "seed" in args.phases:  # the seed resets Redis anyway: do not wait for a GiB-sized AOF to load first
+            shutil.rmtree(run / "redis", ignore_errors=True)
         kp, rp = local_services.free_port(), local_services.free_port()
         local_services.start_broker(run, "127.0.0.1", kp)
         local_services.start_redis(run, "127.0.0.1", rp)

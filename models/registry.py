@@ -27,8 +27,10 @@ log = logging.getLogger(__name__)
 class ModelSet:
     """Runtimes by version, each loaded once from ``models_dir/{version}`` (thread-safe)."""
 
-    def __init__(self, models_dir: Path, *preloaded: ModelRuntime) -> None:
+    def __init__(self, models_dir: Path, *preloaded: ModelRuntime, scoring: bool = True) -> None:
+        """``scoring``: load the parts only scoring reads too (:meth:`ModelRuntime.load`)."""
         self.models_dir = models_dir
+        self.scoring = scoring
         self._runtimes: dict[str, ModelRuntime] = {rt.version: rt for rt in preloaded}
         self._missing: dict[str, str] = {}  #: version -> why it could not be loaded (logged once)
         self._lock = threading.Lock()
@@ -62,7 +64,7 @@ class ModelSet:
         folder = self.models_dir / version
         if not version or "/" in version or version.startswith(".") or not folder.is_dir():
             raise ModelError(f"no model {version!r} in {self.models_dir}")
-        rt = ModelRuntime.load(folder)
+        rt = ModelRuntime.load(folder, scoring=self.scoring)
         if rt.version != version:
             raise ModelError(f"{folder}: its metadata names model {rt.version!r}, not {version!r}")
         return rt

@@ -251,8 +251,12 @@ class ModelRuntime:
         (folder / "metadata.json").write_text(json.dumps(self.metadata, indent=2, sort_keys=True))
 
     @classmethod
-    def load(cls, folder: Path, *, expect_data_version: int | None = None) -> ModelRuntime:
-        """Load a model folder; ModelError names what is missing, corrupt or mismatched."""
+    def load(cls, folder: Path, *, expect_data_version: int | None = None, scoring: bool = True) -> ModelRuntime:
+        """Load a model folder; ModelError names what is missing, corrupt or mismatched.
+
+        ``scoring=False`` leaves out what only scoring reads, the co-rating component (70 MB at ML-32M
+        shape): a process that only folds users in (the stream worker) does not hold it.
+        """
         npz_path, meta_path = folder / "runtime.npz", folder / "metadata.json"
         try:
             metadata = json.loads(meta_path.read_text())
@@ -283,7 +287,7 @@ class ModelRuntime:
             side_bias=arrays["side_bias"].astype(np.float32, copy=False),
             metadata=metadata,
             primed_prior=primed,
-            sequence=CoRatedItems.load(folder / "sequence.npz", len(arrays["movie_ids"])),
+            sequence=CoRatedItems.load(folder / "sequence.npz", len(arrays["movie_ids"])) if scoring else None,
         )
         runtime._check_shapes(npz_path)
         if expect_data_version is not None and runtime.data_version != expect_data_version:

@@ -154,7 +154,8 @@ class CoRatedItems:
             return None
         try:
             with np.load(path, allow_pickle=False) as a:
-                co = cls(a["indptr"].astype(np.int64), a["indices"].astype(np.int32), a["data"].astype(np.float32),
+                co = cls(a["indptr"].astype(np.int64, copy=False), a["indices"].astype(np.int32, copy=False),
+                         a["data"].astype(np.float32, copy=False),
                          float(a["tau"]), int(a["window"]), int(a["top_k"]))  # fmt: skip
         except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
             raise ModelError(f"{path}: corrupt artifact ({exc})") from None

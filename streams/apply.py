@@ -52,6 +52,7 @@ from reelstream.addresses import broker_answers
 from reelstream.errors import ReelstreamError
 from reelstream.redis_client import async_redis_client, redis_client
 from schemas import redis_keys as keys
+from streams import heap
 from streams.app import app, settings, worker_name
 from streams.consumer import INFRA_ERRORS, BatchConsumer, Outages
 from streams.log_identity import Fence, LogView
@@ -100,13 +101,13 @@ def _aredis() -> aioredis.Redis:
 
 @cache
 def _runtime() -> ModelRuntime:
-    return ModelRuntime.load(current_model_dir(settings.models_dir))
+    return ModelRuntime.load(current_model_dir(settings.models_dir), scoring=False)  # the worker only folds in
 
 
 @cache
 def _models() -> ModelSet:
     """Every model users' states name (a hot swap leaves two for a while), loaded from var/models on first use."""
-    return ModelSet(settings.models_dir, _runtime())
+    return ModelSet(settings.models_dir, _runtime(), scoring=False)
 
 
 @cache
@@ -395,6 +396,9 @@ async def _beat() -> bool:
 
 
 _seed_seen = False  #: the rs:seed marker existed at an earlier beat
+#: Seconds between two trims of the C heap (a trim of the worker's heap takes about a millisecond).
+HEAP_TRIM_EVERY_S = 10.0
+_trimmed_at = 0.0
 
 
 @app.timer(interval=settings.worker_heartbeat_s)
@@ -405,7 +409,10 @@ async def heartbeat() -> None:
     and the consumer pauses; when Redis answers again the consumer recovers (rebuild hook, fences). A
     ``rs:seed`` marker that disappeared (Redis flushed under the worker, no outage seen) asks for the same.
     """
-    global _seed_seen
+    global _seed_seen, _trimmed_at
+    if time.monotonic() - _trimmed_at >= HEAP_TRIM_EVERY_S:  # freed C heap back to the system (streams/heap.py)
+        _trimmed_at = time.monotonic()
+        await asyncio.get_running_loop().run_in_executor(None, heap.trim)
     try:
         seeded = await _beat()
     except INFRA_ERRORS as exc:

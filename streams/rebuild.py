@@ -247,7 +247,7 @@ def _rebuild(settings: Settings, client: redis.Redis, *, force: bool, on_progres
 def _run(settings: Settings, client: redis.Redis, lock: _Lock, summary: RebuildSummary,
          on_progress: ProgressFn | None) -> None:  # fmt: skip
     store = load_store(settings.store_dir)
-    runtime = ModelRuntime.load(current_model_dir(settings.models_dir))
+    runtime = ModelRuntime.load(current_model_dir(settings.models_dir), scoring=False)  # fold-in only
     if store.version != summary.store_version or runtime.version != summary.model_version:
         raise ReelstreamError("the store or the model changed while the rebuild started; run it again")
     now_ms = int(time.time() * 1000)

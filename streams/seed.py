@@ -222,7 +222,7 @@ def seed_history(
     ``after_batch(batches)`` runs after each bulk user batch (tests interrupt there).
     """
     store = load_store(settings.store_dir)
-    runtime = ModelRuntime.load(current_model_dir(settings.models_dir))
+    runtime = ModelRuntime.load(current_model_dir(settings.models_dir), scoring=False)  # fold-in only
     history = store.history.select("user_id", "movie_id", "rating", "ts")
     total = history.height if limit is None else min(limit, history.height)
     summary = SeedSummary(rows=total, store_version=store.version, model_version=runtime.version)

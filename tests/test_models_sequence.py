@@ -214,3 +214,19 @@ def test_co_rating_counts_do_not_depend_on_the_block_bounds() -> None:
             np.testing.assert_allclose(np.sort(co.data[s:e])[::-1], top, rtol=1e-5)
             # ties broken towards the lower movie index, as documented
             assert all(want[a, j] >= top[-1] - 1e-12 for j in co.indices[s:e])
+
+
+def test_a_fold_in_only_load_leaves_out_the_co_rating_table_and_folds_in_alike(tmp_path) -> None:
+    """``ModelRuntime.load(scoring=False)`` (the stream worker's): no ``sequence``, the same fold-in and encoding."""
+    from models.runtime import ModelRuntime
+    from models.state import cold_state, fold_in
+
+    rt = ModelRuntime.random(np.arange(1, 13), seed=2)
+    ev = Events(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 2]), np.full(4, 4.0, np.float32), np.arange(4))
+    rt.sequence = CoRatedItems.build(ev, rt.n_items, window=2, top_k=4)
+    rt.save(tmp_path / "m")
+    full, lean = ModelRuntime.load(tmp_path / "m"), ModelRuntime.load(tmp_path / "m", scoring=False)
+    assert full.sequence is not None and lean.sequence is None
+    state = fold_in(full.weights, cold_state(full.weights), 3, 4.5, None)
+    again = fold_in(lean.weights, cold_state(lean.weights), 3, 4.5, None)
+    np.testing.assert_array_equal(state.pre, again.pre)

@@ -31,7 +31,8 @@ def test_a_checkpoint_resumes_the_model_and_its_drift_detector_exactly(tmp_path)
     import pytest
 
     rng = np.random.default_rng(4)
-    events = [(int(rng.integers(30)), int(rng.integers(80)), float(rng.integers(1, 11)) / 2) for _ in range(3000)]
+    events = [(int(rng.integers(30)), int(rng.integers(80)), float(rng.integers(1, 11)) / 2) for _ in range(1500)]
+    events += [(int(rng.integers(45)), int(rng.integers(100)), float(rng.integers(1, 11)) / 2) for _ in range(1500)]
     straight, first = OnlineRatingModel(seed=2), OnlineRatingModel(seed=2)
     for e in events[:1500]:
         straight.learn_one(*e)
@@ -40,8 +41,10 @@ def test_a_checkpoint_resumes_the_model_and_its_drift_detector_exactly(tmp_path)
     first.save(path)
     resumed = OnlineRatingModel.load(path)  # a restarted worker
     assert (resumed.n, resumed.abs_sum, resumed.drifts) == (straight.n, straight.abs_sum, straight.drifts)
-    for e in events[1500:]:
-        assert resumed.learn_one(*e) == straight.learn_one(*e)  # predictions, errors and alarms alike
+    for e in events[1500:]:  # users and movies first seen after the checkpoint too
+        step = straight.learn_one(*e)
+        assert resumed.learn_one(*e) == step  # predictions, errors and alarms alike
+        assert first.learn_one(*e) == step  # saving left the saved model as it was
     assert resumed.detector.width == straight.detector.width
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match=r"w1\.pkl: not an online model checkpoint"):

@@ -60,6 +60,9 @@ def _run_one(web_port: int, name: str, loglevel: str) -> None:
     get_settings.cache_clear()
     if get_settings().worker_web_port != web_port:
         raise ConfigError(f"could not apply web port {web_port}")
+    from streams import heap
+
+    heap.tune()  # before any thread starts: at most two malloc arenas (streams/heap.py)
     from faust import Worker
 
     import streams.apply  # noqa: F401 - registers the batch consumer service, heartbeat timer and pages on the app
