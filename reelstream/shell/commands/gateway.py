@@ -56,4 +56,6 @@ def gateway(
     if workers == 1:
         uvicorn.run(serving_app(), **common)
     else:  # each process builds the app from the environment (the settings above come from it too)
-        uvicorn.run("gateway.app:serving_app", factory=True, workers=workers, **common)
+        from reelstream.shell.gateway_processes import serve_processes
+
+        serve_processes(uvicorn.Config("gateway.app:serving_app", factory=True, workers=workers, **common))
