@@ -32,6 +32,7 @@ from gateway.prior import ItemPrior
 from gateway.producer import EventPublisher, KafkaEventPublisher
 from gateway.rules import RulesStore
 from gateway.service import Gateway
+from gateway.shutdown import Shutdown
 from gateway.state import RedisState
 from gateway.telemetry import Telemetry, TelemetryMiddleware
 from reelstream.errors import DataError, ReelstreamError
@@ -183,17 +184,14 @@ def create_app(
             tasks.append(asyncio.create_task(recorder.run()))
         try:
             yield
-        finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        finally:  # each step bounded (gateway/shutdown.py): the process always exits
+            shutdown = Shutdown()
+            await shutdown.cancel_tasks(tasks)
             if recorder is not None:
-                await recorder.close()
+                await shutdown.step("impression recorder close", recorder.close)
                 app.state.gateway.impressions = None
-            await app.state.producer.close()
-            await app.state.gateway.state.aclose()
+            await shutdown.step("rating producer close", app.state.producer.close)
+            await shutdown.step("Redis close", app.state.gateway.state.aclose)
 
     app = FastAPI(
         title="reelstream gateway",

@@ -120,12 +120,10 @@ class FreshnessProbe:
         ts_ms = int(time.time() * 1000)
         start = self.clock()
         try:
-            sent = await asyncio.wait_for(
-                self._producer.send(
+            async with asyncio.timeout(self.settings.probe_timeout_s):  # not wait_for: 3.11's can drop a cancel
+                sent = await self._producer.send(
                     user_id, movie_id, PROBE_RATING, source=PROBE_SOURCE, ts_ms=ts_ms, known_movie=self._known
-                ),
-                self.settings.probe_timeout_s,
-            )
+                )
         except (KafkaError, TimeoutError, OSError) as exc:
             raise ProbeLost(f"probe could not be produced: {type(exc).__name__}") from exc
         produced = self.clock()

@@ -1,8 +1,10 @@
-"""``reelstream gateway --workers 2``: two processes on one port serve, and a SIGTERM stops them in bounded time.
+"""``reelstream gateway --workers 2``: two processes on one port serve, and a SIGTERM stops them cleanly.
 
-Open (issue 13): a gateway process sometimes never finishes its application shutdown (seen here 1 stop in 2:
-"Waiting for application shutdown" and no more). uvicorn's own supervisor then waits for it forever; ours
-(``reelstream/shell/gateway_processes.py``) kills it after the graceful period and exits 1.
+A gateway process once sometimes never finished its application shutdown ("Waiting for application
+shutdown" and no more, 1 stop in 2 to 1 in 5 here): the freshness probe's task lost its cancellation to
+Python 3.11's ``wait_for`` and polled on. The probe now uses ``asyncio.timeout``, and the lifespan's
+shutdown is bounded and names what overran (gateway/shutdown.py); the supervisor
+(``reelstream/shell/gateway_processes.py``) still kills a process that outlives the graceful period.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ def test_two_gateway_processes_serve(live: Live) -> None:
         assert all(w.is_running() for w in workers), gateway.tail()
         gateway.proc.send_signal(signal.SIGTERM)
         rc = gateway.proc.wait(timeout=GRACEFUL_SHUTDOWN_S + STOP_MARGIN_S + 30)  # TimeoutExpired: it hung
-        assert rc in (0, 1), gateway.tail()  # 1: a process had to be killed, and the log says which
-        assert (rc == 1) == ("did not stop in time: killed" in gateway.tail())
+        assert rc == 0, gateway.tail()  # 1: a process had to be killed, and the log says which
+        assert "did not finish within" not in gateway.log.read_text(errors="replace"), gateway.tail()  # no step overran
         wait_for(lambda: not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers), 10,
                  "no gateway process left")  # fmt: skip
     finally:
