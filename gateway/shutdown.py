@@ -29,7 +29,7 @@ RECANCEL_S = 0.5
 
 def _awaiting(task: asyncio.Task[object]) -> str:
     """Where a stuck task waits: its chain of awaited coroutines, outermost first (``file:line function``)."""
-    where = []
+    where: list[str] = []
     coro: object = task.get_coro()
     while coro is not None and len(where) < 30:
         frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
