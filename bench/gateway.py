@@ -91,7 +91,41 @@ def load_main(args: argparse.Namespace) -> None:
 
 
 # --- server (runs in its own process) ---------------------------------------------------------
+def serve_many(args: argparse.Namespace) -> None:
+    """``serve --processes N``: bind the port once and run N ``serve`` processes accepting on it (as uvicorn's
+    ``--workers`` does), until SIGTERM, which goes on to them. The CPU figures add this parent's children."""
+    import signal
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", args.port))
+    sock.listen(2048)
+    argv = [a for a in sys.argv[1:] if a != f"--processes={args.processes}"]
+    i = argv.index("--processes")
+    argv = [*argv[:i], *argv[i + 2 :], "--fd", str(sock.fileno())]
+    children = [subprocess.Popen([sys.executable, __file__, *argv], pass_fds=(sock.fileno(),), stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True) for _ in range(args.processes)]  # fmt: skip
+    for child in children:  # each has its model and index loaded: all start serving at once
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready", "a serve process failed"
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+
+    def stop(*_: object) -> None:
+        for child in children:
+            child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    for child in children:
+        child.wait()
+
+
 def serve_main(args: argparse.Namespace) -> None:
+    if args.processes > 1:
+        serve_many(args)
+        return
     import polars as pl
     import uvicorn
 
@@ -124,8 +158,18 @@ def serve_main(args: argparse.Namespace) -> None:
 
         gw._personal_pool = lambda *a: (np.empty(0, np.int64), np.empty(0, np.float32))  # type: ignore[method-assign]
         gw._select = lambda *a: []  # type: ignore[method-assign]
-    uvicorn.run(create_app(settings, gateway=gw, impressions=args.impressions), host="127.0.0.1", port=args.port,
-                log_level="warning", access_log=False)  # fmt: skip
+    app = create_app(settings, gateway=gw, impressions=args.impressions)
+    if args.fd is None:
+        uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+        return
+    import socket
+
+    # one of serve_many's: the inherited socket as it is (uvicorn's own fd= would take it for AF_UNIX and
+    # leave Nagle on), started when the parent says every process is loaded
+    sock = socket.socket(fileno=args.fd)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
 
 
 # --- orchestration --------------------------------------------------------------------------------
@@ -347,7 +391,7 @@ def serve_phases(name: str, url: str, model_dir: Path, items_path: Path, users: 
     out: dict = {"catalogue": name, "n_items": n_items, "latent": latent, "warm_users": len(users)}
     for mode, cache_size in (("uncached", 0), ("cached", 100_000))[: 1 if args.only_uncached else 2]:
         port = local_services.free_port()
-        if args.processes > 1:  # `reelstream gateway --workers N` on the live run's var folder
+        if args.processes > 1 and args.live:  # `reelstream gateway --workers N` on the live run's var folder
             env = {**os.environ, "REELSTREAM_VAR_DIR": str(args.live_var), "REDIS_URL": url,
                    "KAFKA_BOOTSTRAP": f"127.0.0.1:{local_services.free_port()}",
                    "REELSTREAM_GATEWAY_CACHE_SIZE": str(cache_size), "REELSTREAM_GATEWAY_RETRIEVAL": args.retrieval,
@@ -360,7 +404,7 @@ def serve_phases(name: str, url: str, model_dir: Path, items_path: Path, users: 
                     "--model-dir", str(model_dir), "--items", str(items_path), "--var-dir", str(work / f"var-{mode}"),
                     "--cache-size", str(cache_size), "--dead-port", str(local_services.free_port()),
                     "--batch-max", str(args.batch_max), "--retrieval", args.retrieval,
-                    *(["--floor"] if args.floor else [])]  # fmt: skip
+                    "--processes", str(args.processes), *(["--floor"] if args.floor else [])]  # fmt: skip
         server = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             _wait_http(port)
@@ -412,6 +456,7 @@ def main(args: argparse.Namespace) -> None:
         "batch_max": args.batch_max,
         "retrieval": args.retrieval,
         "floor": args.floor,
+        "processes": args.processes,
     }  # fmt: skip
     if args.live:
         results["command"] = f"python bench/gateway.py --live {args.live} --live-var {args.live_var}"
@@ -467,6 +512,8 @@ if __name__ == "__main__":
     p_serve.add_argument("--floor", action="store_true")
     p_serve.add_argument("--retrieval", choices=("index", "exact"), default="index")
     p_serve.add_argument("--impressions", action="store_true", help="record served lists (to --dead-port's broker)")
+    p_serve.add_argument("--processes", type=int, default=1, help="processes accepting on the one port")
+    p_serve.add_argument("--fd", type=int, default=None, help="serve on this inherited listening socket")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--high-concurrency", type=int, default=16)
     parser.add_argument("--batch-max", type=int, default=32, help="gateway_batch_max (1: no micro-batching)")
@@ -487,8 +534,9 @@ if __name__ == "__main__":
     parser.add_argument("--live-var", metavar="VAR_DIR", help="with --live: the var folder of its model and store")
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument(
-        "--processes", type=int, default=1, help="with --live: `reelstream gateway --workers N` on the live var folder"
-    )
+        "--processes", type=int, default=1,
+        help="gateway processes on one port (with --live: `reelstream gateway --workers N` on its var folder)",
+    )  # fmt: skip
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument(
         "--impressions-cost", action="store_true",
