@@ -8,6 +8,7 @@ so the lifespan's ``await task`` never returned.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import pytest
@@ -17,10 +18,8 @@ from gateway.shutdown import Shutdown
 
 async def _swallows_first_cancel(ended: list[str]) -> None:
     """Loses the first cancellation, as the probe did; ends on the second."""
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await asyncio.Event().wait()
-    except asyncio.CancelledError:
-        pass
     try:
         await asyncio.Event().wait()
     finally:
@@ -29,10 +28,8 @@ async def _swallows_first_cancel(ended: list[str]) -> None:
 
 async def _never_ends() -> None:
     while True:
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            pass
 
 
 async def test_a_task_that_loses_its_cancellation_is_cancelled_again() -> None:
