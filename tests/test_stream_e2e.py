@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+import psutil
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -27,6 +29,7 @@ from streams.admin import high_watermarks
 from streams.events import rating_event, user_key
 from streams.replay import read_checkpoint
 from streams.store import redis_snapshot
+from tests.live_system import GatewayProcess
 from tests.stream_support import StreamCase as BaseCase
 from tests.stream_support import (
     bootstrap_var,
@@ -146,6 +149,50 @@ def test_two_workers_reach_the_same_final_state(case: StreamCase) -> None:
     case.wait_applied(len(rows))
     _assert_matches_reference(case, rows)
     assert group.alive()
+
+
+def _served_lists(url: str, users: list[int]) -> dict[int, list[int]]:
+    """Each user's k=20 list, one new connection per request (several gateway processes share the port)."""
+    out = {}
+    with httpx.Client(base_url=url, timeout=10, headers={"Connection": "close"}) as client:
+        for uid in users:
+            resp = client.get(f"/recommendations/{uid}", params={"k": 20})
+            assert resp.status_code == 200, resp.text
+            body = resp.json()
+            assert body["source"] == "personalised" and not body["degraded"], body
+            out[uid] = [item["movie_id"] for item in body["items"]]
+    return out
+
+
+def test_three_workers_and_two_gateway_processes_equal_one_and_one(case: StreamCase) -> None:
+    """Scale-out on one Redis: 3 workers reach the state the one-at-a-time reference gives, and a gateway of two
+    processes serves every user the list a single process serves from that state."""
+    rows = stream_rows(case.settings)
+    group = case.worker("trio", workers=3)
+    wait_for(lambda: all(case.redis.exists(f"rs:worker:trio-{i}") for i in range(3)), 90,
+             "the three workers' heartbeats")  # fmt: skip
+    case.replay("--max")
+    case.wait_applied(len(rows))
+    _assert_matches_reference(case, rows)
+    assert group.alive()
+    quiet = {"REELSTREAM_PROBE_INTERVAL_S": "0", "REELSTREAM_GATEWAY_LAG_INTERVAL_S": "0",
+             "REELSTREAM_GATEWAY_IMPRESSIONS": "false"}  # fmt: skip  # nothing more reaches the state meanwhile
+    users = sorted({uid for uid, *_ in rows})[:40]
+    (case.log_dir / "two").mkdir()
+    one = GatewayProcess({**case.env, **quiet}, case.log_dir)
+    two = GatewayProcess({**case.env, **quiet}, case.log_dir / "two", "--workers", "2")
+    try:
+        one.wait_ready(timeout=120)
+        two.wait_ready(timeout=120)
+        wait_for(lambda: len([c for c in psutil.Process(two.proc.pid).children()
+                              if "resource_tracker" not in " ".join(c.cmdline())]) == 2, 60,
+                 "two gateway processes")  # fmt: skip
+        single = _served_lists(one.url, users)
+        assert _served_lists(two.url, users) == single
+        assert all(len(items) == 20 for items in single.values())
+    finally:
+        one.stop()
+        two.stop()
 
 
 async def _produce(settings: Settings, topic: str, items: list[tuple[bytes, bytes]]) -> None:
