@@ -7,7 +7,6 @@ Each node also listens on its cluster bus port (its port + 10000), so both ports
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from reelstream.shell import local_services
-from tests.stream_support import wait_for
+from tests.stream_support import port_free, wait_for
 
 __all__ = ["LocalCluster", "start_cluster"]
 
@@ -23,20 +22,11 @@ SLOTS = 16384
 BUS_OFFSET = 10000
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _cluster_port(taken: set[int]) -> int:
     """A free port whose cluster bus port is free too."""
     for _ in range(200):
         port = local_services.free_port()
-        if port not in taken and port + BUS_OFFSET not in taken and _bindable(port + BUS_OFFSET):
+        if port not in taken and port + BUS_OFFSET not in taken and port_free(port + BUS_OFFSET):
             return port
     raise RuntimeError("no free port pair for a cluster node")
 

@@ -139,12 +139,13 @@ class WorkerProcess:
 def _free_port_range(n: int) -> int:
     for _ in range(50):
         base = local_services.free_port()
-        if base + n < 65535 and all(_port_free(base + i) for i in range(n)):
+        if base + n < 65535 and all(port_free(base + i) for i in range(n)):
             return base
     raise RuntimeError("no free port range")
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
+    """Nothing listens on ``port`` on loopback right now."""
     import socket
 
     with socket.socket() as s:
