@@ -101,8 +101,8 @@ def serve_many(args: argparse.Namespace) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))
     sock.listen(2048)
-    argv = [a for a in sys.argv[1:] if a != f"--processes={args.processes}"]
-    i = argv.index("--processes")
+    argv = sys.argv[1:]
+    i = argv.index("--processes")  # serve_phases passes it as two arguments; the children get --fd instead
     argv = [*argv[:i], *argv[i + 2 :], "--fd", str(sock.fileno())]
     children = [subprocess.Popen([sys.executable, __file__, *argv], pass_fds=(sock.fileno(),), stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True) for _ in range(args.processes)]  # fmt: skip
