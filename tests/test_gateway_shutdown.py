@@ -16,8 +16,9 @@ import pytest
 from gateway.shutdown import Shutdown
 
 
-async def _swallows_first_cancel(ended: list[str]) -> None:
+async def _swallows_first_cancel(started: asyncio.Event, ended: list[str]) -> None:
     """Loses the first cancellation, as the probe did; ends on the second."""
+    started.set()
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.Event().wait()
     try:
@@ -26,7 +27,8 @@ async def _swallows_first_cancel(ended: list[str]) -> None:
         ended.append("second cancel")
 
 
-async def _never_ends() -> None:
+async def _never_ends(started: asyncio.Event) -> None:
+    started.set()
     while True:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.Event().wait()
@@ -34,8 +36,9 @@ async def _never_ends() -> None:
 
 async def test_a_task_that_loses_its_cancellation_is_cancelled_again() -> None:
     ended: list[str] = []
-    task = asyncio.create_task(_swallows_first_cancel(ended))
-    await asyncio.sleep(0)  # let it reach its first wait
+    started = asyncio.Event()
+    task = asyncio.create_task(_swallows_first_cancel(started, ended))
+    await started.wait()  # it is inside its first wait: the first cancel lands there
     shutdown = Shutdown(step_s=5.0)
     await shutdown.cancel_tasks([task])
     assert task.cancelled()
@@ -45,8 +48,9 @@ async def test_a_task_that_loses_its_cancellation_is_cancelled_again() -> None:
 
 async def test_a_task_that_never_ends_is_named_and_abandoned(caplog: pytest.LogCaptureFixture) -> None:
     ok = asyncio.create_task(asyncio.Event().wait())
-    stuck = asyncio.create_task(_never_ends(), name="stuck")
-    await asyncio.sleep(0)
+    started = asyncio.Event()
+    stuck = asyncio.create_task(_never_ends(started), name="stuck")
+    await started.wait()
     shutdown = Shutdown(step_s=0.2)
     with caplog.at_level(logging.WARNING, logger="gateway.shutdown"):
         await shutdown.cancel_tasks([ok, stuck])
