@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import polars as pl
+import psutil
 import pytest
 
 from models.runtime import ModelRuntime
@@ -122,3 +123,9 @@ class GatewayProcess:
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+
+    def worker_processes(self) -> list[psutil.Process]:
+        """The gateway's serving processes under ``--workers N`` (uvicorn's supervisor also starts a resource
+        tracker, left out)."""
+        children = psutil.Process(self.proc.pid).children(recursive=True)
+        return [c for c in children if "resource_tracker" not in " ".join(c.cmdline())]

@@ -38,17 +38,13 @@ class LocalCluster:
     run_dir: Path
     ports: list[int]
 
-    @property
-    def url(self) -> str:
-        """A seed node's URL: a cluster client discovers the others from it."""
-        return f"redis://127.0.0.1:{self.ports[0]}/0"
-
     def node(self, port: int) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=port)
 
     def info(self, port: int) -> dict[str, str]:
         """CLUSTER INFO of one node, as text fields."""
-        raw = self.node(port).execute_command("CLUSTER INFO")  # redis-py parses it into a dict
+        with self.node(port) as node:
+            raw = node.execute_command("CLUSTER INFO")  # redis-py parses it into a dict
         return {str(k): v.decode() if isinstance(v, bytes) else str(v) for k, v in raw.items()}
 
     def client(self) -> RedisCluster:
@@ -88,10 +84,11 @@ def start_cluster(run_dir: Path, masters: int = 3) -> LocalCluster:
             wait_for(lambda p=port: local_services.redis_answers(f"redis://127.0.0.1:{p}/0"), 30,
                      f"cluster node {port} to answer PING")  # fmt: skip
         for port, slots in zip(ports, _slot_ranges(masters), strict=True):
-            cluster.node(port).execute_command("CLUSTER ADDSLOTS", *slots)
-        first = cluster.node(ports[0])
-        for port in ports[1:]:
-            first.execute_command("CLUSTER MEET", "127.0.0.1", port)
+            with cluster.node(port) as node:
+                node.execute_command("CLUSTER ADDSLOTS", *slots)
+        with cluster.node(ports[0]) as first:
+            for port in ports[1:]:
+                first.execute_command("CLUSTER MEET", "127.0.0.1", port)
 
         def formed() -> bool:
             for port in ports:

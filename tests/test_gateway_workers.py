@@ -20,19 +20,13 @@ from tests.live_system import GatewayProcess, Live
 from tests.stream_support import wait_for
 
 
-def _python_children(pid: int) -> list[psutil.Process]:
-    """The gateway's worker processes (uvicorn's supervisor also starts a resource tracker)."""
-    children = psutil.Process(pid).children(recursive=True)
-    return [c for c in children if "resource_tracker" not in " ".join(c.cmdline())]
-
-
 def test_two_gateway_processes_serve(live: Live) -> None:
     gateway = GatewayProcess(live.env, live.log_dir, "--workers", "2")
     workers: list[psutil.Process] = []
     try:
         gateway.wait_ready(timeout=120)
-        wait_for(lambda: len(_python_children(gateway.proc.pid)) == 2, 60, "two gateway worker processes")
-        workers = _python_children(gateway.proc.pid)
+        wait_for(lambda: len(gateway.worker_processes()) == 2, 60, "two gateway worker processes")
+        workers = gateway.worker_processes()
         with httpx.Client(base_url=gateway.url, timeout=10, headers={"Connection": "close"}) as client:
             for uid in range(1, 41):  # a new connection each: either process may accept it
                 resp = client.get(f"/recommendations/{uid}", params={"k": 5})

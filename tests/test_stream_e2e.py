@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -184,9 +183,7 @@ def test_three_workers_and_two_gateway_processes_equal_one_and_one(case: StreamC
     try:
         one.wait_ready(timeout=120)
         two.wait_ready(timeout=120)
-        wait_for(lambda: len([c for c in psutil.Process(two.proc.pid).children()
-                              if "resource_tracker" not in " ".join(c.cmdline())]) == 2, 60,
-                 "two gateway processes")  # fmt: skip
+        wait_for(lambda: len(two.worker_processes()) == 2, 60, "two gateway processes")
         single = _served_lists(one.url, users)
         assert _served_lists(two.url, users) == single
         assert all(len(items) == 20 for items in single.values())
